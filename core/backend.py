@@ -1,0 +1,80 @@
+"""Array backends: numpy on the CPU, cupy on CUDA devices.
+
+A tensor holds one array; its module (numpy or cupy) decides where ops run.
+Asking for CUDA without cupy or without a visible GPU is an error, never a silent CPU fallback.
+"""
+import numpy as np
+
+try:  # cupy is the optional `gpu` extra
+    import cupy as _cupy
+except Exception:  # ImportError, or a broken CUDA install
+    _cupy = None
+
+
+def cupy_available() -> bool:
+    """True when cupy imports and sees at least one GPU."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def parse_device(device) -> tuple[str, int]:
+    """'cpu' -> ('cpu', 0); 'cuda' / 'cuda:N' -> ('cuda', N)."""
+    if device is None:
+        return "cpu", 0
+    text = str(device)
+    kind, _, index = text.partition(":")
+    if kind == "cpu" and not index:
+        return "cpu", 0
+    if kind == "cuda" and (not index or index.isdigit()):
+        return "cuda", int(index or 0)
+    raise ValueError(f"unknown device {text!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+def array_module(device):
+    """numpy for 'cpu', cupy for 'cuda[:N]' (raises when cupy or a GPU is missing)."""
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        return np
+    if _cupy is None:
+        raise RuntimeError(f"device {device!r} needs cupy, which is not installed: pip install 'rlgen-lab[gpu]'")
+    if not cupy_available():
+        raise RuntimeError(f"device {device!r} requested but cupy sees no GPU")
+    if index >= _cupy.cuda.runtime.getDeviceCount():
+        raise RuntimeError(f"device {device!r} requested but only {_cupy.cuda.runtime.getDeviceCount()} GPU(s) are visible")
+    return _cupy
+
+
+def get_array_module(array):
+    """The module (numpy or cupy) an array belongs to."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def device_of(array) -> str:
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return f"cuda:{array.device.id}"
+    return "cpu"
+
+
+def to_device(array, device):
+    """Copy an array to `device` (no copy when it is already there)."""
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        return array.get() if _cupy is not None and isinstance(array, _cupy.ndarray) else np.asarray(array)
+    xp = array_module(device)
+    with xp.cuda.Device(index):
+        return xp.asarray(array)
+
+
+def scatter_add(xp, target, index, values):
+    """target[index] += values with repeated indices accumulating (numpy add.at / cupyx scatter_add)."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)

@@ -1,0 +1,53 @@
+"""Helpers shared by the op modules: turning operands into tensors and undoing broadcasting."""
+import numpy as np
+
+from core import backend
+from core.tensor import Tensor
+
+
+def const(value, like):
+    """A constant tensor for a Python/numpy scalar or array next to tensor `like` (same device;
+    scalars take `like`'s float dtype so they never promote float32 to float64)."""
+    if isinstance(value, Tensor):
+        return value
+    xp = like.xp
+    if isinstance(value, (int, float, bool, np.generic)):
+        kind = like.dtype.kind
+        if kind == "f" and not isinstance(value, (bool, np.bool_)):
+            return Tensor._make(xp.asarray(value, dtype=like.dtype))
+        return Tensor._make(xp.asarray(value, dtype=np.result_type(like.dtype, value)))
+    if backend.get_array_module(value) is not xp:
+        if xp is np and backend.get_array_module(value) is not np:
+            raise RuntimeError(f"expected all tensors on the same device, got cpu and {backend.device_of(value)}")
+        value = backend.to_device(value, like.device) if xp is not np else np.asarray(value)
+    return Tensor._make(xp.asarray(value))
+
+
+def pair(a, b):
+    """Both operands as tensors on one device."""
+    if not isinstance(a, Tensor):
+        return const(a, b), b
+    if not isinstance(b, Tensor):
+        return a, const(b, a)
+    if type(a.data) is not type(b.data):
+        raise RuntimeError(f"expected all tensors on the same device, got {a.device} and {b.device}")
+    return a, b
+
+
+def xp_of(array):
+    """numpy or cupy for a raw array (fast path for numpy)."""
+    return np if type(array) is np.ndarray else backend.get_array_module(array)
+
+
+def unbroadcast(g, shape):
+    """Sum a broadcast gradient back to an operand's shape."""
+    if g.shape == shape:
+        return g
+    from core.ops.shape import sum_to
+    return sum_to(g, shape)
+
+
+def check_device(*tensors):
+    kinds = {type(t.data) for t in tensors}
+    if len(kinds) > 1:
+        raise RuntimeError("expected all tensors on the same device, got " + ", ".join(sorted({t.device for t in tensors})))

@@ -1,0 +1,422 @@
+"""Elementwise ops: arithmetic, math functions and activations, each forward beside its backward.
+
+Primitives are Functions; the rest (softplus, elu, gelu, ...) are compositions of them, so their
+gradients, and gradients of gradients, come for free.
+"""
+import math
+
+import numpy as np
+
+from core.autograd import Function
+from core.ops._util import pair, unbroadcast, xp_of
+from core.tensor import Tensor
+
+
+# ----- arithmetic -----
+class Add(Function):
+    saves_inputs = False
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return unbroadcast(gy, a.shape), unbroadcast(gy, b.shape)
+
+
+class Sub(Function):
+    saves_inputs = False
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return unbroadcast(gy, a.shape), (unbroadcast(-gy, b.shape) if b.requires_grad else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return (unbroadcast(gy * b, a.shape) if a.requires_grad else None,
+                unbroadcast(gy * a, b.shape) if b.requires_grad else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = gy / b
+        return (unbroadcast(ga, a.shape) if a.requires_grad else None,
+                unbroadcast(-ga * a / b, b.shape) if b.requires_grad else None)
+
+
+class Neg(Function):
+    saves_inputs = False
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    def forward(self, x, p):
+        return x ** p
+
+    def backward(self, gy):
+        x, p = self.inputs
+        gx = gp = None
+        if x.requires_grad:
+            gx = unbroadcast(gy * p * x ** (p - 1), x.shape)
+        if p.requires_grad:
+            gp = unbroadcast(gy * self.output * log(x), p.shape)
+        return gx, gp
+
+
+def add(a, b):
+    return Add()(*pair(a, b))
+
+
+def sub(a, b):
+    return Sub()(*pair(a, b))
+
+
+def mul(a, b):
+    return Mul()(*pair(a, b))
+
+
+def div(a, b):
+    return Div()(*pair(a, b))
+
+
+def neg(x):
+    return Neg()(x)
+
+
+def pow(x, p):
+    return Pow()(*pair(x, p))
+
+
+def square(x):
+    return x * x
+
+
+# ----- math functions -----
+class Exp(Function):
+    saves_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).exp(x)
+
+    def backward(self, gy):
+        return gy * self.output
+
+
+def _unary(name, fwd, grad_of_x):
+    """A primitive whose derivative is an expression of its input tensor."""
+    cls = type(name, (Function,), {
+        "forward": lambda self, x: fwd(xp_of(x), x),
+        "backward": lambda self, gy: gy * grad_of_x(self.inputs[0]),
+    })
+    return cls
+
+
+Log = _unary("Log", lambda xp, x: xp.log(x), lambda x: 1 / x)
+Log1p = _unary("Log1p", lambda xp, x: xp.log1p(x), lambda x: 1 / (x + 1))
+Sin = _unary("Sin", lambda xp, x: xp.sin(x), lambda x: cos(x))
+Cos = _unary("Cos", lambda xp, x: xp.cos(x), lambda x: -sin(x))
+
+
+class Sqrt(Function):
+    saves_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).sqrt(x)
+
+    def backward(self, gy):
+        return gy / (2 * self.output)
+
+
+class Tanh(Function):
+    saves_inputs = False
+
+    def forward(self, x):
+        return xp_of(x).tanh(x)
+
+    def backward(self, gy):
+        y = self.output
+        return gy * (1 - y * y)
+
+
+class Sigmoid(Function):
+    saves_inputs = False
+
+    def forward(self, x):
+        # tanh form: exact and overflow-free for any x
+        return xp_of(x).tanh(x * 0.5) * 0.5 + 0.5
+
+    def backward(self, gy):
+        y = self.output
+        return gy * y * (1 - y)
+
+
+class _Masked(Function):
+    """Primitives whose derivative is a constant (piecewise) factor of the input: gx = gy * factor."""
+
+    def backward(self, gy):
+        return gy * Tensor._make(self.factor)
+
+
+class Abs(_Masked):
+    def forward(self, x):
+        xp = xp_of(x)
+        self.factor = xp.sign(x)
+        return xp.abs(x)
+
+
+class Relu(_Masked):
+    def forward(self, x):
+        mask = x > 0
+        self.factor = mask.astype(x.dtype)
+        return x * self.factor
+
+
+class LeakyRelu(_Masked):
+    def __init__(self, slope):
+        self.slope = slope
+
+    def forward(self, x):
+        self.factor = xp_of(x).where(x > 0, 1, self.slope).astype(x.dtype)
+        return x * self.factor
+
+
+class Clip(_Masked):
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        xp = xp_of(x)
+        y = xp.clip(x, self.lo, self.hi)
+        self.factor = (y == x).astype(x.dtype)
+        return y
+
+
+class Erf(Function):
+    def forward(self, x):
+        xp = xp_of(x)
+        if xp is np:
+            try:
+                from scipy.special import erf
+            except ImportError:
+                erf = np.frompyfunc(math.erf, 1, 1)
+            return np.asarray(erf(x), dtype=x.dtype)
+        from cupyx.scipy.special import erf
+        return erf(x)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return gy * (2 / math.sqrt(math.pi)) * exp(-(x * x))
+
+
+class Maximum(Function):
+    def __init__(self, take_larger=True):
+        self.take_larger = take_larger
+
+    def forward(self, a, b):
+        xp = xp_of(a)
+        wins = a > b if self.take_larger else a < b
+        # ties split the gradient evenly between the operands
+        self.share = xp.where(wins, 1.0, xp.where(a == b, 0.5, 0.0)).astype(np.result_type(a, b))
+        return xp.where(wins, a, b) if self.take_larger else xp.minimum(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        share = Tensor._make(self.share)
+        return (unbroadcast(gy * share, a.shape) if a.requires_grad else None,
+                unbroadcast(gy * (1 - share), b.shape) if b.requires_grad else None)
+
+
+class Where(Function):
+    def __init__(self, cond):
+        self.cond = cond
+
+    def forward(self, a, b):
+        return xp_of(a).where(self.cond, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        zero = Tensor._make(gy.xp.zeros((), gy.dtype))
+        cond = self.cond
+        return (unbroadcast(where(cond, gy, zero), a.shape) if a.requires_grad else None,
+                unbroadcast(where(cond, zero, gy), b.shape) if b.requires_grad else None)
+
+
+class Cast(Function):
+    saves_inputs = False
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.src = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return cast(gy, self.src) if self.src.kind == "f" else None
+
+
+class ToDevice(Function):
+    saves_inputs = False
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        from core import backend
+        self.src = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, gy):
+        return to_device(gy, self.src)
+
+
+def exp(x):
+    return Exp()(x)
+
+
+def log(x):
+    return Log()(x)
+
+
+def log1p(x):
+    return Log1p()(x)
+
+
+def sqrt(x):
+    return Sqrt()(x)
+
+
+def abs(x):
+    return Abs()(x)
+
+
+def sin(x):
+    return Sin()(x)
+
+
+def cos(x):
+    return Cos()(x)
+
+
+def tanh(x):
+    return Tanh()(x)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+def relu(x):
+    return Relu()(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyRelu(negative_slope)(x)
+
+
+def erf(x):
+    return Erf()(x)
+
+
+def clip(x, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("clip needs at least one of min and max")
+    return Clip(min, max)(x)
+
+
+def maximum(a, b):
+    return Maximum(True)(*pair(a, b))
+
+
+def minimum(a, b):
+    return Maximum(False)(*pair(a, b))
+
+
+def where(cond, a, b):
+    """Elementwise cond ? a : b; gradients flow to a and b, never to cond."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        a, b = pair(a, b)
+    else:
+        raise TypeError("where needs at least one of a and b to be a Tensor")
+    cond = cond.data if isinstance(cond, Tensor) else a.xp.asarray(cond)
+    return Where(cond)(a, b)
+
+
+def cast(x, dtype):
+    return Cast(np.dtype(dtype))(x)
+
+
+def to_device(x, device):
+    return ToDevice(device)(x)
+
+
+# ----- activations composed from primitives -----
+def softplus(x, beta=1.0, threshold=None):
+    """log(1 + exp(beta x)) / beta, stable for any x: max(z, 0) + log1p(exp(-|z|))."""
+    z = x * beta if beta != 1.0 else x
+    y = relu(z) + log1p(exp(-abs(z)))
+    return y / beta if beta != 1.0 else y
+
+
+def elu(x, alpha=1.0):
+    # exp of min(x, 0) keeps the unused branch finite, so its zero gradient stays zero (not inf * 0)
+    return where(x.data > 0, x, alpha * (exp(minimum(x, 0.0)) - 1))
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+
+
+def selu(x):
+    return _SELU_SCALE * elu(x, _SELU_ALPHA)
+
+
+def gelu(x, approximate="none"):
+    """GELU: x * Phi(x) with the exact erf ('none', PyTorch's default) or the tanh approximation."""
+    if approximate == "tanh":
+        return 0.5 * x * (1 + tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
+    if approximate != "none":
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+
+
+def silu(x):
+    return x * sigmoid(x)
+
+
+# ----- comparisons and logic (no gradient) -----
+def _compare(name):
+    def compare(a, b):
+        a, b = pair(a, b)
+        return Tensor._make(getattr(a.xp, name)(a.data, b.data))
+    compare.__name__ = name
+    return compare
+
+
+eq, ne, lt, le, gt, ge = (_compare(name) for name in ("equal", "not_equal", "less", "less_equal", "greater",
+                                                       "greater_equal"))
+logical_and, logical_or = _compare("logical_and"), _compare("logical_or")
+
+
+def logical_not(x):
+    return Tensor._make(~x.data if x.dtype == np.bool_ else x.data == 0)
+
+
+def isfinite(x):
+    return Tensor._make(x.xp.isfinite(x.data))

@@ -1,0 +1,55 @@
+"""Matrix products: batched/broadcast matmul and the fused linear layer op."""
+from core.autograd import Function
+from core.ops._util import check_device, unbroadcast
+from core.ops.shape import reshape, swapaxes, squeeze, unsqueeze
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
+                             f"({a.shape[-1]} != {b.shape[-2]})")
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = unbroadcast(gy @ swapaxes(b, -1, -2), a.shape) if a.requires_grad else None
+        gb = unbroadcast(swapaxes(a, -1, -2) @ gy, b.shape) if b.requires_grad else None
+        return ga, gb
+
+
+def matmul(a, b):
+    check_device(a, b)
+    if a.ndim == 1 and b.ndim == 1:
+        return squeeze(MatMul()(unsqueeze(a, 0), unsqueeze(b, 1)))
+    if a.ndim == 1:
+        return squeeze(MatMul()(unsqueeze(a, 0), b), -2)
+    if b.ndim == 1:
+        return squeeze(MatMul()(a, unsqueeze(b, 1)), -1)
+    return MatMul()(a, b)
+
+
+class Linear(Function):
+    """y = x @ W.T + b with W of shape (out, in), as in PyTorch; one node instead of three."""
+
+    def forward(self, x, w, b=None):
+        if x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
+                             f"but the weight expects {w.shape[1]} (weight shape {w.shape})")
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, w = self.inputs[0], self.inputs[1]
+        g2 = reshape(gy, (-1, gy.shape[-1])) if gy.ndim != 2 else gy
+        gx = gy @ w if x.requires_grad else None
+        gw = g2.T @ (reshape(x, (-1, x.shape[-1])) if x.ndim != 2 else x) if w.requires_grad else None
+        if len(self.inputs) == 2:
+            return gx, gw
+        return gx, gw, (g2.sum(0) if self.inputs[2].requires_grad else None)
+
+
+def linear(x, weight, bias=None):
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)

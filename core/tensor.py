@@ -1,0 +1,450 @@
+"""The Tensor: an array (numpy or cupy) plus what autodiff needs to know about it."""
+import numpy as np
+
+from core import backend
+
+float16, float32, float64 = np.float16, np.float32, np.float64
+int8, int16, int32, int64, uint8 = np.int8, np.int16, np.int32, np.int64, np.uint8
+bool_ = np.bool_
+_default_dtype = np.dtype(np.float32)
+
+
+def get_default_dtype():
+    return _default_dtype
+
+
+def set_default_dtype(dtype):
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"default dtype must be a floating type, got {dtype}")
+    _default_dtype = dtype
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
+    __array_priority__ = 1000  # numpy defers `ndarray op Tensor` to Tensor's reflected operators
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        t = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+        self.data, self.grad, self.requires_grad, self._ctx, self._version = t.data, None, t.requires_grad, None, 0
+
+    @staticmethod
+    def _make(data, requires_grad=False):
+        t = Tensor.__new__(Tensor)
+        t.data = data
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._ctx = None
+        t._version = 0
+        return t
+
+    # ----- properties -----
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def numel(self):
+        return self.data.size
+
+    def dim(self):
+        return self.data.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def xp(self):
+        return backend.get_array_module(self.data)
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    @property
+    def T(self):
+        return ops.permute(self, tuple(reversed(range(self.ndim))))
+
+    @property
+    def mT(self):
+        return ops.swapaxes(self, -1, -2)
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dev = "" if self.device == "cpu" else f", device='{self.device}'"
+        body = np.array2string(backend.to_device(self.data, "cpu"), separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    __hash__ = object.__hash__
+
+    # ----- conversion -----
+    def numpy(self):
+        if self.requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
+        return backend.to_device(self.data, "cpu")
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return backend.to_device(self.data, "cpu").tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        arr = backend.to_device(self.data, "cpu")
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu" or self.size != 1:
+            raise TypeError("only integer tensors of one element can be used as an index")
+        return int(self.item())
+
+    def to(self, device=None, dtype=None):
+        """Move to a device and/or cast; returns self when nothing changes. Differentiable."""
+        if isinstance(device, (type, np.dtype)) and dtype is None:
+            device, dtype = None, device
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = ops.cast(out, np.dtype(dtype))
+        if device is not None and backend.parse_device(device) != backend.parse_device(self.device):
+            backend.array_module(device)  # raises a clear error when the device is unavailable
+            out = ops.to_device(out, device)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def long(self):
+        return self.to(dtype=np.int64)
+
+    def int(self):
+        return self.to(dtype=np.int32)
+
+    def bool(self):
+        return self.to(dtype=np.bool_)
+
+    # ----- autodiff -----
+    def detach(self):
+        return Tensor._make(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype.kind not in "fc":
+            raise RuntimeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        if self._ctx is not None and not requires_grad:
+            raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        autograd.backward([self], None if gradient is None else [gradient], retain_graph, create_graph)
+
+    # ----- in-place (bump the version so backward can detect stale saved inputs) -----
+    def _check_inplace(self):
+        if self.requires_grad and self._ctx is None and autograd.is_grad_enabled():
+            raise RuntimeError("a leaf tensor that requires grad is being used in an in-place operation; "
+                               "wrap it in core.no_grad()")
+
+    def _assign(self, value):
+        self._check_inplace()
+        self.data[...] = value
+        self._version += 1
+        return self
+
+    def copy_(self, src):
+        return self._assign(src.data if isinstance(src, Tensor) else src)
+
+    def fill_(self, value):
+        return self._assign(value)
+
+    def zero_(self):
+        return self._assign(0)
+
+    def add_(self, other, alpha=1):
+        other = other.data if isinstance(other, Tensor) else other
+        return self._assign(self.data + (other if alpha == 1 else alpha * other))
+
+    def sub_(self, other):
+        return self.add_(other, alpha=-1)
+
+    def mul_(self, other):
+        return self._assign(self.data * (other.data if isinstance(other, Tensor) else other))
+
+    def clamp_(self, min=None, max=None):
+        return self._assign(self.xp.clip(self.data, min, max))
+
+    def __setitem__(self, key, value):
+        self._check_inplace()
+        key = ops.unwrap_index(key)
+        self.data[key] = value.data if isinstance(value, Tensor) else value
+        self._version += 1
+
+    # ----- operators -----
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.div(other, self)
+
+    def __pow__(self, other):
+        return ops.pow(self, other)
+
+    def __rpow__(self, other):
+        return ops.pow(other, self)
+
+    def __neg__(self):
+        return ops.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return ops.abs(self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __getitem__(self, key):
+        return ops.getitem(self, key)
+
+    def __eq__(self, other):
+        return ops.eq(self, other)
+
+    def __ne__(self, other):
+        return ops.ne(self, other)
+
+    def __lt__(self, other):
+        return ops.lt(self, other)
+
+    def __le__(self, other):
+        return ops.le(self, other)
+
+    def __gt__(self, other):
+        return ops.gt(self, other)
+
+    def __ge__(self, other):
+        return ops.ge(self, other)
+
+    def __invert__(self):
+        return ops.logical_not(self)
+
+    def __and__(self, other):
+        return ops.logical_and(self, other)
+
+    def __or__(self, other):
+        return ops.logical_or(self, other)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    # ----- methods forwarding to ops -----
+    def __getattr__(self, name):
+        fn = _METHODS.get(name)
+        if fn is None:
+            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+        return lambda *args, **kwargs: fn(self, *args, **kwargs)
+
+    def reshape(self, *shape):
+        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    view = reshape
+
+    def permute(self, *axes):
+        return ops.permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
+
+    def expand(self, *shape):
+        return ops.broadcast_to(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def sum(self, axis=None, keepdims=False):
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return ops.mean(self, axis, keepdims)
+
+
+# Method names that simply call the op of the same (or mapped) name with the tensor first.
+_METHOD_NAMES = (
+    "exp log log1p sqrt abs sin cos tanh sigmoid relu leaky_relu elu selu softplus gelu silu erf maximum minimum "
+    "clip max min var std logsumexp norm matmul transpose swapaxes squeeze unsqueeze flatten broadcast_to "
+    "pad flip gather take_along_axis softmax log_softmax cumsum argmax argmin split chunk "
+    "eq ne lt le gt ge logical_not any all isfinite square expand_as reshape_as"
+)
+_METHODS = {}
+
+
+def _bind_methods():
+    for name in _METHOD_NAMES.split():
+        _METHODS[name] = getattr(ops, name)
+    _METHODS["clamp"] = ops.clip
+    _METHODS["amax"] = ops.max
+    _METHODS["amin"] = ops.min
+
+
+def _infer_dtype(data):
+    if isinstance(data, bool) or (isinstance(data, np.ndarray) and data.dtype == np.bool_):
+        return np.bool_
+    if isinstance(data, int):
+        return np.int64
+    if isinstance(data, float):
+        return _default_dtype
+    return None
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """Make a tensor from an array-like (a copy). float64 arrays keep float64; python floats
+    and lists of floats become the default dtype (float32)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    device = device if device is not None else backend.device_of(data)
+    xp = backend.array_module(device)
+    if dtype is None:
+        dtype = _infer_dtype(data)
+        if dtype is None and not hasattr(data, "dtype"):
+            arr = np.asarray(data)
+            dtype = _default_dtype if arr.dtype.kind == "f" else arr.dtype
+    arr = backend.to_device(data, device) if hasattr(data, "dtype") else xp.asarray(data)
+    arr = xp.array(arr, dtype=dtype, copy=True)
+    t = Tensor._make(arr)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like `tensor` but shares memory when the array already has the right dtype and device."""
+    if isinstance(data, Tensor):
+        return data.to(device=device, dtype=dtype)
+    if hasattr(data, "dtype") and (dtype is None or np.dtype(dtype) == data.dtype) and (
+            device is None or backend.parse_device(device) == backend.parse_device(backend.device_of(data))):
+        return Tensor._make(data)
+    return tensor(data, dtype=dtype, device=device)
+
+
+def _factory(name):
+    def make(*shape, dtype=None, device="cpu", requires_grad=False):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        xp = backend.array_module(device)
+        with _on(xp, device):
+            t = Tensor._make(getattr(xp, name)(shape, dtype=dtype or _default_dtype))
+        return t.requires_grad_(True) if requires_grad else t
+    make.__name__ = name
+    make.__doc__ = f"A tensor of the given shape filled by numpy.{name}."
+    return make
+
+
+zeros, ones, empty = _factory("zeros"), _factory("ones"), _factory("empty")
+
+
+def _on(xp, device):
+    """Context that makes cupy allocate on the right GPU (no-op for numpy)."""
+    if xp is np:
+        import contextlib
+        return contextlib.nullcontext()
+    return xp.cuda.Device(backend.parse_device(device)[1])
+
+
+def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False):
+    xp = backend.array_module(device)
+    with _on(xp, device):
+        t = Tensor._make(xp.full(shape, fill_value, dtype=dtype or _default_dtype))
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def _like(fill):
+    def make(t, dtype=None, requires_grad=False):
+        return full(t.shape, fill, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+    return make
+
+
+zeros_like, ones_like = _like(0), _like(1)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False):
+    return _like(fill_value)(t, dtype, requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device="cpu"):
+    xp = backend.array_module(device)
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        dtype = np.int64 if all(isinstance(v, int) for v in (start, stop, step)) else _default_dtype
+    with _on(xp, device):
+        return Tensor._make(xp.arange(start, stop, step, dtype=dtype))
+
+
+def linspace(start, stop, num, dtype=None, device="cpu"):
+    xp = backend.array_module(device)
+    with _on(xp, device):
+        return Tensor._make(xp.linspace(start, stop, num, dtype=dtype or _default_dtype))
+
+
+def eye(n, m=None, dtype=None, device="cpu"):
+    xp = backend.array_module(device)
+    with _on(xp, device):
+        return Tensor._make(xp.eye(n, m, dtype=dtype or _default_dtype))
+
+
+from core import autograd, ops  # noqa: E402  (ops build on Tensor; imported last to break the cycle)
+
+_bind_methods()

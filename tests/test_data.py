@@ -1,0 +1,428 @@
+"""core.data (batching) and gans.datasets (real files, checksums, resizing, errors)."""
+
+import gzip
+import hashlib
+import io
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.data import ArrayDataset, DataLoader
+from gans import datasets
+from gans.datasets import ChecksumError, data_dir, load_dataset, resize_images
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_DIR = SHARED / "mnist"
+needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(),
+                                 reason="shared MNIST test set not found")
+
+# Published MNIST test-set facts, independent of the loader.
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST_TEST_IMAGES_MD5 = "2646ac647ad5339dbf082846283269ea"  # of the decompressed IDX file
+MNIST_TEST_LABELS_MD5 = "27ae3e4e09519cfbb04c329615203637"
+
+
+@pytest.fixture(autouse=True)
+def _no_env_data_dir(monkeypatch):
+    monkeypatch.delenv("LAB_DATA_DIR", raising=False)
+
+
+@pytest.fixture(scope="module")
+def mnist_test_raw():
+    images, labels = load_dataset("mnist", root=SHARED, split="test", normalize=None)
+    return images, labels
+
+
+def _mnist_copy(tmp_path, compress=True, corrupt=None):
+    """Copy the shared MNIST test files into tmp_path/mnist, optionally uncompressed or with one byte changed."""
+    target = tmp_path / "mnist"
+    target.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        data = bytearray(gzip.decompress((MNIST_DIR / f"{name}.gz").read_bytes()))
+        if corrupt == name:
+            data[1000] ^= 0xFF
+        if compress:
+            (target / f"{name}.gz").write_bytes(gzip.compress(bytes(data), compresslevel=1))
+        else:
+            (target / name).write_bytes(bytes(data))
+    return target
+
+
+# --- DataLoader --------------------------------------------------------------------------
+
+
+def test_batches_cover_data_in_order_without_shuffle():
+    x = np.arange(20).reshape(10, 2)
+    y = np.arange(10) * 10
+    loader = DataLoader((x, y), batch_size=3)
+    batches = list(loader)
+    assert len(loader) == 4 and len(batches) == 4
+    assert [len(bx) for bx, _ in batches] == [3, 3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate([bx for bx, _ in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([by for _, by in batches]), y)
+    assert np.shares_memory(batches[0][0], x)  # views, no copy
+
+
+def test_drop_last():
+    loader = DataLoader(np.arange(10), batch_size=3, drop_last=True)
+    batches = [b for (b,) in loader]
+    assert len(loader) == 3
+    np.testing.assert_array_equal(np.concatenate(batches), np.arange(9))
+    assert len(DataLoader(np.arange(9), batch_size=3, drop_last=True)) == 3
+    assert len(DataLoader(np.arange(9), batch_size=3)) == 3
+
+
+def test_shuffle_is_a_permutation_matching_the_seeded_generator():
+    x = np.arange(100)
+    y = -np.arange(100)
+    loader = DataLoader((x, y), batch_size=32, shuffle=True, seed=7)
+    rng = np.random.default_rng(7)
+    for _ in range(2):  # each epoch draws the next permutation of the same stream
+        expected = rng.permutation(100)
+        batches = list(loader)
+        assert [len(b) for b, _ in batches] == [32, 32, 32, 4]
+        got = np.concatenate([b for b, _ in batches])
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), -got)  # pairs stay aligned
+
+
+def test_shuffle_determinism():
+    data = np.arange(50)
+
+    def epochs(**kw):
+        loader = DataLoader(data, batch_size=8, shuffle=True, **kw)
+        return [np.concatenate([b for (b,) in loader]) for _ in range(3)]
+
+    a, b = epochs(seed=3), epochs(seed=3)
+    for ea, eb in zip(a, b):
+        np.testing.assert_array_equal(ea, eb)
+    assert not np.array_equal(a[0], a[1])  # a new order every epoch
+    assert not np.array_equal(a[0], epochs(seed=4)[0])
+    for ea, eg in zip(a, epochs(generator=np.random.default_rng(3))):
+        np.testing.assert_array_equal(ea, eg)
+
+
+def test_array_dataset_is_indexed_once_per_batch():
+    class Counting(ArrayDataset):
+        calls = 0
+
+        def __getitem__(self, index):
+            Counting.calls += 1
+            return super().__getitem__(index)
+
+    ds = Counting(np.zeros((1000, 3)), np.zeros(1000))
+    assert sum(1 for _ in DataLoader(ds, batch_size=100, shuffle=True, seed=0)) == 10
+    assert Counting.calls == 10
+
+
+def test_generic_dataset_is_collated_like_arrays():
+    x = np.random.default_rng(0).normal(size=(23, 2, 3)).astype(np.float32)
+    y = np.arange(23)
+
+    class Samples:
+        def __len__(self):
+            return 23
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    for shuffle in (False, True):
+        generic = list(DataLoader(Samples(), batch_size=5, shuffle=shuffle, seed=1))
+        arrays = list(DataLoader(ArrayDataset(x, y), batch_size=5, shuffle=shuffle, seed=1))
+        assert len(generic) == len(arrays) == 5
+        for (gx, gy), (ax, ay) in zip(generic, arrays):
+            np.testing.assert_array_equal(gx, ax)
+            np.testing.assert_array_equal(gy, ay)
+            assert gx.dtype == np.float32 and gx.shape[1:] == (2, 3)
+
+
+def test_loader_errors():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        DataLoader(np.arange(3), batch_size=0)
+    with pytest.raises(ValueError, match="either seed or generator"):
+        DataLoader(np.arange(3), seed=1, generator=np.random.default_rng(1))
+    with pytest.raises(ValueError, match=r"same length .* got \[3, 4\]"):
+        ArrayDataset(np.arange(3), np.arange(4))
+    with pytest.raises(TypeError, match="got int"):
+        DataLoader(5)
+
+
+# --- MNIST from the shared test set ------------------------------------------------------
+
+
+@needs_mnist
+def test_shared_files_hold_the_published_content():
+    for name, md5 in (("t10k-images-idx3-ubyte", MNIST_TEST_IMAGES_MD5), ("t10k-labels-idx1-ubyte", MNIST_TEST_LABELS_MD5)):
+        assert hashlib.md5(gzip.decompress((MNIST_DIR / f"{name}.gz").read_bytes())).hexdigest() == md5
+        assert datasets._IDX_MD5["mnist"][name] == md5
+
+
+@needs_mnist
+def test_mnist_test_set(mnist_test_raw):
+    images, labels = mnist_test_raw
+    assert images.shape == (10000, 1, 28, 28) and images.dtype == np.float32
+    assert labels.shape == (10000,) and labels.dtype == np.int64
+    assert np.bincount(labels).tolist() == MNIST_TEST_COUNTS
+    assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    # Pixels equal the raw bytes after the 16-byte IDX header, image by image, row by row.
+    raw = gzip.decompress((MNIST_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
+    np.testing.assert_array_equal(images.ravel(), np.frombuffer(raw, np.uint8, offset=16))
+    assert images.min() == 0 and images.max() == 255
+
+
+@needs_mnist
+def test_mnist_normalizations(mnist_test_raw):
+    raw, _ = mnist_test_raw
+    unit, _ = load_dataset("mnist", root=SHARED, split="test", normalize="01")
+    tanh, _ = load_dataset("mnist", root=SHARED, split="test", normalize="tanh")
+    assert (unit.min(), unit.max()) == (0.0, 1.0)
+    assert (tanh.min(), tanh.max()) == (-1.0, 1.0)
+    np.testing.assert_allclose(unit, raw / 255, atol=1e-7)
+    np.testing.assert_allclose(tanh, (raw - 127.5) / 127.5, atol=1e-7)
+    assert unit.dtype == tanh.dtype == np.float32
+
+
+@needs_mnist
+def test_uncompressed_files_load_the_same(tmp_path, mnist_test_raw):
+    _mnist_copy(tmp_path, compress=False)
+    images, labels = load_dataset("mnist", root=tmp_path, split="test", normalize=None)
+    np.testing.assert_array_equal(images, mnist_test_raw[0])
+    np.testing.assert_array_equal(labels, mnist_test_raw[1])
+
+
+@needs_mnist
+def test_class_filter_and_limit(mnist_test_raw):
+    raw, all_labels = mnist_test_raw
+    sevens, labels = load_dataset("mnist", root=SHARED, split="test", classes=[7], normalize=None)
+    assert len(sevens) == 1028 and set(labels.tolist()) == {7}
+    np.testing.assert_array_equal(sevens, raw[all_labels == 7])
+    _, labels = load_dataset("mnist", root=SHARED, split="test", classes=(1, 0))
+    assert np.bincount(labels).tolist() == [980, 1135]
+    images, labels = load_dataset("mnist", root=SHARED, split="test", limit=5)
+    assert images.shape == (5, 1, 28, 28) and labels.tolist() == [7, 2, 1, 0, 4]
+    _, labels = load_dataset("mnist", root=SHARED, split="test", classes=[9], limit=3)
+    assert labels.tolist() == [9, 9, 9]
+    with pytest.raises(ValueError, match=r"labels in 0\.\.9, got \[3, 10\]"):
+        load_dataset("mnist", root=SHARED, split="test", classes=[10, 3])
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        load_dataset("mnist", root=SHARED, split="test", limit=0)
+
+
+@needs_mnist
+def test_mnist_resize_keeps_range():
+    images, _ = load_dataset("mnist", root=SHARED, split="test", image_size=32, normalize="tanh", limit=50)
+    assert images.shape == (50, 1, 32, 32)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+
+
+@needs_mnist
+def test_missing_train_split_is_an_error_not_a_substitute(monkeypatch):
+    monkeypatch.setenv("LAB_DATA_DIR", str(SHARED))
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("mnist", split="train")
+    message = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in message and str(MNIST_DIR) in message and "download=True" in message
+    assert "\n" not in message
+
+
+def test_missing_file_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fashion_mnist: missing t10k-images-idx3-ubyte.gz") as err:
+        load_dataset("fashion_mnist", root=tmp_path, split="test")
+    assert str(tmp_path / "fashion_mnist") in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"cifar10: missing cifar-10-python\.tar\.gz in .*cifar10"):
+        load_dataset("cifar10", root=tmp_path)
+
+
+@needs_mnist
+def test_checksum_mismatch_names_file_and_both_checksums(tmp_path):
+    for compress in (False, True):
+        target = _mnist_copy(tmp_path / str(compress), compress=compress, corrupt="t10k-images-idx3-ubyte")
+        path = target / ("t10k-images-idx3-ubyte" + (".gz" if compress else ""))
+        data = bytearray(gzip.decompress((MNIST_DIR / "t10k-images-idx3-ubyte.gz").read_bytes()))
+        data[1000] ^= 0xFF
+        actual = hashlib.md5(bytes(data)).hexdigest()
+        with pytest.raises(ChecksumError) as err:
+            load_dataset("mnist", root=target.parent, split="test")
+        message = str(err.value)
+        assert str(path) in message and MNIST_TEST_IMAGES_MD5 in message and actual in message
+
+
+@needs_mnist
+def test_truncated_gzip_is_reported(tmp_path):
+    target = _mnist_copy(tmp_path)
+    gz = target / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-100])
+    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz is not a valid gzip file"):
+        load_dataset("mnist", root=tmp_path, split="test")
+
+
+def test_unknown_name_and_bad_arguments():
+    with pytest.raises(ValueError, match="unknown dataset 'mnsit'; allowed: mnist, fashion_mnist, cifar10, digits"):
+        load_dataset("mnsit")
+    with pytest.raises(ValueError, match=r"split must be one of \('train', 'test'\), got 'val'"):
+        load_dataset("digits", split="val")
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        load_dataset("digits", normalize="standard")
+
+
+# --- data directory ----------------------------------------------------------------------
+
+
+@needs_mnist
+def test_env_var_sets_the_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAB_DATA_DIR", str(SHARED))
+    assert data_dir() == SHARED
+    images, _ = load_dataset("mnist", split="test", limit=3)
+    assert images.shape == (3, 1, 28, 28)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):  # an explicit root wins over the env var
+        load_dataset("mnist", root=tmp_path, split="test")
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data_dir() == tmp_path / ".cache" / "lab" / "data"
+    monkeypatch.setenv("LAB_DATA_DIR", "")  # empty counts as unset
+    assert data_dir() == tmp_path / ".cache" / "lab" / "data"
+    assert data_dir("~/x") == tmp_path / "x"
+
+
+# --- downloads (no network: urlopen is replaced) -------------------------------------------
+
+
+def test_download_fails_cleanly_without_network(monkeypatch, tmp_path):
+    def offline(url, timeout):
+        assert timeout <= 30
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(ConnectionError) as err:
+        load_dataset("mnist", root=tmp_path, split="test", download=True)
+    message = str(err.value)
+    assert "could not download t10k-images-idx3-ubyte.gz" in message and "no network" in message
+    assert str(tmp_path / "mnist") in message
+    assert list((tmp_path / "mnist").iterdir()) == []  # no partial file left behind
+
+
+@needs_mnist
+def test_download_places_verified_file(monkeypatch, tmp_path):
+    requested = []
+
+    def serve(url, timeout):
+        requested.append(url)
+        name = url.rsplit("/", 1)[1]
+        return io.BytesIO((MNIST_DIR / name).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", serve)
+    images, labels = load_dataset("mnist", root=tmp_path, split="test", download=True, limit=4)
+    assert labels.tolist() == [7, 2, 1, 0]
+    assert requested == [datasets._IDX_MIRRORS["mnist"][0] + n
+                         for n in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["t10k-images-idx3-ubyte.gz",
+                                                                        "t10k-labels-idx1-ubyte.gz"]
+
+
+@needs_mnist
+def test_corrupted_download_is_rejected(monkeypatch, tmp_path):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(gzip.compress(b"\0" * 100)))
+    with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte.gz.part: expected MD5 " + MNIST_TEST_IMAGES_MD5):
+        load_dataset("mnist", root=tmp_path, split="test", download=True)
+    assert list((tmp_path / "mnist").iterdir()) == []
+
+
+# --- CIFAR-10 (a small archive in the official layout) -------------------------------------
+
+
+def _fake_cifar(directory, per_batch=3):
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    chw = {n: rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8) for n in names}
+    labels = {n: rng.integers(0, 10, per_batch).tolist() for n in names}
+    directory.mkdir(parents=True)
+    archive = directory / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for n in names:
+            # Official row layout: 1024 red bytes (row-major 32×32), then 1024 green, then 1024 blue.
+            rows = np.concatenate([chw[n][:, c].reshape(per_batch, 1024) for c in range(3)], axis=1)
+            blob = pickle.dumps({b"data": rows, b"labels": labels[n]})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{n}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return archive, chw, labels
+
+
+def test_cifar10_reads_the_archive(monkeypatch, tmp_path):
+    archive, chw, labels = _fake_cifar(tmp_path / "cifar10")
+    monkeypatch.setattr(datasets, "_CIFAR_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    images, y = load_dataset("cifar10", root=tmp_path, split="train", normalize=None)
+    train = [f"data_batch_{i}" for i in range(1, 6)]
+    assert images.shape == (15, 3, 32, 32) and images.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(images, np.concatenate([chw[n] for n in train]))
+    assert y.tolist() == sum((labels[n] for n in train), [])
+    test_images, test_labels = load_dataset("cifar10", root=tmp_path, split="test", normalize="tanh")
+    np.testing.assert_allclose(test_images, (chw["test_batch"] - 127.5) / 127.5, atol=1e-7)
+    assert test_labels.tolist() == labels["test_batch"]
+    assert list((tmp_path / "cifar10").iterdir()) == [archive]  # nothing extracted
+
+
+def test_cifar10_checksum_mismatch(tmp_path):
+    archive, _, _ = _fake_cifar(tmp_path / "cifar10")
+    actual = hashlib.md5(archive.read_bytes()).hexdigest()
+    with pytest.raises(ChecksumError) as err:
+        load_dataset("cifar10", root=tmp_path)
+    assert str(archive) in str(err.value)
+    assert "c58f30108f718f92721af3b95e74349a" in str(err.value) and actual in str(err.value)
+
+
+# --- digits and resizing -----------------------------------------------------------------
+
+
+def test_digits_default_and_split():
+    from sklearn.datasets import load_digits
+
+    reference = load_digits()
+    train_x, train_y = load_dataset("digits", normalize=None)
+    test_x, test_y = load_dataset("digits", split="test", normalize=None)
+    assert train_x.shape == (1437, 1, 8, 8) and test_x.shape == (360, 1, 8, 8)
+    np.testing.assert_array_equal(np.concatenate([train_y, test_y]), reference.target)
+    np.testing.assert_array_equal(np.concatenate([train_x, test_x])[:, 0], reference.images * (255 / 16))
+    assert train_x.max() == 255.0
+    unit, _ = load_dataset("digits", normalize="01")
+    np.testing.assert_array_equal(unit[:, 0], reference.images[:1437] / 16)
+
+
+def test_digits_upscaled_to_mnist_size():
+    images, labels = load_dataset("digits", image_size=28, normalize="tanh", classes=[3])
+    assert images.shape == (len(labels), 1, 28, 28) and set(labels.tolist()) == {3}
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    small, _ = load_dataset("digits", normalize="tanh", classes=[3])
+    np.testing.assert_allclose(images, resize_images(small, 28), atol=1e-6)
+    wide, _ = load_dataset("digits", image_size=(28, 14), limit=2)
+    assert wide.shape == (2, 1, 28, 14)
+
+
+def test_resize_exact_values():
+    row = np.array([0, 255], np.float32).reshape(1, 1, 1, 2)
+    np.testing.assert_allclose(resize_images(row, (1, 4))[0, 0, 0], [0, 63.75, 191.25, 255])
+    three = np.array([3, 6, 12], np.float32).reshape(1, 1, 1, 3)
+    # Shrinking 3 → 2: each output pixel averages 1.5 input pixels.
+    np.testing.assert_allclose(resize_images(three, (1, 2))[0, 0, 0], [(3 + 0.5 * 6) / 1.5, (0.5 * 6 + 12) / 1.5])
+    image = np.random.default_rng(1).normal(size=(2, 3, 5, 7)).astype(np.float32)
+    np.testing.assert_array_equal(resize_images(image, (5, 7)), image)
+
+
+def test_resize_matches_pillow():
+    rng = np.random.default_rng(0)
+    small = rng.uniform(0, 255, (8, 8)).astype(np.float32)
+    for height, width in ((28, 28), (20, 13)):
+        expected = np.asarray(Image.fromarray(small, mode="F").resize((width, height), Image.BILINEAR))
+        np.testing.assert_allclose(resize_images(small[None, None], (height, width))[0, 0], expected, atol=1e-3)
+    big = rng.uniform(0, 255, (28, 28)).astype(np.float32)
+    for size in (14, 7):  # integer ratios, where PIL's box filter is the exact area average
+        expected = np.asarray(Image.fromarray(big, mode="F").resize((size, size), Image.BOX))
+        np.testing.assert_allclose(resize_images(big[None, None], size)[0, 0], expected, atol=1e-3)

@@ -177,21 +177,23 @@ def load(path, map_location=None):
         obj = _RestrictedUnpickler(io.BytesIO(payload)).load()
     except (pickle.UnpicklingError, TypeError, ValueError, EOFError, struct.error) as e:
         raise CheckpointError(f"{path}: checkpoint payload is invalid: {e}") from e
-    return _decode(obj, map_location or "cpu", path)
+    return _decode(obj, map_location or "cpu", path, {})
 
 
-def _decode(obj, device, path):
+def _decode(obj, device, path, tensors_made):
     kind = type(obj)
     if kind in (dict, collections.OrderedDict):
-        return kind((key, _decode(value, device, path)) for key, value in obj.items())
+        return kind((key, _decode(value, device, path, tensors_made)) for key, value in obj.items())
     if kind in (list, tuple, set, frozenset):
-        return kind(_decode(value, device, path) for value in obj)
+        return kind(_decode(value, device, path, tensors_made) for value in obj)
     if kind is _ArrayRecord:
         return _array_from_record(obj, path)
     if kind is _TensorRecord:
-        from core.tensor import tensor  # lazy: core.tensor may import this module
-        array = _array_from_record(obj.array, path)
-        return tensor(array, dtype=array.dtype, device=device, requires_grad=obj.requires_grad)
+        if id(obj) not in tensors_made:  # a tensor saved twice (tied weights) comes back as one
+            from core.tensor import tensor  # lazy: core.tensor may import this module
+            array = _array_from_record(obj.array, path)
+            tensors_made[id(obj)] = tensor(array, dtype=array.dtype, device=device, requires_grad=obj.requires_grad)
+        return tensors_made[id(obj)]
     return obj
 
 

@@ -34,6 +34,11 @@ def pair(a, b):
     return a, b
 
 
+def wrap(array):
+    """A constant tensor around an array computed in forward (numpy hands back scalars for 0-d results)."""
+    return Tensor._make(np.asarray(array) if isinstance(array, np.generic) else array)
+
+
 def xp_of(array):
     """numpy or cupy for a raw array (fast path for numpy)."""
     return np if type(array) is np.ndarray else backend.get_array_module(array)

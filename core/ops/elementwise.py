@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from core.autograd import Function
-from core.ops._util import pair, unbroadcast, xp_of
+from core.ops._util import pair, unbroadcast, wrap, xp_of
 from core.tensor import Tensor
 
 
@@ -171,7 +171,7 @@ class _Masked(Function):
     """Primitives whose derivative is a constant (piecewise) factor of the input: gx = gy * factor."""
 
     def backward(self, gy):
-        return gy * Tensor._make(self.factor)
+        return gy * wrap(self.factor)
 
 
 class Abs(_Masked):
@@ -238,7 +238,7 @@ class Maximum(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        share = Tensor._make(self.share)
+        share = wrap(self.share)
         return (unbroadcast(gy * share, a.shape) if a.requires_grad else None,
                 unbroadcast(gy * (1 - share), b.shape) if b.requires_grad else None)
 
@@ -368,11 +368,21 @@ def to_device(x, device):
 
 
 # ----- activations composed from primitives -----
-def softplus(x, beta=1.0, threshold=None):
-    """log(1 + exp(beta x)) / beta, stable for any x: max(z, 0) + log1p(exp(-|z|))."""
-    z = x * beta if beta != 1.0 else x
-    y = relu(z) + log1p(exp(-abs(z)))
-    return y / beta if beta != 1.0 else y
+class Softplus(Function):
+    """log(1 + exp(x)), overflow-free; the derivative is sigmoid(x), exact everywhere (also at 0)."""
+
+    def forward(self, x):
+        return xp_of(x).logaddexp(0, x).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        return gy * sigmoid(self.inputs[0])
+
+
+def softplus(x, beta=1.0):
+    """log(1 + exp(beta x)) / beta."""
+    if beta == 1.0:
+        return Softplus()(x)
+    return Softplus()(x * beta) / beta
 
 
 def elu(x, alpha=1.0):
@@ -404,7 +414,7 @@ def silu(x):
 def _compare(name):
     def compare(a, b):
         a, b = pair(a, b)
-        return Tensor._make(getattr(a.xp, name)(a.data, b.data))
+        return wrap(getattr(a.xp, name)(a.data, b.data))
     compare.__name__ = name
     return compare
 
@@ -415,8 +425,8 @@ logical_and, logical_or = _compare("logical_and"), _compare("logical_or")
 
 
 def logical_not(x):
-    return Tensor._make(~x.data if x.dtype == np.bool_ else x.data == 0)
+    return wrap(~x.data if x.dtype == np.bool_ else x.data == 0)
 
 
 def isfinite(x):
-    return Tensor._make(x.xp.isfinite(x.data))
+    return wrap(x.xp.isfinite(x.data))

@@ -1,6 +1,6 @@
 """Reductions and normalisations along axes: sum, max, mean, var, logsumexp, softmax, cumsum."""
 from core.autograd import Function, no_grad
-from core.ops._util import xp_of
+from core.ops._util import wrap, xp_of
 from core.ops.elementwise import exp, log, sqrt, abs
 from core.ops.shape import broadcast_to, flip, reshape
 from core.tensor import Tensor
@@ -51,7 +51,7 @@ class Max(Function):
         shape = self.inputs[0].shape
         if not self.keepdims:
             gy = reshape(gy, _keep_shape(shape, self.axes))
-        return broadcast_to(gy, shape) * Tensor._make(self.share)
+        return broadcast_to(gy, shape) * wrap(self.share)
 
 
 class LogSoftmax(Function):
@@ -137,7 +137,7 @@ def logsumexp(x, axis=None, keepdims=False):
     axes = _axes(axis, x.ndim)
     with no_grad():  # the shift only stabilises; it cancels out of the gradient
         m = max(x, axes, keepdims=True)
-        m = Tensor._make(m.xp.where(m.xp.isfinite(m.data), m.data, 0))
+        m = wrap(m.xp.where(m.xp.isfinite(m.data), m.data, 0))
     out = log(sum(exp(x - m), axes, keepdims=True)) + m
     return out if keepdims else reshape(out, [n for i, n in enumerate(out.shape) if i not in axes])
 
@@ -166,16 +166,16 @@ def cumsum(x, axis=0):
 
 
 def argmax(x, axis=None, keepdims=False):
-    return Tensor._make(x.xp.argmax(x.data, axis=axis, keepdims=keepdims))
+    return wrap(x.xp.argmax(x.data, axis=axis, keepdims=keepdims))
 
 
 def argmin(x, axis=None, keepdims=False):
-    return Tensor._make(x.xp.argmin(x.data, axis=axis, keepdims=keepdims))
+    return wrap(x.xp.argmin(x.data, axis=axis, keepdims=keepdims))
 
 
 def any(x, axis=None, keepdims=False):
-    return Tensor._make(x.xp.any(x.data, axis=axis, keepdims=keepdims))
+    return wrap(x.xp.any(x.data, axis=axis, keepdims=keepdims))
 
 
 def all(x, axis=None, keepdims=False):
-    return Tensor._make(x.xp.all(x.data, axis=axis, keepdims=keepdims))
+    return wrap(x.xp.all(x.data, axis=axis, keepdims=keepdims))

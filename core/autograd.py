@@ -62,16 +62,23 @@ class set_grad_enabled(_GradMode):
 class Function:
     """One node of the graph: a single-output op.
 
-    Subclasses implement `forward(*arrays) -> array` and `backward(grad) -> grad per input`
-    (a Tensor or None; None means zero). Set `saves_inputs = False` when backward never reads the
-    input values, so in-place changes to them stay legal.
+    Subclasses implement `forward(*arrays) -> array` and `backward(gy) -> one gradient per input`
+    (None means zero). Backward formulas read their operands through `self.args` and `self.output`
+    and build results with operators and core ops, so one formula serves two modes: with
+    `create_graph` the operands are Tensors and the gradient is itself differentiable; otherwise they
+    are raw arrays and the same formula runs as plain array code (calling a Function on raw arrays
+    just runs its forward). Set `saves_inputs = False` when backward never reads input values, so
+    in-place changes to them stay legal.
     """
 
     saves_inputs = True
     inputs = None
     _out = None
+    _raw = False
 
     def __call__(self, *inputs):
+        if not isinstance(inputs[0], Tensor):  # raw arrays inside a no-graph backward
+            return self.forward(*inputs)
         y = self.forward(*[x.data for x in inputs])
         if type(y) is not _ndarray and isinstance(y, _generic):  # numpy returns scalars for 0-d results
             y = _asarray(y)
@@ -89,9 +96,24 @@ class Function:
         return out
 
     @property
+    def args(self):
+        """The inputs as backward should use them: arrays in no-graph mode, Tensors otherwise."""
+        return [x.data for x in self.inputs] if self._raw else self.inputs
+
+    @property
     def output(self):
-        """The output tensor (for backward formulas that reuse it, e.g. exp, tanh)."""
-        return self._out()
+        """The output (for formulas that reuse it, e.g. exp, tanh), in the same mode as `args`."""
+        out = self._out()
+        return out.data if self._raw else out
+
+    def needs_grad(self, i):
+        return self.inputs[i].requires_grad
+
+    def const(self, array):
+        """An array computed in forward (a mask, a factor) as a constant operand for backward."""
+        if self._raw:
+            return array
+        return Tensor._make(_asarray(array) if isinstance(array, _generic) else array)
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -105,68 +127,50 @@ class Function:
 
 
 def _release(fn):
-    fn.inputs = None
-    fn._out = None
-    fn.__dict__.clear()
+    fn.__dict__.clear()  # falls back to the class defaults: inputs None marks a freed node
 
 
 def _order(roots):
-    """Functions reachable from `roots`, each after every function that consumes its output."""
-    consumers = {}
-    stack = list(roots)
-    seen = set(id(f) for f in roots)
-    for f in roots:
-        consumers.setdefault(f, 0)
+    """Functions reachable from `roots`, consumers before producers (iterative DFS, reverse postorder)."""
+    post, seen = [], set()
+    stack = [(f, False) for f in roots]
     while stack:
-        f = stack.pop()
+        f, expanded = stack.pop()
+        if expanded:
+            post.append(f)
+            continue
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
         if f.inputs is None:
             raise RuntimeError(
                 f"Trying to backward through the graph a second time (op {f.name}): its saved values were freed; "
                 "pass retain_graph=True to the first backward")
+        stack.append((f, True))
         for x in f.inputs:
             g = x._ctx
-            if g is not None:
-                consumers[g] = consumers.get(g, 0) + 1
-                if id(g) not in seen:
-                    seen.add(id(g))
-                    stack.append(g)
-    ready = [f for f in roots if consumers[f] == 0]
-    order = []
-    while ready:
-        f = ready.pop()
-        order.append(f)
-        for x in f.inputs:
-            g = x._ctx
-            if g is not None:
-                consumers[g] -= 1
-                if consumers[g] == 0:
-                    ready.append(g)
-    return order
-
-
-def _accumulate(grads, key, g):
-    prev = grads.get(key)
-    grads[key] = g if prev is None else prev + g
+            if g is not None and id(g) not in seen:
+                stack.append((g, False))
+    post.reverse()
+    return post
 
 
 def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_graph=False):
     """Propagate `grad_outputs` from `outputs`. With `inputs` None, accumulate into leaf `.grad`;
     otherwise return the gradients of `inputs` (None where unreached)."""
     global _grad_enabled
-    grads = {}  # id(tensor or function) -> gradient Tensor; function keys stand for their output
+    raw = not create_graph
+    grads = {}  # id(function) -> gradient of its output; id(leaf) -> gradient (core.grad only)
     roots = []
     for out, g in zip(outputs, grad_outputs):
-        if out._ctx is None:
-            _accumulate(grads, id(out), g)
-        else:
-            _accumulate(grads, id(out._ctx), g)
-            if out._ctx not in roots:
-                roots.append(out._ctx)
+        key = id(out._ctx) if out._ctx is not None else id(out)
+        g = g.data if raw else g
+        grads[key] = g if key not in grads else grads[key] + g
+        if out._ctx is not None and out._ctx not in roots:
+            roots.append(out._ctx)
     wanted = None
     if inputs is not None:
-        wanted = {}
-        for t in inputs:
-            wanted.setdefault(id(t._ctx) if t._ctx is not None else id(t), None)
+        wanted = {id(t._ctx) if t._ctx is not None else id(t): None for t in inputs}
     order = _order(roots)
     for f in order:  # checked up front so an error leaves every .grad untouched
         if f.saves_inputs:
@@ -175,6 +179,7 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
                     raise RuntimeError(
                         f"a tensor needed by {f.name} for its gradient was modified in place after it was used "
                         f"(version {x._version}, expected {v})")
+    leaf_grads = {}  # id(leaf) -> [leaf, gradient] in backward mode
     prev_mode, _grad_enabled = _grad_enabled, create_graph
     try:
         for f in order:
@@ -183,18 +188,25 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
                 wanted[id(f)] = gy
             if gy is None:
                 continue
+            f._raw = raw
             gxs = f.backward(gy)
             if type(gxs) is not tuple:
                 gxs = (gxs,)
             for x, gx in zip(f.inputs, gxs):
                 if gx is None or not x.requires_grad:
                     continue
-                if x._ctx is not None:
-                    _accumulate(grads, id(x._ctx), gx)
-                elif wanted is None:
-                    x.grad = gx if x.grad is None else x.grad + gx
-                elif id(x) in wanted:
-                    _accumulate(grads, id(x), gx)
+                if raw and isinstance(gx, Tensor):  # a formula that built Tensors anyway
+                    gx = gx.data
+                key = id(x._ctx) if x._ctx is not None else id(x)
+                if x._ctx is None and wanted is None:
+                    entry = leaf_grads.get(key)
+                    if entry is None:
+                        leaf_grads[key] = [x, gx]
+                    else:
+                        entry[1] = entry[1] + gx
+                elif x._ctx is not None or key in wanted:
+                    prev = grads.get(key)
+                    grads[key] = gx if prev is None else prev + gx
     finally:
         _grad_enabled = prev_mode
     if not retain_graph:  # freed only at the end: backward formulas may read outputs of nodes processed earlier
@@ -203,12 +215,42 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
     if wanted is None:
         for out, g in zip(outputs, grad_outputs):  # backward called on a leaf itself
             if out._ctx is None and out.requires_grad:
-                out.grad = g if out.grad is None else out.grad + g
+                leaf_grads.setdefault(id(out), [out, None])[1] = g.data if raw else g
+        _store_leaf_grads(leaf_grads.values(), raw)
         return None
     for key in wanted:
         if wanted[key] is None and key in grads:
             wanted[key] = grads[key]
-    return [wanted[id(t._ctx) if t._ctx is not None else id(t)] for t in inputs]
+    result = [wanted[id(t._ctx) if t._ctx is not None else id(t)] for t in inputs]
+    return [g if g is None or not raw else _own(g, t) for g, t in zip(result, inputs)]
+
+
+def _own(g, like):
+    """A gradient array as a Tensor of its own: views and shared arrays are copied, so in-place
+    updates of one `.grad` (clipping, say) never reach another."""
+    if isinstance(g, _generic):
+        g = _asarray(g)
+    elif not g.flags.owndata or not g.flags.writeable:
+        g = g.copy()
+    if g.dtype != like.dtype:
+        g = g.astype(like.dtype)
+    return Tensor._make(g)
+
+
+def _store_leaf_grads(entries, raw):
+    seen = set()
+    for leaf, g in entries:
+        if raw:
+            if id(g) in seen:
+                g = g.copy()
+            seen.add(id(g))
+            g = _own(g, leaf)
+        if leaf.grad is None:
+            leaf.grad = g
+        elif raw:
+            leaf.grad = Tensor._make(leaf.grad.data + g.data)
+        else:
+            leaf.grad = leaf.grad + g
 
 
 def _check_outputs(outputs, grad_outputs):

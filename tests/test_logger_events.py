@@ -23,8 +23,8 @@ def bitwise_crc32c(data):
 
 
 def event_file(run_dir):
-    (name,) = [n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents.")]
-    return run_dir / name
+    (path,) = events.find_event_files(run_dir)
+    return path
 
 
 def record_spans(blob):
@@ -139,7 +139,8 @@ def test_text_config_histogram_video_hparams(tmp_path):
         log.hparams({"agent": config["agent"], "seed": np.int64(3), "double": True, "none": None},
                     {"eval/return_mean": 10.0, "time/wall_s": np.float32(2.5)})
     run = read_run(tmp_path)
-    assert run.texts == {"config/text_summary": [(0, "```yaml\nagent:\n  lr: 0.001\n  hidden:\n  - 64\n  - 64\nseed: 3\n```")]}
+    yaml_text = "```yaml\nagent:\n  lr: 0.001\n  hidden:\n  - 64\n  - 64\nseed: 3\n```"
+    assert run.texts == {"config/text_summary": [(0, yaml_text)]}
     assert run.histograms == ["weights/fc1"] and run.images == ["eval/video"]
     assert run.hparams == {"agent.lr": 0.001, "agent.hidden": "[64, 64]", "seed": 3.0, "double": True, "none": "None"}
     assert run.hparam_metrics == ["eval/return_mean", "time/wall_s"]
@@ -193,6 +194,14 @@ def test_save_gif_from_arrays_and_png_files(tmp_path):
         assert gif.n_frames == 3 and gif.info["duration"] == 200
         gif.seek(1)
         assert np.asarray(gif.convert("RGB"))[0, 0].tolist() == [128, 128, 128]
+
+
+def test_second_logger_on_a_run_dir_keeps_the_first_file(tmp_path):
+    for step in range(2):  # e.g. training, then evaluation, within the same second
+        with RunLogger(tmp_path, quiet=True) as log:
+            log.scalar("x", float(step), step)
+    assert len(events.find_event_files(tmp_path)) == 2
+    assert [(s, v) for s, _, v in read_scalars(tmp_path)["x"]] == [(0, 0.0), (1, 1.0)]
 
 
 def test_event_files_are_found_recursively(tmp_path):

@@ -29,9 +29,11 @@ def multirun(tmp_path):
     steps = np.arange(0, 20)
     for job, seed in enumerate(range(3)):
         every = 2 if seed == 2 else 1
-        write_run(root / str(job), steps[::every], (3 * steps + seed)[::every], ["agent=ppo", "env=cartpole", f"seed={seed}"])
+        write_run(root / str(job), steps[::every], (3 * steps + seed)[::every],
+                  ["agent=ppo", "env=cartpole", f"seed={seed}"])
     for job, seed in zip((3, 4), range(2)):
-        write_run(root / str(job), steps[:10], np.full(10, 100.0 * seed), [f"+seed={seed}", "env=cartpole", "agent=dqn"])
+        write_run(root / str(job), steps[:10], np.full(10, 100.0 * seed),
+                  [f"+seed={seed}", "env=cartpole", "agent=dqn"])
     return root
 
 

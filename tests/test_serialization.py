@@ -114,6 +114,7 @@ def test_cupy_arrays_and_cuda_tensors(tmp_path):
     ({"a": np.array([None, 1], dtype=object)}, r"obj\['a'\].*Python objects"),
     ({"gen": np.random.default_rng(0)}, r"obj\['gen'\].*Generator"),
     ({"nt": collections.namedtuple("P", "x")(1)}, r"obj\['nt'\].*P"),
+    ({"a": {np.int64(1): 2}}, r"obj\['a'\]: dict key .* of type int64"),
 ])
 def test_save_refuses_what_load_could_not_read(tmp_path, value, where):
     with pytest.raises(TypeError, match=where):

@@ -40,9 +40,9 @@ class Mul(Function):
         return a * b
 
     def backward(self, gy):
-        a, b = self.inputs
-        return (unbroadcast(gy * b, a.shape) if a.requires_grad else None,
-                unbroadcast(gy * a, b.shape) if b.requires_grad else None)
+        a, b = self.args
+        return (unbroadcast(gy * b, a.shape) if self.needs_grad(0) else None,
+                unbroadcast(gy * a, b.shape) if self.needs_grad(1) else None)
 
 
 class Div(Function):
@@ -50,10 +50,10 @@ class Div(Function):
         return a / b
 
     def backward(self, gy):
-        a, b = self.inputs
+        a, b = self.args
         ga = gy / b
-        return (unbroadcast(ga, a.shape) if a.requires_grad else None,
-                unbroadcast(-ga * a / b, b.shape) if b.requires_grad else None)
+        return (unbroadcast(ga, a.shape) if self.needs_grad(0) else None,
+                unbroadcast(-ga * a / b, b.shape) if self.needs_grad(1) else None)
 
 
 class Neg(Function):
@@ -71,24 +71,86 @@ class Pow(Function):
         return x ** p
 
     def backward(self, gy):
-        x, p = self.inputs
+        x, p = self.args
         gx = gp = None
-        if x.requires_grad:
+        if self.needs_grad(0):
             gx = unbroadcast(gy * p * x ** (p - 1), x.shape)
-        if p.requires_grad:
+        if self.needs_grad(1):
             gp = unbroadcast(gy * self.output * log(x), p.shape)
         return gx, gp
 
 
+class PowConst(Function):
+    """x ** c for a Python number c (the common case: squares, square roots, reciprocals)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x * x if self.c == 2 else x ** self.c
+
+    def backward(self, gy):
+        (x,) = self.args
+        c = self.c
+        return gy * (2 * x) if c == 2 else gy * (c * x ** (c - 1))
+
+
+class AddScalar(Function):
+    """x + c for a Python number c: one input, no constant tensor to build."""
+
+    saves_inputs = False
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x + self.c
+
+    def backward(self, gy):
+        return gy
+
+
+class MulScalar(Function):
+    saves_inputs = False
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x * self.c
+
+    def backward(self, gy):
+        return gy * self.c
+
+
+_NUMBER = (int, float)
+
+
+def _scalar(v):
+    return type(v) in _NUMBER
+
+
 def add(a, b):
+    if _scalar(b) and isinstance(a, Tensor):
+        return AddScalar(b)(a)
+    if _scalar(a) and isinstance(b, Tensor):
+        return AddScalar(a)(b)
     return Add()(*pair(a, b))
 
 
 def sub(a, b):
+    if _scalar(b) and isinstance(a, Tensor):
+        return AddScalar(-b)(a)
+    if _scalar(a) and isinstance(b, Tensor):
+        return AddScalar(a)(MulScalar(-1)(b))
     return Sub()(*pair(a, b))
 
 
 def mul(a, b):
+    if _scalar(b) and isinstance(a, Tensor):
+        return MulScalar(b)(a)
+    if _scalar(a) and isinstance(b, Tensor):
+        return MulScalar(a)(b)
     return Mul()(*pair(a, b))
 
 
@@ -101,6 +163,8 @@ def neg(x):
 
 
 def pow(x, p):
+    if isinstance(x, Tensor) and isinstance(p, (int, float)) and not isinstance(p, bool):
+        return PowConst(p)(x)
     return Pow()(*pair(x, p))
 
 
@@ -123,7 +187,7 @@ def _unary(name, fwd, grad_of_x):
     """A primitive whose derivative is an expression of its input tensor."""
     cls = type(name, (Function,), {
         "forward": lambda self, x: fwd(xp_of(x), x),
-        "backward": lambda self, gy: gy * grad_of_x(self.inputs[0]),
+        "backward": lambda self, gy: gy * grad_of_x(self.args[0]),
     })
     return cls
 
@@ -171,7 +235,7 @@ class _Masked(Function):
     """Primitives whose derivative is a constant (piecewise) factor of the input: gx = gy * factor."""
 
     def backward(self, gy):
-        return gy * wrap(self.factor)
+        return gy * self.const(self.factor)
 
 
 class Abs(_Masked):
@@ -181,11 +245,12 @@ class Abs(_Masked):
         return xp.abs(x)
 
 
-class Relu(_Masked):
+class Relu(Function):
     def forward(self, x):
-        mask = x > 0
-        self.factor = mask.astype(x.dtype)
-        return x * self.factor
+        return xp_of(x).maximum(x, 0)
+
+    def backward(self, gy):
+        return gy * (self.args[0] > 0)  # the mask is a constant: no second-order term
 
 
 class LeakyRelu(_Masked):
@@ -221,7 +286,7 @@ class Erf(Function):
         return erf(x)
 
     def backward(self, gy):
-        x = self.inputs[0]
+        (x,) = self.args
         return gy * (2 / math.sqrt(math.pi)) * exp(-(x * x))
 
 
@@ -238,7 +303,7 @@ class Maximum(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        share = wrap(self.share)
+        share = self.const(self.share)
         return (unbroadcast(gy * share, a.shape) if a.requires_grad else None,
                 unbroadcast(gy * (1 - share), b.shape) if b.requires_grad else None)
 
@@ -252,10 +317,9 @@ class Where(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        zero = Tensor._make(gy.xp.zeros((), gy.dtype))
         cond = self.cond
-        return (unbroadcast(where(cond, gy, zero), a.shape) if a.requires_grad else None,
-                unbroadcast(where(cond, zero, gy), b.shape) if b.requires_grad else None)
+        return (unbroadcast(where(cond, gy, 0.0), a.shape) if a.requires_grad else None,
+                unbroadcast(where(cond, 0.0, gy), b.shape) if b.requires_grad else None)
 
 
 class Cast(Function):
@@ -351,12 +415,11 @@ def minimum(a, b):
 
 def where(cond, a, b):
     """Elementwise cond ? a : b; gradients flow to a and b, never to cond."""
-    if isinstance(a, Tensor) or isinstance(b, Tensor):
-        a, b = pair(a, b)
-    else:
-        raise TypeError("where needs at least one of a and b to be a Tensor")
-    cond = cond.data if isinstance(cond, Tensor) else a.xp.asarray(cond)
-    return Where(cond)(a, b)
+    cond = cond.data if isinstance(cond, Tensor) else cond
+    if not (isinstance(a, Tensor) or isinstance(b, Tensor)):  # raw arrays inside a no-graph backward
+        return xp_of(cond).where(cond, a, b)
+    a, b = pair(a, b)
+    return Where(a.xp.asarray(cond))(a, b)
 
 
 def cast(x, dtype):
@@ -375,7 +438,7 @@ class Softplus(Function):
         return xp_of(x).logaddexp(0, x).astype(x.dtype, copy=False)
 
     def backward(self, gy):
-        return gy * sigmoid(self.inputs[0])
+        return gy * sigmoid(self.args[0])
 
 
 def softplus(x, beta=1.0):

@@ -12,9 +12,9 @@ class MatMul(Function):
         return a @ b
 
     def backward(self, gy):
-        a, b = self.inputs
-        ga = unbroadcast(gy @ swapaxes(b, -1, -2), a.shape) if a.requires_grad else None
-        gb = unbroadcast(swapaxes(a, -1, -2) @ gy, b.shape) if b.requires_grad else None
+        a, b = self.args
+        ga = unbroadcast(gy @ swapaxes(b, -1, -2), a.shape) if self.needs_grad(0) else None
+        gb = unbroadcast(swapaxes(a, -1, -2) @ gy, b.shape) if self.needs_grad(1) else None
         return ga, gb
 
 
@@ -42,13 +42,13 @@ class Linear(Function):
         return y
 
     def backward(self, gy):
-        x, w = self.inputs[0], self.inputs[1]
+        x, w = self.args[:2]
         g2 = reshape(gy, (-1, gy.shape[-1])) if gy.ndim != 2 else gy
-        gx = gy @ w if x.requires_grad else None
-        gw = g2.T @ (reshape(x, (-1, x.shape[-1])) if x.ndim != 2 else x) if w.requires_grad else None
+        gx = gy @ w if self.needs_grad(0) else None
+        gw = g2.T @ (reshape(x, (-1, x.shape[-1])) if x.ndim != 2 else x) if self.needs_grad(1) else None
         if len(self.inputs) == 2:
             return gx, gw
-        return gx, gw, (g2.sum(0) if self.inputs[2].requires_grad else None)
+        return gx, gw, (g2.sum(0) if self.needs_grad(2) else None)
 
 
 def linear(x, weight, bias=None):

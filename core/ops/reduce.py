@@ -51,7 +51,7 @@ class Max(Function):
         shape = self.inputs[0].shape
         if not self.keepdims:
             gy = reshape(gy, _keep_shape(shape, self.axes))
-        return broadcast_to(gy, shape) * wrap(self.share)
+        return broadcast_to(gy, shape) * self.const(self.share)
 
 
 class LogSoftmax(Function):
@@ -103,12 +103,20 @@ def sum(x, axis=None, keepdims=False):
     return Sum(_axes(axis, x.ndim), keepdims)(x)
 
 
+class Mean(Sum):
+    def forward(self, x):
+        return x.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        shape = self.inputs[0].shape
+        n = 1
+        for a in self.axes:
+            n *= shape[a]
+        return Sum.backward(self, gy * (1.0 / n))
+
+
 def mean(x, axis=None, keepdims=False):
-    axes = _axes(axis, x.ndim)
-    n = 1
-    for a in axes:
-        n *= x.shape[a]
-    return Sum(axes, keepdims)(x) * (1.0 / n if n else float("nan"))
+    return Mean(_axes(axis, x.ndim), keepdims)(x)
 
 
 def max(x, axis=None, keepdims=False):

@@ -1,0 +1,118 @@
+"""Per-op overhead of the core and a small-MLP forward+backward, side by side with PyTorch CPU eager.
+
+    python scripts/bench_core.py [--write]     # --write puts the table into docs/benchmarks.md
+
+Target (issue 2): the 4->64->64->2 MLP forward+backward at batch 256 takes <= 0.7x PyTorch's time.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
+from scripts.benchutil import best_time, machine, ratio, single_thread, write_section  # noqa: E402
+
+torch = single_thread()
+import core  # noqa: E402
+
+OPS = {
+    "add": (lambda a, b: a + b, lambda a, b: a + b),
+    "mul": (lambda a, b: a * b, lambda a, b: a * b),
+    "exp": (lambda a, b: a.exp(), lambda a, b: a.exp()),
+    "tanh": (lambda a, b: a.tanh(), lambda a, b: a.tanh()),
+    "relu": (lambda a, b: a.relu(), lambda a, b: a.relu()),
+    "sum": (lambda a, b: a.sum(), lambda a, b: a.sum()),
+    "matmul": (lambda a, b: a @ b, lambda a, b: a @ b),
+}
+
+
+def op_rows():
+    rows = []
+    for shape, label in (((), "scalar"), ((64, 64), "64x64")):
+        x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32) if shape else np.float32(0.5)
+        for name, (ours, theirs) in OPS.items():
+            if name == "matmul" and not shape:
+                continue
+            a = core.tensor(x_np, requires_grad=True)
+            b = core.tensor(x_np, requires_grad=True)
+            fwd = best_time(lambda: ours(a, b))
+            fb = best_time(lambda: ours(a, b).sum().backward())
+            t_fwd = t_fb = None
+            if torch is not None:
+                ta = torch.tensor(x_np, requires_grad=True)
+                tb = torch.tensor(x_np, requires_grad=True)
+                t_fwd = best_time(lambda: theirs(ta, tb))
+                t_fb = best_time(lambda: theirs(ta, tb).sum().backward())
+            rows.append((f"{name} ({label})", fwd, t_fwd, fb, t_fb))
+    return rows
+
+
+def mlp_row(batch=256):
+    rng = np.random.default_rng(0)
+    sizes = [(64, 4), (64, 64), (2, 64)]
+    ws = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in sizes]
+    bs = [np.zeros(s[0], np.float32) for s in sizes]
+    x_np = rng.standard_normal((batch, 4)).astype(np.float32)
+    t_np = rng.standard_normal((batch, 2)).astype(np.float32)
+
+    params = [core.tensor(p, requires_grad=True) for pair in zip(ws, bs) for p in pair]
+    x, t = core.tensor(x_np), core.tensor(t_np)
+
+    def ours():
+        h = x
+        for i in range(3):
+            h = core.linear(h, params[2 * i], params[2 * i + 1])
+            if i < 2:
+                h = h.relu()
+        loss = ((h - t) ** 2).mean()
+        loss.backward()
+        for p in params:
+            p.grad = None
+    mine = best_time(ours)
+    theirs = None
+    if torch is not None:
+        tparams = [torch.tensor(p, requires_grad=True) for pair in zip(ws, bs) for p in pair]
+        tx, tt = torch.tensor(x_np), torch.tensor(t_np)
+        F = torch.nn.functional
+
+        def peer():
+            h = tx
+            for i in range(3):
+                h = F.linear(h, tparams[2 * i], tparams[2 * i + 1])
+                if i < 2:
+                    h = h.relu()
+            loss = ((h - tt) ** 2).mean()
+            loss.backward()
+            for p in tparams:
+                p.grad = None
+        theirs = best_time(peer)
+    return mine, theirs
+
+
+def us(v):
+    return f"{v * 1e6:.1f}" if v is not None else "n/a"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+    lines = [f"Machine: {machine()}; one BLAS thread on both sides; minimum over 7 repeats.", "",
+             "| op | ours fwd (µs) | torch fwd (µs) | ratio | ours fwd+bwd (µs) | torch fwd+bwd (µs) | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for name, f, tf, fb, tfb in op_rows():
+        lines.append(f"| {name} | {us(f)} | {us(tf)} | {ratio(f, tf) if tf else 'n/a'} | {us(fb)} | {us(tfb)} | "
+                     f"{ratio(fb, tfb) if tfb else 'n/a'} |")
+    mine, theirs = mlp_row()
+    verdict = "" if theirs is None else (" — target ≤ 0.70x: " + ("met" if mine / theirs <= 0.7 else "NOT met"))
+    lines += ["", f"MLP 4→64→64→2, batch 256, forward+backward (MSE): ours {us(mine)} µs, torch {us(theirs)} µs, "
+              f"ratio {ratio(mine, theirs) if theirs else 'n/a'}{verdict}"]
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        write_section("bench_core", "## Core: per-op overhead and small-MLP forward+backward "
+                      "(`scripts/bench_core.py`)\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -296,13 +296,7 @@ class Tensor:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
-    # ----- methods forwarding to ops -----
-    def __getattr__(self, name):
-        fn = _METHODS.get(name)
-        if fn is None:
-            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
-        return lambda *args, **kwargs: fn(self, *args, **kwargs)
-
+    # ----- methods forwarding to ops (the rest are attached by _bind_methods) -----
     def reshape(self, *shape):
         return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
@@ -328,15 +322,19 @@ _METHOD_NAMES = (
     "pad flip gather take_along_axis softmax log_softmax cumsum argmax argmin split chunk "
     "eq ne lt le gt ge logical_not any all isfinite square expand_as reshape_as"
 )
-_METHODS = {}
+_METHOD_ALIASES = {"clamp": "clip", "amax": "max", "amin": "min"}
 
 
 def _bind_methods():
-    for name in _METHOD_NAMES.split():
-        _METHODS[name] = getattr(ops, name)
-    _METHODS["clamp"] = ops.clip
-    _METHODS["amax"] = ops.max
-    _METHODS["amin"] = ops.min
+    """Attach `tensor.op(...)` for each op that takes the tensor first."""
+    def method(fn):
+        def bound(self, *args, **kwargs):
+            return fn(self, *args, **kwargs)
+        bound.__name__, bound.__doc__ = fn.__name__, fn.__doc__
+        return bound
+    names = {name: name for name in _METHOD_NAMES.split()} | _METHOD_ALIASES
+    for name, op in names.items():
+        setattr(Tensor, name, method(getattr(ops, op)))
 
 
 def _infer_dtype(data):

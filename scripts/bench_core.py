@@ -64,7 +64,7 @@ def mlp_row(batch=256):
             h = core.linear(h, params[2 * i], params[2 * i + 1])
             if i < 2:
                 h = h.relu()
-        loss = ((h - t) ** 2).mean()
+        loss = core.squared_error(h, t)
         loss.backward()
         for p in params:
             p.grad = None
@@ -81,7 +81,7 @@ def mlp_row(batch=256):
                 h = F.linear(h, tparams[2 * i], tparams[2 * i + 1])
                 if i < 2:
                     h = h.relu()
-            loss = ((h - tt) ** 2).mean()
+            loss = F.mse_loss(h, tt)
             loss.backward()
             for p in tparams:
                 p.grad = None

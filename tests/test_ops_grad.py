@@ -175,3 +175,15 @@ def test_no_gradient_ops_return_plain_tensors():
     np.testing.assert_array_equal(core.one_hot(core.tensor([0, 2]), 3).numpy(), [[1, 0, 0], [0, 0, 1]])
     with pytest.raises(ValueError, match=r"one_hot.*\[0, 3\)"):
         core.one_hot(core.tensor([3]), 3)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_fused_losses_match_composition(reduction):
+    x, t = leaf(4, 3), leaf(4, 3)
+    d = x.data - t.data
+    ref = {"none": lambda v: v, "mean": np.mean, "sum": np.sum}[reduction]
+    np.testing.assert_allclose(core.squared_error(x, t, reduction).data, ref(d * d))
+    hub = np.where(np.abs(d) <= 1.0, 0.5 * d * d, np.abs(d) - 0.5)
+    np.testing.assert_allclose(core.huber(x, t, 1.0, reduction).data, ref(hub))
+    assert core.gradgradcheck(lambda a, b: core.squared_error(a, b, reduction), (x, t))
+    assert core.gradgradcheck(lambda a, b: core.huber(a, b, 1.0, reduction), (x, t))

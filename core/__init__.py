@@ -13,3 +13,6 @@ from core.random import (  # noqa: F401
 from core.backend import cupy_available  # noqa: F401
 from core.gradcheck import gradcheck, gradgradcheck  # noqa: F401
 from core import functional  # noqa: F401
+from core.serialization import CheckpointError, load, save  # noqa: F401
+from core import distributions, optim  # noqa: F401
+from core import nn  # noqa: F401

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,9 @@ class RunLogger:
         self._writer = None
         if use_tensorboard:
             from tensorboardX import SummaryWriter
-            self._writer = SummaryWriter(logdir=str(self.run_dir), flush_secs=30)
+            # tensorboardX names files by the second and opens them with "wb": the suffix keeps a
+            # second logger on the same directory (resume, evaluation) from erasing the first file
+            self._writer = SummaryWriter(logdir=str(self.run_dir), flush_secs=30, filename_suffix=f".{time.time_ns()}")
         if config is not None:
             self.text("config", _config_yaml(config))
 

@@ -106,6 +106,8 @@ def _encode(obj, where, tensors_seen):
     if obj is None or kind in (bool, int, float, complex, str, bytes):
         return obj
     if kind in (dict, collections.OrderedDict):
+        for key in obj:
+            _check_key(key, where)
         return kind((key, _encode(value, f"{where}[{key!r}]", tensors_seen)) for key, value in obj.items())
     if kind in (list, tuple, set, frozenset):
         return kind(_encode(value, f"{where}[{i}]", tensors_seen) for i, value in enumerate(obj))
@@ -122,6 +124,15 @@ def _encode(obj, where, tensors_seen):
         return tensors_seen[id(obj)]
     raise TypeError(f"cannot save {where} of type {kind.__qualname__}: allowed are dict, OrderedDict, list, "
                     "tuple, set, scalars, str, bytes, None, numpy/cupy arrays and core Tensors")
+
+
+def _check_key(key, where):
+    if type(key) is tuple:
+        for part in key:
+            _check_key(part, where)
+    elif key is not None and type(key) not in (bool, int, float, str, bytes):
+        raise TypeError(f"cannot save {where}: dict key {key!r} of type {type(key).__qualname__}; keys must be "
+                        "str, int, float, bool, bytes, None or tuples of those")
 
 
 def _array_record(array, where):

@@ -85,6 +85,7 @@ class NativeCartPoleVectorEnv(VectorEnv):
             self._elapsed = self.xp.zeros(num_envs, dtype=np.int32)
             self._prev_done = self.xp.zeros(num_envs, dtype=bool)
             self._buffers = self.xp.empty((5, num_envs), dtype=np.float64)  # scratch for the step
+            self._forces = self.xp.asarray([-self.force_mag, self.force_mag])  # indexed by action
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
@@ -103,7 +104,7 @@ class NativeCartPoleVectorEnv(VectorEnv):
             return self._observation(), {}
 
     def step(self, actions):
-        """actions: (num_envs,) ints, 1 pushes right and 0 left."""
+        """actions: (num_envs,) ints, 0 pushes left and 1 right."""
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         with self._scope:
@@ -143,7 +144,7 @@ class NativeCartPoleVectorEnv(VectorEnv):
         xp.square(theta_dot, out=temp)
         temp *= self.polemass_length
         temp *= sin
-        temp += xp.where(actions == 1, self.force_mag, -self.force_mag)
+        temp += self._forces.take(actions)
         temp /= self.total_mass
         # thetaacc = (gravity * sin - cos * temp) / (length * (4/3 - masspole * cos**2 / total_mass))
         xp.square(cos, out=thetaacc)
@@ -174,17 +175,21 @@ class NativeCartPoleVectorEnv(VectorEnv):
         """Start new episodes in the envs flagged by `mask`."""
         xp = self.xp
         if xp is np:
-            # draw only for the done envs, column by column as gymnasium does (same random stream)
-            if mask.any():
-                self._state[:, mask] = self._uniform((4, int(mask.sum())))
-                self._elapsed[mask] = 0
+            # draw only for the done envs, column by column as gymnasium does (same random stream);
+            # integer indices assign ~3x faster than the boolean mask
+            done = np.flatnonzero(mask)
+            if done.size:
+                self._state[:, done] = self._uniform((4, done.size))
+                self._elapsed[done] = 0
         else:
             # a fixed-size draw keeps the GPU step free of host syncs
             xp.copyto(self._state, self._uniform(self._state.shape), where=mask)
             xp.copyto(self._elapsed, 0, where=mask)
 
     def _observation(self):
-        return self.xp.ascontiguousarray(self._state.T, dtype=np.float32)
+        # a column-major (num_envs, 4) copy, as gymnasium's CartPoleVectorEnv returns; a row-major
+        # copy of the transpose is ~10x slower
+        return self._state.T.astype(np.float32)
 
     def get_state(self):
         """Raw float64 states, shape (num_envs, 4), rows laid out like gymnasium's `env.unwrapped.state`."""

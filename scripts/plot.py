@@ -142,7 +142,8 @@ def _draw(curves, tag, out):
     axes = figure.subplots()
     for curve in curves.values():
         line, = axes.plot(curve.steps, curve.mean, label=f"{curve.label} (n={len(curve.runs)})")
-        axes.fill_between(curve.steps, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.2)
+        axes.fill_between(curve.steps, curve.mean - curve.std, curve.mean + curve.std,
+                          color=line.get_color(), alpha=0.2)
     axes.set(xlabel="step", ylabel=tag, title=tag)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")

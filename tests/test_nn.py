@@ -2,6 +2,7 @@
 parameter counts from the experiment catalogue (fixtures.md FX-PC), and the errors bad input gets."""
 import copy
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -101,6 +102,26 @@ def test_assignment_before_init_says_what_to_do():
 
     with pytest.raises(AttributeError, match=r"call super\(\).__init__\(\) first"):
         Forgot()
+
+
+def test_names_that_would_shadow_methods_are_refused():
+    with pytest.raises(KeyError, match="'keys' is the name of an attribute or method of ModuleDict"):
+        nn.ModuleDict({"keys": nn.Linear(1, 1)})
+    net = nn.Sequential()
+    with pytest.raises(KeyError, match="'training'"):
+        net.register_buffer("training", core.zeros(1))
+    with pytest.raises(KeyError, match="'forward'"):
+        net.forward = nn.Linear(1, 1)
+    with pytest.raises(KeyError, match="without '.'"):
+        net.add_module("a.b", nn.Linear(1, 1))
+
+
+def test_modules_pickle():
+    net = Net()
+    twin = pickle.loads(pickle.dumps(net))
+    assert list(twin.state_dict()) == NET_KEYS and isinstance(twin.scale, nn.Parameter)
+    x = core.randn(4, 3)
+    np.testing.assert_array_equal(net.eval()(x).detach().numpy(), twin.eval()(x).detach().numpy())
 
 
 def test_parameter_construction():
@@ -371,6 +392,82 @@ def test_parameter_counts_from_the_catalogue():
     assert mlp(784, 150, 100, 1).num_parameters() == 132_951  # FX-PC-25 D
     assert mlp(29, 14, 7, 7, 29).num_parameters() == 813  # FX-PC-27
     assert mlp(784, 256, 128, 64, 32, 10).num_parameters() == 244_522  # FX-PC-34
+
+
+def conv_block(conv, channels, act):
+    return [conv, nn.BatchNorm2d(channels), act]
+
+
+def counts(model):
+    c = model.parameter_counts()
+    return c["total"], c["trainable"], c["non_trainable"]
+
+
+def test_parameter_counts_of_conv_models_from_the_catalogue():
+    lenet = nn.Sequential(nn.Conv2d(1, 6, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(6, 16, 3), nn.MaxPool2d(2),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                          nn.Linear(84, 10))
+    assert [m.num_parameters() for m in lenet if m.num_parameters()] == [60, 880, 48_120, 10_164, 850]  # FX-PC-7
+    assert "(None, 10)" in lenet.summary((1, 28, 28), print_fn=None)
+    lrelu = nn.LeakyReLU(0.2)
+    critic = nn.Sequential(*conv_block(nn.Conv2d(1, 64, 4, 2, "same"), 64, lrelu),
+                           *conv_block(nn.Conv2d(64, 64, 4, 2, "same"), 64, lrelu), nn.Flatten(), nn.Linear(3136, 1))
+    assert counts(critic) == (70_337, 70_081, 256)  # FX-PC-10
+    generator = nn.Sequential(nn.Linear(50, 128 * 7 * 7), lrelu, nn.Unflatten(1, (128, 7, 7)),
+                              *conv_block(nn.ConvTranspose2d(128, 128, 4, 2, "same"), 128, lrelu),
+                              *conv_block(nn.ConvTranspose2d(128, 128, 4, 2, "same"), 128, lrelu),
+                              nn.Conv2d(128, 1, 7, padding="same"), nn.Tanh())
+    assert counts(generator) == (851_713, 851_201, 512)  # FX-PC-11
+    assert "(None, 1, 28, 28)" in generator.summary((50,), print_fn=None).splitlines()[-6]  # the last layer's row
+    dcgan_g = nn.Sequential(nn.Linear(100, 7 * 7 * 256, bias=False), nn.BatchNorm1d(7 * 7 * 256), lrelu,
+                            nn.Unflatten(1, (256, 7, 7)),
+                            *conv_block(nn.ConvTranspose2d(256, 128, 5, 1, "same", bias=False), 128, lrelu),
+                            *conv_block(nn.ConvTranspose2d(128, 64, 5, 2, "same", bias=False), 64, lrelu),
+                            nn.ConvTranspose2d(64, 1, 5, 2, "same", bias=False), nn.Tanh())
+    dcgan_d = nn.Sequential(nn.Conv2d(1, 64, 5, 2, "same"), lrelu, nn.Dropout(0.3), nn.Conv2d(64, 128, 5, 2, "same"),
+                            lrelu, nn.Dropout(0.3), nn.Flatten(), nn.Linear(7 * 7 * 128, 1))
+    assert counts(dcgan_g) == (2_330_944, 2_305_472, 25_472) and counts(dcgan_d)[0] == 212_865  # FX-PC-22
+    homl_g = nn.Sequential(nn.Linear(100, 7 * 7 * 128), nn.Unflatten(1, (128, 7, 7)), nn.BatchNorm2d(128),
+                           nn.ConvTranspose2d(128, 64, 5, 2, "same"), nn.SELU(), nn.BatchNorm2d(64),
+                           nn.ConvTranspose2d(64, 1, 5, 2, "same"), nn.Tanh())
+    assert counts(homl_g) == (840_705, 840_321, 384)  # FX-PC-26
+    conv_ae = nn.Sequential(nn.Conv2d(1, 16, 3, padding="same"), nn.SELU(), nn.MaxPool2d(2),
+                            nn.Conv2d(16, 32, 3, padding="same"), nn.SELU(), nn.MaxPool2d(2),
+                            nn.Conv2d(32, 64, 3, padding="same"), nn.SELU(), nn.MaxPool2d(2),
+                            nn.ConvTranspose2d(64, 32, 3, 2, "valid"), nn.SELU(),
+                            nn.ConvTranspose2d(32, 16, 3, 2, "same"), nn.SELU(),
+                            nn.ConvTranspose2d(16, 1, 3, 2, "same"), nn.Sigmoid())
+    text = conv_ae.summary((1, 28, 28), print_fn=None)
+    assert "Total params: 46,529" in text and "(None, 64, 3, 3)" in text and "(None, 1, 28, 28)" in text  # FX-PC-23
+    relu = nn.ReLU()
+    anime_g = nn.Sequential(nn.Unflatten(1, (100, 1, 1)), relu,
+                            *conv_block(nn.ConvTranspose2d(100, 512, 4, 1, "valid", bias=False), 512, relu),
+                            *conv_block(nn.ConvTranspose2d(512, 256, 4, 2, "same", bias=False), 256, relu),
+                            *conv_block(nn.ConvTranspose2d(256, 128, 4, 2, "same", bias=False), 128, relu),
+                            *conv_block(nn.ConvTranspose2d(128, 64, 4, 2, "same", bias=False), 64, relu),
+                            nn.ConvTranspose2d(64, 3, 4, 2, "same", bias=False), nn.Tanh())
+    anime_d = nn.Sequential(*[layer for c_in, c_out, k, s in [(3, 64, 4, 2), (64, 128, 4, 2), (128, 256, 4, 2),
+                                                              (256, 512, 3, 1), (512, 1024, 3, 1)]
+                              for layer in conv_block(nn.Conv2d(c_in, c_out, k, s, bias=False), c_out, lrelu)],
+                            nn.GlobalAvgPool2d(), nn.Linear(1024, 1))
+    assert counts(anime_g) == (3_578_624, 3_576_704, 1_920)  # FX-PC-29
+    assert counts(anime_d) == (6_565_633, 6_561_665, 3_968)
+    assert "(None, 3, 64, 64)" in anime_g.summary((100,), print_fn=None)
+    assert "(None, 1024, 2, 2)" in anime_d.summary((3, 64, 64), print_fn=None)
+    dqn = nn.Sequential(nn.Conv2d(4, 32, 8, 4), relu, nn.Conv2d(32, 64, 4, 2), relu, nn.Conv2d(64, 64, 3, 1), relu,
+                        nn.Flatten(), nn.Linear(3136, 512), relu, nn.Linear(512, 4))
+    assert dqn.num_parameters() == 1_686_180 and "(None, 3136)" in dqn.summary((4, 84, 84), print_fn=None)  # FX-PC-30
+    cnn = nn.Sequential(nn.Conv2d(1, 32, 3), relu, nn.Conv2d(32, 64, 3), relu, nn.MaxPool2d(2), nn.Dropout(0.25),
+                        nn.Flatten(), nn.Linear(9216, 128), relu, nn.Dropout(0.5), nn.Linear(128, 10))
+    assert cnn.num_parameters() == 1_199_882  # FX-PC-32
+    same = lambda c_in, c_out, k=3: [nn.Conv2d(c_in, c_out, k, padding="same"), relu]  # noqa: E731
+    fashion = nn.Sequential(*same(1, 64, 7), nn.MaxPool2d(2), *same(64, 128), *same(128, 128), nn.MaxPool2d(2),
+                            *same(128, 256), *same(256, 256), nn.MaxPool2d(2), nn.Flatten(),
+                            *mlp(2304, 128, 64, 10))
+    assert fashion.num_parameters() == 1_413_834 and "(None, 256, 3, 3)" in fashion.summary((1, 28, 28),
+                                                                                             print_fn=None)  # FX-PC-33
+    small = nn.Sequential(nn.Conv2d(1, 12, 3), relu, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(13 * 13 * 12, 10))
+    assert small.num_parameters() == 20_410  # FX-PC-15
 
 
 # ----- layers: values and gradients -----

@@ -14,8 +14,9 @@ the NHWC window view took 5.5 ms, a loop over the 25 kernel taps 15 ms, and the 
 
 The backward passes are three Functions that are each other's derivatives, so gradients of gradients
 (WGAN-GP) work to any order: Conv2dOp (x, w -> y), ConvTranspose2dOp (y, w -> x; conv2d's input
-gradient and conv_transpose2d's forward, via col2im) and Conv2dWeightGrad (x, y -> w). Pooling is the
-same idea with a per-window weighting: _WindowSum and its adjoint _WindowScatter.
+gradient and conv_transpose2d's forward, via col2im) and Conv2dWeightGrad (x, y -> w). Pooling is a
+weighted sum over each window, _WindowSum, whose adjoint _WindowScatter is its backward and vice versa;
+average pooling weighs by 1/count, max pooling by a one-hot choice of the first maximum.
 
 On cupy the same code runs on the GPU: the window copy, the strided scatter-adds and the batched GEMM
 (cuBLAS) are all cupy array ops.
@@ -111,23 +112,23 @@ def _transpose_geometry(in_hw, kernel, stride, padding, output_padding, dilation
     out_hw = tuple(_transposed_size(n, k, s, p, a) for n, k, s, p, a in zip(in_hw, k_eff, stride, per_axis, extra))
     if min(out_hw) < 1:
         raise ValueError(f"conv_transpose2d: input {tuple(in_hw)} with padding {padding!r} gives an empty output {out_hw}")
-    # TensorFlow pads like the forward conv of the output size; PyTorch pads `padding` on both sides
-    pads = _pads(padding, out_hw, k_eff, stride)
-    geo = ConvGeometry(out_hw, tuple(kernel), stride, dilation, pads, groups)
-    if geo.out_hw != tuple(in_hw):
-        raise ValueError(f"conv_transpose2d: padding {padding!r} with output_padding {extra} gives output {out_hw}, "
-                         f"which does not map back to the input size {tuple(in_hw)}")
-    return geo
+    # TensorFlow pads like the forward conv of the output size; PyTorch pads `padding` on both sides. Either
+    # way that conv maps out_hw back to in_hw (output_padding < stride only adds uncovered rows at the end).
+    return ConvGeometry(out_hw, tuple(kernel), stride, dilation, _pads(padding, out_hw, k_eff, stride), groups)
 
 
-def _check_conv(op, x, weight, bias, groups, in_channels, out_channels):
+def _check_conv(op, x, weight, bias, groups, transposed):
+    """The operands as a tuple for the Function, after checking that their shapes fit together."""
     if x.ndim != 4:
         raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {x.shape}")
     if weight.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D, got shape {weight.shape}")
-    if not isinstance(groups, (int, np.integer)) or groups < 1 or weight.shape[0] % groups:
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1 or weight.shape[0] % groups:
         raise ValueError(f"{op}: groups must be a positive int dividing weight.shape[0]={weight.shape[0]}, "
                          f"got {groups!r}")
+    in_channels, out_channels = weight.shape[1] * groups, weight.shape[0]
+    if transposed:
+        in_channels, out_channels = out_channels, in_channels
     if x.shape[1] != in_channels:
         raise ValueError(f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but weight of shape "
                          f"{weight.shape} with groups={groups} expects {in_channels}")
@@ -269,11 +270,12 @@ class ConvTranspose2dOp(Function):
 
     def backward(self, gx):
         y, w = self.args[:2]
-        geo = self.geo
-        # both gradients convolve gx: its columns are built once
-        cols = _im2col(gx.data if isinstance(gx, Tensor) else gx, geo) if self.needs_grad(0) or self.needs_grad(1) else None
-        gy = Conv2dOp(geo, cols)(gx, w) if self.needs_grad(0) else None
-        gw = Conv2dWeightGrad(geo, cols)(gx, y) if self.needs_grad(1) else None
+        geo, need_y, need_w = self.geo, self.needs_grad(0), self.needs_grad(1)
+        cols = None
+        if need_y or need_w:  # both gradients convolve gx: its columns are built once
+            cols = _im2col(gx.data if isinstance(gx, Tensor) else gx, geo)
+        gy = Conv2dOp(geo, cols)(gx, w) if need_y else None
+        gw = Conv2dWeightGrad(geo, cols)(gx, y) if need_w else None
         gb = gx.sum(axis=(0, 2, 3)) if len(self.inputs) == 3 and self.needs_grad(2) else None
         return gy, gw, gb
 
@@ -304,7 +306,7 @@ class Conv2dWeightGrad(Function):
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw), PyTorch semantics.
     padding: int, (ph, pw), 'valid' (none) or 'same' (Keras: output ceil(H/stride), extra pad bottom/right)."""
-    args = _check_conv("conv2d", x, weight, bias, groups, weight.shape[1] * groups, weight.shape[0])
+    args = _check_conv("conv2d", x, weight, bias, groups, transposed=False)
     geo = _conv_geometry("conv2d", x.shape[2:], weight.shape[2:], stride, padding, dilation, groups)
     return Conv2dOp(geo)(*args)
 
@@ -313,63 +315,82 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """Transposed conv of x (N, C_in, H, W) with weight (C_in, C_out/groups, kh, kw): the gradient of conv2d
     w.r.t. its input. Int padding follows PyTorch (out = (H-1)*stride - 2*padding + k_eff + output_padding);
     'same' gives H*stride and 'valid' H*stride + max(k_eff - stride, 0), as Keras' Conv2DTranspose."""
-    args = _check_conv("conv_transpose2d", x, weight, bias, groups, weight.shape[0], weight.shape[1] * groups)
+    args = _check_conv("conv_transpose2d", x, weight, bias, groups, transposed=True)
     geo = _transpose_geometry(x.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation, groups)
     return ConvTranspose2dOp(geo)(*args)
 
 
 # ----- pooling -----
+def _taps(buf, geo):
+    """One strided (N, Ho, Wo, C) view of a padded channels-last buffer per kernel tap, row-major. Pooling
+    loops over taps with whole-array ops: 2-10x faster than reducing over the window axes of `_windows`."""
+    win = _windows(buf, geo)
+    return [win[:, :, :, a, b] for a in range(geo.kernel[0]) for b in range(geo.kernel[1])]
+
+
 class _WindowSum(Function):
-    """y[n, c, i, j] = sum over window (i, j) of weights * x, with weights broadcastable to the windows
-    (N, Ho, Wo, kh, kw, C); linear in x, its adjoint is _WindowScatter."""
+    """y[n, c, i, j] = sum over the taps t of window (i, j) of weights[t] * x. weights has shape
+    (taps or 1, N or 1, Ho or 1, Wo or 1, C or 1); linear in x, its adjoint is _WindowScatter."""
 
     saves_inputs = False
 
     def __init__(self, geo, weights=None):  # MaxPool2dOp sets its weights in forward
         self.geo, self.weights = geo, weights
 
+    def tap_weight(self, t):
+        return self.weights[t if len(self.weights) > 1 else 0]
+
     def forward(self, x):
-        win = _windows(_padded_nhwc(x, self.geo.pads), self.geo)
-        return (win * self.weights).sum(axis=(3, 4)).transpose(0, 3, 1, 2)
+        taps = _taps(_padded_nhwc(x, self.geo.pads), self.geo)
+        y = taps[0] * self.tap_weight(0)
+        for t in range(1, len(taps)):
+            y += taps[t] * self.tap_weight(t)
+        return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         return _WindowScatter(self.geo, self.weights)(gy)
 
 
-class _WindowScatter(Function):
-    saves_inputs = False
-
-    def __init__(self, geo, weights):
-        self.geo, self.weights = geo, weights
+class _WindowScatter(_WindowSum):
+    """The adjoint of _WindowSum: each gy[n, c, i, j] spread over window (i, j) with the weights, summed."""
 
     def forward(self, gy):
-        n, c, oh, ow = gy.shape
-        kh, kw = self.geo.kernel
-        cols = gy.transpose(0, 2, 3, 1)[:, :, :, None, None, :] * self.weights
-        cols = xp_of(gy).broadcast_to(cols, (n, oh, ow, kh, kw, c))
-        return _crop_nchw(_scatter_windows(cols, self.geo), self.geo)
+        g = gy.transpose(0, 2, 3, 1)
+        buf = xp_of(gy).zeros((g.shape[0],) + self.geo.padded_hw + (g.shape[3],), dtype=gy.dtype)
+        for t, tap in enumerate(_taps(buf, self.geo)):
+            tap += g * self.tap_weight(t)
+        return _crop_nchw(buf, self.geo)
 
     def backward(self, ggx):
         return _WindowSum(self.geo, self.weights)(ggx)
 
 
 class MaxPool2dOp(_WindowSum):
-    """Max over each window; the gradient goes to the first maximum of the window (as in PyTorch). The
-    one-hot choice is kept as the window weights, so the backward is a _WindowScatter."""
+    """Max over each window; the gradient goes to the first maximum of the window in row-major order (as in
+    PyTorch). That one-hot choice is kept as the window weights, so the backward is a _WindowScatter."""
 
     def forward(self, x):
         xp = xp_of(x)
-        win = xp.ascontiguousarray(_windows(_padded_nhwc(x, self.geo.pads, -np.inf), self.geo))
-        n, oh, ow, kh, kw, c = win.shape
-        flat = win.reshape(n, oh, ow, kh * kw, c)
-        first = flat.argmax(axis=3)
-        self.weights = (xp.arange(kh * kw)[:, None] == first[:, :, :, None, :]).astype(x.dtype).reshape(win.shape)
-        return flat.max(axis=3).transpose(0, 3, 1, 2)
+        taps = _taps(_padded_nhwc(x, self.geo.pads, -np.inf), self.geo)
+        y = taps[0].copy()
+        for tap in taps[1:]:
+            xp.maximum(y, tap, out=y)
+        self.weights = chosen = xp.empty((len(taps),) + y.shape, dtype=bool)
+        free = xp.ones(y.shape, dtype=bool)
+        for t, tap in enumerate(taps):
+            xp.equal(tap, y, out=chosen[t])
+            chosen[t] &= free
+            free &= ~chosen[t]
+        return y.transpose(0, 3, 1, 2)
+
+
+def _check_4d(op, x):
+    if x.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {x.shape}")
 
 
 def _pool_geometry(op, x, kernel_size, stride, padding):
-    if x.ndim != 4:
-        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    _check_4d(op, x)
     kernel = as_pair(kernel_size, f"{op} kernel_size")
     stride = kernel if stride is None else stride
     if not isinstance(padding, str) and any(2 * p > k for p, k in zip(as_pair(padding, "padding", low=0), kernel)):
@@ -390,17 +411,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=None):
         count_include_pad = not isinstance(padding, str)
     xp = x.xp
     if count_include_pad or geo.padded_hw == geo.in_hw:
-        weights = xp.asarray(1.0 / (geo.kernel[0] * geo.kernel[1]), dtype=x.dtype)
+        weights = xp.full((1, 1, 1, 1, 1), 1.0 / (geo.kernel[0] * geo.kernel[1]), dtype=x.dtype)
     else:  # divide by the number of real (unpadded) inputs in each window
-        ones = xp.ones((1, 1) + geo.in_hw, dtype=x.dtype)
-        counts = _windows(_padded_nhwc(ones, geo.pads), geo).sum(axis=(3, 4))  # (1, Ho, Wo, 1)
-        weights = (1.0 / counts)[0, :, :, None, None, :]
+        counts = sum(_taps(_padded_nhwc(xp.ones((1, 1) + geo.in_hw, dtype=x.dtype), geo.pads), geo))
+        weights = (1.0 / counts)[None]  # (1, 1, Ho, Wo, 1)
     return _WindowSum(geo, weights)(x)
-
-
-def _check_4d(op, x):
-    if x.ndim != 4:
-        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {x.shape}")
 
 
 def global_avg_pool2d(x, keepdims=False):

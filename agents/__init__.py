@@ -1,0 +1,63 @@
+"""RL agents, one module per algorithm, and what they share for evaluation.
+
+An agent module (CleanRL-style, read top to bottom) exposes:
+- `@dataclass Config` with every hyperparameter, typed and with its default, and `validate()`
+  raising ValueError with one clear line for values that cannot work. scripts/train.py registers
+  it as the Hydra schema `<name>_schema` (group `agent`), so `conf/agent/<name>.yaml` starts with
+  `defaults: [<name>_schema, _self_]`;
+- `train(cfg, run) -> dict` of final metrics: `cfg` is the whole composed config (`cfg.agent` has
+  the Config fields; `cfg.env`, `cfg.seed`, `cfg.device`, `cfg.eval_episodes`, `cfg.checkpoint_every`),
+  `run` a `core.run.Run`;
+- `make_policy(cfg, state, env, greedy=True, generator=None) -> act`, used by scripts/evaluate.py:
+  the policy of checkpoint `state` as a function from one observation of `env` to one action
+  (sampled with the core.Generator `generator` when not greedy);
+- optionally `make_env(env_cfg, render_mode=None)`: the env the agent trains and evaluates on
+  (scripts/evaluate.py falls back to `gymnasium.make(env_cfg.id)`);
+- optionally `MAIN_METRIC`: the metrics key train.py returns to sweepers (default "eval/return_mean").
+
+Evaluation episodes (at the end of training and in scripts/evaluate.py) reset with seeds
+`seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
+reproduces the final evaluation of a run.
+
+REGISTRY maps the name used on the command line (`agent=<name>`) to the module.
+"""
+import numpy as np
+
+EVAL_SEED_OFFSET = 10_000
+
+
+def evaluate_policy(env, act, episodes, seed, record=False):
+    """Run `episodes` full episodes of `act` (one observation -> one action) on `env`, episode k
+    reset with seed `seed + k`. Returns {"returns": [...], "lengths": [...], "frames": TxHxWxC
+    uint8 array of the first episode (only when `record`, from `env.render()` in rgb_array mode)}."""
+    returns, lengths, frames = [], [], []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        total, length, done = 0.0, 0, False
+        while not done:
+            if record and k == 0:
+                frames.append(env.render())
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        if record and k == 0:
+            frames.append(env.render())
+        returns.append(total)
+        lengths.append(length)
+    result = {"returns": returns, "lengths": lengths}
+    if record:
+        result["frames"] = np.stack(frames)
+    return result
+
+
+def summarize_returns(returns, lengths):
+    """The `eval/...` metrics of a list of episode returns and lengths (population std)."""
+    return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+            "eval/length_mean": float(np.mean(lengths)), "eval/episodes": len(returns)}
+
+
+# the agent modules import the helpers above, so they are imported after them
+from agents import reinforce  # noqa: E402
+
+REGISTRY = {"reinforce": reinforce}

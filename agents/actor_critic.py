@@ -1,0 +1,393 @@
+"""What A2C, PPO and A3C share: actor-critic networks, policies, rollout storage, GAE and n-step
+returns, losses' small pieces and vectorized evaluation.
+
+    model = ActorCritic(obs_dim, action_dim, "categorical", hidden=[64, 64], shared=False)
+    buffer = RolloutBuffer(num_steps, stepper.envs)
+    episodes = collect_rollout(stepper, model, buffer, generator)          # fills buffer, steps the envs
+    advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values,
+                                      buffer.terminated, buffer.truncated, gamma, gae_lambda)
+
+Termination vs truncation. Every stored step t has `next_values[t]` = V(the observation its action
+led to), and the two flags decide how it is used:
+- terminated: the episode really ended, the future is worth 0: δ_t = r_t − V(s_t);
+- truncated (time limit): the episode was cut, the future is still worth V(s'_t), where s'_t is the
+  true final observation (never the reset one): δ_t = r_t + γ·V(s'_t) − V(s_t);
+- either one ends the GAE / n-step chain: nothing flows back from the next episode.
+collect_rollout fills next_values with V(obs_{t+1}) (the next stored step's value) and, at truncated
+steps, with V(true final observation), computed when the truncation happens.
+
+Steps that are not transitions (gymnasium's NEXT_STEP autoreset: the step that only resets an env)
+have `valid` False; they stay in the arrays so the time axis is regular, and the agents drop them
+before any loss (`valid_indices`). The agents create their envs with SAME_STEP autoreset, where
+every step is valid and no env step is wasted.
+
+Policies: `Categorical` over logits for Discrete action spaces, `DiagonalNormal` (a state-independent
+learned log-std, as in SB3 and CleanRL) for 1-D Box action spaces; Gaussian actions are clipped to
+the space's bounds only when sent to the env (the stored action and its log-prob are the sampled ones).
+"""
+import math
+import zlib
+
+import gymnasium as gym
+import numpy as np
+
+import core
+from agents import EVAL_SEED_OFFSET, summarize_returns
+from agents.networks import ACTIVATIONS, mlp
+from core import nn
+from core.backend import array_module, get_array_module, to_device
+from core.distributions import Categorical, Normal
+from core.ops import log_softmax, where
+from core.run import ConfigError
+from core.tensor import Tensor
+from envs import VectorStepper, make_vector_env
+
+DISTRIBUTIONS = ("auto", "categorical", "gaussian")
+
+
+# ----- seeds -----
+def derive_seed(seed, *keys):
+    """An int seed for the random stream named by `keys` (e.g. ("actions",), ("worker", 3)),
+    independent of the other streams of the same run seed."""
+    words = [int(seed)] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+# ----- spaces -----
+def distribution_for(action_space, requested="auto", agent="the agent"):
+    """"categorical" or "gaussian" for `action_space`; ConfigError when the policy cannot act in it
+    or `requested` (a config's `distribution`) does not fit it."""
+    if requested not in DISTRIBUTIONS:
+        raise ConfigError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {requested!r}")
+    if isinstance(action_space, gym.spaces.Discrete):
+        natural = "categorical"
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        natural = "gaussian"
+    else:
+        raise ConfigError(f"{agent} acts in Discrete or 1-D Box action spaces; the env has {action_space}")
+    if requested not in ("auto", natural):
+        needs = "a Discrete" if requested == "categorical" else "a 1-D Box (continuous)"
+        raise ConfigError(f"distribution={requested!r} needs {needs} action space, the env has {action_space}; "
+                          f"use distribution=auto or {natural}")
+    return natural
+
+
+def observation_size(observation_space, agent="the agent"):
+    if not isinstance(observation_space, gym.spaces.Box) or not observation_space.shape:
+        raise ConfigError(f"{agent} needs Box observations (they are flattened), the env has {observation_space}")
+    return int(np.prod(observation_space.shape))
+
+
+def action_size(action_space):
+    return int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else int(action_space.shape[0])
+
+
+# ----- policies -----
+class DiagonalNormal:
+    """Independent Gaussians over the last axis: log_prob and entropy sum over it."""
+
+    def __init__(self, mean, log_std):
+        self.normal = Normal(mean, log_std.exp())
+        self.mean = mean
+
+    def sample(self, generator=None):
+        return self.normal.sample(generator=generator)
+
+    def log_prob(self, actions):
+        return self.normal.log_prob(actions).sum(-1)
+
+    def entropy(self):
+        return self.normal.entropy().sum(-1)
+
+    @property
+    def mode(self):
+        return self.mean
+
+
+class ActorCritic(nn.Module):
+    """A policy head and a value head, on two separate MLPs (`shared=False`, SB3's default for PPO
+    and A2C) or on one shared trunk (`shared=True`: the hidden layers feed both heads).
+
+    init "orthogonal" (CleanRL / SB3): hidden gain sqrt(2), policy head gain 0.01 (a nearly uniform
+    first policy), value head gain 1. forward(obs) returns (policy head output, value of shape (B,)).
+    """
+
+    def __init__(self, obs_dim, action_dim, distribution="categorical", hidden=(64, 64), activation="tanh",
+                 shared=False, init="orthogonal", log_std_init=0.0, generator=None):
+        super().__init__()
+        if distribution not in ("categorical", "gaussian"):
+            raise ValueError(f"distribution must be 'categorical' or 'gaussian', got {distribution!r}")
+        hidden = [int(h) for h in hidden]
+        if shared and not hidden:
+            raise ValueError("a shared trunk needs at least one hidden layer")
+        self.distribution_kind = distribution
+        if shared:
+            trunk = mlp(obs_dim, hidden[:-1], hidden[-1], activation, init, math.sqrt(2), generator)
+            self.trunk = nn.Sequential(*trunk, ACTIVATIONS[activation]())
+            self.actor = mlp(hidden[-1], [], action_dim, activation, init, 0.01, generator)
+            self.critic = mlp(hidden[-1], [], 1, activation, init, 1.0, generator)
+        else:
+            self.trunk = None
+            self.actor = mlp(obs_dim, hidden, action_dim, activation, init, 0.01, generator)
+            self.critic = mlp(obs_dim, hidden, 1, activation, init, 1.0, generator)
+        if distribution == "gaussian":
+            self.log_std = nn.Parameter(core.full((action_dim,), float(log_std_init)).data)
+
+    def forward(self, obs):
+        features = obs if self.trunk is None else self.trunk(obs)
+        return self.actor(features), self.critic(features).reshape(-1)
+
+    def policy(self, obs):
+        """The policy head alone (acting greedily needs no value)."""
+        return self.actor(obs if self.trunk is None else self.trunk(obs))
+
+    def value(self, obs):
+        features = obs if self.trunk is None else self.trunk(obs)
+        return self.critic(features).reshape(-1)
+
+    def distribution(self, head):
+        if self.distribution_kind == "categorical":
+            return Categorical(logits=head)
+        return DiagonalNormal(head, self.log_std)
+
+    def act(self, obs, generator):
+        """Sampled actions for a batch of observations (an array), with their log-probabilities and
+        the values, as arrays; no graph. The categorical case works on raw arrays: acting is the
+        per-env-step cost, and it needs none of the distribution object's generality."""
+        with core.no_grad():
+            head, value = self(as_batch(obs))
+            if self.distribution_kind == "gaussian":
+                dist = self.distribution(head)
+                actions = dist.sample(generator=generator)
+                return actions.data, dist.log_prob(actions).data, value.data
+            xp = head.xp
+            z = head.data - head.data.max(-1, keepdims=True)
+            log_probs = z - xp.log(xp.exp(z).sum(-1, keepdims=True))
+            actions = generator.categorical(log_probs).data
+            return actions, xp.take_along_axis(log_probs, actions[:, None], -1)[:, 0], value.data
+
+    def evaluate_actions(self, obs, actions):
+        """Differentiable (log π(actions | obs), entropy, V(obs)) for a batch: obs a Tensor, actions
+        an array. The categorical case takes one log-softmax and reuses it for both."""
+        head, value = self(obs)
+        if self.distribution_kind == "gaussian":
+            dist = self.distribution(head)
+            return dist.log_prob(Tensor._make(actions)), dist.entropy(), value
+        log_probs = log_softmax(head, -1)
+        chosen = actions[:, None] == head.xp.arange(head.shape[-1])
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return where(chosen, log_probs, 0.0).sum(-1), entropy, value
+
+
+def build_model(args, observation_space, action_space, agent, generator=None):
+    """The ActorCritic an agent config (`hidden`, `activation`, `init`, `shared`, `distribution`,
+    `log_std_init`) describes for these spaces."""
+    kind = distribution_for(action_space, args.distribution, agent)
+    return ActorCritic(observation_size(observation_space, agent), action_size(action_space), kind,
+                       hidden=list(args.hidden), activation=args.activation, shared=args.shared, init=args.init,
+                       log_std_init=args.log_std_init, generator=generator)
+
+
+def as_batch(obs):
+    """A float32 (B, obs_dim) Tensor of a batch of observations, without a copy when it already is one."""
+    array = get_array_module(obs).asarray(obs, dtype=np.float32)
+    return Tensor._make(array.reshape(array.shape[0], -1))
+
+
+def env_actions(actions, action_space):
+    """What the env gets: Gaussian actions clipped to the Box bounds (SB3's behaviour), others unchanged."""
+    if isinstance(action_space, gym.spaces.Box):
+        xp = get_array_module(actions)
+        return xp.clip(actions, xp.asarray(action_space.low), xp.asarray(action_space.high))
+    return actions
+
+
+# ----- environments -----
+def make_envs(env_cfg, num_envs, seed, device="cpu", vectorization=None):
+    """The training (or evaluation) vector env of an env config, with SAME_STEP autoreset."""
+    return make_vector_env(env_cfg.id, num_envs, seed=seed, vectorization=vectorization or env_cfg.vectorization,
+                           device=device, autoreset_mode="same_step",
+                           max_episode_steps=env_cfg.get("max_episode_steps"))
+
+
+# ----- rollouts -----
+class RolloutBuffer:
+    """`num_steps` steps of a vector env, arrays of shape (num_steps, num_envs, ...) on `device`:
+    obs, actions, logprobs, values, rewards, next_values, terminated, truncated, valid."""
+
+    def __init__(self, num_steps, envs, device="cpu"):
+        xp = array_module(device)
+        n = envs.num_envs
+        space = envs.single_action_space
+        discrete = isinstance(space, gym.spaces.Discrete)
+        self.num_steps, self.num_envs = num_steps, n
+        self.obs = xp.zeros((num_steps, n, *envs.single_observation_space.shape), dtype=np.float32)
+        self.actions = xp.zeros((num_steps, n, *(() if discrete else space.shape)),
+                                dtype=np.int64 if discrete else np.float32)
+        for name in ("logprobs", "values", "rewards", "next_values"):
+            setattr(self, name, xp.zeros((num_steps, n), dtype=np.float32))
+        for name in ("terminated", "truncated", "valid"):
+            setattr(self, name, xp.zeros((num_steps, n), dtype=bool))
+
+
+def collect_rollout(stepper, model, buffer, generator, device="cpu"):
+    """Fill `buffer` with `buffer.num_steps` steps of `model`'s stochastic policy on `stepper`
+    (an envs.VectorStepper already reset); actions are drawn with `generator` (a core.Generator).
+    The model and the buffer live on `device`, the envs wherever they are (arrays move between the
+    two when they differ). Returns the episodes that ended meanwhile (envs.EpisodeStats)."""
+    action_space = stepper.envs.single_action_space
+    env_device = getattr(stepper.envs, "device", "cpu")
+    for t in range(buffer.num_steps):
+        obs = to_device(stepper.obs, device)
+        actions, logprobs, values = model.act(obs, generator)
+        step = stepper.step(env_actions(to_device(actions, env_device), action_space))
+        buffer.obs[t] = obs
+        buffer.actions[t] = actions
+        buffer.logprobs[t] = logprobs
+        buffer.values[t] = values
+        buffer.rewards[t] = to_device(step.reward, device)
+        buffer.terminated[t] = to_device(step.terminated, device)
+        buffer.truncated[t] = to_device(step.truncated, device)
+        buffer.valid[t] = to_device(step.valid, device)
+        # a truncated episode is worth V(its true final observation): computed now, while we have it
+        if to_device(step.truncated, "cpu").any():
+            with core.no_grad():
+                buffer.next_values[t] = model.value(as_batch(to_device(step.next_obs, device))).data
+    with core.no_grad():
+        last_value = model.value(as_batch(to_device(stepper.obs, device))).data
+    xp = get_array_module(buffer.values)
+    following = xp.concatenate([buffer.values[1:], last_value[None]])
+    buffer.next_values[...] = xp.where(buffer.truncated, buffer.next_values, following)
+    return stepper.pop_finished_episodes()
+
+
+def compute_gae(rewards, values, next_values, terminated, truncated, gamma, gae_lambda):
+    """GAE(λ) advantages and λ-returns (advantages + values), arrays (T, N) in time order.
+
+    δ_t = r_t + γ·(1 − terminated_t)·next_values_t − values_t
+    A_t = δ_t + γ·λ·(1 − done_t)·A_{t+1},  done = terminated | truncated,  A_T = 0
+    (λ = 1 gives the n-step returns of `n_step_returns`, λ = 0 the one-step TD targets)."""
+    dtype = values.dtype
+    deltas = rewards + gamma * (1 - terminated.astype(dtype)) * next_values - values
+    carry = (gamma * gae_lambda) * (1 - (terminated | truncated).astype(dtype))
+    advantages = get_array_module(values).empty_like(values)
+    running = 0.0
+    for t in reversed(range(len(values))):
+        running = deltas[t] + carry[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def n_step_returns(rewards, next_values, terminated, truncated, gamma):
+    """Bootstrapped discounted returns of a rollout, arrays (T, N): R_t = r_t + γ·(1 − terminated_t)·B_t
+    where B_t = next_values_t at the last step or where the episode ended (terminated or truncated),
+    else R_{t+1}. This is A3C's target: each step sums the rewards up to the rollout's (or the
+    episode's) end and bootstraps from the value there."""
+    dtype = next_values.dtype
+    xp = get_array_module(next_values)
+    continues = 1 - terminated.astype(dtype)
+    done = terminated | truncated
+    returns = xp.empty_like(next_values)
+    running = next_values[-1]
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * continues[t] * xp.where(done[t], next_values[t], running)
+        returns[t] = running
+    return returns
+
+
+def valid_indices(buffer):
+    """Flat (step-major) indices of the stored steps that are real transitions; None when all are."""
+    valid = buffer.valid.reshape(-1)
+    if bool(to_device(valid.all(), "cpu")):
+        return None
+    return get_array_module(valid).flatnonzero(valid)
+
+
+# ----- loss pieces -----
+def normalize(x, eps=1e-8):
+    """(x − mean) / (std + eps) of an array, with the sample std (ddof 1) as SB3 and CleanRL use;
+    a single element is only centred."""
+    if x.size < 2:
+        return x - x.mean()
+    return (x - x.mean()) / (x.std(ddof=1) + eps)
+
+
+def explained_variance(predictions, targets):
+    """1 − Var(targets − predictions) / Var(targets): 1 is perfect, 0 no better than the mean; nan
+    when the targets are constant."""
+    var = float(targets.var())
+    return float("nan") if var == 0 else 1.0 - float((targets - predictions).var()) / var
+
+
+# ----- evaluation -----
+def evaluate(model, envs, greedy=True, generator=None, seed=None, device="cpu"):
+    """One episode in every env of the vector env `envs` (reset with `seed`), all stepped together;
+    greedy takes the policy's mode, else samples with `generator`. Returns (returns, lengths),
+    float64 / int64 numpy arrays of each env's first episode."""
+    stepper = VectorStepper(envs)
+    stepper.reset(seed=seed)
+    env_device = getattr(envs, "device", "cpu")
+    xp = get_array_module(stepper.obs)
+    returns, lengths = xp.zeros(envs.num_envs), xp.zeros(envs.num_envs, dtype=np.int64)
+    running = xp.ones(envs.num_envs, dtype=bool)
+    while bool(to_device(running.any(), "cpu")):
+        with core.no_grad():
+            dist = model.distribution(model.policy(as_batch(to_device(stepper.obs, device))))
+            action = dist.mode if greedy else dist.sample(generator=generator)
+        step = stepper.step(env_actions(to_device(action.data, env_device), envs.single_action_space))
+        counted = running & step.valid
+        returns += xp.where(counted, step.reward, 0.0)
+        lengths += counted
+        running &= ~(step.terminated | step.truncated)
+    return to_device(returns, "cpu"), to_device(lengths, "cpu")
+
+
+# ----- what the agents' train functions share -----
+def training_envs(cfg, args, device):
+    """The training vector env: the env config, with the agent's `num_envs` / `vectorization` when
+    the agent config sets them (a preset like the zoo's names its own env count). The envs live on
+    `device` when native, else on the CPU."""
+    vectorization = args.vectorization or cfg.env.vectorization
+    env_device = device if vectorization == "native" else "cpu"
+    return make_envs(cfg.env, args.num_envs or cfg.env.num_envs, cfg.seed, env_device, vectorization)
+
+
+def evaluation_envs(cfg, args, device, episodes=None):
+    """`episodes` (default cfg.eval_episodes) envs, env k seeded seed + EVAL_SEED_OFFSET + k: with
+    gymnasium's envs exactly the episodes scripts/evaluate.py replays."""
+    vectorization = args.vectorization or cfg.env.vectorization
+    env_device = device if vectorization == "native" else "cpu"
+    return make_envs(cfg.env, episodes or cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET, env_device, vectorization)
+
+
+def evaluation_metrics(model, envs, cfg, args, device):
+    """Evaluate `model` on `envs` (from `evaluation_envs`): the eval/... metrics."""
+    returns, lengths = evaluate(model, envs, greedy=args.eval_greedy, seed=cfg.seed + EVAL_SEED_OFFSET,
+                                generator=core.Generator(derive_seed(cfg.seed, "evaluation")), device=device)
+    return summarize_returns(returns, lengths)
+
+
+def log_episodes(run, episodes, step):
+    """Mean return and length of the episodes that ended since the last call (one point per
+    iteration: a native env ends hundreds of episodes per iteration). Returns the mean return or None."""
+    if not episodes:
+        return None
+    mean_return = float(np.mean([e.episodic_return for e in episodes]))
+    run.logger.scalars({"charts/episodic_return": mean_return,
+                        "charts/episodic_length": float(np.mean([e.length for e in episodes]))}, step)
+    return mean_return
+
+
+def make_policy(cfg, state, env, greedy=True, generator=None):
+    """The checkpointed actor-critic's policy as `act(observation) -> action` (the distribution's
+    mode when greedy, else a sample drawn with `generator`)."""
+    model = build_model(cfg.agent, env.observation_space, env.action_space, "the policy")
+    model.load_state_dict(state["model"])
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+
+    def act(obs):
+        with core.no_grad():
+            dist = model.distribution(model.policy(as_batch(np.asarray(obs)[None])))
+            action = (dist.mode if greedy else dist.sample(generator=generator)).numpy()[0]
+        return int(action) if discrete else env_actions(action, env.action_space)
+    return act

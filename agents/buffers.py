@@ -1,0 +1,349 @@
+"""Replay buffers for the DQN family: uniform and prioritized, n-step returns, Atari frames stored once.
+
+    buffer = ReplayBuffer(100_000, obs_shape=(4,), num_envs=8, n_step=3, gamma=0.99)
+    buffer.add(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)  # one vector step
+    batch = buffer.sample(64, rng)       # rng: a numpy Generator
+    target = batch.rewards + batch.discounts * max_a Q_target(batch.next_obs, a)
+
+How it is stored. The buffer is one ring of *entries*, one per observation an env was in: its
+newest frame, and, once the env has acted from it, the action, reward and how the step ended.
+Entries of one env's episode are linked (`next`, and `prev` for frame stacks), so:
+- a transition's next observation is the next entry, not a second copy;
+- with `frame_stack` k (Atari: observations of shape (k, 84, 84) whose last frame is new at each
+  step), an entry keeps only the newest frame and a sampled observation is rebuilt from the entry
+  and its k-1 predecessors, padded with the episode's first frame as gymnasium's
+  FrameStackObservation does. Every frame is stored once: 84x84 uint8 frames cost 7,056 bytes per
+  transition plus 31 bytes of bookkeeping (`storage_bytes`), so 1,000,000 transitions take 7.09 GB;
+- n-step returns are summed along the links when a batch is sampled.
+
+Episode ends. A terminated step is never bootstrapped (discount 0). A truncated step (time limit)
+ends the episode but is bootstrapped: its final observation gets an entry of its own, which is
+never sampled as a start. An n-step return stops at either. It also stops early at an entry whose
+step has not happened yet (the newest state of each env): those returns use fewer steps, bootstrapped
+from that state with the matching power of γ. Pass `terminated | truncated` as `terminated` to treat
+time limits as terminal (the books' old-gym `done`).
+
+Rows where `valid` is False (the reset steps of gymnasium's next-step autoreset) are ignored.
+The env whose row has no entry yet (at the start, or after an episode ended) starts a new episode
+from that row's `obs`.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Batch(NamedTuple):
+    obs: np.ndarray        # (B, *obs_shape): the observation the action was taken in
+    actions: np.ndarray    # (B,) int64
+    rewards: np.ndarray    # (B,) float32: the n-step discounted reward sum r_t + γ r_t+1 + ...
+    next_obs: np.ndarray   # (B, *obs_shape): the observation to bootstrap from
+    discounts: np.ndarray  # (B,) float32: γ^m for an m-step return, 0 when it ended in a termination
+    indices: np.ndarray    # (B,) ring slots, for `update_priorities`
+    weights: np.ndarray    # (B,) float32 importance-sampling weights (all ones for uniform sampling)
+
+
+def _fields(capacity, obs_shape, obs_dtype, frame_stack):
+    """name -> (shape, dtype) of every array the buffer allocates."""
+    frame_shape = tuple(obs_shape[1:]) if frame_stack > 1 else tuple(obs_shape)
+    fields = {
+        "frames": ((capacity, *frame_shape), np.dtype(obs_dtype)),
+        "actions": ((capacity,), np.dtype(np.int64)),
+        "rewards": ((capacity,), np.dtype(np.float32)),
+        "terminated": ((capacity,), np.dtype(bool)),
+        "truncated": ((capacity,), np.dtype(bool)),
+        "ready": ((capacity,), np.dtype(bool)),          # the env acted from this entry: a sampleable start
+        "next": ((capacity,), np.dtype(np.int64)),       # absolute index of the next entry, -1: none
+    }
+    if frame_stack > 1:
+        fields["prev"] = ((capacity,), np.dtype(np.int64))  # previous entry of the episode; itself at the start
+    return fields
+
+
+def _tree_leaves(capacity):
+    return 1 << max(0, int(capacity - 1).bit_length())
+
+
+class ReplayBuffer:
+    """Uniform replay over the last `capacity` entries (see the module docstring).
+
+    obs_shape: one env's observation shape; with frame_stack k > 1 it must be (k, *frame_shape).
+    num_envs: rows per `add` (a vector env's batch).
+    """
+
+    def __init__(self, capacity: int, obs_shape, obs_dtype=np.float32, num_envs: int = 1, n_step: int = 1,
+                 gamma: float = 0.99, frame_stack: int = 1):
+        obs_shape = tuple(int(d) for d in obs_shape)
+        for name, value in (("num_envs", num_envs), ("n_step", n_step), ("frame_stack", frame_stack)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"replay buffer {name} must be a positive int, got {value!r}")
+        if capacity < 4 * num_envs:
+            raise ValueError(f"replay buffer capacity must be at least 4 entries per env ({4 * num_envs} for "
+                             f"{num_envs} envs), got {capacity}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"replay buffer gamma must be in [0, 1], got {gamma}")
+        if frame_stack > 1 and (not obs_shape or obs_shape[0] != frame_stack):
+            raise ValueError(f"frame_stack={frame_stack} needs observations of shape ({frame_stack}, ...) (the stack "
+                             f"first, as FrameStackObservation makes them), got {obs_shape}")
+        self.capacity, self.obs_shape, self.num_envs = int(capacity), obs_shape, int(num_envs)
+        self.n_step, self.gamma, self.frame_stack = int(n_step), float(gamma), int(frame_stack)
+        for name, (shape, dtype) in _fields(self.capacity, obs_shape, obs_dtype, frame_stack).items():
+            setattr(self, name, np.zeros(shape, dtype))
+        self.count = 0                                        # entries ever written
+        self.current = np.full(self.num_envs, -1, np.int64)   # each env's entry to act from next; -1: none
+
+    @staticmethod
+    def storage_bytes(capacity, obs_shape, obs_dtype=np.float32, frame_stack=1, prioritized=False):
+        """Bytes a buffer with these settings allocates, computed without allocating it."""
+        total = sum(int(np.prod(shape)) * dtype.itemsize
+                    for shape, dtype in _fields(capacity, obs_shape, obs_dtype, frame_stack).values())
+        if prioritized:
+            total += 2 * 2 * _tree_leaves(capacity) * 8  # sum and min trees, float64
+        return total
+
+    @property
+    def nbytes(self):
+        """Bytes actually allocated (the arrays, and the priority trees when prioritized)."""
+        arrays = _fields(1, self.obs_shape, np.float32, self.frame_stack)
+        return sum(getattr(self, name).nbytes for name in arrays)
+
+    def __len__(self):
+        """Entries held (transitions, plus the final observations of truncated episodes)."""
+        return min(self.count, self.capacity)
+
+    # ----- adding -----
+    def _newest_frame(self, obs):
+        return obs[:, -1] if self.frame_stack > 1 else obs
+
+    def _write(self, obs, prev):
+        """Append one entry per row of `obs` (not yet ready); returns their absolute indices."""
+        index = self.count + np.arange(len(obs))
+        slots = index % self.capacity
+        self.frames[slots] = self._newest_frame(obs)
+        self.ready[slots] = False
+        self.next[slots] = -1
+        if self.frame_stack > 1:
+            self.prev[slots] = index if prev is None else prev
+        self.count += len(obs)
+        self._on_write(slots)
+        return index
+
+    def _on_write(self, slots):
+        """Hook: new, not yet sampleable entries."""
+
+    def _on_ready(self, slots):
+        """Hook: entries that just became sampleable."""
+
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid=None):
+        """Store one vector step: row i is env i's transition (obs, action, reward, next_obs, terminated,
+        truncated). next_obs must be the observation the action led to (the final one at an episode end)."""
+        obs, next_obs = np.asarray(obs), np.asarray(next_obs)
+        if obs.shape != (self.num_envs, *self.obs_shape) or next_obs.shape != obs.shape:
+            raise ValueError(f"replay buffer add: obs and next_obs must have shape {(self.num_envs, *self.obs_shape)}, "
+                             f"got {obs.shape} and {next_obs.shape}")
+        envs = np.arange(self.num_envs) if valid is None else np.flatnonzero(np.asarray(valid))
+        if envs.size == 0:
+            return
+        terminated, truncated = np.asarray(terminated, bool)[envs], np.asarray(truncated, bool)[envs]
+
+        starting = self.current[envs] < 0
+        if starting.any():
+            self.current[envs[starting]] = self._write(obs[envs[starting]], prev=None)
+        entries = self.current[envs]
+        slots = entries % self.capacity
+        self.actions[slots] = np.asarray(actions)[envs]
+        self.rewards[slots] = np.asarray(rewards)[envs]
+        self.terminated[slots] = terminated
+        self.truncated[slots] = truncated
+
+        # the next entry: the state the episode goes on from, or a truncated episode's final observation
+        going_on = ~terminated
+        successors = np.full(len(envs), -1, np.int64)
+        if going_on.any():
+            successors[going_on] = self._write(next_obs[envs[going_on]], prev=entries[going_on])
+        self.next[slots] = successors
+        self.ready[slots] = True
+        self._on_ready(slots)
+        self.current[envs] = np.where(terminated | truncated, -1, successors)
+
+    # ----- sampling -----
+    def _stack(self, index):
+        """Observations of the entries with absolute indices `index`, and whether all their frames are
+        still held (a frame stack reaches back into older entries, which the ring may have overwritten)."""
+        slots = index % self.capacity
+        if self.frame_stack == 1:
+            return self.frames[slots], np.ones(len(index), bool)
+        chain = [index]
+        for _ in range(self.frame_stack - 1):
+            chain.append(self.prev[chain[-1] % self.capacity])
+        held = chain[-1] >= self.count - self.capacity  # prev only goes back, so the oldest link decides
+        frames = [self.frames[link % self.capacity] for link in reversed(chain)]
+        return np.stack(frames, axis=1), held
+
+    def _draw(self, batch_size, rng):
+        """Absolute indices of `batch_size` entries and their weights (uniform: ones)."""
+        low = max(0, self.count - self.capacity)
+        return rng.integers(low, self.count, batch_size), np.ones(batch_size, np.float32)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """`batch_size` transitions drawn with replacement, with their n-step returns."""
+        if not self.ready.any():
+            raise RuntimeError("cannot sample from a replay buffer that holds no complete transition yet")
+        index, weights = self._draw(batch_size, rng)
+        obs, held = self._stack(index)
+        bad = ~(self.ready[index % self.capacity] & held)
+        while bad.any():  # the newest state of each env and entries whose frames were overwritten
+            index[bad], weights[bad] = self._draw(int(bad.sum()), rng)
+            obs[bad], held[bad] = self._stack(index[bad])
+            bad[bad] = ~(self.ready[index[bad] % self.capacity] & held[bad])
+        rewards, discounts, bootstrap = self._n_step_returns(index)
+        next_obs, _ = self._stack(bootstrap)
+        slots = index % self.capacity
+        return Batch(obs, self.actions[slots], rewards, next_obs, discounts, slots, weights)
+
+    def _n_step_returns(self, index):
+        """Sum rewards along the links for up to n steps; returns (rewards, discounts, bootstrap entries)."""
+        node = index % self.capacity
+        returns = np.zeros(len(index))
+        discount = np.ones(len(index))
+        final_discount = np.zeros(len(index))
+        bootstrap = index.copy()
+        alive = np.ones(len(index), bool)
+        for k in range(self.n_step):
+            returns += np.where(alive, discount * self.rewards[node], 0.0)
+            discount *= self.gamma
+            successor, terminated = self.next[node], self.terminated[node]
+            bootstrap = np.where(alive & (successor >= 0), successor, bootstrap)
+            final_discount = np.where(alive, np.where(terminated, 0.0, discount), final_discount)
+            if k == self.n_step - 1:
+                break
+            successor_slot = successor % self.capacity
+            alive &= ~terminated & ~self.truncated[node] & self.ready[successor_slot]
+            node = np.where(alive, successor_slot, node)
+        return returns.astype(np.float32), final_discount.astype(np.float32), bootstrap
+
+    def update_priorities(self, indices, td_errors):
+        """Uniform replay has no priorities: nothing to do."""
+
+    # ----- checkpoints -----
+    def state_dict(self):
+        """The held entries and the links (views, not copies: save it before the next `add`)."""
+        held = len(self)
+        arrays = {name: getattr(self, name)[:held] for name in _fields(1, self.obs_shape, np.float32, self.frame_stack)}
+        return {"count": self.count, "current": self.current.copy(), **arrays}
+
+    def load_state_dict(self, state):
+        held = min(int(state["count"]), self.capacity)
+        if state["frames"].shape[1:] != self.frames.shape[1:] or len(state["current"]) != self.num_envs:
+            raise ValueError(f"replay buffer state holds frames of shape {state['frames'].shape[1:]} for "
+                             f"{len(state['current'])} envs; this buffer has {self.frames.shape[1:]} for {self.num_envs}")
+        for name in _fields(1, self.obs_shape, np.float32, self.frame_stack):
+            getattr(self, name)[:held] = state[name]
+        self.count = int(state["count"])
+        self.current[:] = state["current"]
+
+
+class SumTree:
+    """Sums (and minima of the positive values) over `capacity` leaves, updated and searched in
+    batches: O(log n) numpy operations per call, whatever the batch size."""
+
+    def __init__(self, capacity: int):
+        self.leaves = _tree_leaves(capacity)
+        self.depth = self.leaves.bit_length() - 1
+        self.sums = np.zeros(2 * self.leaves)
+        self.mins = np.full(2 * self.leaves, np.inf)  # zero leaves count as +inf: never sampled
+
+    @property
+    def total(self):
+        return float(self.sums[1])
+
+    @property
+    def min(self):
+        return float(self.mins[1])
+
+    def __getitem__(self, leaves):
+        return self.sums[np.asarray(leaves) + self.leaves]
+
+    def set(self, leaves, values):
+        node = np.asarray(leaves) + self.leaves
+        values = np.asarray(values, dtype=np.float64)
+        self.sums[node] = values
+        self.mins[node] = np.where(values > 0, values, np.inf)
+        for _ in range(self.depth):  # duplicates in `node` recompute the same parent: harmless
+            node = node // 2
+            self.sums[node] = self.sums[2 * node] + self.sums[2 * node + 1]
+            self.mins[node] = np.minimum(self.mins[2 * node], self.mins[2 * node + 1])
+
+    def find(self, mass):
+        """For each value in [0, total): the leaf whose cumulative-sum interval contains it."""
+        mass = np.minimum(np.asarray(mass, dtype=np.float64), self.total)
+        node = np.ones(len(mass), np.int64)
+        for _ in range(self.depth):
+            left = 2 * node
+            left_sum = self.sums[left]
+            go_right = mass > left_sum
+            mass = np.where(go_right, mass - left_sum, mass)
+            node = left + go_right
+        return node - self.leaves
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay (Schaul et al. 2016): P(i) = p_i^α / Σ_k p_k^α with
+    p_i = |δ_i| + eps; a new transition gets the largest priority seen so far. Importance weights
+    w_i = (N·P(i))^-β / max_k w_k, N the entries held; β is passed to each `sample` (anneal it to 1
+    with `agents.schedules.linear_schedule`). A batch is stratified: one draw from each of
+    `batch_size` equal slices of the priority mass."""
+
+    def __init__(self, capacity: int, obs_shape, obs_dtype=np.float32, num_envs: int = 1, n_step: int = 1,
+                 gamma: float = 0.99, frame_stack: int = 1, alpha: float = 0.6, eps: float = 1e-6):
+        if alpha < 0:
+            raise ValueError(f"prioritized replay alpha must be >= 0, got {alpha}")
+        if eps <= 0:
+            raise ValueError(f"prioritized replay eps must be > 0, got {eps}")
+        self.tree = SumTree(capacity)
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.max_priority = 1.0
+        self.beta = 0.4
+        super().__init__(capacity, obs_shape, obs_dtype, num_envs, n_step, gamma, frame_stack)
+
+    @property
+    def nbytes(self):
+        return super().nbytes + self.tree.sums.nbytes + self.tree.mins.nbytes
+
+    def _on_write(self, slots):
+        self.tree.set(slots, 0.0)
+
+    def _on_ready(self, slots):
+        self.tree.set(slots, self.max_priority ** self.alpha)
+
+    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 0.4) -> Batch:
+        if beta < 0:
+            raise ValueError(f"prioritized replay beta must be >= 0, got {beta}")
+        self.beta = beta
+        return super().sample(batch_size, rng)
+
+    def _draw(self, batch_size, rng):
+        total = self.tree.total
+        mass = (np.arange(batch_size) + rng.random(batch_size)) * (total / batch_size)
+        slots = self.tree.find(mass)
+        # slot -> absolute index: the ring holds absolute indices count - capacity .. count - 1
+        index = self.count - 1 - (self.count - 1 - slots) % self.capacity
+        probabilities = self.tree[slots] / total
+        held = len(self)
+        weights = (held * probabilities) ** -self.beta
+        max_weight = (held * self.tree.min / total) ** -self.beta
+        return index, (weights / max_weight).astype(np.float32)
+
+    def update_priorities(self, indices, td_errors):
+        """New priorities |δ| + eps for the slots a batch came from (`batch.indices`)."""
+        priorities = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.eps
+        self.tree.set(indices, priorities ** self.alpha)
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+
+    def state_dict(self):
+        return {**super().state_dict(), "priorities": self.tree[np.arange(len(self))].copy(),
+                "max_priority": self.max_priority}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.tree.set(np.arange(len(state["priorities"])), state["priorities"])
+        self.max_priority = float(state["max_priority"])

@@ -1,0 +1,289 @@
+"""PPO with the clipped surrogate objective (Schulman et al. 2017), CleanRL-style in one file.
+
+    python scripts/train.py agent=ppo env=cartpole          # rl-baselines3-zoo's tuned CartPole-v1 settings
+    python scripts/train.py agent=ppo_native env=cartpole   # the lab's fastest preset (native vectorized CartPole)
+
+Each iteration collects `num_steps` steps from each of the `num_envs` envs with the current
+stochastic policy (agents/actor_critic.py: collect_rollout), computes GAE(λ) advantages and
+λ-returns, then makes `n_epochs` passes over the rollout in shuffled minibatches of `batch_size`,
+minimising (SB3's form of the loss, which the zoo's settings were tuned for)
+
+    ratio  = π(a|s) / π_old(a|s)                Â = advantage, standardised per minibatch
+    policy = mean(max(−Â·ratio, −Â·clip(ratio, 1 − ε, 1 + ε)))
+    value  = mean((V(s) − R)²); with clip_range_vf the pessimistic max of that and the loss of
+             V_old + clip(V − V_old, ±clip_range_vf) (the PPO paper's code; SB3 keeps only the clipped one)
+    loss   = policy − ent_coef·entropy + vf_coef·value
+
+with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`.
+Schedules: `anneal_lr` / `anneal_clip` make the learning rate and ε fall linearly to 0 (the zoo's
+lin_1e-3 and lin_0.2): iteration i of n uses lr·(1 − i/n).
+`target_kl`: the epochs of an iteration stop at the first minibatch whose approx-KL exceeds
+1.5·target_kl, before its update (SB3's rule).
+Logged per iteration: losses/{policy_loss, value_loss, entropy, approx_kl, old_approx_kl, clipfrac,
+explained_variance}, charts/{learning_rate, clip_range, SPS, episodic_return, episodic_length}.
+
+Envs: `num_envs` and `vectorization` of the agent config, when set, override the env config's,
+so a preset fixes its own env count. Gymnasium's vector envs and the native vectorized CartPole
+(numpy, or cupy with device=cuda) both work, always with SAME_STEP autoreset.
+Evaluation: greedy (the policy's mode) on `cfg.eval_episodes` envs at the end; with `eval_every`
+also every that many iterations, and with `target_return` training stops at the first evaluation
+whose mean return reaches it (metrics time/to_target_s and train/to_target_steps).
+Checkpoints every `checkpoint_every` iterations, on Ctrl-C and at the end; resume is bitwise exact
+on CPU (model, optimizer, random streams, envs and the rollout position are all saved).
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+from omegaconf import OmegaConf
+
+import core
+import core.functional as F
+from agents.actor_critic import (RolloutBuffer, build_model, collect_rollout, compute_gae, derive_seed,
+                                 evaluation_envs, evaluation_metrics, explained_variance, log_episodes,
+                                 make_policy, normalize, training_envs, valid_indices)
+from agents.networks import ACTIVATIONS, INITS
+from core import optim
+from core.backend import get_array_module, to_device
+from core.run import ConfigError, get_rng_state, set_rng_state
+from core.tensor import Tensor
+from envs import VectorStepper
+
+__all__ = ["Config", "train", "make_policy", "ppo_update"]
+
+
+@dataclass
+class Config:
+    # defaults are Stable-Baselines3's; conf/agent/ppo.yaml holds the zoo's CartPole-v1 values
+    total_timesteps: int = 1_000_000
+    num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
+    vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
+    num_steps: int = 2048                  # steps per env per rollout (SB3's n_steps)
+    batch_size: int = 64                   # minibatch size
+    n_epochs: int = 10
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    lr: float = 3e-4
+    anneal_lr: bool = False                # linear decay to 0
+    clip_range: float = 0.2
+    anneal_clip: bool = False              # linear decay to 0
+    clip_range_vf: Optional[float] = None  # null: no value clipping
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5             # 0: no clipping
+    normalize_advantage: bool = True
+    target_kl: Optional[float] = None
+    adam_eps: float = 1e-5
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    init: str = "orthogonal"               # see agents/networks.py
+    shared: bool = False                   # one trunk for policy and value
+    distribution: str = "auto"             # auto | categorical | gaussian
+    log_std_init: float = 0.0              # gaussian policies
+    eval_every: int = 0                    # iterations between evaluations while training; 0: only at the end
+    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
+    eval_greedy: bool = True
+
+    def validate(self):
+        positive = ("total_timesteps", "num_steps", "batch_size", "n_epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_envs is not None and self.num_envs < 1:
+            raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
+        if self.vectorization not in (None, "sync", "async", "native"):
+            raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"agent.lr must be a positive finite number, got {self.lr}")
+        if not self.clip_range > 0:
+            raise ValueError(f"agent.clip_range must be > 0, got {self.clip_range}")
+        for name in ("clip_range_vf", "target_kl"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"agent.{name} must be > 0 or null, got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef", "max_grad_norm", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"agent.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"agent.adam_eps must be > 0, got {self.adam_eps}")
+        if any(width < 1 for width in self.hidden) or (self.shared and not self.hidden):
+            raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(self.hidden)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"agent.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.init not in INITS:
+            raise ValueError(f"agent.init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.distribution not in ("auto", "categorical", "gaussian"):
+            raise ValueError(f"agent.distribution must be auto, categorical or gaussian, got {self.distribution!r}")
+        if self.target_return is not None and self.eval_every < 1:
+            raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
+
+
+def ppo_update(model, optimizer, data, clip_range, args, rng):
+    """`args.n_epochs` passes of clipped-surrogate minibatch steps over `data` (flat arrays: obs,
+    actions, logprobs, values, advantages, returns). `rng` (numpy Generator) shuffles. Returns the
+    iteration's mean statistics as floats."""
+    n = len(data["obs"])
+    xp = get_array_module(data["obs"])
+    params = list(model.parameters())
+    stats = {name: [] for name in ("policy_loss", "value_loss", "entropy", "loss", "approx_kl", "old_approx_kl",
+                                   "clipfrac")}
+    for _ in range(args.n_epochs):
+        order = xp.asarray(rng.permutation(n))
+        for start in range(0, n, args.batch_size):
+            idx = order[start:start + args.batch_size]
+            advantages = data["advantages"][idx]
+            if args.normalize_advantage:
+                advantages = normalize(advantages)
+            advantages = Tensor._make(advantages)
+            logprobs, entropy, values = model.evaluate_actions(Tensor._make(data["obs"][idx]), data["actions"][idx])
+            logratio = logprobs - Tensor._make(data["logprobs"][idx])
+            ratio = logratio.exp()
+
+            # diagnostics (no graph): the KL estimators of http://joschu.net/blog/kl-approx.html
+            r, lr_ = ratio.data, logratio.data
+            approx_kl = ((r - 1) - lr_).mean()
+            stats["old_approx_kl"].append(-lr_.mean())
+            stats["approx_kl"].append(approx_kl)
+            stats["clipfrac"].append((xp.abs(r - 1) > clip_range).mean())
+            if args.target_kl is not None and float(approx_kl) > 1.5 * args.target_kl:
+                return _means(stats), True
+
+            policy_loss = core.maximum(-advantages * ratio, -advantages * ratio.clip(1 - clip_range, 1 + clip_range)).mean()
+            returns = Tensor._make(data["returns"][idx])
+            if args.clip_range_vf is None:
+                value_loss = F.mse_loss(values, returns)
+            else:
+                old = Tensor._make(data["values"][idx])
+                clipped = old + (values - old).clip(-args.clip_range_vf, args.clip_range_vf)
+                value_loss = core.maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()
+            entropy = entropy.mean()
+            loss = policy_loss - args.ent_coef * entropy + args.vf_coef * value_loss
+
+            optimizer.zero_grad()
+            loss.backward()
+            if args.max_grad_norm:
+                optim.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+            for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy),
+                                ("loss", loss)):
+                stats[name].append(value.data)
+    return _means(stats), False
+
+
+def _means(stats):
+    """Averages of the per-minibatch values: one host transfer per statistic."""
+    return {name: float(to_device(get_array_module(v[0]).stack(v).mean(), "cpu")) if v else float("nan")
+            for name, v in stats.items()}
+
+
+def flatten_rollout(buffer, advantages, returns):
+    """The rollout as flat (step-major) arrays, without the steps that are not transitions."""
+    data = {"obs": buffer.obs, "actions": buffer.actions, "logprobs": buffer.logprobs, "values": buffer.values,
+            "advantages": advantages, "returns": returns}
+    data = {k: v.reshape(-1, *v.shape[2:]) for k, v in data.items()}
+    keep = valid_indices(buffer)
+    return data if keep is None else {k: v[keep] for k, v in data.items()}
+
+
+def train(cfg, run):
+    args = OmegaConf.to_object(cfg.agent)  # the Config dataclass: plain attribute reads in the hot loops
+    device = run.device
+    core.manual_seed(cfg.seed)
+    envs = training_envs(cfg, args, device)
+    rollout_size = args.num_steps * envs.num_envs
+    if args.batch_size > rollout_size:
+        raise ConfigError(f"agent.batch_size {args.batch_size} is larger than a rollout (num_steps {args.num_steps} "
+                          f"x {envs.num_envs} envs = {rollout_size})")
+    model = build_model(args, envs.single_observation_space, envs.single_action_space, "PPO",
+                        core.Generator(derive_seed(cfg.seed, "init"))).to(device)
+    optimizer = optim.Adam(model.parameters(), lr=args.lr, eps=args.adam_eps)
+    action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
+    minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
+    stepper = VectorStepper(envs)
+    stepper.reset(seed=cfg.seed)
+    buffer = RolloutBuffer(args.num_steps, envs, device)
+    eval_envs = evaluation_envs(cfg, args, device)
+    num_iterations = math.ceil(args.total_timesteps / rollout_size)
+    iteration = global_step = episodes = 0
+    wall_before, to_target = 0.0, None  # to_target: (wall seconds, env steps) when target_return was reached
+
+    if run.resume_state is not None:
+        state = run.resume_state
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        action_generator.set_state(state["action_generator"])
+        minibatch_rng.bit_generator.state = state["minibatch_rng"]
+        stepper.load_state_dict(state["stepper"])
+        set_rng_state(state["rng"])
+        iteration, global_step, episodes = state["iteration"], state["global_step"], state["episodes"]
+        wall_before, to_target = state["wall_s"], state["to_target"]
+
+    start, start_step = time.perf_counter(), global_step
+    saved_iteration = None
+
+    def wall():
+        return wall_before + time.perf_counter() - start
+
+    def checkpoint():
+        nonlocal saved_iteration
+        run.checkpoints.save({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "action_generator": action_generator.get_state(), "minibatch_rng": minibatch_rng.bit_generator.state,
+            "stepper": stepper.state_dict(), "rng": get_rng_state(), "iteration": iteration,
+            "global_step": global_step, "episodes": episodes, "wall_s": wall(), "to_target": to_target,
+        }, iteration)
+        saved_iteration = iteration
+
+    bar = run.logger.progress(num_iterations * rollout_size, "ppo")
+    bar.update(global_step)
+    while iteration < num_iterations and to_target is None and not run.should_stop():
+        remaining = 1.0 - iteration / num_iterations
+        lr = args.lr * remaining if args.anneal_lr else args.lr
+        clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        finished = collect_rollout(stepper, model, buffer, action_generator, device)
+        global_step += rollout_size
+        episodes += len(finished)
+        mean_return = log_episodes(run, finished, global_step)
+        advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values, buffer.terminated,
+                                          buffer.truncated, args.gamma, args.gae_lambda)
+        data = flatten_rollout(buffer, advantages, returns)
+        stats, stopped_early = ppo_update(model, optimizer, data, clip_range, args, minibatch_rng)
+        run.check_finite("losses/loss", stats["loss"], global_step)
+        iteration += 1
+
+        run.logger.scalars({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, global_step)
+        run.logger.scalars({
+            "losses/explained_variance": explained_variance(data["values"], data["returns"]),
+            "charts/learning_rate": lr, "charts/clip_range": clip_range, "charts/early_stop": float(stopped_early),
+            "charts/SPS": (global_step - start_step) / (time.perf_counter() - start)}, global_step)
+        run.log_histograms(model, global_step)
+        bar.update(rollout_size)
+        if mean_return is not None:
+            bar.set_postfix(ret=mean_return, kl=stats["approx_kl"])
+
+        if args.eval_every and iteration % args.eval_every == 0:
+            evaluation = evaluation_metrics(model, eval_envs, cfg, args, device)
+            run.logger.scalars({k: v for k, v in evaluation.items() if k != "eval/episodes"}, global_step)
+            if args.target_return is not None and evaluation["eval/return_mean"] >= args.target_return:
+                to_target = (wall(), global_step)
+        if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    if saved_iteration != iteration:
+        checkpoint()
+    metrics = {"train/env_steps": global_step, "train/episodes": episodes, "train/iterations": iteration,
+               "time/wall_s": wall()}
+    if to_target is not None:
+        metrics.update({"time/to_target_s": to_target[0], "train/to_target_steps": to_target[1]})
+    if run.should_stop():
+        return metrics
+    metrics.update(evaluation_metrics(model, eval_envs, cfg, args, device))
+    run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, global_step)
+    return metrics

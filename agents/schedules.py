@@ -1,0 +1,40 @@
+"""Schedules for ε (exploration) and β (prioritized-replay importance sampling): t -> value.
+
+    epsilon = linear_schedule(1.0, 0.04, duration=8_000)      # SB3 / zoo: 16 % of 50,000 steps
+    epsilon = exponential_schedule(1.0, 0.01, decay=0.995)    # MTF ch. 8: ε ← max(0.01, 0.995·ε)
+    beta = linear_schedule(0.4, 1.0, duration=total_steps)    # PER β annealed to 1 (HOML ch. 18)
+
+`t` is whatever the caller counts (env steps, episodes, gradient updates); the functions work on
+Python numbers and on numpy arrays of t alike.
+"""
+import numpy as np
+
+
+def linear_schedule(start: float, end: float, duration: float):
+    """start + (end - start)·min(t / duration, 1): reaches `end` at t = duration and stays there.
+    duration 0 means `end` from the start."""
+    if duration < 0:
+        raise ValueError(f"linear schedule duration must be >= 0, got {duration}")
+
+    def value(t):
+        t = np.asarray(t, dtype=float)
+        fraction = np.where(t >= duration, 1.0, t / max(duration, 1e-300))  # duration 0: `end` at once
+        result = start + (end - start) * fraction
+        return result if result.ndim else float(result)
+    return value
+
+
+def exponential_schedule(start: float, end: float, decay: float):
+    """max(end, start·decay^t): multiply by `decay` at every tick, floored at `end`
+    (for a rising schedule, end > start and decay > 1, capped at `end`)."""
+    if not decay > 0:
+        raise ValueError(f"exponential schedule decay must be > 0, got {decay}")
+    bound = np.maximum if end <= start else np.minimum
+
+    def value(t):
+        result = bound(end, start * np.power(decay, np.asarray(t, dtype=float)))
+        return result if np.ndim(result) else float(result)
+    return value
+
+
+SCHEDULES = ("linear", "exponential")

@@ -1,0 +1,285 @@
+"""The `Run` a trainer receives: run directory, logger, checkpoints, resume state, stop requests.
+
+    with Run(run_dir, config=plain_config_dict, seed=0) as run:
+        state = run.resume_state                 # None, or the checkpoint dict to continue from
+        ...
+        run.check_finite("losses/policy_loss", loss, step)    # NonFiniteError before anything bad is saved
+        if step % every == 0 or run.should_stop():
+            run.checkpoints.save({"model": ..., "rng": get_rng_state(), ...}, step)
+        if run.should_stop():                    # Ctrl-C / SIGTERM: checkpoint saved, return early
+            ...
+        run.finish(metrics)                      # metrics.json + TensorBoard hparams record
+
+Checkpoints live in `<run dir>/checkpoints/`: `ckpt_<step>.ckpt` for the last `keep` periodic saves
+and `last.ckpt`, the newest of them (a hard link, so it costs no second write). Every file is
+written atomically (core.save), so a crash leaves the previous checkpoint intact, and a state
+holding a NaN array or Tensor is refused (NonFiniteError) rather than written over a good one.
+
+Signals: the first SIGINT (Ctrl-C) or SIGTERM sets the stop flag that `should_stop()` reports;
+the trainer then checkpoints and returns. A second one exits at once (status 130).
+
+Nothing here knows about Hydra: the caller passes a plain config dict.
+"""
+import math
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.logger import RunLogger, flatten_config, to_number, to_numpy
+from core.random import default_generator
+from core.serialization import load, save
+from core.tensor import Tensor
+
+LAST = "last.ckpt"
+_PERIODIC = re.compile(r"^ckpt_(\d+)\.ckpt$")
+
+
+class ConfigError(ValueError):
+    """A configuration that turns out not to work once the run starts (e.g. an env whose action
+    space the agent cannot handle): scripts/train.py reports it in one line, like a bad override."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or a state to be saved is NaN or infinite: training stops, the last good checkpoint stays."""
+
+
+def get_rng_state():
+    """The global random states a trainer may draw from: core's default generator, numpy's legacy
+    global state and Python's `random`. Put it in every checkpoint; `set_rng_state` restores it."""
+    return {"core": default_generator.get_state(), "numpy_legacy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state):
+    default_generator.set_state(state["core"])
+    np.random.set_state(state["numpy_legacy"])
+    random.setstate(state["python"])
+
+
+def make_optimizer(params, optim_cfg):
+    """The core.optim optimizer an `optim` config names (conf/optim/*.yaml): `name` picks the class
+    (adam, adamw, sgd, rmsprop, ...), every other key is passed on (`betas` as a tuple)."""
+    from core import optim
+    options = dict(optim_cfg)
+    name = options.pop("name")
+    classes = {cls.__name__.lower(): cls for cls in vars(optim).values()
+               if isinstance(cls, type) and issubclass(cls, optim.Optimizer) and cls is not optim.Optimizer}
+    if name not in classes:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(sorted(classes))}")
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
+    return classes[name](params, **options)
+
+
+def resolve_resume(path):
+    """The checkpoint file `resume=<path>` names: a run directory means its checkpoints/last.ckpt."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        last = path / "checkpoints" / LAST
+        if not last.is_file():
+            raise FileNotFoundError(f"{path} holds no checkpoint (expected {last})")
+        return last
+    if not path.is_file():
+        raise FileNotFoundError(f"no run directory or checkpoint file at {path}")
+    return path
+
+
+def run_dir_of_checkpoint(path):
+    """The run directory a checkpoint file belongs to (`<run>/checkpoints/<file>`), or None."""
+    path = Path(path).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def _first_nan(obj, where="state"):
+    """The position of the first NaN-holding float array/Tensor in a nested state, or None."""
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        is_array = isinstance(obj, (Tensor, np.ndarray, np.generic)) or type(obj).__module__.startswith("cupy")
+        if is_array:
+            array = to_numpy(obj)
+            if array.dtype.kind in "fc" and np.isnan(array).any():
+                return where
+        return None
+    for key, value in items:
+        found = _first_nan(value, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
+class Checkpoints:
+    """Atomic periodic checkpoints in `directory`: `save(state, step)` writes `ckpt_<step>.ckpt`,
+    points `last.ckpt` at it and keeps the newest `keep` periodic files (keep <= 0: all)."""
+
+    def __init__(self, directory, keep=3, config=None):
+        self.directory = Path(directory)
+        self.keep = keep
+        self.config = config
+        self.last_saved_step = None  # step of the newest checkpoint this process wrote
+
+    @property
+    def last_path(self):
+        return self.directory / LAST
+
+    def save(self, state, step):
+        """Write `state` (a dict as core.save accepts) for `step`; the run config and the step are
+        stored with it under "config" and "step". Returns the path written."""
+        step = int(step)
+        bad = _first_nan(state)
+        if bad:
+            raise NonFiniteError(f"refusing to checkpoint step {step}: {bad} holds NaN; "
+                                 f"the last good checkpoint stays {self._last_good()}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"ckpt_{step}.ckpt"
+        save({**state, "step": step, "config": self.config}, path)
+        self._point_last_at(path)
+        self._prune()
+        self.last_saved_step = step
+        return path
+
+    def _point_last_at(self, path):
+        tmp = self.directory / f".{LAST}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:  # a filesystem without hard links: write the bytes again
+            tmp.write_bytes(path.read_bytes())
+        os.replace(tmp, self.last_path)  # atomic: last.ckpt is always a complete checkpoint
+
+    def _prune(self):
+        if self.keep <= 0:
+            return
+        for old in self.periodic()[:-self.keep]:
+            old.unlink(missing_ok=True)
+
+    def periodic(self):
+        """The `ckpt_<step>.ckpt` files, oldest step first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _PERIODIC.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self):
+        """The newest checkpoint (last.ckpt) as a dict, or None when there is none."""
+        return load(self.last_path) if self.last_path.is_file() else None
+
+    def _last_good(self):
+        if not self.last_path.is_file():
+            return "none (no checkpoint was written yet)"
+        return f"{self.last_path}" + (f" (step {self.last_saved_step})" if self.last_saved_step is not None else "")
+
+
+class Run:
+    """One training run in `directory` (see the module docstring).
+
+    config: the resolved run config as plain dicts/lists/scalars; written to `config.yaml`, logged
+        as text, stored in every checkpoint and recorded with the final metrics (TensorBoard HParams).
+    resume: None, or a run directory / checkpoint file to continue from (loaded into `resume_state`).
+    """
+
+    def __init__(self, directory, config=None, seed=0, device="cpu", quiet=False, resume=None,
+                 keep_checkpoints=3, tensorboard=True, histogram_every=0):
+        self.dir = Path(directory)
+        self.config = config or {}
+        self.seed = int(seed)
+        self.device = device
+        self.quiet = quiet
+        self.histogram_every = histogram_every
+        self.checkpoints = Checkpoints(self.dir / "checkpoints", keep_checkpoints, self.config)
+        self.resume_path = resolve_resume(resume) if resume else None
+        if self.resume_path is None and self.checkpoints.last_path.exists():
+            raise FileExistsError(f"{self.dir} already holds a run's checkpoints; pass resume={self.dir} to continue "
+                                  "it, or choose another run directory")
+        self.resume_state = load(self.resume_path) if self.resume_path else None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_yaml(self.dir / "config.yaml", self.config)
+        self.logger = RunLogger(self.dir, config=self.config, quiet=quiet, use_tensorboard=tensorboard)
+        self._stop_requested = False
+        self._previous_handlers = {}
+        self._install_signal_handlers()
+
+    # ----- stopping -----
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (e.g. a threaded launcher): no graceful stop there
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self._stop_requested:
+            sys.stderr.write(f"\n{name} again: exiting now without a checkpoint\n")
+            os._exit(130)
+        self._stop_requested = True
+        sys.stderr.write(f"\n{name}: stopping after the current step and saving a checkpoint "
+                         "(send it again to exit at once)\n")
+
+    def request_stop(self):
+        """Ask the trainer to checkpoint and return (what the first Ctrl-C does)."""
+        self._stop_requested = True
+
+    def should_stop(self):
+        return self._stop_requested
+
+    # ----- checks and logging helpers -----
+    def check_finite(self, name, value, step):
+        """Raise NonFiniteError when `value` (a number, array or Tensor) holds NaN or inf."""
+        array = to_numpy(value)
+        if np.isfinite(array).all():
+            return
+        shown = array.item() if array.ndim == 0 else f"an array with {np.size(array) - np.isfinite(array).sum()} " \
+                                                       "non-finite entries"
+        raise NonFiniteError(f"{name} is {shown} at step {int(step)}: training stopped; the last good checkpoint is "
+                             f"{self.checkpoints._last_good()}")
+
+    def log_histograms(self, module, step, prefix=""):
+        """Histograms of `module`'s parameters and gradients every `histogram_every` steps (0: never)."""
+        if not self.histogram_every or step % self.histogram_every:
+            return
+        for name, param in module.named_parameters():
+            self.logger.histogram(f"{prefix}params/{name}", param, step)
+            if param.grad is not None:
+                self.logger.histogram(f"{prefix}grads/{name}", param.grad, step)
+
+    # ----- the end -----
+    def finish(self, metrics, status="completed"):
+        """Write metrics.json ({"status": status, **metrics}) and the HParams record, then close."""
+        self.logger.write_metrics({"status": status, **metrics})
+        numbers = {k: v for k, v in metrics.items() if _is_finite_number(v)}
+        if numbers:
+            self.logger.hparams(flatten_config(self.config), numbers)
+        self.close()
+
+    def close(self):
+        self.logger.close()
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _is_finite_number(value):
+    try:
+        return math.isfinite(float(to_number(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _write_yaml(path, config):
+    import yaml
+    from core.serialization import atomic_write
+    atomic_write(path, yaml.safe_dump(config, sort_keys=False).encode())

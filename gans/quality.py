@@ -1,0 +1,219 @@
+"""Sample quality from the lab's own small classifier: a Fréchet distance on its features, and class coverage.
+
+This is classifier-based, NOT Inception FID: the features come from a small CNN trained here on the
+dataset itself (two 3×3 conv + max-pool blocks, then a 64-unit hidden layer; its activations are the
+features), so the numbers are only comparable between runs that use the same classifier (same dataset,
+image size and `QualityConfig`), never with published FID values.
+
+- `quality/frechet_distance`: ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2·(Σ_r Σ_g)^½) between the Gaussians fitted to
+  the features of real and of generated images. tr((Σ_r Σ_g)^½) uses `scipy.linalg.sqrtm` when scipy is
+  installed; otherwise (and as the fallback when sqrtm returns non-finite values) it is the sum of the
+  square roots of the eigenvalues of Σ_r^½ Σ_g Σ_r^½, a symmetric matrix with the same eigenvalues as
+  Σ_r Σ_g, so symmetric eigen-decompositions suffice. Lower is better; 0 for identical distributions.
+- `quality/class_entropy`: entropy (nats) of the classifier's predicted labels over the generated images;
+  `quality/class_entropy_real` is the same on real images. `quality/mode_collapse` flags runs whose
+  effective number of classes exp(H) is below `collapse_ratio` times that of the real data.
+- conditional models also get `quality/label_accuracy`: how often the classifier agrees with the label
+  the generator was asked for.
+
+The classifier trains once per (dataset, image size, config) and is cached under
+`<data dir>/quality_cache/` (or `cache_dir`), keyed by a hash of everything that shapes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+import core
+from core import nn, optim
+import core.functional as F
+from gans.datasets import CLASS_NAMES, data_dir, load_dataset
+
+CLASSIFIER_VERSION = 1  # bump when the classifier's architecture or training changes: invalidates caches
+
+
+@dataclass
+class QualityConfig:
+    enabled: bool = True
+    samples: int = 2000  # real and generated images compared
+    classifier_split: str = "train"  # the split the classifier learns from
+    classifier_limit: Optional[int] = None  # learn from the first N images only (quick tests)
+    classifier_epochs: int = 1
+    cache_dir: Optional[str] = None  # default: <data dir>/quality_cache
+    collapse_ratio: float = 0.5
+
+    def validate(self):
+        if self.samples < 2:
+            raise ValueError(f"quality.samples must be at least 2 to estimate a covariance, got {self.samples}")
+        if self.classifier_epochs < 1:
+            raise ValueError(f"quality.classifier_epochs must be positive, got {self.classifier_epochs}")
+        if not 0 < self.collapse_ratio <= 1:
+            raise ValueError(f"quality.collapse_ratio must be in (0, 1], got {self.collapse_ratio}")
+
+
+class Classifier(nn.Module):
+    """conv3×3(16) → ReLU → maxpool2 → conv3×3(32) → ReLU → maxpool2 → Linear(64) → ReLU → Linear(classes)."""
+
+    def __init__(self, channels: int, image_hw, n_classes: int, generator=None):
+        super().__init__()
+        h, w = (n // 4 for n in image_hw)
+        if min(h, w) < 1:
+            raise ValueError(f"the quality classifier needs images of at least 4×4 pixels, got {tuple(image_hw)}")
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, padding="same", generator=generator), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding="same", generator=generator), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * h * w, 64, generator=generator), nn.ReLU())
+        self.head = nn.Linear(64, n_classes, generator=generator)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def classifier_key(dataset: dict, quality: QualityConfig, image_shape) -> str:
+    """Hash of everything that determines the trained classifier."""
+    spec = {"version": CLASSIFIER_VERSION, "dataset": dataset["name"], "shape": list(image_shape),
+            "image_size": dataset.get("image_size"), "split": quality.classifier_split,
+            "limit": quality.classifier_limit, "epochs": quality.classifier_epochs}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def get_classifier(dataset: dict, quality: QualityConfig, image_shape, device="cpu") -> Classifier:
+    """The cached classifier for a dataset config (`name`, `root`, `image_size`, ...) and image shape
+    (C, H, W), trained first if needed. It sees every class, whatever classes the model trains on."""
+    name = dataset["name"]
+    cache = Path(quality.cache_dir).expanduser() if quality.cache_dir else data_dir(dataset.get("root")) / "quality_cache"
+    path = cache / f"{name}-{classifier_key(dataset, quality, image_shape)}.ckpt"
+    n_classes = len(CLASS_NAMES[name])
+    model = Classifier(image_shape[0], image_shape[1:], n_classes, generator=core.Generator(0))
+    if path.exists():
+        model.load_state_dict(core.load(path)["model"])
+    else:
+        images, labels = load_dataset(name, root=dataset.get("root"), split=quality.classifier_split, normalize="01",
+                                      image_size=dataset.get("image_size"), limit=quality.classifier_limit,
+                                      download=dataset.get("download", False))
+        train_classifier(model, images, labels, quality.classifier_epochs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        core.save({"model": model.state_dict(), "accuracy": accuracy(model, images, labels)}, path)
+    return model.to(device).eval()
+
+
+def train_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int = 64,
+                     seed: int = 0):
+    """Adam(1e-3) on cross-entropy; its own random streams, so training it never disturbs a run's."""
+    rng = np.random.default_rng(seed)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(images))
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            index = order[start:start + batch_size]
+            loss = F.cross_entropy(model(core.tensor(images[index])), core.tensor(labels[index]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+def to_unit_range(images, normalize: str) -> np.ndarray:
+    """Images (Tensor or array) in a dataset's value range ("01" or "tanh") -> numpy in [0, 1]."""
+    array = images.detach().numpy() if isinstance(images, core.Tensor) else np.asarray(images)
+    return (array + 1) / 2 if normalize == "tanh" else array
+
+
+def _in_batches(model, fn, images, batch_size=500):
+    device = next(model.parameters()).device
+    with core.no_grad():
+        return np.concatenate([fn(core.tensor(images[i:i + batch_size], device=device)).numpy()
+                               for i in range(0, len(images), batch_size)])
+
+
+def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((_in_batches(model, model, images).argmax(1) == labels).mean())
+
+
+def frechet_distance(mu1, cov1, mu2, cov2, use_scipy: Optional[bool] = None) -> float:
+    """Fréchet distance between N(mu1, cov1) and N(mu2, cov2) (float64); see the module doc for the method."""
+    mu1, mu2, cov1, cov2 = (np.asarray(a, dtype=np.float64) for a in (mu1, mu2, cov1, cov2))
+    diff = mu1 - mu2
+    trace_sqrt = None
+    if use_scipy is not False:
+        try:
+            from scipy.linalg import sqrtm
+        except ImportError:
+            if use_scipy:
+                raise
+        else:
+            with warnings.catch_warnings():  # singular covariances (dead feature units) are expected
+                warnings.simplefilter("ignore")
+                root = sqrtm(cov1 @ cov2)
+            if np.all(np.isfinite(root)):
+                trace_sqrt = float(np.real(np.trace(root)))
+    if trace_sqrt is None:
+        trace_sqrt = trace_sqrt_product(cov1, cov2)
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
+
+
+def trace_sqrt_product(cov1, cov2) -> float:
+    """tr((cov1 cov2)^½) for symmetric PSD matrices, via eigenvalues of cov1^½ cov2 cov1^½."""
+    values, vectors = np.linalg.eigh(cov1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    inner = root1 @ cov2 @ root1
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum())
+
+
+def label_entropy(predicted: np.ndarray, n_classes: int) -> float:
+    p = np.bincount(predicted, minlength=n_classes) / len(predicted)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def feature_stats(features: np.ndarray):
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def evaluate_quality(generate, data, quality: QualityConfig, device="cpu", seed: int = 0,
+                     conditional: bool = False) -> dict:
+    """Compare `quality.samples` generated images with as many real ones (random, from `data`, a
+    `gans.common.Data`), on the features of the classifier of `data.dataset`.
+
+    generate(n, rng) returns n images in the data's value range (Tensor or array), or (images, labels)
+    when `conditional`; rng is a `core.Generator` for its noise, seeded from `seed`."""
+    classifier = get_classifier(data.dataset, quality, data.shape, device)
+    n = min(quality.samples, len(data))
+    real_index = np.random.default_rng(seed).choice(len(data), n, replace=False)
+    real = to_unit_range(data.images[real_index], data.normalize).astype(np.float32)
+    rng = core.Generator(seed)
+    chunks, asked = [], []
+    with core.no_grad():
+        for start in range(0, quality.samples, 500):
+            out = generate(min(500, quality.samples - start), rng)
+            images, labels = out if conditional else (out, None)
+            chunks.append(to_unit_range(images, data.normalize).astype(np.float32))
+            if conditional:
+                asked.append(np.asarray(labels))
+    fake = np.concatenate(chunks)
+    real_features = _in_batches(classifier, classifier.features, real).astype(np.float64)
+    fake_features = _in_batches(classifier, classifier.features, fake).astype(np.float64)
+    fake_predicted = _in_batches(classifier, classifier, fake).argmax(1)
+    real_predicted = _in_batches(classifier, classifier, real).argmax(1)
+    entropy = label_entropy(fake_predicted, data.n_classes)
+    real_entropy = label_entropy(real_predicted, data.n_classes)
+    metrics = {
+        "quality/frechet_distance": frechet_distance(*feature_stats(real_features), *feature_stats(fake_features)),
+        "quality/class_entropy": entropy,
+        "quality/class_entropy_real": real_entropy,
+        "quality/mode_collapse": bool(math.exp(entropy) < quality.collapse_ratio * math.exp(real_entropy)),
+    }
+    if conditional:
+        metrics["quality/label_accuracy"] = float((fake_predicted == np.concatenate(asked)).mean())
+    return metrics

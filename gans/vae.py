@@ -1,0 +1,210 @@
+"""Variational autoencoders, dense and convolutional.
+
+    python scripts/train.py model=vae dataset=fashion_mnist
+
+The encoder gives μ and γ = log σ² of a diagonal Gaussian q(z | x); a code z = μ + exp(γ/2)·ε, ε ~ N(0, I)
+(the reparameterisation, so gradients flow through μ and γ) is decoded into Bernoulli logits per pixel.
+The loss is the negative ELBO: reconstruction = Σ_pixels BCE(logits, x) per image, plus
+β·KL(q(z | x) ‖ N(0, I)) = −0.5·Σ_k (1 + γ_k − μ_k² − exp(γ_k)), both averaged over the batch.
+`recon_reduction` "sum" optimises that (BDL ch. 12); "mean" divides both terms by the number of pixels
+(HOML ch. 17: Keras' per-pixel mean BCE and the KL / 784), the same objective on a 784× smaller scale.
+`losses/recon`, `losses/kl` and `losses/loss` are logged on the scale that is optimised.
+
+Architectures (`arch`):
+- "dense": Flatten → Dense(hidden..., activation) → μ, γ = Dense(latent_size) each; decoder Dense(reversed
+  hidden..., activation) → Dense(C·H·W). Presets vae (HOML: 150-100, latent 10, selu, RMSprop) and vae_bdl
+  (BDL: 128, latent 20, relu, Adam).
+- "conv": Conv(c, 4, 2, same) → ReLU per entry of `conv_channels`, Dense to μ and γ; the decoder mirrors it
+  with ConvT(4, 2, same) (height and width divisible by 2^depth).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+import core
+from core import nn
+import core.functional as F
+from core.run import ConfigError
+from gans.common import (
+    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_latent, dense_layers, interpolate,
+    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, restore,
+)
+from gans.quality import evaluate_quality
+
+ARCHS = ("dense", "conv")
+ARCH_KEYS = ("arch", "hidden", "latent_size", "activation", "conv_channels")
+
+
+@dataclass
+class Config(TrainConfig):
+    """Defaults: HOML ch. 17's VAE (`homl17-vae-fashion`)."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    normalize: Optional[str] = "01"
+    arch: str = "dense"
+    hidden: list[int] = field(default_factory=lambda: [150, 100])
+    latent_size: int = 10
+    activation: str = "selu"
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    recon_reduction: str = "mean"
+    beta: float = 1.0
+    optimizer: str = "rmsprop"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-7
+    rho: float = 0.9
+
+    def validate(self):
+        super().validate()
+        one_of(self, "arch", ARCHS)
+        one_of(self, "activation", ACTIVATIONS)
+        one_of(self, "optimizer", OPTIMIZERS)
+        one_of(self, "recon_reduction", ("sum", "mean"))
+        positive(self, "latent_size", "lr")
+        if self.beta < 0:
+            raise ValueError(f"model.beta must be >= 0, got {self.beta}")
+        if self.normalize == "tanh":
+            raise ValueError("a VAE models pixels in [0, 1] as Bernoulli probabilities; set model.normalize=01")
+        if self.arch == "conv" and not self.conv_channels:
+            raise ValueError("model.arch=conv needs at least one entry in model.conv_channels")
+
+
+# ----- networks -----
+class VAE(nn.Module):
+    """encode(x) -> (μ, log σ²); decode(z) -> logits (N, C, H, W); forward(x) -> (logits, μ, log σ²)."""
+
+    def __init__(self, body: nn.Module, mu: nn.Module, logvar: nn.Module, decoder: nn.Module, latent_size: int):
+        super().__init__()
+        self.body, self.mu, self.logvar, self.decoder = body, mu, logvar, decoder
+        self.latent_size = latent_size
+
+    def encode(self, x):
+        h = self.body(x)
+        return self.mu(h), self.logvar(h)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        z = mu + (0.5 * logvar).exp() * core.randn(*mu.shape, device=mu.device)
+        return self.decode(z), mu, logvar
+
+
+def build(cfg: Config, shape, n_classes: int = 0, normalize: str = "01") -> dict:
+    """{"vae"} for images of `shape` (C, H, W), pixels in [0, 1]."""
+    c, h, w = shape
+    if cfg.arch == "conv":
+        factor = 2 ** len(cfg.conv_channels)
+        if h % factor or w % factor:
+            raise ConfigError(f"the conv VAE halves the image {len(cfg.conv_channels)} times, so height and width must "
+                             f"be divisible by {factor}, got {h}×{w}; set dataset.image_size or change conv_channels")
+        hs, ws, top = h // factor, w // factor, cfg.conv_channels[-1]
+        enc, c_in = [], c
+        for c_out in cfg.conv_channels:
+            enc += [nn.Conv2d(c_in, c_out, 4, 2, padding="same"), nn.ReLU()]
+            c_in = c_out
+        body = nn.Sequential(*enc, nn.Flatten())
+        features = top * hs * ws
+        dec = [nn.Linear(cfg.latent_size, features), nn.ReLU(), nn.Unflatten(1, (top, hs, ws))]
+        outs = list(reversed([c] + cfg.conv_channels[:-1]))
+        for k, c_out in enumerate(outs):
+            dec.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, padding="same"))
+            if k < len(outs) - 1:
+                dec.append(nn.ReLU())
+            c_in = c_out
+        decoder = nn.Sequential(*dec)
+    else:
+        acts = [cfg.activation] * len(cfg.hidden)
+        enc, features = dense_layers(c * h * w, cfg.hidden, acts)
+        body = nn.Sequential(nn.Flatten(), *enc)
+        dec, width = dense_layers(cfg.latent_size, list(reversed(cfg.hidden)), acts)
+        decoder = nn.Sequential(*dec, nn.Linear(width, c * h * w, init="keras"), nn.Unflatten(1, (c, h, w)))
+    return {"vae": VAE(body, nn.Linear(features, cfg.latent_size, init="keras"),
+                       nn.Linear(features, cfg.latent_size, init="keras"), decoder, cfg.latent_size)}
+
+
+def vae_loss(logits, x, mu, logvar, reduction: str = "sum", beta: float = 1.0):
+    """(loss, reconstruction, KL), each averaged over the batch; with reduction "mean" all three are also
+    divided by the number of pixels per image (see the module doc)."""
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").reshape(x.shape[0], -1).sum(axis=1).mean()
+    kl = F.gaussian_kl(mu, logvar)
+    if reduction == "mean":
+        pixels = x.size // x.shape[0]
+        recon, kl = recon / pixels, kl / pixels
+    return recon + beta * kl, recon, kl
+
+
+# ----- training -----
+def train(cfg, run) -> dict:
+    args = model_config(Config, cfg)
+    data = load_data(cfg.dataset, args.normalize)
+    if data.normalize != "01":
+        raise ConfigError("a VAE models pixels in [0, 1] as Bernoulli probabilities; set model.normalize=01")
+    device = run.device
+    core.manual_seed(run.seed)
+    model = build(args, data.shape)["vae"].to(device)
+    opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
+
+    fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)
+    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)), replace=False)]
+    session = Session(args, run, modules={"vae": model}, optimizers={"vae": opt}, n_items=len(data),
+                      data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
+    grids = SampleGrids(run, data.normalize)
+
+    for epoch in session.epochs():
+        for index in session.batches():
+            x = batch(data.images, index, device)
+            logits, mu, logvar = model(x)
+            loss, recon, kl = vae_loss(logits, x, mu, logvar, args.recon_reduction, args.beta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            session.log_step({"losses/loss": loss, "losses/recon": recon, "losses/kl": kl})
+
+        model.eval()
+        with core.no_grad():
+            grids.write("samples", model.decode(fixed_z).sigmoid(), epoch)
+            mu, _ = model.encode(core.tensor(shown, device=device))  # reconstruct from the mean code
+            grids.write("reconstructions", originals_over_reconstructions(shown, model.decode(mu).sigmoid()), epoch,
+                        nrow=8)
+        model.train()
+        session.checkpoint()
+
+    grids.gif("samples")
+    grids.gif("reconstructions")
+    model.eval()
+    with core.no_grad():  # straight lines between the mean codes of pairs of the shown images
+        pairs = min(8, len(shown) // 2)
+        mu, _ = model.encode(core.tensor(shown[:2 * pairs], device=device))
+        grids.still("latent_interpolation", model.decode(interpolate(mu[:pairs], mu[pairs:], 10)).sigmoid(), nrow=10)
+    return session.finish(decoder_sampler(model, device), data)
+
+
+def decoder_sampler(model: VAE, device="cpu"):
+    """generate(n, rng) for the quality metric: decodings of n codes z ~ N(0, I) drawn with rng."""
+    return lambda n, rng: model.decode(rng.normal((n, model.latent_size), device=device)).sigmoid()
+
+
+# ----- hooks for scripts/evaluate.py -----
+def sample(cfg, state: dict, n: int, seed: int = 0, z=None) -> np.ndarray:
+    """n images in [0, 1], (n, C, H, W), decoded from z ~ N(0, I) (or the given `z`, (n, latent_size))."""
+    args, nets, _ = restore(Config, build, cfg, state)
+    if z is None:
+        z = core.Generator(seed).normal((n, args.latent_size))
+    else:
+        check_latent(z, args.latent_size)
+        z = core.tensor(np.asarray(z, dtype=np.float32))
+    with core.no_grad():
+        return nets["vae"].decode(z).sigmoid().numpy()
+
+
+def evaluate(cfg, state: dict, run_dir=None) -> dict:
+    """The sample-quality metrics of a checkpoint's decoder (see gans/quality.py)."""
+    args, nets, _ = restore(Config, build, cfg, state)
+    return evaluate_quality(decoder_sampler(nets["vae"]), load_data(cfg.dataset, args.normalize), args.quality,
+                            seed=cfg.seed)

@@ -1,0 +1,60 @@
+"""Env-steps per second of the native vectorized CartPole, next to gymnasium's own CartPoleVectorEnv.
+
+    python scripts/bench_envs.py [--device cpu|cuda] [--num-envs 8 1024 65536] [--write]
+
+Random actions (drawn up front, not timed), so episodes are short and resets are frequent.
+--write puts the table into docs/benchmarks.md.
+"""
+import argparse
+import itertools
+import sys
+
+import gymnasium as gym
+import numpy as np
+
+sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
+from envs.cartpole import NativeCartPoleVectorEnv  # noqa: E402
+from scripts.benchutil import best_time, machine, write_section  # noqa: E402
+
+
+def steps_per_second(env, num_envs, xp, sync=lambda: None):
+    """Best-of-repeats rate of env.step over a cycle of pre-drawn random actions."""
+    rng = np.random.default_rng(0)
+    actions = [xp.asarray(rng.integers(0, 2, num_envs)) for _ in range(64)]
+    env.reset(seed=0)
+    calls = itertools.count()
+
+    def step():
+        env.step(actions[next(calls) % len(actions)])
+        sync()
+
+    return num_envs / best_time(step, repeat=5, min_seconds=0.3)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 1024, 65536])
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+
+    lines = [f"Env-steps/s of CartPole-v1 on {args.device} ({machine()}); random actions.", "",
+             "| envs | native next-step | native same-step | gymnasium CartPoleVectorEnv |",
+             "|---:|---:|---:|---:|"]
+    for num_envs in args.num_envs:
+        cells = []
+        for mode in ("next_step", "same_step"):
+            env = NativeCartPoleVectorEnv(num_envs, device=args.device, autoreset_mode=mode)
+            sync = (lambda: env.xp.cuda.Device().synchronize()) if env.xp is not np else (lambda: None)
+            cells.append(steps_per_second(env, num_envs, env.xp, sync))
+        reference = gym.make_vec("CartPole-v1", num_envs=num_envs, vectorization_mode="vector_entry_point")
+        cells.append(steps_per_second(reference, num_envs, np))
+        lines.append(f"| {num_envs:,} | " + " | ".join(f"{rate / 1e6:,.2f} M" for rate in cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        write_section("envs", "## Native vectorized environments\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

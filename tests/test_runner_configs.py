@@ -1,0 +1,176 @@
+"""Every config in conf/ composes (Hydra's compose API) and passes the checks train.py runs before training."""
+import importlib.util
+import pathlib
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+import agents
+from scripts import train
+
+CONF = pathlib.Path(train.CONF_DIR)
+train.register_configs()
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+# agent -> the env presets it trains on (the others need a time limit or action masks it lacks)
+AGENT_ENVS = {"reinforce": ["cartpole", "cartpole_v0", "gridworld", "maze"]}
+PAIRS = [(agent, env) for agent in agents.REGISTRY for env in AGENT_ENVS.get(agent, options("env"))]
+MODEL_PAIRS = [(model, dataset) for model in options("model") for dataset in options("dataset")]
+PLUGIN_PRESETS = {"hydra/launcher": {"local_parallel": "hydra_joblib_launcher", "slurm": "hydra_submitit_launcher",
+                                     "ray_cluster": "hydra_ray_launcher"},
+                  "hydra/sweeper": {"optuna_search": "hydra_optuna_sweeper"}}
+
+
+def plugin_installed(module):
+    try:
+        return importlib.util.find_spec(f"hydra_plugins.{module}") is not None
+    except ModuleNotFoundError:  # no hydra_plugins package at all
+        return False
+
+
+def compose_config(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def check(cfg):
+    """What train.py does with a composed config before it trains: select, validate, resolve."""
+    kind, name, module = train.select_algorithm(dict(cfg.hydra.runtime.choices))
+    train.validate(cfg, kind)
+    OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    return kind, module
+
+
+def test_every_registered_agent_has_a_config_and_every_agent_config_a_module():
+    assert set(options("agent")) == set(agents.REGISTRY)
+
+
+@pytest.mark.parametrize("agent,env", PAIRS)
+def test_agent_env_pairs_compose(agent, env):
+    cfg = compose_config([f"agent={agent}", f"env={env}"])
+    kind, module = check(cfg)
+    assert kind == "agent" and module is agents.REGISTRY[agent]
+    assert isinstance(OmegaConf.to_object(cfg.agent), module.Config)  # the schema types the yaml
+    assert cfg.env.id
+
+
+@pytest.mark.parametrize("model,dataset", MODEL_PAIRS)
+def test_model_dataset_pairs_compose(model, dataset):
+    kind, _ = check(compose_config([f"model={model}", f"dataset={dataset}"]))
+    assert kind == "model"
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_dataset_configs_compose(dataset, monkeypatch):
+    monkeypatch.delenv("LAB_DATA_DIR", raising=False)
+    cfg = compose_config([f"dataset={dataset}"])
+    train.DatasetConfig(**OmegaConf.to_container(cfg.dataset, resolve=True)).validate()
+    assert cfg.dataset.name == dataset
+    if dataset != "digits":  # the real datasets default to the shared data directory
+        assert cfg.dataset.root == "../shared/data"
+        monkeypatch.setenv("LAB_DATA_DIR", "/data")
+        assert compose_config([f"dataset={dataset}"]).dataset.root == "/data"
+
+
+@pytest.mark.parametrize("group", ["optim", "logger"])
+def test_optim_and_logger_presets_compose(group):
+    for option in options(group):
+        cfg = compose_config(["agent=reinforce", "env=cartpole", f"{group}={option}"])
+        check(cfg)
+        assert cfg[group] is not None
+
+
+def test_optimizer_presets_build_optimizers():
+    from agents.networks import mlp
+    from core.run import make_optimizer
+    for option in options("optim"):
+        cfg = compose_config([f"optim={option}"])
+        opt = make_optimizer(mlp(2, [3], 1).parameters(), cfg.optim)
+        assert type(opt).__name__.lower() == option and opt.param_groups[0]["lr"] == cfg.optim.lr
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_presets_compose(experiment):
+    check(compose_config([f"experiment={experiment}"]))
+
+
+@pytest.mark.parametrize("group,preset", [(g, p) for g, presets in PLUGIN_PRESETS.items() for p in presets])
+def test_launcher_and_sweeper_presets_compose_or_name_the_extra(group, preset):
+    assert (CONF / group / f"{preset}.yaml").is_file()
+    overrides = ["agent=reinforce", "env=cartpole", f"{group}={preset}"]
+    if plugin_installed(PLUGIN_PRESETS[group][preset]):
+        cfg = compose_config(overrides)
+        assert cfg.hydra[group.split("/")[1]]._target_.startswith("hydra_plugins.")
+        return
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(overrides)
+    message = train.describe_error(error.value)
+    extra = "slurm" if preset == "slurm" else "ray" if preset == "ray_cluster" else "sweep"
+    assert "plugin, which is not installed" in message and f"pip install -e '.[{extra}]'" in message
+
+
+def test_unknown_key_and_wrong_type_fail_at_compose_time_with_one_line():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["agent=reinforce", "env=cartpole", "agent.learning_rate=0.1"])
+    message = train.describe_error(error.value)
+    assert message.startswith("Could not override 'agent.learning_rate': Key 'learning_rate' not in 'Config'")
+    assert "allowed keys: total_timesteps, episodes_per_batch" in message and "\n" not in message
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["agent=reinforce", "env=cartpole", "agent.episodes_per_batch=many"])
+    assert train.describe_error(error.value) == ("Error merging override agent.episodes_per_batch=many: Value 'many' "
+                                                 "of type 'str' could not be converted to Integer")
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["seed=1.5"])
+
+
+def test_unknown_group_options_list_the_allowed_ones():
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(["agent=reinforcee", "env=cartpole"])
+    assert train.describe_error(error.value) == "unknown agent 'reinforcee'; available: reinforce"
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(["agent=reinforce", "env=pong"])
+    assert train.describe_error(error.value) == f"unknown env 'pong'; available: {', '.join(options('env'))}"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ([], "nothing to train: pass agent=<name> env=<name>"),
+    (["agent=reinforce"], "agent=reinforce needs env=<name>; envs: bandit, cartpole"),
+    (["dataset=digits"], "nothing to train"),
+])
+def test_incomplete_choices_are_usage_errors(overrides, message):
+    cfg = compose_config(overrides)
+    with pytest.raises(train.UsageError, match=message):
+        train.select_algorithm(dict(cfg.hydra.runtime.choices))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("agent.lr=0", "agent.lr must be a positive finite number, got 0.0"),
+    ("agent.gamma=1.5", "agent.gamma must be in [0, 1], got 1.5"),
+    ("agent.baseline=critic", "agent.baseline must be one of none, mean, value, got 'critic'"),
+    ("env.id=CartPole-v7", "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
+    ("env.num_envs=0", "env.num_envs must be >= 1, got 0"),
+    ("eval_episodes=0", "eval_episodes must be >= 1, got 0"),
+    ("device=gpu", "unknown device 'gpu': expected 'cpu', 'cuda' or 'cuda:N'"),
+    ("optim=adam optim.lr=-0.1", "optim.lr must be a positive finite number, got -0.1"),
+])
+def test_semantic_errors_fail_validation_with_one_line(override, message):
+    cfg = compose_config(["agent=reinforce", "env=cartpole", *override.split()])
+    with pytest.raises(train.UsageError) as error:
+        train.validate(cfg, "agent")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_resume_overrides_reuse_the_run_and_its_saved_overrides(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- agent=reinforce\n- env=cartpole\n- seed=3\n- resume=x\n")
+    argv = train.with_resume_overrides([f"resume={tmp_path}", "seed=4"])
+    assert argv == ["agent=reinforce", "env=cartpole", f"resume={tmp_path}", "seed=4", f"hydra.run.dir={tmp_path}"]
+    assert train.with_resume_overrides(["agent=reinforce"]) == ["agent=reinforce"]
+    with pytest.raises(train.UsageError, match="cannot be combined with -m"):
+        train.with_resume_overrides(["-m", f"resume={tmp_path}"])

@@ -77,12 +77,14 @@ class Function:
     _raw = False
 
     def __call__(self, *inputs):
-        if not isinstance(inputs[0], Tensor):  # raw arrays inside a no-graph backward
+        first = inputs[0]
+        if first.__class__ is not Tensor and not isinstance(first, Tensor):  # raw arrays: no-graph backward
             return self.forward(*inputs)
-        y = self.forward(*[x.data for x in inputs])
-        if type(y) is not _ndarray and isinstance(y, _generic):  # numpy returns scalars for 0-d results
+        y = self.forward(first.data) if len(inputs) == 1 else self.forward(*[x.data for x in inputs])
+        if y.__class__ is not _ndarray and isinstance(y, _generic):  # numpy returns scalars for 0-d results
             y = _asarray(y)
-        out = Tensor._make(y)
+        out = _new_tensor(Tensor)
+        out.data, out.grad, out.requires_grad, out._ctx, out._version = y, None, False, None, 0
         if _grad_enabled:
             for x in inputs:
                 if x.requires_grad:
@@ -302,3 +304,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 from core.tensor import Tensor  # noqa: E402  (Tensor builds on Function; imported last to break the cycle)
+
+_new_tensor = Tensor.__new__

@@ -18,8 +18,8 @@ def _reduce(loss, reduction):
 # ----- losses (reduction: 'mean' (default), 'sum' or 'none') -----
 import math as _math  # noqa: E402
 
-from core.autograd import Function as _Function  # noqa: E402
 from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, where as _where  # noqa: E402
+from core.ops.loss import Huber as _Huber, SquaredError as _SquaredError  # noqa: E402
 from core.ops._util import pair as _pair, xp_of as _xp_of  # noqa: E402
 from core.tensor import Tensor as _Tensor  # noqa: E402
 
@@ -29,53 +29,6 @@ def _check_same_shape(name, input, target):
     if shape is not None and tuple(shape) != input.shape:
         raise ValueError(f"{name}: input shape {input.shape} and target shape {tuple(shape)} differ; "
                          "broadcasting them is almost always a bug (reshape one of them)")
-
-
-class _DifferenceLoss(_Function):
-    """A loss of d = input − target, elementwise then reduced, as one graph node instead of five or more
-    (it pays on small RL batches). Subclasses give the loss of d on arrays and its derivative as Tensor
-    ops, so gradients of gradients still work."""
-
-    def __init__(self, reduction, param=None):
-        self.reduction, self.param = reduction, param
-
-    def forward(self, x, t):
-        d = x - t
-        loss = self.value(d)
-        if self.reduction == "none":
-            return loss
-        total = loss.sum()
-        if self.reduction == "sum":
-            return total
-        return total * (1.0 / d.size) if d.size else total * float("nan")
-
-    def backward(self, gy):
-        x, t = self.inputs
-        g = self.derivative(x - t)
-        if self.reduction == "mean":
-            gy = gy * (1.0 / x.size if x.size else float("nan"))
-        g = g * gy
-        return (g if x.requires_grad else None), (-g if t.requires_grad else None)
-
-
-class _SquaredError(_DifferenceLoss):
-    def value(self, d):
-        return d * d
-
-    def derivative(self, d):
-        return d * 2.0
-
-
-class _Huber(_DifferenceLoss):
-    """param = delta; smooth-L1 with beta is this divided by beta."""
-
-    def value(self, d):
-        delta = self.param
-        size = abs(d)
-        return _xp_of(d).where(size < delta, 0.5 * d * d, delta * (size - 0.5 * delta))
-
-    def derivative(self, d):
-        return _clip(d, -self.param, self.param)
 
 
 def _difference_loss(name, loss, input, target, reduction):

@@ -64,7 +64,7 @@ def mlp_row(batch=256):
             h = core.linear(h, params[2 * i], params[2 * i + 1])
             if i < 2:
                 h = h.relu()
-        loss = core.squared_error(h, t)
+        loss = core.functional.mse_loss(h, t)
         loss.backward()
         for p in params:
             p.grad = None

@@ -5,7 +5,6 @@ from core.ops.elementwise import (  # noqa: F401
     softplus, sqrt, square, sub, tanh, to_device, where,
 )
 from core.ops.linalg import linear, matmul  # noqa: F401
-from core.ops.loss import huber, squared_error  # noqa: F401
 from core.ops.reduce import (  # noqa: F401
     all, any, argmax, argmin, cumsum, log_softmax, logsumexp, max, mean, min, norm, softmax, std, sum, var,
 )

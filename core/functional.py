@@ -1,8 +1,16 @@
 """`core.functional` (imported as F): stateless activations, normalisations and losses."""
-from core.ops import (  # noqa: F401
+import math as _math
+
+from core.ops import (  # noqa: F401  (re-exported: F.relu, F.softmax, ...)
     elu, gelu, leaky_relu, linear, log_softmax, logsumexp, one_hot, relu, selu, sigmoid, silu, softmax, softplus,
     tanh,
 )
+from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, where as _where
+from core.ops._util import pair as _pair
+from core.ops.loss import Huber as _Huber, SquaredError as _SquaredError
+from core.ops.reduce import normalize as _normalize
+from core.random import default_generator as _default_generator
+from core.tensor import Tensor as _Tensor
 
 
 def _reduce(loss, reduction):
@@ -16,12 +24,6 @@ def _reduce(loss, reduction):
 
 
 # ----- losses (reduction: 'mean' (default), 'sum' or 'none') -----
-import math as _math  # noqa: E402
-
-from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, where as _where  # noqa: E402
-from core.ops.loss import Huber as _Huber, SquaredError as _SquaredError  # noqa: E402
-from core.ops._util import pair as _pair, xp_of as _xp_of  # noqa: E402
-from core.tensor import Tensor as _Tensor  # noqa: E402
 
 
 def _check_same_shape(name, input, target):
@@ -175,7 +177,6 @@ def gaussian_kl(mu, logvar, reduction="mean"):
 
 
 # ----- dropout and normalisation (behind core.nn's Dropout, BatchNorm and LayerNorm) -----
-from core.random import default_generator as _default_generator  # noqa: E402
 
 
 def dropout(x, p=0.5, training=True, generator=None):
@@ -201,23 +202,19 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
                eps=1e-5):
     """Normalise (N, C, ...) input per channel (axis 1). Training: batch statistics, and running_mean/var (when
     given) are updated in place, r = (1 - momentum) * r + momentum * s, with the unbiased batch variance as in
-    PyTorch. Otherwise: the running statistics. Composed of differentiable ops (second order works)."""
+    PyTorch. Otherwise: the running statistics. Second-order gradients work in both modes."""
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     if training:
         axes = (0,) + tuple(range(2, x.ndim))
         n = x.size // x.shape[1]
         if n < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input shape {x.shape}")
-        mean = x.mean(axes, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axes, keepdims=True)
+        y, stats = _normalize(x, axes, eps)
         if running_mean is not None:
-            _update_running(running_mean, mean.data, momentum)
-            _update_running(running_var, var.data * (n / (n - 1)), momentum)
-        scale = (var + eps) ** -0.5
+            _update_running(running_mean, stats.mean, momentum)
+            _update_running(running_var, stats.var * (n / (n - 1)), momentum)
         if weight is not None:
-            scale = scale * weight.reshape(shape)
-        y = centered * scale
+            y = y * weight.reshape(shape)
         return y if bias is None else y + bias.reshape(shape)
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm outside training needs running_mean and running_var")
@@ -237,9 +234,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if x.ndim < k or tuple(x.shape[x.ndim - k:]) != normalized_shape:
         raise ValueError(f"layer_norm over {normalized_shape} needs input of shape (..., "
                          f"{', '.join(map(str, normalized_shape))}), got {x.shape}")
-    axes = tuple(range(x.ndim - k, x.ndim))
-    centered = x - x.mean(axes, keepdims=True)
-    y = centered * ((centered * centered).mean(axes, keepdims=True) + eps) ** -0.5
+    y, _ = _normalize(x, tuple(range(x.ndim - k, x.ndim)), eps)
     if weight is not None:
         y = y * weight
     return y if bias is None else y + bias

@@ -60,6 +60,8 @@ UNARY = {
     "softmax": (lambda x: core.softmax(x, -1), leaf),
     "log_softmax": (lambda x: core.log_softmax(x, 1), leaf),
     "cumsum": (lambda x: core.cumsum(x, 1), leaf),
+    "normalize": (lambda x: core.ops.reduce.normalize(x, (0, 2))[0] * core.tensor(np.arange(24.0).reshape(2, 3, 4)),
+                  leaf),
     "reshape": (lambda x: x.reshape(4, 6) * core.tensor(np.arange(24.0).reshape(4, 6)), leaf),
     "permute": (lambda x: x.permute(2, 0, 1) * core.tensor(np.arange(24.0).reshape(4, 2, 3)), leaf),
     "transpose": (lambda x: x.transpose(0, 2).exp(), leaf),

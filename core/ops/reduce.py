@@ -3,7 +3,6 @@ from core.autograd import Function, no_grad
 from core.ops._util import wrap, xp_of
 from core.ops.elementwise import exp, log, sqrt, abs
 from core.ops.shape import broadcast_to, flip, reshape
-from core.tensor import Tensor
 
 
 def _axes(axis, ndim):
@@ -84,6 +83,41 @@ class Softmax(Function):
     def backward(self, gy):
         y = self.output
         return y * (gy - (gy * y).sum(self.axis, keepdims=True))
+
+
+class Normalize(Function):
+    """(x - mean) / sqrt(var + eps) over `axes` (biased variance): the core of batch and layer norm as
+    one node. Keeps the batch mean and variance (arrays) for running statistics."""
+
+    saves_inputs = False
+
+    def __init__(self, axes, eps):
+        self.axes, self.eps = axes, eps
+
+    def forward(self, x):
+        xp = xp_of(x)
+        self.mean = x.mean(axis=self.axes, keepdims=True)
+        centered = x - self.mean
+        self.var = (centered * centered).mean(axis=self.axes, keepdims=True)
+        self.inv_std = 1.0 / xp.sqrt(self.var + self.eps)
+        return centered * self.inv_std
+
+    def backward(self, gy):
+        xhat, axes = self.output, self.axes
+        if self._raw:
+            inv_std = self.inv_std
+        else:  # rebuilt from x so that the gradient itself is differentiable
+            (x,) = self.args
+            centered = x - x.mean(axes, keepdims=True)
+            inv_std = ((centered * centered).mean(axes, keepdims=True) + self.eps) ** -0.5
+        return inv_std * (gy - gy.mean(axes, keepdims=True) - xhat * (gy * xhat).mean(axes, keepdims=True))
+
+
+def normalize(x, axis, eps=1e-5):
+    """Zero mean, unit (biased) variance over `axis`; returns the normalised tensor and the Function
+    (its `.mean` and `.var` arrays feed running statistics)."""
+    fn = Normalize(_axes(axis, x.ndim), eps)
+    return fn(x), fn
 
 
 class Cumsum(Function):

@@ -75,6 +75,7 @@ class Function:
     inputs = None
     _out = None
     _raw = False
+    _needs = None
 
     def __call__(self, *inputs):
         first = inputs[0]
@@ -109,7 +110,9 @@ class Function:
         return out.data if self._raw else out
 
     def needs_grad(self, i):
-        return self.inputs[i].requires_grad
+        """Whether backward must produce the gradient of input i (core.grad prunes paths to unwanted leaves)."""
+        needs = self._needs
+        return self.inputs[i].requires_grad if needs is None else needs[i]
 
     def const(self, array):
         """An array computed in forward (a mask, a factor) as a constant operand for backward."""
@@ -181,6 +184,8 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
                     raise RuntimeError(
                         f"a tensor needed by {f.name} for its gradient was modified in place after it was used "
                         f"(version {x._version}, expected {v})")
+    if wanted is not None:
+        _mark_needed(order, wanted)
     leaf_grads = {}  # id(leaf) -> [leaf, gradient] in backward mode
     prev_mode, _grad_enabled = _grad_enabled, create_graph
     try:
@@ -188,7 +193,7 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
             gy = grads.pop(id(f), None)
             if wanted is not None and id(f) in wanted:
                 wanted[id(f)] = gy
-            if gy is None:
+            if gy is None or (f._needs is not None and True not in f._needs):
                 continue
             f._raw = raw
             gxs = f.backward(gy)
@@ -214,6 +219,9 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
     if not retain_graph:  # freed only at the end: backward formulas may read outputs of nodes processed earlier
         for f in order:
             _release(f)
+    elif wanted is not None:
+        for f in order:
+            f.__dict__.pop("_needs", None)
     if wanted is None:
         for out, g in zip(outputs, grad_outputs):  # backward called on a leaf itself
             if out._ctx is None and out.requires_grad:
@@ -225,6 +233,18 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
             wanted[key] = grads[key]
     result = [wanted[id(t._ctx) if t._ctx is not None else id(t)] for t in inputs]
     return [g if g is None or not raw else _own(g, t) for g, t in zip(result, inputs)]
+
+
+def _mark_needed(order, wanted):
+    """For core.grad: flag, per node and input, whether a wanted tensor lies behind it, so backward
+    skips gradients nobody asked for (e.g. a critic's weight gradients inside a gradient penalty)."""
+    reaches = set(wanted)  # ids of functions (and leaves) from which a wanted tensor is reachable
+    for f in reversed(order):  # producers before consumers
+        needs = tuple(x.requires_grad and ((x._ctx is not None and id(x._ctx) in reaches) or id(x) in wanted)
+                      for x in f.inputs)
+        f._needs = needs
+        if True in needs:
+            reaches.add(id(f))
 
 
 def _own(g, like):

@@ -1,9 +1,10 @@
 """`core.functional` (imported as F): stateless activations, normalisations and losses."""
 import math as _math
 
-from core.ops import (  # noqa: F401  (re-exported: F.relu, F.softmax, ...)
-    elu, gelu, leaky_relu, linear, log_softmax, logsumexp, one_hot, relu, selu, sigmoid, silu, softmax, softplus,
-    tanh,
+from core.ops import (  # noqa: F401  (re-exported: F.relu, F.conv2d, ...)
+    adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, elu, gelu, global_avg_pool2d,
+    global_max_pool2d, leaky_relu, linear, log_softmax, logsumexp, max_pool2d, one_hot, relu, selu, sigmoid, silu,
+    softmax, softplus, tanh,
 )
 from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, where as _where
 from core.ops._util import pair as _pair

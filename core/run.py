@@ -11,7 +11,8 @@
         run.finish(metrics)                      # metrics.json + TensorBoard hparams record
 
 Checkpoints live in `<run dir>/checkpoints/`: `ckpt_<step>.ckpt` for the last `keep` periodic saves
-and `last.ckpt`, the newest of them (a hard link, so it costs no second write). Every file is
+and `last.ckpt`, the newest of them (a hard link, so it costs no second write). `resume=<run dir>`
+takes the newest. Every file is
 written atomically (core.save), so a crash leaves the previous checkpoint intact, and a state
 holding a NaN array or Tensor is refused (NonFiniteError) rather than written over a good one.
 
@@ -78,13 +79,16 @@ def make_optimizer(params, optim_cfg):
 
 
 def resolve_resume(path):
-    """The checkpoint file `resume=<path>` names: a run directory means its checkpoints/last.ckpt."""
+    """The checkpoint file `resume=<path>` names. A run directory means its newest checkpoint: the
+    highest-step ckpt_<step>.ckpt (newer than last.ckpt when a crash fell between writing the two),
+    else last.ckpt."""
     path = Path(path).expanduser()
     if path.is_dir():
-        last = path / "checkpoints" / LAST
-        if not last.is_file():
-            raise FileNotFoundError(f"{path} holds no checkpoint (expected {last})")
-        return last
+        ckpts = Checkpoints(path / "checkpoints")
+        newest = (ckpts.periodic() or [ckpts.last_path])[-1]
+        if not newest.is_file():
+            raise FileNotFoundError(f"{path} holds no checkpoint (expected {ckpts.last_path})")
+        return newest
     if not path.is_file():
         raise FileNotFoundError(f"no run directory or checkpoint file at {path}")
     return path

@@ -236,3 +236,23 @@ def test_error_mid_graph_leaves_graph_usable():
         core.grad(y, [x], grad_outputs=core.ones(5, dtype=core.float64))
     (g,) = core.grad(y, [x])
     np.testing.assert_array_equal(g.numpy(), [2.0, 4.0])
+
+
+def test_grad_skips_gradients_of_unrequested_leaves():
+    calls = []
+
+    class Probe(core.autograd.Function):
+        def forward(self, x, w):
+            return x * w
+
+        def backward(self, gy):
+            x, w = self.args
+            calls.append((self.needs_grad(0), self.needs_grad(1)))
+            return (gy * w if self.needs_grad(0) else None), (gy * x if self.needs_grad(1) else None)
+
+    x, w = t([1.0, 2.0]), t([3.0, 4.0])
+    y = Probe()(x, w).sum()
+    (gx,) = core.grad(y, [x], retain_graph=True)
+    assert calls == [(True, False)] and gx.tolist() == [3.0, 4.0]
+    y.backward()  # the retained graph still computes everything for a plain backward
+    assert calls[-1] == (True, True) and w.grad.tolist() == [1.0, 2.0]

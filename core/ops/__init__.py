@@ -4,6 +4,10 @@ from core.ops.elementwise import (  # noqa: F401
     logical_and, logical_not, logical_or, lt, maximum, minimum, mul, ne, neg, pow, relu, selu, sigmoid, silu, sin,
     softplus, sqrt, square, sub, tanh, to_device, where,
 )
+from core.ops.conv import (  # noqa: F401
+    adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, global_avg_pool2d,
+    global_max_pool2d, max_pool2d,
+)
 from core.ops.linalg import linear, matmul  # noqa: F401
 from core.ops.reduce import (  # noqa: F401
     all, any, argmax, argmin, cumsum, log_softmax, logsumexp, max, mean, min, norm, softmax, std, sum, var,

@@ -1,4 +1,4 @@
-"""RL agents, one module per algorithm, and what they share for evaluation.
+"""RL agents, one module per algorithm, and what they share: env options and evaluation.
 
 An agent module (CleanRL-style, read top to bottom) exposes:
 - `@dataclass Config` with every hyperparameter, typed and with its default, and `validate()`
@@ -12,24 +12,32 @@ An agent module (CleanRL-style, read top to bottom) exposes:
   the policy of checkpoint `state` as a function from one observation of `env` to one action
   (sampled with the core.Generator `generator` when not greedy);
 - optionally `make_env(env_cfg, render_mode=None)`: the env the agent trains and evaluates on
-  (scripts/evaluate.py falls back to `gymnasium.make(env_cfg.id)`);
+  (scripts/evaluate.py falls back to `envs.factory.make_env(env_cfg.id, **wrapper_options(env_cfg))`);
 - optionally `MAIN_METRIC`: the metrics key train.py returns to sweepers (default "eval/return_mean").
 
 Evaluation episodes (at the end of training and in scripts/evaluate.py) reset with seeds
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
 reproduces the final evaluation of a run.
 
-REGISTRY maps the name used on the command line (`agent=<name>`) to the module.
+REGISTRY maps the name used on the command line (`agent=<name>`, i.e. conf/agent/<name>.yaml) to
+the module; several names may share one module (presets extending the same `<module>_schema`).
 """
 import numpy as np
 
 EVAL_SEED_OFFSET = 10_000
 
 
+def wrapper_options(env_cfg):
+    """The wrapper options of an env config (everything but id, num_envs and vectorization), as
+    keyword arguments for envs.factory.make_env / make_vector_env."""
+    return {k: v for k, v in env_cfg.items() if k not in ("id", "num_envs", "vectorization")}
+
+
 def evaluate_policy(env, act, episodes, seed, record=False):
     """Run `episodes` full episodes of `act` (one observation -> one action) on `env`, episode k
     reset with seed `seed + k`. Returns {"returns": [...], "lengths": [...], "frames": TxHxWxC
-    uint8 array of the first episode (only when `record`, from `env.render()` in rgb_array mode)}."""
+    uint8 array of the first episode (only when `record`, from `env.render()` in rgb_array mode)}.
+    A return is the raw one of RecordEpisodeStatistics (before reward scaling) when the env has it."""
     returns, lengths, frames = [], [], []
     for k in range(episodes):
         obs, _ = env.reset(seed=seed + k)
@@ -37,13 +45,13 @@ def evaluate_policy(env, act, episodes, seed, record=False):
         while not done:
             if record and k == 0:
                 frames.append(env.render())
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            obs, reward, terminated, truncated, info = env.step(act(obs))
             total += float(reward)
             length += 1
             done = terminated or truncated
         if record and k == 0:
             frames.append(env.render())
-        returns.append(total)
+        returns.append(float(info["episode"]["r"]) if "episode" in info else total)
         lengths.append(length)
     result = {"returns": returns, "lengths": lengths}
     if record:
@@ -58,6 +66,13 @@ def summarize_returns(returns, lengths):
 
 
 # the agent modules import the helpers above, so they are imported after them
-from agents import reinforce  # noqa: E402
+from agents import a2c, a3c, baselines, book_checks, ppo, reinforce, tabular_runner  # noqa: E402
 
-REGISTRY = {"reinforce": reinforce}
+# a config name may be a preset of another module (ppo_native: PPO on the native vectorized CartPole)
+REGISTRY = {"reinforce": reinforce, "a2c": a2c, "ppo": ppo, "ppo_native": ppo, "a3c": a3c, "a3c_ray": a3c,
+            "baselines": baselines, "tabular": tabular_runner, "book_check": book_checks}
+
+# the books' RL fixtures and API demos as runnable checks (no learning)
+from agents import book_checks  # noqa: E402
+
+REGISTRY["book_check"] = book_checks

@@ -88,6 +88,7 @@ class ReplayBuffer:
         self.n_step, self.gamma, self.frame_stack = int(n_step), float(gamma), int(frame_stack)
         for name, (shape, dtype) in _fields(self.capacity, obs_shape, obs_dtype, frame_stack).items():
             setattr(self, name, np.zeros(shape, dtype))
+        self._all_envs = np.arange(self.num_envs)
         self.count = 0                                        # entries ever written
         self.current = np.full(self.num_envs, -1, np.int64)   # each env's entry to act from next; -1: none
 
@@ -140,26 +141,33 @@ class ReplayBuffer:
         if obs.shape != (self.num_envs, *self.obs_shape) or next_obs.shape != obs.shape:
             raise ValueError(f"replay buffer add: obs and next_obs must have shape {(self.num_envs, *self.obs_shape)}, "
                              f"got {obs.shape} and {next_obs.shape}")
-        envs = np.arange(self.num_envs) if valid is None else np.flatnonzero(np.asarray(valid))
-        if envs.size == 0:
-            return
-        terminated, truncated = np.asarray(terminated, bool)[envs], np.asarray(truncated, bool)[envs]
+        actions, rewards = np.asarray(actions), np.asarray(rewards)
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+        envs = self._all_envs
+        if valid is not None and not np.all(valid):
+            envs = np.flatnonzero(valid)
+            if envs.size == 0:
+                return
+            obs, actions, rewards, next_obs = obs[envs], actions[envs], rewards[envs], next_obs[envs]
+            terminated, truncated = terminated[envs], truncated[envs]
 
-        starting = self.current[envs] < 0
-        if starting.any():
-            self.current[envs[starting]] = self._write(obs[envs[starting]], prev=None)
         entries = self.current[envs]
+        starting = entries < 0
+        if starting.any():
+            entries[starting] = self._write(obs[starting], prev=None)
         slots = entries % self.capacity
-        self.actions[slots] = np.asarray(actions)[envs]
-        self.rewards[slots] = np.asarray(rewards)[envs]
+        self.actions[slots] = actions
+        self.rewards[slots] = rewards
         self.terminated[slots] = terminated
         self.truncated[slots] = truncated
 
         # the next entry: the state the episode goes on from, or a truncated episode's final observation
-        going_on = ~terminated
-        successors = np.full(len(envs), -1, np.int64)
-        if going_on.any():
-            successors[going_on] = self._write(next_obs[envs[going_on]], prev=entries[going_on])
+        if terminated.any():
+            successors = np.full(len(entries), -1, np.int64)
+            going_on = ~terminated
+            successors[going_on] = self._write(next_obs[going_on], prev=entries[going_on])
+        else:
+            successors = self._write(next_obs, prev=entries)
         self.next[slots] = successors
         self.ready[slots] = True
         self._on_ready(slots)

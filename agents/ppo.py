@@ -43,7 +43,8 @@ import core
 import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, collect_rollout, compute_gae, derive_seed,
                                  evaluation_envs, evaluation_metrics, explained_variance, log_episodes,
-                                 make_policy, normalize, training_envs, valid_indices)
+                                 make_policy, normalize, one_blas_thread, training_envs,
+                                 valid_indices)
 from agents.networks import ACTIVATIONS, INITS
 from core import optim
 from core.backend import get_array_module, to_device
@@ -51,7 +52,7 @@ from core.run import ConfigError, get_rng_state, set_rng_state
 from core.tensor import Tensor
 from envs import VectorStepper
 
-__all__ = ["Config", "train", "make_policy", "ppo_update"]
+__all__ = ["Config", "train", "make_policy", "ppo_update", "clipped_surrogate_loss"]
 
 
 @dataclass
@@ -122,6 +123,14 @@ class Config:
             raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
+def clipped_surrogate_loss(logratio, advantages, clip_range):
+    """PPO's policy loss mean(max(−A·r, −A·clip(r, 1 − ε, 1 + ε))) with r = exp(logratio), a Tensor
+    (log π − log π_old); `advantages` an array. Returns (loss, ratio)."""
+    ratio = logratio.exp()
+    negative = Tensor._make(-advantages)
+    return core.maximum(negative * ratio, negative * ratio.clip(1 - clip_range, 1 + clip_range)).mean(), ratio
+
+
 def ppo_update(model, optimizer, data, clip_range, args, rng):
     """`args.n_epochs` passes of clipped-surrogate minibatch steps over `data` (flat arrays: obs,
     actions, logprobs, values, advantages, returns). `rng` (numpy Generator) shuffles. Returns the
@@ -138,10 +147,10 @@ def ppo_update(model, optimizer, data, clip_range, args, rng):
             advantages = data["advantages"][idx]
             if args.normalize_advantage:
                 advantages = normalize(advantages)
-            advantages = Tensor._make(advantages)
-            logprobs, entropy, values = model.evaluate_actions(Tensor._make(data["obs"][idx]), data["actions"][idx])
+            logprobs, entropy, values = model.evaluate_actions(Tensor._make(data["obs"][idx]), data["actions"][idx],
+                                                                entropy_grad=args.ent_coef > 0)
             logratio = logprobs - Tensor._make(data["logprobs"][idx])
-            ratio = logratio.exp()
+            policy_loss, ratio = clipped_surrogate_loss(logratio, advantages, clip_range)
 
             # diagnostics (no graph): the KL estimators of http://joschu.net/blog/kl-approx.html
             r, lr_ = ratio.data, logratio.data
@@ -152,7 +161,6 @@ def ppo_update(model, optimizer, data, clip_range, args, rng):
             if args.target_kl is not None and float(approx_kl) > 1.5 * args.target_kl:
                 return _means(stats), True
 
-            policy_loss = core.maximum(-advantages * ratio, -advantages * ratio.clip(1 - clip_range, 1 + clip_range)).mean()
             returns = Tensor._make(data["returns"][idx])
             if args.clip_range_vf is None:
                 value_loss = F.mse_loss(values, returns)
@@ -161,7 +169,9 @@ def ppo_update(model, optimizer, data, clip_range, args, rng):
                 clipped = old + (values - old).clip(-args.clip_range_vf, args.clip_range_vf)
                 value_loss = core.maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()
             entropy = entropy.mean()
-            loss = policy_loss - args.ent_coef * entropy + args.vf_coef * value_loss
+            loss = policy_loss + args.vf_coef * value_loss
+            if args.ent_coef:
+                loss = loss - args.ent_coef * entropy
 
             optimizer.zero_grad()
             loss.backward()
@@ -175,9 +185,9 @@ def ppo_update(model, optimizer, data, clip_range, args, rng):
 
 
 def _means(stats):
-    """Averages of the per-minibatch values: one host transfer per statistic."""
-    return {name: float(to_device(get_array_module(v[0]).stack(v).mean(), "cpu")) if v else float("nan")
-            for name, v in stats.items()}
+    """Averages of the per-minibatch values (one host transfer each); statistics never recorded (an
+    early stop at the first minibatch makes no update) are left out."""
+    return {name: float(to_device(get_array_module(v[0]).stack(v).mean(), "cpu")) for name, v in stats.items() if v}
 
 
 def flatten_rollout(buffer, advantages, returns):
@@ -190,6 +200,11 @@ def flatten_rollout(buffer, advantages, returns):
 
 
 def train(cfg, run):
+    with one_blas_thread():
+        return _train(cfg, run)
+
+
+def _train(cfg, run):
     args = OmegaConf.to_object(cfg.agent)  # the Config dataclass: plain attribute reads in the hot loops
     device = run.device
     core.manual_seed(cfg.seed)
@@ -255,7 +270,7 @@ def train(cfg, run):
                                           buffer.truncated, args.gamma, args.gae_lambda)
         data = flatten_rollout(buffer, advantages, returns)
         stats, stopped_early = ppo_update(model, optimizer, data, clip_range, args, minibatch_rng)
-        run.check_finite("losses/loss", stats["loss"], global_step)
+        run.check_finite("losses/loss", stats.get("loss", 0.0), global_step)
         iteration += 1
 
         run.logger.scalars({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, global_step)

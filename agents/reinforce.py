@@ -37,12 +37,12 @@ import numpy as np
 
 import core
 import core.functional as F
-import envs  # noqa: F401  (registers the lab/ toy envs with gymnasium)
-from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns
+from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper_options
 from agents.networks import ACTIVATIONS, INITS, mlp
 from core import optim
 from core.distributions import Categorical
 from core.run import ConfigError, get_rng_state, set_rng_state
+from envs import factory
 
 BASELINES = ("none", "mean", "value")
 
@@ -108,8 +108,7 @@ def discount_and_normalize_rewards(all_rewards, gamma):
 
 # ----- environments and policy -----
 def make_env(env_cfg, render_mode=None):
-    options = {"render_mode": render_mode} if render_mode else {}  # the toy envs take no render_mode
-    env = gym.make(env_cfg.id, max_episode_steps=env_cfg.get("max_episode_steps"), **options)
+    env = factory.make_env(env_cfg.id, render_mode=render_mode, **wrapper_options(env_cfg))
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ConfigError(f"REINFORCE needs a discrete action space; {env_cfg.id} has {env.action_space}")
     if env.spec.max_episode_steps is None:  # a continuing task (bandit, Géron's MDP) never ends an episode
@@ -118,8 +117,10 @@ def make_env(env_cfg, render_mode=None):
     space = env.observation_space
     if not (isinstance(space, gym.spaces.Discrete) or (isinstance(space, gym.spaces.Box) and space.shape)):
         raise ConfigError(f"REINFORCE needs Box or Discrete observations; {env_cfg.id} has {space}")
-    if "action_mask" in env.reset()[1]:  # every reset is seeded again before use
-        raise ConfigError(f"REINFORCE samples from all actions, but {env_cfg.id} masks some (info['action_mask'])")
+    masks = getattr(env.unwrapped, "action_masks", None)  # the toy MDPs' allowed actions, state by state
+    if masks is not None and not np.all(masks):
+        raise ConfigError(f"REINFORCE samples from all actions, but {env_cfg.id} forbids some in some states "
+                          "(info['action_mask'])")
     return env
 
 
@@ -159,10 +160,10 @@ def make_policy(cfg, state, env, greedy=True, generator=None):
 
 
 def play_episodes(envs, seeds, policy, encode, generator, device):
-    """One complete episode on each env, all stepped together. Returns per-episode lists of
-    observations, actions and rewards, and each episode's length."""
+    """One complete episode on each env, all stepped together: per episode, its lists of
+    observations, actions and rewards, and its raw return (before any reward scaling)."""
     observations = [env.reset(seed=int(seed))[0] for env, seed in zip(envs, seeds)]
-    trajectories = [{"obs": [], "actions": [], "rewards": []} for _ in envs]
+    trajectories = [{"obs": [], "actions": [], "rewards": [], "return": None} for _ in envs]
     active = list(range(len(envs)))
     while active:
         with core.no_grad():
@@ -173,9 +174,11 @@ def play_episodes(envs, seeds, policy, encode, generator, device):
             trajectory = trajectories[i]
             trajectory["obs"].append(observations[i])
             trajectory["actions"].append(action)
-            observations[i], reward, terminated, truncated, _ = envs[i].step(action)
+            observations[i], reward, terminated, truncated, info = envs[i].step(action)
             trajectory["rewards"].append(float(reward))
-            if not (terminated or truncated):
+            if terminated or truncated:
+                trajectory["return"] = float(info["episode"]["r"])  # envs.factory's RecordEpisodeStatistics
+            else:
                 still_active.append(i)
         active = still_active
     return trajectories
@@ -190,7 +193,7 @@ def train(cfg, run):
     policy = build_policy(args, envs[0]).to(device)
     value_net = build_network(args, envs[0], 1).to(device) if args.baseline == "value" else None
     optimizer = optim.Adam(policy.parameters(), lr=args.lr)
-    value_optimizer = optim.Adam(value_net.parameters(), lr=args.value_lr) if value_net else None
+    value_optimizer = optim.Adam(value_net.parameters(), lr=args.value_lr) if value_net is not None else None
     action_generator = core.Generator(cfg.seed)
     env_seeds = np.random.default_rng(cfg.seed)  # the envs' reset seeds, batch after batch
     iteration = global_step = episodes = 0
@@ -200,7 +203,7 @@ def train(cfg, run):
         state = run.resume_state
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
-        if value_net:
+        if value_net is not None:
             value_net.load_state_dict(state["value"])
             value_optimizer.load_state_dict(state["value_optimizer"])
         action_generator.set_state(state["action_generator"])
@@ -216,8 +219,8 @@ def train(cfg, run):
         nonlocal saved_iteration
         run.checkpoints.save({
             "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-            "value": value_net.state_dict() if value_net else None,
-            "value_optimizer": value_optimizer.state_dict() if value_net else None,
+            "value": value_net.state_dict() if value_net is not None else None,
+            "value_optimizer": value_optimizer.state_dict() if value_net is not None else None,
             "action_generator": action_generator.get_state(), "env_seeds": env_seeds.bit_generator.state,
             "rng": get_rng_state(), "iteration": iteration, "global_step": global_step, "episodes": episodes,
             "wall_s": wall_before + time.perf_counter() - start,
@@ -229,13 +232,16 @@ def train(cfg, run):
     while global_step < args.total_timesteps and not run.should_stop():
         seeds = env_seeds.integers(2**31, size=len(envs))
         trajectories = play_episodes(envs, seeds, policy, encode, action_generator, device)
-        for trajectory in trajectories:
-            global_step += len(trajectory["rewards"])
-            episodes += 1
-            run.logger.scalar("charts/episodic_return", sum(trajectory["rewards"]), global_step)
-            run.logger.scalar("charts/episodic_length", len(trajectory["rewards"]), global_step)
-
         rewards = [t["rewards"] for t in trajectories]
+        lengths = [len(r) for r in rewards]
+        # in lockstep, when episode i ends every env has taken min(length_j, length_i) steps
+        ends = [global_step + sum(min(other, length) for other in lengths) for length in lengths]
+        for end, trajectory in sorted(zip(ends, trajectories), key=lambda pair: pair[0]):
+            run.logger.scalar("charts/episodic_return", trajectory["return"], end)
+            run.logger.scalar("charts/episodic_length", len(trajectory["rewards"]), end)
+        global_step += sum(lengths)
+        episodes += len(lengths)
+
         if args.normalize_returns:
             returns = np.concatenate(discount_and_normalize_rewards(rewards, args.gamma))
         else:
@@ -257,7 +263,7 @@ def train(cfg, run):
         entropy = dist.entropy().mean()
         loss = policy_loss - args.ent_coef * entropy
         run.check_finite("losses/policy_loss", loss, global_step)  # before any update touches the weights
-        if value_net:
+        if value_net is not None:
             run.check_finite("losses/value_loss", value_loss, global_step)
 
         optimizer.zero_grad()
@@ -265,14 +271,14 @@ def train(cfg, run):
         if args.max_grad_norm:
             optim.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
         optimizer.step()
-        if value_net:
+        if value_net is not None:
             value_optimizer.zero_grad()
             value_loss.backward()
             value_optimizer.step()
             run.logger.scalar("losses/value_loss", value_loss, global_step)
         iteration += 1
 
-        batch_return = float(np.mean([sum(r) for r in rewards]))
+        batch_return = float(np.mean([t["return"] for t in trajectories]))
         sps = (global_step - start_step) / (time.perf_counter() - start)
         run.logger.scalars({"losses/policy_loss": policy_loss, "losses/entropy": entropy,
                             "charts/learning_rate": args.lr, "charts/SPS": sps}, global_step)

@@ -17,10 +17,10 @@ def linear_schedule(start: float, end: float, duration: float):
         raise ValueError(f"linear schedule duration must be >= 0, got {duration}")
 
     def value(t):
-        t = np.asarray(t, dtype=float)
-        fraction = np.where(t >= duration, 1.0, t / max(duration, 1e-300))  # duration 0: `end` at once
-        result = start + (end - start) * fraction
-        return result if result.ndim else float(result)
+        if np.ndim(t):
+            t = np.asarray(t, dtype=float)
+            return start + (end - start) * np.where(t >= duration, 1.0, t / max(duration, 1e-300))
+        return float(end) if t >= duration else start + (end - start) * (t / duration)  # duration 0: `end` at once
     return value
 
 
@@ -32,8 +32,8 @@ def exponential_schedule(start: float, end: float, decay: float):
     bound = np.maximum if end <= start else np.minimum
 
     def value(t):
-        result = bound(end, start * np.power(decay, np.asarray(t, dtype=float)))
-        return result if np.ndim(result) else float(result)
+        return bound(end, start * np.power(decay, np.asarray(t, dtype=float))) if np.ndim(t) else \
+            float(bound(end, start * decay ** t))
     return value
 
 

@@ -11,10 +11,10 @@
         run.finish(metrics)                      # metrics.json + TensorBoard hparams record
 
 Checkpoints live in `<run dir>/checkpoints/`: `ckpt_<step>.ckpt` for the last `keep` periodic saves
-and `last.ckpt`, the newest of them (a hard link, so it costs no second write). `resume=<run dir>`
-takes the newest. Every file is
-written atomically (core.save), so a crash leaves the previous checkpoint intact, and a state
-holding a NaN array or Tensor is refused (NonFiniteError) rather than written over a good one.
+and `last.ckpt`, the newest of them (a hard link, so it costs no second write); `resume=<run dir>`
+takes the newest. Every file is written atomically (core.save), so a crash leaves the previous
+checkpoint intact, and a state holding a NaN array or Tensor is refused (NonFiniteError) rather
+than written over a good one.
 
 Signals: the first SIGINT (Ctrl-C) or SIGTERM sets the stop flag that `should_stop()` reports;
 the trainer then checkpoints and returns. A second one exits at once (status 130).
@@ -28,7 +28,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np

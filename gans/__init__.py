@@ -13,7 +13,7 @@ A model module exposes, like an agent module (see agents/__init__.py):
 REGISTRY maps the name used on the command line (`model=<name>`) to the module.
 """
 
-from gans import autoencoders, gan, vae, wgan
+from gans import autoencoders, gan, supervised, vae, wgan
 
 # one entry per conf/model/<name>.yaml preset; presets of one family share its module
 REGISTRY = {
@@ -22,4 +22,5 @@ REGISTRY = {
     **{name: vae for name in ("vae", "vae_bdl", "vae_conv")},
     **{name: gan for name in ("gan_mtf", "gan_geron", "dcgan", "dcgan_geron", "dcgan_bdl", "dcgan_classic", "cgan")},
     **{name: wgan for name in ("wgan", "wgan_gp", "wgan_gp_bdl")},
+    "supervised": supervised,  # not generative: the books' classification/regression/optimisation experiments
 }

@@ -88,7 +88,8 @@ class Config(TrainConfig):
             raise ValueError("model.arch=conv needs at least one entry in model.conv_channels")
         if self.sparsity == "kl":
             if self.code_activation != "sigmoid":
-                raise ValueError("model.sparsity=kl needs code activations in (0, 1); set model.code_activation=sigmoid")
+                raise ValueError("model.sparsity=kl needs code activations in (0, 1); "
+                                 "set model.code_activation=sigmoid")
             if not 0 < self.sparsity_target < 1:
                 raise ValueError(f"model.sparsity_target must be in (0, 1), got {self.sparsity_target}")
 
@@ -160,12 +161,13 @@ def _conv_sizes(arch_depth, size):
         sizes.append(sizes[-1] // 2)
     if sizes[-1] < 1:
         raise ConfigError(f"a conv autoencoder with {arch_depth} poolings needs images of at least {2 ** arch_depth} "
-                         f"pixels per side, got {size}; use fewer conv_channels or set dataset.image_size")
+                          f"pixels per side, got {size}; use fewer conv_channels or set dataset.image_size")
     return sizes
 
 
 def build(cfg: Config, shape, n_classes: int = 0, normalize: str = "01") -> dict:
-    """{"autoencoder"} for images of `shape` (C, H, W), pixels in [0, 1]."""
+    """{"autoencoder"} for images of `shape` (C, H, W), pixels in [0, 1] (n_classes and normalize complete
+    the signature every model's `build` shares; an autoencoder needs neither)."""
     c, h, w = shape
     pixels = c * h * w
     if cfg.arch == "conv":
@@ -226,7 +228,8 @@ def train(cfg, run) -> dict:
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
 
     # the same real images in every grid: originals over their reconstructions
-    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)), replace=False)]
+    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)),
+                                                                replace=False)]
     session = Session(args, run, modules={"autoencoder": model}, optimizers={"autoencoder": opt}, n_items=len(data),
                       data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)

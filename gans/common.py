@@ -55,7 +55,8 @@ class TrainConfig:
     def validate(self):
         positive(self, "epochs", "batch_size", "log_every", "grid_size")
         if self.normalize is not None and self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"model.normalize must be null or one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+            raise ValueError(f"model.normalize must be null or one of {', '.join(NORMALIZATIONS)}, "
+                             f"got {self.normalize!r}")
         self.quality.validate()
 
 
@@ -122,8 +123,8 @@ def value_range(normalize: Optional[str], dataset) -> str:
     """The model's pixel range: its own `normalize` when set, else the dataset's."""
     value = normalize or dataset["normalize"]
     if value not in NORMALIZATIONS:
-        raise ConfigError(f"dataset.normalize={value} gives raw 0..255 pixels; generative models need 01 or tanh "
-                          "(set dataset.normalize or model.normalize)")
+        raise ConfigError("dataset.normalize is null (raw 0..255 pixels) and so is model.normalize; generative "
+                          "models need 01 or tanh: set one of them")
     return value
 
 
@@ -290,7 +291,7 @@ class Session:
         """Count one step; stop with a clear error on a non-finite loss (before any checkpoint of the bad
         state); log to TensorBoard every `log_every` steps."""
         self.step += 1
-        values = {tag: float(value.item() if isinstance(value, core.Tensor) else value) for tag, value in losses.items()}
+        values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
         for tag, value in values.items():
             self.run.check_finite(tag, value, self.step)
         self.last_losses = values
@@ -403,11 +404,12 @@ class SampleGrids:
 
 
 def interpolate(start: core.Tensor, end: core.Tensor, steps: int) -> core.Tensor:
-    """Rows of `steps` points on the straight line from each start row to the matching end row:
-    (n, d), (n, d) -> (n·steps, d), row-major, so a grid with nrow=steps shows one path per row."""
+    """Rows of `steps` points on the straight line from each start code to the matching end code (codes of
+    any shape): (n, ...), (n, ...) -> (n·steps, ...), so a grid with nrow=steps shows one path per row."""
+    n, shape = start.shape[0], start.shape[1:]
     weights = core.tensor(np.linspace(0.0, 1.0, steps, dtype=np.float32).reshape(1, steps, 1), device=start.device)
-    path = start.unsqueeze(1) * (1 - weights) + end.unsqueeze(1) * weights
-    return path.reshape(start.shape[0] * steps, start.shape[1])
+    path = start.reshape(n, 1, -1) * (1 - weights) + end.reshape(n, 1, -1) * weights
+    return path.reshape(n * steps, *shape)
 
 
 def originals_over_reconstructions(originals: np.ndarray, reconstructions: core.Tensor, nrow: int = 8):

@@ -140,7 +140,8 @@ class Discriminator(nn.Module):
             if self.flat:
                 x = core.cat([x, onehot], axis=1)
             else:  # constant planes, one per class
-                planes = core.broadcast_to(onehot.reshape(*onehot.shape, 1, 1), (x.shape[0], self.n_classes, *x.shape[2:]))
+                planes = core.broadcast_to(onehot.reshape(*onehot.shape, 1, 1),
+                                           (x.shape[0], self.n_classes, *x.shape[2:]))
                 x = core.cat([x, planes], axis=1)
         return self.net(x)
 
@@ -149,7 +150,7 @@ def _quarter(arch, shape):
     c, h, w = shape
     if h % 4 or w % 4:
         raise ConfigError(f"arch {arch!r} needs image height and width divisible by 4, got {h}×{w}; "
-                         f"set dataset.image_size to e.g. 16, 28 or 32")
+                          "set dataset.image_size to e.g. 16, 28 or 32")
     return h // 4, w // 4
 
 
@@ -196,7 +197,8 @@ def generator_net(cfg, shape, z_size, out):
             nn.ConvTranspose2d(64, c, 5, 2, padding="same", init="keras"), out)
     if arch == "dcgan_bdl":
         if (h, w) != (64, 64):
-            raise ConfigError(f"arch 'dcgan_bdl' generates 64×64 images, the dataset has {h}×{w}; set dataset.image_size=64")
+            raise ConfigError(f"arch 'dcgan_bdl' generates 64×64 images, the dataset has {h}×{w}; "
+                              "set dataset.image_size=64")
         layers = [nn.Unflatten(1, (z_size, 1, 1)), nn.ReLU(),  # ReLU on z as printed (GM-14)
                   nn.ConvTranspose2d(z_size, 512, 4, 1, padding="valid", bias=False, init="keras"),
                   keras_batch_norm(512), nn.ReLU()]
@@ -275,6 +277,51 @@ def frozen(module: nn.Module):
         module.requires_grad_(True)
 
 
+def bce(logits, target: float):
+    """Binary cross-entropy of logits against a constant target (1 real, 0 fake, 0.9 smoothed)."""
+    return F.binary_cross_entropy_with_logits(logits, core.full_like(logits, target))
+
+
+def simultaneous_step(G, D, opt_g, opt_d, real, real_labels, z, fake_labels, real_label=1.0):
+    """One step of each network from one forward pass (the TF tutorial's train_step): both gradients are
+    taken at the current weights. Returns (d_loss, g_loss)."""
+    fake = G(z, fake_labels)
+    # D sees a detached copy of the fakes, so its backward stops there; G's gradient is the gradient of
+    # G's loss w.r.t. those fakes (through D, frozen so its weight gradients are skipped), pushed into G
+    fake_leaf = fake.detach().requires_grad_(True)
+    d_fake = D(fake_leaf, fake_labels)
+    d_loss = bce(D(real, real_labels), real_label) + bce(d_fake, 0.0)
+    g_loss = bce(d_fake, 1.0)
+    opt_d.zero_grad()
+    opt_g.zero_grad()
+    d_loss.backward(retain_graph=True)
+    with frozen(D):
+        (fake_grad,) = core.grad(g_loss, [fake_leaf])
+    fake.backward(fake_grad)
+    opt_d.step()
+    opt_g.step()
+    return d_loss, g_loss
+
+
+def discriminator_step(D, opt_d, real, real_labels, fake, fake_labels, real_label=1.0):
+    """One D step on a real and a fake batch; returns its loss."""
+    d_loss = bce(D(real, real_labels), real_label) + bce(D(fake, fake_labels), 0.0)
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    return d_loss
+
+
+def generator_step(G, D, opt_g, z, labels=None):
+    """One G step through the frozen D (non-saturating loss: fakes labelled real); returns its loss."""
+    with frozen(D):
+        g_loss = bce(D(G(z, labels), labels), 1.0)
+        opt_g.zero_grad()
+        g_loss.backward()
+    opt_g.step()
+    return g_loss
+
+
 def check_generator(generator, shape, arch, device):
     """Run a dummy batch through the generator: its images must have the data's shape."""
     generator.eval()
@@ -282,7 +329,8 @@ def check_generator(generator, shape, arch, device):
         labels = core.zeros(2, dtype=core.int64, device=device) if generator.n_classes else None
         out = generator(core.zeros(2, generator.latent_size, device=device), labels)
     generator.train()
-    check_image_shape(f"arch {arch!r}", out.shape[1:], shape, "choose an arch for this image size or set dataset.image_size")
+    check_image_shape(f"arch {arch!r}", out.shape[1:], shape,
+                      "choose an arch for this image size or set dataset.image_size")
 
 
 # ----- training -----
@@ -307,8 +355,6 @@ def train(cfg, run) -> dict:
                       data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
     size = min(args.batch_size, len(data))
-    real_target = core.full((size, 1), args.real_label, device=device)
-    ones, zeros = core.ones(size, 1, device=device), core.zeros(size, 1, device=device)
     g_loss = None  # until the first G step (alternating with d_steps > 1)
 
     for epoch in session.epochs():
@@ -319,38 +365,15 @@ def train(cfg, run) -> dict:
             fake_labels = draw_labels(size, n_classes, device=device)
 
             if args.update == "simultaneous":
-                # D sees a detached copy of the fakes, so its backward stops there; G's gradient is the
-                # gradient of G's loss w.r.t. those fakes (through the pre-update D), pushed on into G
-                fake = G(z, fake_labels)
-                fake_leaf = fake.detach().requires_grad_(True)
-                d_fake = D(fake_leaf, fake_labels)
-                d_loss = (F.binary_cross_entropy_with_logits(D(real, real_labels), real_target)
-                          + F.binary_cross_entropy_with_logits(d_fake, zeros))
-                g_loss = F.binary_cross_entropy_with_logits(d_fake, ones)
-                opt_d.zero_grad()
-                opt_g.zero_grad()
-                d_loss.backward(retain_graph=True)
-                with frozen(D):
-                    (fake_grad,) = core.grad(g_loss, [fake_leaf])
-                fake.backward(fake_grad)
-                opt_d.step()
-                opt_g.step()
+                d_loss, g_loss = simultaneous_step(G, D, opt_g, opt_d, real, real_labels, z, fake_labels,
+                                                   args.real_label)
             else:
                 with core.no_grad():
                     fake = G(z, fake_labels)
-                d_loss = (F.binary_cross_entropy_with_logits(D(real, real_labels), real_target)
-                          + F.binary_cross_entropy_with_logits(D(fake, fake_labels), zeros))
-                opt_d.zero_grad()
-                d_loss.backward()
-                opt_d.step()
+                d_loss = discriminator_step(D, opt_d, real, real_labels, fake, fake_labels, args.real_label)
                 if session.batch_in_epoch % args.d_steps == args.d_steps - 1:
                     z = draw_noise(args.noise, size, args.latent_size, device=device)
-                    fake_labels = draw_labels(size, n_classes, device=device)
-                    with frozen(D):
-                        g_loss = F.binary_cross_entropy_with_logits(D(G(z, fake_labels), fake_labels), ones)
-                        opt_g.zero_grad()
-                        g_loss.backward()
-                    opt_g.step()
+                    g_loss = generator_step(G, D, opt_g, z, draw_labels(size, n_classes, device=device))
             session.log_step({"losses/d": d_loss} if g_loss is None else {"losses/d": d_loss, "losses/g": g_loss})
 
         G.eval()  # grids with BN's moving statistics, as the TF tutorial's generate_and_save_images

@@ -96,13 +96,14 @@ class VAE(nn.Module):
 
 
 def build(cfg: Config, shape, n_classes: int = 0, normalize: str = "01") -> dict:
-    """{"vae"} for images of `shape` (C, H, W), pixels in [0, 1]."""
+    """{"vae"} for images of `shape` (C, H, W), pixels in [0, 1] (n_classes and normalize complete the
+    signature every model's `build` shares)."""
     c, h, w = shape
     if cfg.arch == "conv":
         factor = 2 ** len(cfg.conv_channels)
         if h % factor or w % factor:
             raise ConfigError(f"the conv VAE halves the image {len(cfg.conv_channels)} times, so height and width must "
-                             f"be divisible by {factor}, got {h}×{w}; set dataset.image_size or change conv_channels")
+                              f"be divisible by {factor}, got {h}×{w}; set dataset.image_size or change conv_channels")
         hs, ws, top = h // factor, w // factor, cfg.conv_channels[-1]
         enc, c_in = [], c
         for c_out in cfg.conv_channels:
@@ -151,7 +152,8 @@ def train(cfg, run) -> dict:
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
 
     fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)
-    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)), replace=False)]
+    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)),
+                                                                replace=False)]
     session = Session(args, run, modules={"vae": model}, optimizers={"vae": opt}, n_items=len(data),
                       data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)

@@ -110,17 +110,19 @@ def _mtf_nets(cfg, shape, normalize):
     c, h, w = shape
     if h % 4 or w % 4:
         raise ConfigError(f"arch 'wgan_mtf' needs image height and width divisible by 4, got {h}×{w}; "
-                         "set dataset.image_size to e.g. 16, 28 or 32")
+                          "set dataset.image_size to e.g. 16, 28 or 32")
     h4, w4, k = h // 4, w // 4, cfg.width
     critic = nn.Sequential(
-        nn.Conv2d(c, k, 4, 2, padding="same", init="keras"), norm_layer(cfg.critic_norm, k, (h // 2, w // 2), keras=True),
-        nn.LeakyReLU(0.2),
+        nn.Conv2d(c, k, 4, 2, padding="same", init="keras"),
+        norm_layer(cfg.critic_norm, k, (h // 2, w // 2), keras=True), nn.LeakyReLU(0.2),
         nn.Conv2d(k, k, 4, 2, padding="same", init="keras"), norm_layer(cfg.critic_norm, k, (h4, w4), keras=True),
         nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(k * h4 * w4, 1, init="keras"))
     generator = nn.Sequential(
         nn.Linear(cfg.latent_size, 2 * k * h4 * w4, init="keras"), nn.LeakyReLU(0.2), nn.Unflatten(1, (2 * k, h4, w4)),
-        nn.ConvTranspose2d(2 * k, 2 * k, 4, 2, padding="same", init="keras"), keras_batch_norm(2 * k), nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(2 * k, 2 * k, 4, 2, padding="same", init="keras"), keras_batch_norm(2 * k), nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(2 * k, 2 * k, 4, 2, padding="same", init="keras"), keras_batch_norm(2 * k),
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(2 * k, 2 * k, 4, 2, padding="same", init="keras"), keras_batch_norm(2 * k),
+        nn.LeakyReLU(0.2),
         nn.Conv2d(2 * k, c, 7, 1, padding="same", init="keras"), output_activation(normalize))
     return _normal_init(generator), _normal_init(critic)
 
@@ -154,10 +156,11 @@ def gradient_penalty(critic, real, fake, t=None) -> core.Tensor:
     if t is None:
         t = core.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device)
     mixed = (t * real.detach() + (1 - t) * fake.detach()).detach().requires_grad_(True)
-    (grad,) = core.grad(critic(mixed).sum(), [mixed], create_graph=True)
-    # the tiny constant keeps the norm differentiable where the gradient vanishes (sqrt'(0) = inf)
-    norm = ((grad * grad).reshape(real.shape[0], -1).sum(axis=1) + 1e-12).sqrt()
-    return ((norm - 1) ** 2).mean()
+    with core.enable_grad():  # the penalty is made of a gradient, even where the caller records no graph
+        (grad,) = core.grad(critic(mixed).sum(), [mixed], create_graph=True)
+        # the tiny constant keeps the norm differentiable where the gradient vanishes (sqrt'(0) = inf)
+        norm = ((grad * grad).reshape(real.shape[0], -1).sum(axis=1) + 1e-12).sqrt()
+        return ((norm - 1) ** 2).mean()
 
 
 def clipped_parameters(critic: nn.Module, scope: str) -> list:
@@ -170,6 +173,38 @@ def clip_(params, value: float):
     for p in params:
         p.xp.clip(p.data, -value, value, out=p.data)
         p._version += 1
+
+
+def critic_update(C, opt_c, loss, to_clip=(), clip_value=0.01):
+    """One critic optimizer step on `loss`, then weight clipping of `to_clip`; returns the loss."""
+    opt_c.zero_grad()
+    loss.backward()
+    opt_c.step()
+    clip_(to_clip, clip_value)
+    return loss
+
+
+def critic_step(C, opt_c, real, fake, args, to_clip=(), bn_eval=False):
+    """One critic step on mean C(fake) − mean C(real) (+ λ·gradient penalty when args.penalty is "gp").
+    Returns (−mean C(real), mean C(fake), penalty or None)."""
+    real_loss, fake_loss = -C(real).mean(), C(fake).mean()
+    loss, gp = real_loss + fake_loss, None
+    if args.penalty == "gp":
+        with eval_mode(C, bn_eval):
+            gp = gradient_penalty(C, real, fake)
+        loss = loss + args.gp_weight * gp
+    critic_update(C, opt_c, loss, to_clip, args.clip_value)
+    return real_loss, fake_loss, gp
+
+
+def generator_step(G, C, opt_g, z, bn_eval=False):
+    """One generator step on −mean C(G(z)) through the frozen critic; returns that loss."""
+    with frozen(C), eval_mode(C, bn_eval):
+        g_loss = -C(G(z)).mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+    opt_g.step()
+    return g_loss
 
 
 # ----- training -----
@@ -187,18 +222,12 @@ def train(cfg, run) -> dict:
     bn_eval = args.bn_eval and args.critic_norm == "batch"
 
     fixed_z = draw_noise("normal", args.grid_size, args.latent_size, core.Generator(run.seed + 1), device)
-    session = Session(args, run, modules={"generator": G, "critic": C}, optimizers={"generator": opt_g, "critic": opt_c},
-                      n_items=len(data), data_shape=data.shape, arch_keys=ARCH_KEYS,
-                      checkpoint_every=cfg.checkpoint_every)
+    session = Session(args, run, modules={"generator": G, "critic": C},
+                      optimizers={"generator": opt_g, "critic": opt_c}, n_items=len(data), data_shape=data.shape,
+                      arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
     size = min(args.batch_size, len(data))
     half = size // 2
-
-    def critic_update(loss):
-        opt_c.zero_grad()
-        loss.backward()
-        opt_c.step()
-        clip_(to_clip, args.clip_value)
 
     def fakes(n):
         with core.no_grad():
@@ -211,33 +240,21 @@ def train(cfg, run) -> dict:
             for _ in range(args.n_critic):
                 gp = None
                 if args.separate_real_fake:  # MTF: an update on half a batch of reals, then one on fakes
-                    real_loss = -C(batch(data.images, session.random_batch(half), device)).mean()
-                    critic_update(real_loss)
-                    fake_loss = C(fakes(half)).mean()
-                    critic_update(fake_loss)
+                    real = batch(data.images, session.random_batch(half), device)
+                    real_loss = critic_update(C, opt_c, -C(real).mean(), to_clip, args.clip_value)
+                    fake_loss = critic_update(C, opt_c, C(fakes(half)).mean(), to_clip, args.clip_value)
                 else:
-                    real, fake = batch(data.images, session.random_batch(size), device), fakes(size)
-                    real_loss, fake_loss = -C(real).mean(), C(fake).mean()
-                    loss = real_loss + fake_loss
-                    if args.penalty == "gp":
-                        with eval_mode(C, bn_eval):
-                            gp = gradient_penalty(C, real, fake)
-                        loss = loss + args.gp_weight * gp
-                    critic_update(loss)
+                    real = batch(data.images, session.random_batch(size), device)
+                    real_loss, fake_loss, gp = critic_step(C, opt_c, real, fakes(size), args, to_clip, bn_eval)
                 totals["losses/critic_real"] += real_loss.item() / args.n_critic
                 totals["losses/critic_fake"] += fake_loss.item() / args.n_critic
                 if gp is not None:
                     totals["losses/gp"] += gp.item() / args.n_critic
-
-            z = draw_noise("normal", size, args.latent_size, device=device)
-            with frozen(C), eval_mode(C, bn_eval):
-                g_loss = -C(G(z)).mean()
-                opt_g.zero_grad()
-                g_loss.backward()
-            opt_g.step()
+            g_loss = generator_step(G, C, opt_g, draw_noise("normal", size, args.latent_size, device=device), bn_eval)
 
             critic_terms = totals["losses/critic_real"] + totals["losses/critic_fake"]
-            losses = {"losses/critic": critic_terms + args.gp_weight * totals["losses/gp"], **totals, "losses/g": g_loss,
+            losses = {"losses/critic": critic_terms + args.gp_weight * totals["losses/gp"], **totals,
+                      "losses/g": g_loss,
                       # the critic's estimate of the Wasserstein distance (comparable only within a run)
                       "losses/wasserstein": -critic_terms}
             if args.penalty != "gp":

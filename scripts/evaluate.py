@@ -64,13 +64,12 @@ def parse_options(pairs):
 
 def registered(registry, name, kind):
     if name not in registry:
-        raise UsageError(f"the run's {kind} {name!r} is not registered here (registered: {', '.join(registry) or 'none'})")
+        raise UsageError(f"the run's {kind} {name!r} is not registered here "
+                         f"(registered: {', '.join(registry) or 'none'})")
     return registry[name]
 
 
 def evaluate_agent(name, cfg, state, run_dir, options):
-    import gymnasium as gym
-
     import agents
     module = registered(agents.REGISTRY, name, "agent")
     record = options.get("record")
@@ -82,9 +81,8 @@ def evaluate_agent(name, cfg, state, run_dir, options):
     if hasattr(module, "make_env"):
         env = module.make_env(cfg.env, render_mode=render_mode)
     else:
-        import envs  # noqa: F401  (registers the lab/ toy envs)
-        options = {"render_mode": render_mode} if render_mode else {}
-        env = gym.make(cfg.env.id, max_episode_steps=cfg.env.get("max_episode_steps"), **options)
+        from envs.factory import make_env
+        env = make_env(cfg.env.id, render_mode=render_mode, **agents.wrapper_options(cfg.env))
     seed = options.get("seed", cfg.seed + agents.EVAL_SEED_OFFSET)
     greedy = options.get("greedy", True)
     act = module.make_policy(cfg, state, env, greedy=greedy, generator=core.Generator(seed))
@@ -170,5 +168,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The `lab-evaluate` command."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

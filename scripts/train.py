@@ -14,6 +14,7 @@ with status 2; a NaN/inf loss exits with status 1 after one line saying so.
 """
 import dataclasses
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class RunConfig:
     dataset: Any = None
     optim: Any = None
     logger: Any = None
+    meta: Any = None                           # experiment presets' catalogue data (scripts/reproduce.py)
 
     def validate(self):
         from core.backend import array_module
@@ -88,23 +90,42 @@ class RunConfig:
 
 @dataclass
 class EnvConfig:
+    """An env for envs.factory: `id`, how many copies and how they step, then the wrapper options
+    of `envs.factory.make_env` (see its docstring; agents.wrapper_options(cfg.env) collects them)."""
     id: str = "CartPole-v1"
     num_envs: int = 1
     vectorization: str = "sync"                # sync | async | native
     max_episode_steps: Optional[int] = None    # None: the registered time limit
+    reward_scale: Optional[float] = None
+    frame_skip: Optional[int] = None
+    frame_stack: Optional[int] = None
+    atari: Any = "auto"                        # auto | true | false: Atari preprocessing
+    terminal_on_life_loss: bool = False
 
     def validate(self):
+        import importlib.util
+
         import gymnasium
+
         import envs  # noqa: F401  (registers the lab/ toy envs)
+        from envs.atari import is_atari_id, require_ale
+        ale_installed = importlib.util.find_spec("ale_py") is not None
+        if is_atari_id(self.id):
+            require_ale(self.id, preprocessing=self.atari is not False)  # names the missing extra
+        elif self.id not in gymnasium.registry and ale_installed:
+            import ale_py  # noqa: F401  (registers the legacy Atari ids, e.g. MsPacman-v0)
         if self.id not in gymnasium.registry:
             import difflib
             close = difflib.get_close_matches(self.id, list(gymnasium.registry), n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ValueError(f"unknown env id {self.id!r}; {hint}env presets: {', '.join(group_options('env'))}")
+            atari = "" if ale_installed else "; Atari games need ale-py: pip install -e '.[atari]'"
+            raise ValueError(f"unknown env id {self.id!r}; {hint}env presets: {', '.join(group_options('env'))}"
+                             f"{atari}")
         if self.num_envs < 1:
             raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
         if self.vectorization not in VECTORIZATIONS:
-            raise ValueError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, got {self.vectorization!r}")
+            raise ValueError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, "
+                             f"got {self.vectorization!r}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"env.max_episode_steps must be >= 1 or null, got {self.max_episode_steps}")
 
@@ -252,7 +273,7 @@ def main_metric(kind, module, metrics):
     return sign * float(metrics[key]) if key in metrics else None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")  # absolute: also as `lab-train`
 def main(cfg):
     """Hydra's task function: train, report errors in one line (raised on in multirun, where the
     sweeper decides), return the main metric."""
@@ -260,6 +281,8 @@ def main(cfg):
     try:
         return train_from_config(cfg, multirun)
     except UsageError as e:
+        if not multirun:
+            remove_unused_run_dir(Path(HydraConfig.get().runtime.output_dir))
         _fail(str(e), 2)
     except NonFiniteError as e:
         if multirun:
@@ -294,6 +317,21 @@ def train_from_config(cfg, multirun):
             raise
         run.finish(metrics, status="interrupted" if run.should_stop() else "completed")
     return main_metric(kind, module, metrics)
+
+
+def remove_unused_run_dir(run_dir):
+    """Remove the directory Hydra made for a run that never started (only .hydra/ and an empty log),
+    and its parents below the working directory that are left empty (runs/<date>/)."""
+    log = run_dir / f"{HydraConfig.get().job.name}.log"
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", log.name} and not (log.is_file() and log.stat().st_size):
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+        log.unlink(missing_ok=True)
+        run_dir.rmdir()
+        cwd = Path.cwd().resolve()
+        for directory in run_dir.resolve().parents:
+            if cwd not in directory.parents or any(directory.iterdir()):
+                break
+            directory.rmdir()
 
 
 # ----- command line -----

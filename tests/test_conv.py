@@ -52,8 +52,8 @@ def naive_conv2d(x, w, b, stride, pads, dilation, groups):
         g = oc // (o // groups)
         for i in range(oh):
             for j in range(ow):
-                patch = xp[:, g * cg:(g + 1) * cg, i * sh:i * sh + (kh - 1) * dh + 1:dh, j * sw:j * sw + (kw - 1) * dw + 1:dw]
-                y[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3))
+                hs, ws = slice(i * sh, i * sh + (kh - 1) * dh + 1, dh), slice(j * sw, j * sw + (kw - 1) * dw + 1, dw)
+                y[:, oc, i, j] = (xp[:, g * cg:(g + 1) * cg, hs, ws] * w[oc]).sum(axis=(1, 2, 3))
     return y if b is None else y + b[:, None, None]
 
 
@@ -67,8 +67,8 @@ def naive_conv_transpose2d(x, w, b, stride, pads, out_hw, dilation, groups):
         g = ic // (cin // groups)
         for i in range(h):
             for j in range(wd):
-                out[:, g * og:(g + 1) * og, i * sh:i * sh + (kh - 1) * dh + 1:dh, j * sw:j * sw + (kw - 1) * dw + 1:dw] += \
-                    x[:, ic, i, j, None, None, None] * w[ic]
+                hs, ws = slice(i * sh, i * sh + (kh - 1) * dh + 1, dh), slice(j * sw, j * sw + (kw - 1) * dw + 1, dw)
+                out[:, g * og:(g + 1) * og, hs, ws] += x[:, ic, i, j, None, None, None] * w[ic]
     out = out[:, :, top:top + out_hw[0], left:left + out_hw[1]]
     return out if b is None else out + b[:, None, None]
 
@@ -113,7 +113,8 @@ def test_conv2d_matches_naive_loops(kernel, stride, padding, dilation, groups, b
     b = R.standard_normal(8) if bias else None
     pads = explicit_pads(padding, (7, 8), kernel, pair(stride), pair(dilation))
     want = naive_conv2d(x, w, b, pair(stride), pads, pair(dilation), groups)
-    got = conv2d(core.tensor(x), core.tensor(w), None if b is None else core.tensor(b), stride, padding, dilation, groups)
+    bias = None if b is None else core.tensor(b)
+    got = conv2d(core.tensor(x), core.tensor(w), bias, stride, padding, dilation, groups)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
     got32 = conv2d(core.tensor(x, dtype=core.float32), core.tensor(w, dtype=core.float32),
                    None if b is None else core.tensor(b, dtype=core.float32), stride, padding, dilation, groups)
@@ -226,8 +227,8 @@ def test_channels_last_outputs_feed_the_next_layer():
 
 # ----- pooling -----
 # (kernel, stride, padding, count_include_pad)
-POOL_CASES = [(2, None, 0, None), (3, 2, 1, None), (3, 2, 1, False), (3, 2, "same", None), ((2, 3), (1, 2), "valid", None),
-              (2, 1, "same", None)]
+POOL_CASES = [(2, None, 0, None), (3, 2, 1, None), (3, 2, 1, False), (3, 2, "same", None),
+              ((2, 3), (1, 2), "valid", None), (2, 1, "same", None)]
 
 
 @pytest.mark.parametrize("kernel,stride,padding,count_include_pad", POOL_CASES, ids=str)
@@ -478,7 +479,7 @@ def test_error_messages():
 # ----- GPU -----
 @pytest.mark.gpu
 def test_conv_and_pools_on_gpu_match_cpu():
-    x_np, w_np, wt_np = R.standard_normal((2, 4, 9, 9)), R.standard_normal((6, 2, 3, 3)), R.standard_normal((6, 3, 4, 4))
+    x_np, w_np, wt_np = (R.standard_normal(shape) for shape in ((2, 4, 9, 9), (6, 2, 3, 3), (6, 3, 4, 4)))
     results = []
     for device in ("cpu", "cuda"):
         x, w, wt = (core.tensor(a, device=device, requires_grad=True) for a in (x_np, w_np, wt_np))

@@ -54,13 +54,19 @@ def test_latest_is_none_without_checkpoints(tmp_path):
 
 
 def test_resolve_resume_accepts_a_run_dir_or_a_file_and_names_what_is_missing(tmp_path):
-    Checkpoints(tmp_path / "checkpoints").save({}, 5)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        resolve_resume(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    core.save({"step": 4}, tmp_path / "checkpoints" / "last.ckpt")  # a checkpoint dir with only last.ckpt
     assert resolve_resume(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    Checkpoints(tmp_path / "checkpoints").save({}, 5)
+    assert resolve_resume(tmp_path) == tmp_path / "checkpoints" / "ckpt_5.ckpt"
+    core.save({"step": 6}, tmp_path / "checkpoints" / "ckpt_6.ckpt")  # killed before last.ckpt pointed at step 6
+    assert resolve_resume(tmp_path) == tmp_path / "checkpoints" / "ckpt_6.ckpt"
     assert resolve_resume(tmp_path / "checkpoints" / "ckpt_5.ckpt") == tmp_path / "checkpoints" / "ckpt_5.ckpt"
+    assert core.load(resolve_resume(tmp_path / "checkpoints" / "last.ckpt"))["step"] == 5
     assert run_dir_of_checkpoint(tmp_path / "checkpoints" / "ckpt_5.ckpt") == tmp_path.resolve()
     assert run_dir_of_checkpoint(tmp_path / "elsewhere.ckpt") is None
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-        resolve_resume(tmp_path / "checkpoints")
     with pytest.raises(FileNotFoundError, match="no run directory or checkpoint file at"):
         resolve_resume(tmp_path / "missing")
 

@@ -1,0 +1,715 @@
+"""A3C: asynchronous advantage actor-critic (Mnih et al. 2016), truly asynchronous.
+
+    python scripts/train.py agent=a3c env=cartpole                              # worker processes
+    python scripts/train.py agent=a3c env=cartpole agent.backend=ray            # a local Ray instance
+    python scripts/train.py agent=a3c env=cartpole agent.backend=ray agent.ray_address=auto   # a cluster
+
+Each of `num_workers` workers owns an env (`envs_per_worker` copies), a copy of the model and its
+own random streams, and loops: pull the current weights, play `num_steps` steps, compute the
+gradient of
+
+    A      = R − V(s),  R = n-step return (r + γr' + ... + γⁿV(s_n); 0 after a termination,
+             V(true final observation) after a truncation)
+    loss   = −mean(A · log π(a|s)) + vf_coef·mean((V(s) − R)²) − ent_coef·entropy
+
+clip it to global norm `max_grad_norm`, and apply it to the shared weights with the shared
+optimizer (Adam or RMSprop), without waiting for the other workers.
+
+Backends:
+- "processes": `num_workers` processes (multiprocessing, `start_method` "spawn" by default: a
+  fresh interpreter, safe whatever threads the parent runs (TensorBoard's writer thread); "fork"
+  starts faster but copies a parent that may hold locks; "forkserver" is in between). The weights,
+  the optimizer's moments and its step count live in shared memory (multiprocessing RawArrays
+  seen as flat numpy arrays) and every worker updates them in place with no lock: Hogwild!
+  (Recht et al. 2011), as the A3C paper does. Between two steps of one worker, others may write:
+  that staleness is the algorithm.
+- "ray": the same workers as Ray actors, possibly on other machines; a parameter-server actor
+  holds the weights and the optimizer, applies each pushed gradient as it arrives (one at a time)
+  and answers with the fresh weights. `ray` is the optional extra `rlgen-lab[ray]`; `ray_address`
+  null starts a local Ray instance, "auto" or "host:port" joins a running cluster (whose nodes
+  must have this repository importable).
+
+Start-up and shutdown. The number of workers must lie in [1, 4 x CPUs]. Workers ignore Ctrl-C:
+the first Ctrl-C (or SIGTERM) reaches the trainer, which raises a shared stop flag, waits for the
+workers to finish their update, checkpoints and returns; a second Ctrl-C exits at once, and the
+workers, seeing their parent gone (Linux parent-death signal, and a parent-pid check every
+update), exit too. A worker that raises sends its traceback and the trainer stops everyone and
+raises it; a worker that dies silently (killed) is reported with its exit code.
+
+Checkpoints every `checkpoint_every` global updates and at the end hold a snapshot of the
+shared weights and optimizer state plus the counters; a resumed run continues from them with
+fresh episodes and new random streams (asynchronous training is not reproducible step for step).
+`total_timesteps` counts env steps over all workers and over resumes.
+Logged: charts/episodic_return, charts/episodic_length, charts/SPS, losses/{policy_loss,
+value_loss, entropy}, a3c/updates. Metrics, besides the usual: per worker a3c/worker_updates,
+a3c/worker_env_steps, a3c/worker_cpu_s and a3c/worker_first_update_s / a3c/worker_last_update_s
+(seconds since the start: overlapping periods show the workers ran together), and
+a3c/env_steps_per_s (all workers' env steps over the span from the first update to the last).
+"""
+import ctypes
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import socket
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from omegaconf import OmegaConf
+
+import core
+import core.functional as F
+from agents.actor_critic import (RolloutBuffer, build_model, collect_rollout, derive_seed, evaluation_envs,
+                                 evaluation_metrics, make_envs, make_policy, n_step_returns, one_blas_thread,
+                                 valid_indices)
+from agents.networks import ACTIVATIONS, INITS
+from core.run import ConfigError, NonFiniteError
+from core.tensor import Tensor
+from envs import VectorStepper
+
+__all__ = ["Config", "train", "make_policy", "SharedOptimizer", "max_workers"]
+BACKENDS = ("processes", "ray")
+START_METHODS = ("spawn", "forkserver", "fork")
+OPTIMIZERS = ("adam", "rmsprop")
+RAY_EXTRA = "pip install 'rlgen-lab[ray]'"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def max_workers():
+    """The most workers a run may start: 4 per CPU (more only adds contention)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+@dataclass
+class Config:
+    total_timesteps: int = 200_000         # env steps, all workers together
+    num_workers: int = 2
+    backend: str = "processes"             # processes | ray
+    start_method: str = "spawn"            # spawn | forkserver | fork (processes backend)
+    ray_address: Optional[str] = None      # null: a local Ray instance; "auto" or "host:port": a running cluster
+    envs_per_worker: int = 1
+    vectorization: Optional[str] = None    # each worker's envs: sync | native; null: env.vectorization
+    num_steps: int = 20                    # n of the n-step returns (t_max in the paper)
+    gamma: float = 0.99
+    lr: float = 1e-3
+    optimizer: str = "adam"                # adam | rmsprop, shared by all workers
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])   # adam
+    alpha: float = 0.99                    # rmsprop
+    eps: float = 1e-8
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 40.0            # 0: no clipping
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    init: str = "orthogonal"
+    shared: bool = False
+    distribution: str = "auto"             # auto | categorical | gaussian
+    log_std_init: float = 0.0
+    log_every_s: float = 1.0               # the trainer logs (and workers report losses) this often
+    eval_greedy: bool = True
+
+    def validate(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"agent.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.num_workers < 1 or (self.backend == "processes" and self.num_workers > max_workers()):
+            raise ValueError(f"agent.num_workers must be between 1 and {max_workers()} (4 x the {os.cpu_count()} "
+                             f"CPUs of this machine), got {self.num_workers}")
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"agent.start_method must be one of {', '.join(START_METHODS)}, got {self.start_method!r}")
+        for name in ("total_timesteps", "envs_per_worker", "num_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
+        if self.vectorization not in (None, "sync", "native"):
+            raise ValueError(f"agent.vectorization must be sync, native or null, got {self.vectorization!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"agent.gamma must be in [0, 1], got {self.gamma}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"agent.lr must be a positive finite number, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"agent.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or not 0 <= self.alpha < 1:
+            raise ValueError(f"agent.betas must be two values in [0, 1) and agent.alpha in [0, 1), got "
+                             f"{list(self.betas)} and {self.alpha}")
+        if not self.eps > 0 or not self.log_every_s > 0:
+            raise ValueError("agent.eps and agent.log_every_s must be > 0")
+        for name in ("ent_coef", "vf_coef", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"agent.{name} must be >= 0, got {getattr(self, name)}")
+        if any(width < 1 for width in self.hidden) or (self.shared and not self.hidden):
+            raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(self.hidden)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"agent.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.init not in INITS:
+            raise ValueError(f"agent.init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.distribution not in ("auto", "categorical", "gaussian"):
+            raise ValueError(f"agent.distribution must be auto, categorical or gaussian, got {self.distribution!r}")
+
+
+# ----- flat parameters and the shared optimizer -----
+def flatten_parameters(model):
+    """Make every parameter of `model` a view into one flat float32 array and return it: weights
+    then come in with one copy and gradients go out with one concatenate."""
+    params = list(model.parameters())
+    flat = np.concatenate([p.data.ravel() for p in params]).astype(np.float32)
+    offset = 0
+    for p in params:
+        p.data = flat[offset:offset + p.size].reshape(p.shape)
+        offset += p.size
+    return flat
+
+
+def flat_gradient(params, out):
+    """Gather the parameters' gradients into the flat array `out` (zeros where a parameter got none)."""
+    grads = [p.grad.data.ravel() if p.grad is not None else np.zeros(p.size, np.float32) for p in params]
+    np.concatenate(grads, out=out)
+    return out
+
+
+def clip_flat_gradient(grad, max_norm):
+    """Scale `grad` in place to global norm <= max_norm (PyTorch's rule); returns the norm before."""
+    norm = math.sqrt(float(grad @ grad))
+    if max_norm and norm > max_norm:
+        grad *= max_norm / (norm + 1e-6)
+    return norm
+
+
+class SharedOptimizer:
+    """Adam or RMSprop (PyTorch's formulas, as core.optim) over flat arrays: the weights, the moments
+    (`moments`: Adam's exp_avg and exp_avg_sq, or RMSprop's square_avg) and the step count (a
+    1-element int64 array). With shared-memory arrays every worker updates them in place without
+    a lock (Hogwild!): a racing worker may now and then overwrite a moment update, which A3C
+    tolerates by design."""
+
+    def __init__(self, kind, params, moments, step, lr, betas=(0.9, 0.999), alpha=0.99, eps=1e-8):
+        self.kind, self.params, self.moments, self.step_count = kind, params, moments, step
+        self.lr, self.betas, self.alpha, self.eps = lr, tuple(betas), alpha, eps
+
+    @staticmethod
+    def num_moments(kind):
+        return 2 if kind == "adam" else 1
+
+    def step(self, grad):
+        self.step_count[0] += 1
+        if self.kind == "adam":
+            (beta1, beta2), t = self.betas, int(self.step_count[0])
+            exp_avg, exp_avg_sq = self.moments
+            exp_avg *= beta1
+            exp_avg += (1 - beta1) * grad
+            exp_avg_sq *= beta2
+            exp_avg_sq += (1 - beta2) * grad * grad
+            root = math.sqrt(1 - beta2 ** t)  # bias corrections folded into two scalars, as core.optim.Adam
+            self.params -= (self.lr * root / (1 - beta1 ** t)) * exp_avg / (np.sqrt(exp_avg_sq) + self.eps * root)
+        else:
+            (square_avg,) = self.moments
+            square_avg *= self.alpha
+            square_avg += (1 - self.alpha) * grad * grad
+            self.params -= self.lr * grad / (np.sqrt(square_avg) + self.eps)
+
+    def state_dict(self):
+        return {"kind": self.kind, "params": self.params.copy(), "moments": [m.copy() for m in self.moments],
+                "step": int(self.step_count[0])}
+
+    def load_state_dict(self, state):
+        if state["kind"] != self.kind or state["params"].shape != self.params.shape:
+            raise ValueError(f"checkpoint holds a {state['kind']} optimizer over {state['params'].size} weights, "
+                             f"this run has {self.kind} over {self.params.size}")
+        self.params[...] = state["params"]
+        for moment, saved in zip(self.moments, state["moments"]):
+            moment[...] = saved
+        self.step_count[0] = state["step"]
+
+
+# ----- one worker: env, model copy, random stream; the same code on both backends -----
+class Worker:
+    """Builds its envs and model copy from a plain-data `spec` (see `worker_spec`);
+    `gradient(weights)` plays one n-step rollout with those weights and returns its loss gradient."""
+
+    def __init__(self, rank, spec):
+        self.rank, self.args = rank, spec["agent"]
+        env_cfg = OmegaConf.create(spec["env"])
+        seed = derive_seed(spec["seed"], "worker", rank, spec["generation"])
+        self.envs = make_envs(env_cfg, self.args.envs_per_worker, seed % 2**31)
+        self.model = build_model(self.args, self.envs.single_observation_space, self.envs.single_action_space, "A3C")
+        self.weights = flatten_parameters(self.model)
+        self.params = list(self.model.parameters())
+        self.grad = np.empty_like(self.weights)
+        self.generator = core.Generator(derive_seed(seed, "actions"))
+        self.stepper = VectorStepper(self.envs)
+        self.stepper.reset(seed=seed % 2**31)
+        self.buffer = RolloutBuffer(self.args.num_steps, self.envs)
+
+    def gradient(self, weights):
+        """(flat gradient, env steps, finished episodes, {loss part: float}) of one rollout."""
+        self.weights[...] = weights  # pull the current shared weights into the local copy
+        finished = collect_rollout(self.stepper, self.model, self.buffer, self.generator)
+        buffer, args = self.buffer, self.args
+        returns = n_step_returns(buffer.rewards, buffer.next_values, buffer.terminated, buffer.truncated, args.gamma)
+        obs = buffer.obs.reshape(-1, *buffer.obs.shape[2:])
+        actions = buffer.actions.reshape(-1, *buffer.actions.shape[2:])
+        returns, values = returns.reshape(-1), buffer.values.reshape(-1)
+        keep = valid_indices(buffer)
+        if keep is not None:
+            obs, actions, returns, values = obs[keep], actions[keep], returns[keep], values[keep]
+        logprobs, entropy, value_pred = self.model.evaluate_actions(Tensor._make(obs), actions,
+                                                                    entropy_grad=args.ent_coef > 0)
+        policy_loss = -(logprobs * Tensor._make(returns - values)).mean()
+        value_loss = F.mse_loss(value_pred, Tensor._make(returns))
+        entropy = entropy.mean()
+        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
+        if not np.isfinite(loss.data):
+            raise FloatingPointError(f"A3C worker {self.rank}: the loss is {float(loss.data)}; lower agent.lr or "
+                                     "agent.max_grad_norm")
+        for p in self.params:
+            p.grad = None
+        loss.backward()
+        clip_flat_gradient(flat_gradient(self.params, self.grad), args.max_grad_norm)
+        parts = {"policy_loss": float(policy_loss.data), "value_loss": float(value_loss.data),
+                 "entropy": float(entropy.data)}
+        return self.grad, buffer.num_steps * buffer.num_envs, finished, parts
+
+
+def worker_vectorization(cfg, args):
+    """Workers step their few envs in-process: sync, or native; never async."""
+    return args.vectorization or ("native" if cfg.env.vectorization == "native" else "sync")
+
+
+def worker_spec(cfg, args, generation, total_timesteps):
+    """What a worker needs, as plain picklable data; the workers stop after `total_timesteps`
+    env steps between them."""
+    env = {**OmegaConf.to_container(cfg.env), "vectorization": worker_vectorization(cfg, args)}
+    return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "total_timesteps": total_timesteps}
+
+
+class LossMeter:
+    """Running sums of the loss parts between two reports."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, parts):
+        for name, value in parts.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+
+    def pop(self):
+        means = {name: total / self.count for name, total in self.sums.items()} if self.count else {}
+        self.sums, self.count = {}, 0
+        return means
+
+
+# ----- processes backend -----
+class SharedArrays:
+    """The RawArrays the trainer and its workers share, and numpy views of them (`views()`, made
+    again in each process: RawArrays pickle into the children, numpy views do not)."""
+
+    def __init__(self, ctx, num_weights, num_workers, optimizer):
+        self.raw = {"weights": ctx.RawArray(ctypes.c_float, num_weights),
+                    "moments": ctx.RawArray(ctypes.c_float, num_weights * SharedOptimizer.num_moments(optimizer)),
+                    "opt_step": ctx.RawArray(ctypes.c_int64, 1),
+                    "stop": ctx.RawArray(ctypes.c_int64, 1),
+                    # per worker: env steps, updates, episodes
+                    "counters": ctx.RawArray(ctypes.c_int64, 3 * num_workers),
+                    # per worker: time.time() of the first update's start and of the last update's end,
+                    # and the CPU seconds the worker used in between
+                    "times": ctx.RawArray(ctypes.c_double, 3 * num_workers)}
+        self.num_weights, self.num_workers = num_weights, num_workers
+
+    def views(self):
+        v = {name: np.ctypeslib.as_array(raw) for name, raw in self.raw.items()}
+        v["moments"] = v["moments"].reshape(-1, self.num_weights)
+        v["counters"] = v["counters"].reshape(3, self.num_workers)
+        v["times"] = v["times"].reshape(3, self.num_workers)
+        return v
+
+
+def _die_with_parent():
+    """Linux: have the kernel send SIGTERM to this process when its parent dies (no orphans even if
+    the trainer is SIGKILLed); elsewhere the parent-pid check in the worker loop does it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _process_worker(rank, spec, shared, events, parent_pid):
+    """A worker process's main loop (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's; it stops us through the flag
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker would inherit the trainer's handler
+    _die_with_parent()
+    try:
+        s = shared.views()
+        args = spec["agent"]
+        worker = Worker(rank, spec)
+        optimizer = SharedOptimizer(args.optimizer, s["weights"], list(s["moments"]), s["opt_step"], args.lr,
+                                    args.betas, args.alpha, args.eps)
+        losses, last_report = LossMeter(), time.time()
+        with one_blas_thread():  # one per worker: the workers are the parallelism
+            while not s["stop"][0] and os.getppid() == parent_pid:
+                started, cpu = time.time(), time.process_time()
+                grad, steps, finished, parts = worker.gradient(s["weights"])
+                optimizer.step(grad)  # Hogwild!: straight into the shared weights, no lock
+                ended = time.time()
+                if s["times"][0, rank] == 0:
+                    s["times"][0, rank], cpu_start = started, cpu
+                s["times"][1:, rank] = ended, time.process_time() - cpu_start
+                s["counters"][:, rank] += (steps, 1, len(finished))
+                losses.add(parts)
+                for episode in finished:
+                    events.put(("episode", rank, (episode.episodic_return, episode.length)))
+                if ended - last_report >= args.log_every_s:
+                    events.put(("losses", rank, losses.pop()))
+                    last_report = ended
+                if s["counters"][0].sum() >= spec["total_timesteps"]:
+                    s["stop"][0] = 1
+        events.put(("done", rank, None))
+    except BaseException as e:  # noqa: BLE001  (anything, even SystemExit, is reported before the worker goes)
+        events.put(("error", rank, (type(e).__name__, traceback.format_exc())))
+        raise SystemExit(1)
+
+
+@contextmanager
+def _worker_start_conditions():
+    """Start workers with SIGINT ignored (a spawned interpreter keeps an ignored SIGINT ignored)
+    and with one BLAS thread each; the trainer's own handler and environment come back after."""
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved_env = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class WorkerError(RuntimeError):
+    """A worker failed; the message holds its traceback (or its exit code)."""
+
+
+def _stop_processes(processes, events, views, on_event, timeout=15.0):
+    """Raise the stop flag, wait for every worker to finish its update and exit (still reading the
+    event queue, so none blocks writing to it), then terminate and finally kill stragglers."""
+    views["stop"][0] = 1
+    deadline = time.time() + timeout
+    while any(p.is_alive() for p in processes) and time.time() < deadline:
+        _drain(events, on_event, wait=0.05)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(2.0)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    _drain(events, on_event, wait=0.0)
+
+
+def _drain(events, on_event, wait):
+    """Handle every queued event; wait up to `wait` seconds for the first."""
+    try:
+        event = events.get(timeout=wait) if wait else events.get_nowait()
+        while True:
+            on_event(event)
+            event = events.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _run_processes(cfg, args, run, weights, state, monitor):
+    ctx = mp.get_context(args.start_method)
+    shared = SharedArrays(ctx, weights.size, args.num_workers, args.optimizer)
+    views = shared.views()
+    optimizer = SharedOptimizer(args.optimizer, views["weights"], list(views["moments"]), views["opt_step"], args.lr,
+                                args.betas, args.alpha, args.eps)
+    views["weights"][...] = weights
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    spec = worker_spec(cfg, args, monitor.generation, monitor.remaining_steps)
+    events = ctx.Queue()
+    processes = [ctx.Process(target=_process_worker, args=(rank, spec, shared, events, os.getpid()),
+                             name=f"a3c-worker-{rank}", daemon=True) for rank in range(args.num_workers)]
+    errors = []
+
+    def on_event(event):
+        kind, rank, payload = event
+        if kind == "error":
+            error_type, trace = payload
+            error = NonFiniteError if error_type == "FloatingPointError" else WorkerError
+            errors.append(error(f"A3C worker {rank} failed:\n{trace}"))
+        else:
+            monitor.event(kind, rank, payload)
+
+    with _worker_start_conditions():
+        for p in processes:
+            p.start()
+    try:
+        while True:
+            _drain(events, on_event, wait=0.1)
+            if errors:
+                break
+            dead = [(rank, p.exitcode) for rank, p in enumerate(processes) if p.exitcode not in (None, 0)]
+            if dead:
+                _drain(events, on_event, wait=0.5)  # its traceback may still be on the way
+                if not errors:
+                    errors.append(WorkerError("; ".join(
+                        f"A3C worker {rank} died with exit code {code}"
+                        + (f" (signal {signal.Signals(-code).name})" if code < 0 else "") for rank, code in dead)))
+                break
+            if all(p.exitcode == 0 for p in processes) or run.should_stop():
+                break
+            monitor.tick(views["counters"], views["times"], lambda: optimizer.state_dict())
+    finally:
+        _stop_processes(processes, events, views, on_event)
+    if errors:
+        raise errors[0]
+    monitor.finish(views["counters"], views["times"])
+    return optimizer.state_dict()
+
+
+# ----- Ray backend -----
+class ParameterServer:
+    """Holds the weights and the optimizer; applies each pushed gradient as it arrives (an actor
+    runs one method call at a time) and answers with the fresh weights."""
+
+    def __init__(self, args, weights, num_workers, total_timesteps, state=None):
+        self.weights = weights.copy()
+        moments = [np.zeros_like(weights) for _ in range(SharedOptimizer.num_moments(args.optimizer))]
+        self.optimizer = SharedOptimizer(args.optimizer, self.weights, moments, np.zeros(1, np.int64), args.lr,
+                                         args.betas, args.alpha, args.eps)
+        if state is not None:
+            self.optimizer.load_state_dict(state)
+        self.total_timesteps, self.stop = total_timesteps, False
+        self.counters = np.zeros((3, num_workers), np.int64)
+        self.times = np.zeros((3, num_workers))
+        self.events = []
+
+    def pull(self):
+        return self.weights
+
+    def push(self, rank, grad, steps, episodes, started, cpu_seconds, losses):
+        """Apply a worker's gradient; returns (fresh weights, whether to stop)."""
+        self.optimizer.step(grad)
+        if self.times[0, rank] == 0:
+            self.times[0, rank] = started
+        self.times[1:, rank] = time.time(), cpu_seconds
+        self.counters[:, rank] += (steps, 1, len(episodes))
+        self.events += [("episode", rank, episode) for episode in episodes]
+        if losses:
+            self.events.append(("losses", rank, losses))
+        self.stop = self.stop or self.counters[0].sum() >= self.total_timesteps
+        return self.weights, self.stop
+
+    def request_stop(self):
+        self.stop = True
+
+    def progress(self):
+        """Counters, update times and the events since the last call."""
+        events, self.events = self.events, []
+        return self.counters.copy(), self.times.copy(), events
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+
+class RayWorker:
+    """A Worker as a Ray actor: `run` loops pull, rollout, push until the server says stop."""
+
+    def __init__(self, rank, spec):
+        self.worker, self.rank = Worker(rank, spec), rank
+        self.log_every_s = spec["agent"].log_every_s
+
+    def run(self, server):
+        import ray
+        weights, stop = ray.get(server.pull.remote()), False
+        losses, last_report, cpu_start = LossMeter(), time.time(), time.process_time()
+        with one_blas_thread():
+            while not stop:
+                started = time.time()
+                grad, steps, finished, parts = self.worker.gradient(weights)
+                losses.add(parts)
+                report = losses.pop() if started - last_report >= self.log_every_s else None
+                last_report = started if report else last_report
+                episodes = [(e.episodic_return, e.length) for e in finished]
+                weights, stop = ray.get(server.push.remote(self.rank, grad, steps, episodes, started,
+                                                           time.process_time() - cpu_start, report))
+
+
+def _connect_ray(address, num_workers):
+    """Import Ray and join (or start) the instance; ConfigError with what to do when that fails."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"agent.backend=ray needs Ray, which is not installed: {RAY_EXTRA}") from None
+    if address not in (None, "auto", "local"):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"the Ray cluster at agent.ray_address={address!r} does not answer ({e}); start one "
+                              "with `ray start --head`, or set agent.ray_address=null for a local instance") from None
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    try:
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": python_path, "OPENBLAS_NUM_THREADS": "1",
+                                           "OMP_NUM_THREADS": "1"}},
+                 **({"num_cpus": max(num_workers + 1, os.cpu_count() or 1)} if address is None else {}))
+    except (ConnectionError, RuntimeError) as e:
+        raise ConfigError(f"cannot connect to Ray at agent.ray_address={address!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        for signum, handler in handlers.items():  # ray.init takes SIGTERM; Ctrl-C/SIGTERM stay the trainer's
+            signal.signal(signum, handler)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if num_workers > 4 * cpus:
+        ray.shutdown()
+        raise ConfigError(f"agent.num_workers={num_workers} is more than 4 x the {int(cpus)} CPUs of the Ray cluster")
+    return ray
+
+
+def _run_ray(cfg, args, run, weights, state, monitor):
+    ray = _connect_ray(args.ray_address, args.num_workers)
+    try:
+        server = ray.remote(num_cpus=0)(ParameterServer).remote(
+            args, weights, args.num_workers, monitor.remaining_steps, None if state is None else state["optimizer"])
+        spec = worker_spec(cfg, args, monitor.generation, monitor.remaining_steps)
+        workers = [ray.remote(num_cpus=1)(RayWorker).remote(rank, spec) for rank in range(args.num_workers)]
+        pending = [w.run.remote(server) for w in workers]
+        try:
+            while pending and not run.should_stop():
+                finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+                ray.get(finished)  # a failed worker raises here, with its traceback
+                counters, times, events = ray.get(server.progress.remote())
+                for kind, rank, payload in events:
+                    monitor.event(kind, rank, payload)
+                monitor.tick(counters, times, lambda: ray.get(server.state_dict.remote()))
+            ray.get(server.request_stop.remote())
+            ray.get(pending)
+        except ray.exceptions.RayError as e:
+            raise WorkerError(f"an A3C Ray worker failed:\n{e}") from None
+        finally:
+            for w in workers:
+                ray.kill(w)
+        counters, times, events = ray.get(server.progress.remote())
+        for kind, rank, payload in events:
+            monitor.event(kind, rank, payload)
+        monitor.finish(counters, times)
+        return ray.get(server.state_dict.remote())
+    finally:
+        ray.shutdown()
+
+
+# ----- the trainer -----
+class Monitor:
+    """The trainer's side of a run, whatever the backend: logging, progress, periodic checkpoints."""
+
+    def __init__(self, cfg, args, run, state, model, weights):
+        self.cfg, self.args, self.run, self.model, self.weights = cfg, args, run, model, weights
+        self.generation = 0 if state is None else state["generation"] + 1  # fresh random streams per resume
+        self.base = {"env_steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0} if state is None else state["totals"]
+        self.start = time.time()
+        self.episodes, self.losses = [], LossMeter()
+        self.last_log, self.last_steps = self.start, 0
+        every = cfg.checkpoint_every
+        self.next_checkpoint = (self.base["updates"] // every + 1) * every if every else None
+        self.bar = run.logger.progress(args.total_timesteps, "a3c")
+        self.bar.update(min(self.base["env_steps"], args.total_timesteps))
+        self.totals = dict(self.base)
+        self.remaining_steps = args.total_timesteps - self.base["env_steps"]  # a resumed run finishes the budget
+        self.worker_stats = {}
+
+    def event(self, kind, rank, payload):
+        if kind == "episode":
+            self.episodes.append(payload)
+        elif kind == "losses" and payload:
+            self.losses.add(payload)
+
+    def _totals(self, counters):
+        return {"env_steps": self.base["env_steps"] + int(counters[0].sum()),
+                "updates": self.base["updates"] + int(counters[1].sum()),
+                "episodes": self.base["episodes"] + int(counters[2].sum()),
+                "wall_s": self.base["wall_s"] + time.time() - self.start}
+
+    def tick(self, counters, times, optimizer_state):
+        now = time.time()
+        self.totals = self._totals(counters)
+        step = self.totals["env_steps"]
+        if now - self.last_log >= self.args.log_every_s:
+            logger = self.run.logger
+            if self.episodes:
+                returns, lengths = zip(*self.episodes)
+                logger.scalars({"charts/episodic_return": float(np.mean(returns)),
+                                "charts/episodic_length": float(np.mean(lengths))}, step)
+                self.bar.set_postfix(ret=float(np.mean(returns)))
+                self.episodes = []
+            logger.scalars({f"losses/{name}": value for name, value in self.losses.pop().items()}, step)
+            logger.scalars({"charts/SPS": (step - self.last_steps) / (now - self.last_log),
+                            "a3c/updates": self.totals["updates"]}, step)
+            self.last_log, self.last_steps = now, step
+            self.bar.update(min(step, self.args.total_timesteps) - self.bar.n)
+        if self.next_checkpoint and self.totals["updates"] >= self.next_checkpoint:
+            self.checkpoint(optimizer_state())
+            self.next_checkpoint += self.cfg.checkpoint_every
+
+    def checkpoint(self, optimizer_state):
+        """Save the weights (also as the model's state dict, for scripts/evaluate.py), the optimizer
+        and the counters; the model takes the checkpointed weights."""
+        self.weights[...] = optimizer_state["params"]
+        self.run.checkpoints.save({"model": self.model.state_dict(), "optimizer": optimizer_state,
+                                   "totals": self.totals, "generation": self.generation}, self.totals["updates"])
+
+    def finish(self, counters, times):
+        """Final totals, and per worker: updates, env steps, CPU seconds, and when it made its first
+        and last update (seconds since the start; overlapping periods show the workers ran together)."""
+        self.totals = self._totals(counters)
+        started = times[0] > 0
+        span = times[1][started].max() - times[0][started].min() if started.any() else 0.0
+        self.worker_stats = {
+            "a3c/worker_updates": counters[1].tolist(), "a3c/worker_env_steps": counters[0].tolist(),
+            "a3c/worker_cpu_s": times[2].tolist(),
+            "a3c/worker_first_update_s": [float(t - self.start) if t else None for t in times[0]],
+            "a3c/worker_last_update_s": [float(t - self.start) if t else None for t in times[1]],
+            "a3c/env_steps_per_s": float(counters[0].sum() / span) if span > 0 else 0.0}
+        self.bar.close()
+
+
+def train(cfg, run):
+    with one_blas_thread():
+        return _train(cfg, run)
+
+
+def _train(cfg, run):
+    args = OmegaConf.to_object(cfg.agent)
+    if run.device != "cpu":
+        raise ConfigError(f"A3C runs its workers on the CPU; got device={run.device!r} (use device=cpu)")
+    core.manual_seed(cfg.seed)
+    # the spaces, and a clear error now for an env A3C cannot act in
+    probe = make_envs(cfg.env, 1, cfg.seed, vectorization=worker_vectorization(cfg, args))
+    model = build_model(args, probe.single_observation_space, probe.single_action_space, "A3C",
+                        core.Generator(derive_seed(cfg.seed, "init")))
+    probe.close()
+    weights = flatten_parameters(model)  # the model's parameters are views of `weights` from here on
+    state = run.resume_state
+    monitor = Monitor(cfg, args, run, state, model, weights)
+    if monitor.remaining_steps > 0:
+        backend = _run_ray if args.backend == "ray" else _run_processes
+        monitor.checkpoint(backend(cfg, args, run, weights, state, monitor))
+    else:
+        weights[...] = state["optimizer"]["params"]  # a finished run: only the evaluation is left
+    totals = monitor.totals
+    metrics = {"train/env_steps": totals["env_steps"], "train/episodes": totals["episodes"],
+               "train/updates": totals["updates"], "time/wall_s": totals["wall_s"], **monitor.worker_stats}
+    if run.should_stop():
+        return metrics
+    metrics.update(evaluation_metrics(model, evaluation_envs(cfg, args, "cpu"), cfg, args, "cpu"))
+    run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, totals["env_steps"])
+    return metrics

@@ -1,0 +1,149 @@
+"""PPO on CartPole-v1: the lab next to Stable-Baselines3 with rl-baselines3-zoo's tuned settings, and
+the lab's fastest preset's time to a perfect evaluation.
+
+    python scripts/bench_ppo.py [--seeds 0 1 2] [--sb3-python .bench/venv/bin/python] [--write]
+
+Rows (each run in a fresh process, one BLAS/torch thread, seeds interleaved so that load from other
+processes hits every row alike):
+- zoo settings (conf/agent/ppo.yaml: 8 envs, 100,000 steps, n_steps 32, batch 256, 20 epochs, ...)
+  with gymnasium's CartPole in a SyncVectorEnv, as SB3 steps it in a DummyVecEnv;
+- the same settings on the native vectorized CartPole;
+- SB3 2.x PPO with the same settings (`--sb3-python`: an interpreter with stable-baselines3 and torch);
+- conf/agent/ppo_native.yaml: wall-clock until the greedy evaluation (10 episodes) first returns 500,
+  evaluation time included.
+Wall-clock is the training loop (SB3: `learn`), without start-up; the evaluation return is the mean
+of 10 greedy (deterministic) episodes after training. --write puts the tables into docs/benchmarks.md.
+"""
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+ZOO = dict(n_envs=8, total_timesteps=100_000, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+           lr=1e-3, clip_range=0.2, ent_coef=0.0)
+
+
+def run_sb3(seed):
+    """SB3's PPO with the zoo's settings (this runs in the SB3 interpreter: no lab imports)."""
+    import time
+
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    torch.set_num_threads(1)
+    env = make_vec_env("CartPole-v1", n_envs=ZOO["n_envs"], seed=seed)
+    model = PPO("MlpPolicy", env, n_steps=ZOO["n_steps"], batch_size=ZOO["batch_size"], n_epochs=ZOO["n_epochs"],
+                gamma=ZOO["gamma"], gae_lambda=ZOO["gae_lambda"], ent_coef=ZOO["ent_coef"],
+                learning_rate=lambda remaining: remaining * ZOO["lr"],  # the zoo's lin_1e-3
+                clip_range=lambda remaining: remaining * ZOO["clip_range"], seed=seed, device="cpu")
+    start = time.perf_counter()
+    model.learn(ZOO["total_timesteps"])
+    wall = time.perf_counter() - start
+    returns, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=10, deterministic=True,
+                                 return_episode_rewards=True)
+    return {"wall_s": wall, "return": sum(returns) / len(returns)}
+
+
+def run_lab(seed, preset, vectorization):
+    """One run of a lab PPO preset through agents.ppo.train, in a temporary run directory."""
+    sys.path.insert(0, str(ROOT))
+    from omegaconf import OmegaConf
+
+    from agents import ppo
+    from core.run import Run
+    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
+    values.pop("defaults")
+    agent = OmegaConf.merge(OmegaConf.structured(ppo.Config), values,
+                            {"vectorization": vectorization} if vectorization else {})
+    cfg = OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": 10, "checkpoint_every": 0, "agent": agent,
+                            "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync",
+                                    "max_episode_steps": None}})
+    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), quiet=True,
+                                                       tensorboard=False) as run:
+        metrics = ppo.train(cfg, run)
+    return {"wall_s": metrics["time/wall_s"], "return": metrics["eval/return_mean"],
+            "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
+
+
+def measure(kind, seed, python=sys.executable):
+    """Run one measurement in a fresh single-threaded process; returns its result dict."""
+    env = {**os.environ, **{name: "1" for name in THREAD_VARS}}
+    result = subprocess.run([python, str(pathlib.Path(__file__).resolve()), "--one", kind, "--seeds", str(seed)],
+                            capture_output=True, text=True, env=env, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{kind} seed {seed} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def summary(values, unit="", digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    mean = statistics.mean(values)
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{mean:.{digits}f}{spread}{unit}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sb3-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"))
+    parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
+    parser.add_argument("--one", choices=("sb3", "zoo", "zoo-native", "native"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a single measurement, in this (fresh) process
+        runs = {"sb3": lambda s: run_sb3(s), "zoo": lambda s: run_lab(s, "ppo", None),
+                "zoo-native": lambda s: run_lab(s, "ppo", "native"), "native": lambda s: run_lab(s, "ppo_native", None)}
+        print(json.dumps(runs[args.one](args.seeds[0])))
+        return
+
+    kinds = ["zoo", "zoo-native", "native"]
+    if not args.skip_sb3 and pathlib.Path(args.sb3_python).exists():
+        kinds.insert(0, "sb3")
+    results = {kind: [] for kind in kinds}
+    for seed in args.seeds:  # interleaved: every row sees the machine's load alike
+        for kind in kinds:
+            results[kind].append(measure(kind, seed, args.sb3_python if kind == "sb3" else sys.executable))
+            print(kind, seed, results[kind][-1], flush=True)
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.benchutil import machine, write_section
+    sb3_wall = statistics.mean(r["wall_s"] for r in results["sb3"]) if "sb3" in results else None
+    names = {"sb3": "Stable-Baselines3 PPO (DummyVecEnv of gymnasium CartPole)",
+             "zoo": "lab PPO, gymnasium SyncVectorEnv", "zoo-native": "lab PPO, native vectorized CartPole"}
+    lines = [f"PPO on CartPole-v1 with rl-baselines3-zoo's settings (8 envs, 100,000 steps, n_steps 32, batch 256, "
+             f"20 epochs, γ 0.98, λ 0.8, lr lin_1e-3, clip lin_0.2); seeds {args.seeds}, mean ± std; "
+             f"{machine()}; one thread each. The machine was shared with other jobs: absolute times are noisy, "
+             "the runs were interleaved so the ratios hold.", "",
+             "| implementation | wall-clock | vs SB3 | eval return (10 greedy episodes) |", "|---|---:|---:|---:|"]
+    for kind in [k for k in ("sb3", "zoo", "zoo-native") if k in results]:
+        walls = [r["wall_s"] for r in results[kind]]
+        ratio = f"{statistics.mean(walls) / sb3_wall:.2f}x" if sb3_wall else "n/a"
+        lines.append(f"| {names[kind]} | {summary(walls, ' s')} | {ratio} | "
+                     f"{summary([r['return'] for r in results[kind]])} |")
+    native = results["native"]
+    reached = [r for r in native if r["to_target_s"] is not None]
+    lines += ["", f"conf/agent/ppo_native.yaml (native CartPole, 32 envs x 64 steps, full-batch, 4 epochs, greedy "
+                  f"evaluation after every iteration): wall-clock until the evaluation return first reaches 500, "
+                  f"evaluations included; {len(reached)} of {len(native)} seeds reached it.", "",
+              "| seed | time to 500 | env steps |", "|---:|---:|---:|"]
+    lines += [f"| {seed} | {r['to_target_s']:.2f} s | {r['to_target_steps']:,} |" if r["to_target_s"] is not None
+              else f"| {seed} | not reached | |" for seed, r in zip(args.seeds, native)]
+    lines.append(f"| mean | {summary([r['to_target_s'] for r in reached], ' s', 2)} | |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        write_section("bench_ppo", "## PPO on CartPole\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

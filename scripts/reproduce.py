@@ -1,0 +1,511 @@
+"""Reproduce the books' chapter experiments: run presets over seeds, compare with the books, write a report.
+
+    python scripts/reproduce.py --all --seeds 3                   # every preset that can run here
+    python scripts/reproduce.py 'homl18-*' mtf8-dqn-cartpole --seeds 5 --budget-scale 0.2 --jobs 2
+    python scripts/reproduce.py --kind rl --dry-run               # list what would run, and what would not
+    python scripts/reproduce.py --report-only                     # rebuild the markdown from results.json
+
+Presets are `conf/experiment/<id>.yaml`; their `meta:` node (see conf/experiment/README.md) says what
+the book reports, which metric to compare and how, and which config keys hold the budget. Each
+selected preset runs once per seed as a subprocess `scripts/train.py experiment=<id> seed=<k>
+hydra.run.dir=<runs-dir>/<id>/seed<k>` (plus the scaled budget keys). A run whose directory
+already holds a completed metrics.json made with the same overrides is not run again, so an
+interrupted reproduction continues where it stopped; an unfinished run starts over.
+
+The results of every preset ever reproduced live in `<report dir>/reproduction/results.json`
+(one entry per id, replaced when the id is run again, others kept), learning curves in
+`<report dir>/reproduction/<id>.png` (scripts/plot.py); the markdown report is regenerated from
+that file each time, so runs of different presets by different people merge into one report.
+Presets that were not run are listed with the reason (a missing optional dependency, the
+preset's own `skip` reason, or not run yet).
+"""
+import argparse
+import datetime
+import fnmatch
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python scripts/reproduce.py`: make the repository importable
+    sys.path.insert(0, str(ROOT))
+
+PRESET_DIR = ROOT / "conf" / "experiment"
+TRAIN = ROOT / "scripts" / "train.py"
+KINDS = {"rl": ("rl", "rl-tab", "rl-fix"), "gen": ("ae", "vae", "gan"), "sup": ("sup", "opt")}
+SECTIONS = {"rl": "Reinforcement learning", "gen": "Generative models", "sup": "Supervised, regression, optimisation"}
+COMPARES = ("higher", "lower", "approx", "none")
+REQUIRED_META = ("id", "book", "chapter", "kind", "reported", "metric", "compare")
+DEFAULT_REL_TOLERANCE = 0.10   # higher / lower: the band around the book's number is 10 % of it ...
+DEFAULT_APPROX_TOLERANCE = 1e-6  # ... and approx means equal up to this, unless the preset says otherwise
+STAMP = "reproduce.json"
+
+VERDICT_RULES = f"""\
+Each preset names one metric of its runs (`meta.metric`: a metrics.json key, or a TensorBoard scalar
+summarised over the run such as the maximum or the mean of the last N episode returns), the book's
+number for it (`meta.reported_value`) and how to compare (`meta.compare`). Over the seeds the lab's
+result is mean ± std (population std); the band is `meta.tolerance` when the preset gives one, else
+{DEFAULT_REL_TOLERANCE:.0%} of |book value| for `higher`/`lower` and {DEFAULT_APPROX_TOLERANCE:g} for `approx`, widened to the
+std over seeds when that is larger.
+
+- **reproduced**: the lab's mean lies within the band around the book's number (for a list of
+  values: every element within the band).
+- **better** / **worse**: outside the band, on the better / worse side (`higher`: a higher mean is
+  better; `lower`: a lower one). For `approx` (exact values such as fixtures and tabular results)
+  any miss is **worse**.
+- **not comparable**: the book gives no number (curves, images, "converges"), or the lab's measure
+  cannot be set against it; the reason says which.
+- **failed**: the runs did not finish (the reason quotes the error).
+
+A budget scale other than 1 is shown next to the result: a shortened run is still judged, but read
+its verdict with the scale in mind. Timings are this machine's and are not compared with the books'."""
+
+
+class ReproduceError(Exception):
+    """Bad input to the script: one line, exit status 2."""
+
+
+# ----- presets -----
+def load_presets(preset_dir=PRESET_DIR):
+    """{id: meta} for every preset file, `meta` completed with defaults (and `file`)."""
+    presets = {}
+    for path in sorted(Path(preset_dir).glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        meta = dict(data.get("meta") or {})
+        meta.setdefault("id", path.stem)
+        for key, default in (("book", "?"), ("chapter", "?"), ("kind", "?"), ("reported", "not given"),
+                             ("reported_value", None), ("metric", None), ("compare", "none"), ("tolerance", None),
+                             ("seeds", None), ("budget_keys", []), ("budget_note", None), ("requires", []),
+                             ("skip", None), ("curve", None), ("curve_smoothing", 0)):
+            meta.setdefault(key, default)
+        meta["file"] = str(path)
+        presets[path.stem] = meta
+    return presets
+
+
+def kind_group(kind):
+    return next((group for group, kinds in KINDS.items() if kind in kinds), "other")
+
+
+def select(presets, patterns, all_presets=False, kind=None):
+    """Ids chosen by exact ids / shell globs (or all), restricted to a kind group; sorted."""
+    if not patterns and not all_presets:
+        raise ReproduceError("name presets (ids or globs such as 'homl18-*') or pass --all")
+    chosen = set(presets) if all_presets else set()
+    for pattern in patterns:
+        matches = fnmatch.filter(presets, pattern)
+        if not matches:
+            raise ReproduceError(f"no preset matches {pattern!r}; presets: {', '.join(sorted(presets)) or 'none'}")
+        chosen.update(matches)
+    if kind is not None:
+        chosen = {i for i in chosen if kind_group(presets[i]["kind"]) == kind}
+    return sorted(chosen)
+
+
+def unavailable(meta, named=False, include_skipped=False):
+    """Why a preset cannot or should not run here, or None. A preset's own `skip` reason is waived
+    when it was named explicitly (not through a glob or --all) or with --include-skipped."""
+    import importlib.util
+    missing = [m for m in meta["requires"] or [] if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (not installed here)"
+    if meta["skip"] and not (named or include_skipped):
+        return str(meta["skip"])
+    return None
+
+
+def budget_overrides(preset_id, meta, scale):
+    """Overrides multiplying each of the preset's budget keys by `scale` (ints stay ints, >= 1)."""
+    if scale == 1 or not meta["budget_keys"]:
+        return []
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    from scripts.train import CONF_DIR, register_configs
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="config", overrides=[f"experiment={preset_id}"])
+    overrides = []
+    for key in meta["budget_keys"]:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ReproduceError(f"{preset_id}: budget key {key!r} holds {value!r}, not a number")
+        scaled = max(1, round(value * scale)) if isinstance(value, int) else value * scale
+        overrides.append(f"{key}={scaled}")
+    return overrides
+
+
+# ----- running -----
+def run_dir_of(runs_dir, preset_id, seed):
+    return Path(runs_dir) / preset_id / f"seed{seed}"
+
+
+def is_done(run_dir, overrides):
+    """True when `run_dir` holds a completed run made with exactly these overrides."""
+    stamp, metrics = run_dir / STAMP, run_dir / "metrics.json"
+    if not (stamp.is_file() and metrics.is_file()):
+        return False
+    try:
+        same = json.loads(stamp.read_text())["overrides"] == overrides
+        return same and json.loads(metrics.read_text()).get("status") == "completed"
+    except (ValueError, KeyError):
+        return False
+
+
+def run_one(run_dir, overrides, timeout=None, threads=None):
+    """Run train.py into `run_dir` (fresh) and return {"status", "wall_s", "error"}; the console
+    output is kept in run_dir/reproduce.log."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / STAMP).write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
+    command = [sys.executable, str(TRAIN), *overrides, f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ)
+    if threads:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, str(threads))
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        output, returncode = done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired as e:
+        output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        output, returncode = output + f"\ntimed out after {timeout} s", None
+    wall = time.perf_counter() - start
+    (run_dir / "reproduce.log").write_text(" ".join(command) + "\n" + output)
+    if returncode == 0 and (run_dir / "metrics.json").is_file():
+        return {"status": "completed", "wall_s": wall, "error": None}
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    error = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
+    return {"status": "failed", "wall_s": wall, "error": error.strip()[:300]}
+
+
+# ----- metrics and verdicts -----
+def parse_metric(spec):
+    """(key, indices, summary): 'tabular/Q[8][3]' -> ('tabular/Q', [8, 3], None);
+    'charts/episodic_return@last10' -> ('charts/episodic_return', [], 'last10')."""
+    key, _, summary = spec.partition("@")
+    indices = []
+    while key.endswith("]"):
+        key, _, index = key[:-1].rpartition("[")
+        indices.insert(0, int(index))
+    return key, indices, summary or None
+
+
+def summarize_series(values, summary):
+    if summary == "max":
+        return float(np.max(values))
+    if summary == "min":
+        return float(np.min(values))
+    if summary == "mean":
+        return float(np.mean(values))
+    if summary.startswith("last"):
+        n = int(summary[4:] or 1)
+        return float(np.mean(values[-n:]))
+    raise ReproduceError(f"unknown metric summary @{summary}; allowed: @max, @min, @mean, @last, @lastN")
+
+
+def metric_value(run_dir, spec):
+    """The value `spec` names in a finished run (number or nested list), or None when absent."""
+    key, indices, summary = parse_metric(spec)
+    if summary is not None:
+        from core.events import read_run
+        points = read_run(run_dir).scalars.get(key)
+        return summarize_series([v for _, _, v in points], summary) if points else None
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    value = metrics.get(key)
+    for index in indices:
+        if value is None:
+            break
+        value = value[index]
+    return value
+
+
+def _band(meta, reference, spread):
+    tolerance = meta["tolerance"]
+    if tolerance is None:
+        tolerance = DEFAULT_APPROX_TOLERANCE if meta["compare"] == "approx" else \
+            DEFAULT_REL_TOLERANCE * np.abs(np.asarray(reference, dtype=float))
+    return np.maximum(tolerance, spread)
+
+
+def verdict(meta, mean, std):
+    """(verdict, reason) for the lab's mean ± std against the book (see VERDICT_RULES)."""
+    reference = meta["reported_value"]
+    if meta["compare"] == "none" or reference is None:
+        return "not comparable", "the book gives no number to compare with"
+    if mean is None:
+        return "not comparable", f"the runs produced no {meta['metric']}"
+    mean_array, reference_array = np.asarray(mean, dtype=float), np.asarray(reference, dtype=float)
+    if mean_array.shape != reference_array.shape:
+        return "not comparable", f"the lab's value has shape {mean_array.shape}, the book's {reference_array.shape}"
+    band = _band(meta, reference_array, np.asarray(std, dtype=float))
+    same_inf = np.isinf(reference_array) & (mean_array == reference_array)  # -inf: an unavailable action
+    with np.errstate(invalid="ignore"):
+        difference = np.where(same_inf, 0.0, mean_array - reference_array)
+    if np.all(np.abs(difference) <= band):
+        return "reproduced", "exactly the book's" if np.max(band) == 0 else f"within ±{_fmt(np.max(band))} of the book"
+    if meta["compare"] == "approx":
+        return "worse", f"off by up to {_fmt(np.max(np.abs(difference)))} (band ±{_fmt(np.max(band))})"
+    sign = 1.0 if meta["compare"] == "higher" else -1.0
+    if mean_array.ndim == 0:
+        side = "better" if sign * difference > 0 else "worse"
+        return side, f"{_fmt(abs(float(difference)))} {'above' if difference > 0 else 'below'} the book (band ±{_fmt(float(band))})"
+    return "worse", f"elements off by up to {_fmt(np.max(np.abs(difference)))}"
+
+
+def aggregate(values):
+    """Mean and population std over seeds of numbers or equally shaped nested lists (None if none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    array = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):  # -inf entries (unavailable actions): mean -inf, std nan
+        mean, std = array.mean(axis=0), array.std(axis=0)
+    std = np.where(np.isnan(std), 0.0, std)
+    return _plain(mean), _plain(std)
+
+
+def _plain(array):
+    array = np.asarray(array)
+    return array.tolist() if array.ndim else float(array)
+
+
+def _fmt(value, digits=5):
+    if isinstance(value, list):  # exact values (tables, fixtures): more digits
+        return "[" + ", ".join(_fmt(v, 8) for v in value) + "]"
+    if value is None:
+        return "—"
+    value = float(value)
+    if math.isinf(value):
+        return "−inf" if value < 0 else "inf"
+    if value == int(value) and abs(value) < 1e9:
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
+# ----- one preset, end to end -----
+def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeout=None, log=print):
+    """Run (or reuse) every seed of one preset and return its results.json entry."""
+    overrides = [f"experiment={preset_id}", "quiet=true", *budget_overrides(preset_id, meta, scale)]
+    per_seed = {seed: [*overrides, f"seed={seed}"] for seed in seeds}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def one(seed):
+        run_dir = run_dir_of(runs_dir, preset_id, seed)
+        if is_done(run_dir, per_seed[seed]):
+            log(f"  {preset_id} seed {seed}: done before, reused")
+            stamp = json.loads((run_dir / STAMP).read_text())
+            return seed, {"status": "completed", "wall_s": stamp.get("wall_s"), "error": None}
+        log(f"  {preset_id} seed {seed}: running")
+        result = run_one(run_dir, per_seed[seed], timeout, threads)
+        stamp = {"overrides": per_seed[seed], "wall_s": result["wall_s"]}
+        (run_dir / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
+        log(f"  {preset_id} seed {seed}: {result['status']} in {result['wall_s']:.1f} s"
+            + (f" ({result['error']})" if result["error"] else ""))
+        return seed, result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = dict(pool.map(one, seeds))
+    completed = [s for s in seeds if results[s]["status"] == "completed"]
+    values = [metric_value(run_dir_of(runs_dir, preset_id, s), meta["metric"]) for s in completed] \
+        if meta["metric"] else []
+    mean, std = aggregate(values)
+    if not completed:
+        outcome = ("failed", results[seeds[0]]["error"])
+    else:
+        outcome = verdict(meta, mean, std)
+        failures = len(seeds) - len(completed)
+        if failures:
+            outcome = (outcome[0], f"{outcome[1]}; {failures} of {len(seeds)} seeds failed")
+    curve = plot_curve(preset_id, meta, [run_dir_of(runs_dir, preset_id, s) for s in completed], report_dir)
+    walls = [results[s]["wall_s"] for s in seeds if results[s]["wall_s"] is not None]
+    return {
+        "id": preset_id, "book": meta["book"], "chapter": meta["chapter"], "kind": meta["kind"],
+        "reported": meta["reported"], "reported_value": meta["reported_value"], "metric": meta["metric"],
+        "compare": meta["compare"], "seeds": list(seeds), "completed_seeds": completed, "values": values,
+        "mean": mean, "std": std, "budget_scale": scale, "budget_note": meta["budget_note"],
+        "wall_s_per_seed": float(np.mean(walls)) if walls else None,
+        "verdict": outcome[0], "reason": outcome[1], "curve": curve,
+        "errors": {str(s): results[s]["error"] for s in seeds if results[s]["error"]},
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def plot_curve(preset_id, meta, run_dirs, report_dir):
+    """The preset's learning curve (mean ± std over seeds) as reproduction/<id>.png, or None."""
+    if not meta["curve"] or not run_dirs:
+        return None
+    from scripts.plot import plot_runs
+    relative = f"reproduction/{preset_id}.png"
+    try:
+        plot_runs(run_dirs, tag=meta["curve"], out=str(Path(report_dir) / relative),
+                  smoothing=meta["curve_smoothing"] or 0)
+    except (ValueError, FileNotFoundError):  # the runs logged no such scalar
+        return None
+    return relative
+
+
+# ----- results file and report -----
+def results_path(report):
+    return Path(report).parent / "reproduction" / "results.json"
+
+
+def load_results(report):
+    path = results_path(report)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_results(report, results):
+    path = results_path(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _lab_value(entry):
+    if entry["mean"] is None:
+        return "—"
+    if isinstance(entry["mean"], list):
+        return _fmt(entry["mean"])
+    spread = f" ± {_fmt(entry['std'])}" if len(entry["completed_seeds"]) > 1 else ""
+    return _fmt(entry["mean"]) + spread
+
+
+def render(results, presets, command=None):
+    """The markdown report: rules, one results table per kind group, then what was not run."""
+    lines = ["# Reproduction of the books' chapter experiments", "",
+             "Generated by `scripts/reproduce.py` from real runs of the presets in `conf/experiment/` "
+             "(do not edit by hand: rerun the script). Per-preset results are in "
+             "[`reproduction/results.json`](reproduction/results.json), learning curves (mean ± std over "
+             "seeds) in `reproduction/<id>.png`.", "",
+             f"Machine of the latest run: {platform.platform()}, {os.cpu_count()} CPU cores, Python "
+             f"{platform.python_version()}." + (f" Latest command: `{command}`." if command else ""), "",
+             "## How the verdicts are decided", "", VERDICT_RULES, ""]
+    counts = {}
+    for entry in results.values():
+        counts[entry["verdict"]] = counts.get(entry["verdict"], 0) + 1
+    if counts:
+        lines += ["Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(results)} presets "
+                  "run).", ""]
+    for group, title in SECTIONS.items():
+        entries = [e for i, e in sorted(results.items()) if kind_group(e["kind"]) == group]
+        if not entries:
+            continue
+        lines += [f"## {title}", "",
+                  "| id | book, ch. | the book reports | metric | lab (mean ± std) | seeds | budget | wall / seed | "
+                  "verdict | curve |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for e in entries:
+            budget = "full" if e["budget_scale"] == 1 else f"×{_fmt(e['budget_scale'])}"
+            wall = f"{e['wall_s_per_seed']:.0f} s" if e["wall_s_per_seed"] is not None else "—"
+            curve = f"[png]({e['curve']})" if e["curve"] else "—"
+            lines.append("| " + " | ".join(_cell(c) for c in (
+                f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], f"`{e['metric']}`" if e["metric"] else "—",
+                _lab_value(e), len(e["completed_seeds"]), budget, wall,
+                f"**{e['verdict']}**: {e['reason']}", curve)) + " |")
+        lines.append("")
+    not_run = []
+    for preset_id, meta in sorted(presets.items()):
+        if preset_id in results:
+            continue
+        reason = unavailable(meta) or "not run yet (`python scripts/reproduce.py " + preset_id + "`)"
+        if meta.get("budget_note"):
+            reason += f"; {meta['budget_note']}"
+        not_run.append(f"| `{preset_id}` | {meta['book']} {meta['chapter']} | {_cell(meta['kind'])} | {_cell(reason)} |")
+    if not_run:
+        lines += ["## Not run", "", "| id | book, ch. | kind | why |", "|---|---|---|---|", *not_run, ""]
+    return "\n".join(lines)
+
+
+def write_report(report, results, presets, command=None):
+    Path(report).parent.mkdir(parents=True, exist_ok=True)
+    Path(report).write_text(render(results, presets, command))
+
+
+# ----- command line -----
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("presets", nargs="*", help="preset ids or shell globs ('homl18-*')")
+    parser.add_argument("--all", action="store_true", help="every preset")
+    parser.add_argument("--kind", choices=sorted(KINDS), help="only presets of this kind group")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per preset (a preset's meta.seeds wins)")
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply each preset's budget keys")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "reproduction.md"), help="the markdown report")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "reproduce"), help="where the runs go")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run before it is stopped")
+    parser.add_argument("--include-skipped", action="store_true", help="also run presets whose meta says skip")
+    parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from results.json")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be >= 1")
+    if not args.budget_scale > 0:
+        parser.error(f"--budget-scale must be > 0, got {args.budget_scale}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    presets = load_presets()
+    command = "python scripts/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        write_report(args.out, load_results(args.out), presets)
+        print(f"wrote {args.out}")
+        return 0
+    ids = select(presets, args.presets, args.all, args.kind)
+    plan = []
+    for preset_id in ids:
+        meta = presets[preset_id]
+        reason = unavailable(meta, named=preset_id in args.presets, include_skipped=args.include_skipped)
+        seeds = list(range(meta["seeds"] or args.seeds))
+        plan.append((preset_id, meta, seeds, reason))
+    if args.dry_run:
+        for preset_id, meta, seeds, reason in plan:
+            if reason:
+                print(f"skip {preset_id}: {reason}")
+                continue
+            scale = "" if args.budget_scale == 1 else f", budget ×{args.budget_scale:g} of {meta['budget_keys'] or 'no keys'}"
+            states = ["done" if is_done(run_dir_of(args.runs_dir, preset_id, s),
+                                        [f"experiment={preset_id}", "quiet=true",
+                                         *budget_overrides(preset_id, meta, args.budget_scale), f"seed={s}"])
+                      else "to run" for s in seeds]
+            print(f"run  {preset_id}: seeds {seeds} ({', '.join(states)}){scale} -> "
+                  f"{run_dir_of(args.runs_dir, preset_id, '<k>')}")
+        return 0
+    for preset_id, meta, seeds, reason in plan:
+        if reason:
+            print(f"{preset_id}: not run: {reason}")
+            continue
+        print(f"{preset_id}: {len(seeds)} seed(s)")
+        entry = reproduce(preset_id, meta, seeds, args.budget_scale, args.runs_dir, Path(args.out).parent,
+                          args.jobs, args.timeout)
+        print(f"{preset_id}: {entry['verdict']} ({entry['reason']}); lab {_lab_value(entry)}")
+        save_results(args.out, load_results(args.out) | {preset_id: entry})  # merge with concurrent writers
+    write_report(args.out, load_results(args.out), presets, command)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ReproduceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,97 @@
+"""A2C: learning CartPole with the zoo's settings, the loss by hand, determinism and exact resume,
+bad input."""
+import pathlib
+from itertools import chain, repeat
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import core
+from agents import a2c
+from agents.actor_critic import ActorCritic, RolloutBuffer
+from core.run import ConfigError, Run
+from envs import make_vector_env
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def make_cfg(preset="a2c", env=None, seed=0, eval_episodes=10, **agent):
+    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
+    values.pop("defaults")
+    env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None, **(env or {})}
+    return OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": eval_episodes, "checkpoint_every": 0,
+                             "env": env, "agent": OmegaConf.merge(OmegaConf.structured(a2c.Config), values, agent)})
+
+
+def train(cfg, run_dir, resume=None, stop_after=None):
+    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as run:
+        if stop_after is not None:
+            answers = chain(repeat(False, stop_after), repeat(True))
+            run.should_stop = lambda: next(answers)
+        return a2c.train(cfg, run)
+
+
+def last_model(run_dir):
+    return core.load(pathlib.Path(run_dir) / "checkpoints" / "last.ckpt")["model"]
+
+
+def test_zoo_settings_learn_cartpole(tmp_path):
+    # the zoo's A2C (8 envs, n_steps 5, RMSprop 7e-4) for a fifth of its 500,000 steps
+    metrics = train(make_cfg(total_timesteps=100_000), tmp_path)
+    assert metrics["train/env_steps"] == 100_000
+    assert metrics["eval/return_mean"] >= 150  # a random policy gets about 22
+
+
+def test_loss_by_hand():
+    envs = make_vector_env("CartPole-v1", 2, seed=0)
+    model = ActorCritic(4, 2, generator=core.Generator(0))
+    buffer = RolloutBuffer(3, envs)
+    rng = np.random.default_rng(0)
+    buffer.obs[...] = rng.standard_normal(buffer.obs.shape)
+    buffer.actions[...] = rng.integers(0, 2, (3, 2))
+    buffer.valid[...] = True
+    buffer.valid[1, 0] = False  # a NEXT_STEP reset step: left out of the loss
+    advantages = rng.standard_normal((3, 2)).astype(np.float32)
+    returns = rng.standard_normal((3, 2)).astype(np.float32)
+    args = a2c.Config(vf_coef=0.5, ent_coef=0.01)
+    loss, parts = a2c.a2c_loss(model, buffer, advantages, returns, args)
+
+    keep = buffer.valid.reshape(-1)
+    obs = core.tensor(buffer.obs.reshape(-1, 4)[keep])
+    with core.no_grad():
+        logits, values = model(obs)
+    log_probs = logits.data - np.log(np.exp(logits.data).sum(-1, keepdims=True))
+    chosen = log_probs[np.arange(keep.sum()), buffer.actions.reshape(-1)[keep]]
+    policy = -(chosen * advantages.reshape(-1)[keep]).mean()
+    value = ((values.data - returns.reshape(-1)[keep]) ** 2).mean()
+    entropy = -(np.exp(log_probs) * log_probs).sum(-1).mean()
+    np.testing.assert_allclose([parts["policy_loss"].item(), parts["value_loss"].item(), parts["entropy"].item()],
+                               [policy, value, entropy], rtol=1e-5)
+    np.testing.assert_allclose(loss.item(), policy + 0.5 * value - 0.01 * entropy, rtol=1e-5)
+
+
+def test_same_seed_same_result_and_exact_resume(tmp_path):
+    cfg = make_cfg(total_timesteps=400, optimizer="adam", anneal_lr=True)
+    first, second = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    assert first["eval/return_mean"] == second["eval/return_mean"]
+    a, b = last_model(tmp_path / "a"), last_model(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    stopped = train(cfg, tmp_path / "c", stop_after=4)
+    assert stopped["train/iterations"] == 4
+    resumed = train(cfg, tmp_path / "c", resume=tmp_path / "c")
+    assert resumed["train/iterations"] == 10 and resumed["train/episodes"] == first["train/episodes"]
+    c = last_model(tmp_path / "c")
+    assert all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_bad_input_fails_clearly(tmp_path):
+    with pytest.raises(ConfigError, match=r"distribution='categorical' needs a Discrete action space, the env has Box"):
+        train(make_cfg(env={"id": "Pendulum-v1"}, distribution="categorical"), tmp_path)
+    with pytest.raises(ConfigError, match="A2C acts in Discrete or 1-D Box action spaces; the env has MultiBinary"):
+        a2c.build_model(a2c.Config(), gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiBinary(3), "A2C")
+    with pytest.raises(ValueError, match="agent.optimizer must be one of rmsprop, adam, got 'sgd'"):
+        a2c.Config(optimizer="sgd").validate()
+    with pytest.raises(ValueError, match="agent.num_steps must be >= 1"):
+        a2c.Config(num_steps=0).validate()

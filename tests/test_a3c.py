@@ -1,0 +1,209 @@
+"""A3C: learning CartPole with truly concurrent workers, the shared optimizer, clean start-up and
+shutdown (bad worker counts, a crashing worker, Ctrl-C, a killed trainer), resume, and the Ray backend."""
+import multiprocessing
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.envs.classic_control import CartPoleEnv
+from omegaconf import OmegaConf
+
+import core
+from agents import a3c
+from core.run import ConfigError, Run
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class CrashingCartPole(CartPoleEnv):
+    """CartPole that breaks at its 31st step: a worker that meets it must be reported, not hung on."""
+
+    def step(self, action):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls > 30:
+            raise RuntimeError("the env broke at step 31")
+        return super().step(action)
+
+
+if "CrashingCartPole-v0" not in gym.registry:
+    gym.register("CrashingCartPole-v0", entry_point=f"{__name__}:CrashingCartPole", max_episode_steps=500)
+
+
+def make_cfg(env_id="CartPole-v1", seed=0, checkpoint_every=0, **agent):
+    env = {"id": env_id, "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}
+    agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), {"log_every_s": 0.2, **agent})
+    return OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": 10, "checkpoint_every": checkpoint_every,
+                             "env": env, "agent": agent})
+
+
+def train(cfg, run_dir, resume=None):
+    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as run:
+        return a3c.train(cfg, run)
+
+
+def children(pid):
+    """Pids of the live children of `pid` (Linux /proc)."""
+    try:
+        return [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"  # zombies are gone
+    except FileNotFoundError:
+        return False
+
+
+def test_worker_count_limits():
+    with pytest.raises(ValueError, match=rf"agent.num_workers must be between 1 and {a3c.max_workers()} "
+                                         rf"\(4 x the {os.cpu_count()} CPUs of this machine\), got 0"):
+        a3c.Config(num_workers=0).validate()
+    with pytest.raises(ValueError, match=rf"got {a3c.max_workers() + 1}$"):
+        a3c.Config(num_workers=a3c.max_workers() + 1).validate()
+    a3c.Config(num_workers=a3c.max_workers()).validate()
+    with pytest.raises(ValueError, match="agent.start_method must be one of spawn, forkserver, fork"):
+        a3c.Config(start_method="thread").validate()
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
+def test_shared_optimizer_matches_core_optim(kind):
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal(10).astype(np.float32)
+    param = core.nn.Parameter(weights.copy())
+    reference = (core.optim.Adam([param], lr=0.01, betas=(0.8, 0.9), eps=1e-6) if kind == "adam"
+                 else core.optim.RMSprop([param], lr=0.01, alpha=0.9, eps=1e-6))
+    moments = [np.zeros(10, np.float32) for _ in range(a3c.SharedOptimizer.num_moments(kind))]
+    shared = a3c.SharedOptimizer(kind, weights, moments, np.zeros(1, np.int64), 0.01, (0.8, 0.9), 0.9, 1e-6)
+    for _ in range(5):
+        grad = rng.standard_normal(10).astype(np.float32)
+        param.grad = core.tensor(grad)
+        reference.step()
+        shared.step(grad)
+    np.testing.assert_allclose(weights, param.data, rtol=1e-5, atol=1e-7)
+    assert shared.step_count[0] == 5
+
+
+def test_gradient_clipping_by_global_norm():
+    grad = np.array([3.0, 4.0], np.float32)
+    assert a3c.clip_flat_gradient(grad, 1.0) == 5.0
+    np.testing.assert_allclose(grad, [0.6, 0.8], rtol=1e-5)
+    assert a3c.clip_flat_gradient(grad, 0.0) == pytest.approx(1.0, rel=1e-5)  # 0: no clipping
+
+
+def test_workers_learn_cartpole_concurrently(tmp_path):
+    metrics = train(make_cfg(total_timesteps=40_000, num_workers=2), tmp_path)
+    assert metrics["eval/return_mean"] >= 150  # a random policy gets about 22
+    updates, steps = metrics["a3c/worker_updates"], metrics["a3c/worker_env_steps"]
+    assert len(updates) == 2 and min(updates) > 100 and sum(steps) == metrics["train/env_steps"] >= 40_000
+    # every worker kept updating while the others did: their update periods overlap
+    first, last = metrics["a3c/worker_first_update_s"], metrics["a3c/worker_last_update_s"]
+    assert max(first) < min(last)
+    assert metrics["train/updates"] == sum(updates)
+    state = core.load(tmp_path / "checkpoints" / "last.ckpt")
+    act = a3c.make_policy(OmegaConf.create({"agent": OmegaConf.to_container(make_cfg().agent)}), state,
+                          gym.make("CartPole-v1"))
+    assert act(np.zeros(4, np.float32)) in (0, 1)
+
+
+def test_a_crashing_worker_is_reported_not_hung_on(tmp_path):
+    started = time.time()
+    with pytest.raises(a3c.WorkerError, match=r"(?s)A3C worker \d failed:.*RuntimeError: the env broke at step 31"):
+        train(make_cfg(f"{__name__}:CrashingCartPole-v0", total_timesteps=10_000), tmp_path)
+    assert time.time() - started < 60
+    assert multiprocessing.active_children() == []  # every worker process was joined
+
+
+def test_stop_and_resume_finish_the_budget(tmp_path):
+    cfg = make_cfg(total_timesteps=4000, num_steps=10, checkpoint_every=20)
+    with Run(tmp_path, config=OmegaConf.to_container(cfg), quiet=True) as run:
+        run.should_stop = lambda: (tmp_path / "checkpoints" / "last.ckpt").exists()  # stop after the first one
+        stopped = a3c.train(cfg, run)
+    saved = core.load(tmp_path / "checkpoints" / "last.ckpt")
+    assert "eval/return_mean" not in stopped and 0 < saved["totals"]["env_steps"] < 4000
+    assert saved["generation"] == 0 and saved["totals"]["env_steps"] == stopped["train/env_steps"]
+    metrics = train(cfg, tmp_path, resume=tmp_path)
+    resumed = core.load(tmp_path / "checkpoints" / "last.ckpt")
+    assert resumed["generation"] == 1 and metrics["train/env_steps"] >= 4000 and "eval/return_mean" in metrics
+    assert resumed["optimizer"]["step"] == metrics["train/updates"] > saved["optimizer"]["step"]
+
+
+SCRIPT = """
+import sys
+from omegaconf import OmegaConf
+from agents import a3c
+from core.run import Run
+agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), {"total_timesteps": 10_000_000, "num_workers": 2})
+cfg = OmegaConf.create({"seed": 0, "device": "cpu", "eval_episodes": 1, "checkpoint_every": 0, "agent": agent,
+                        "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}})
+with Run(sys.argv[1], config=OmegaConf.to_container(cfg), quiet=True) as run:
+    print(a3c.train(cfg, run)["train/env_steps"], flush=True)
+"""
+
+
+def start_trainer(run_dir):
+    """An A3C run in a subprocess; returns it and its worker pids once the workers are updating."""
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SCRIPT), str(run_dir)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(children(process.pid)) < 2:
+        time.sleep(0.2)
+    time.sleep(3)  # past the workers' start-up: they are in their update loop
+    return process, children(process.pid)
+
+
+def wait_gone(pids, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return not any(alive(pid) for pid in pids)
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path):
+    # the workers ignore SIGINT; the trainer stops them through the shared flag, checkpoints and returns
+    process, pids = start_trainer(tmp_path)
+    assert len(pids) >= 2
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert int(out.split()[-1]) > 0
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert wait_gone(pids, 10)
+
+
+def test_a_killed_trainer_leaves_no_orphans(tmp_path):
+    process, pids = start_trainer(tmp_path)
+    assert len(pids) >= 2
+    process.kill()
+    process.wait(timeout=10)
+    assert wait_gone(pids, 15)
+
+
+def test_ray_missing_or_unreachable_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError, match=r"agent.backend=ray needs Ray, which is not installed: "
+                                          r"pip install 'rlgen-lab\[ray\]'"):
+        train(make_cfg(backend="ray"), tmp_path / "missing")
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))  # importable; the address is checked first
+    with pytest.raises(ConfigError, match=r"the Ray cluster at agent.ray_address='127.0.0.1:1' does not answer"):
+        train(make_cfg(backend="ray", ray_address="127.0.0.1:1"), tmp_path / "unreachable")
+
+
+@pytest.mark.slow
+def test_ray_backend_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    metrics = train(make_cfg(backend="ray", total_timesteps=20_000, num_workers=2), tmp_path)
+    updates = metrics["a3c/worker_updates"]
+    assert len(updates) == 2 and min(updates) > 50 and metrics["train/env_steps"] >= 20_000
+    first, last = metrics["a3c/worker_first_update_s"], metrics["a3c/worker_last_update_s"]
+    assert max(first) < min(last)
+    assert metrics["eval/return_mean"] > 50

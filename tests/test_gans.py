@@ -1,0 +1,329 @@
+"""Generative models (gans/): parameter counts of the books' architectures, the gradient penalty, the VAE
+and sparsity losses, learning on real MNIST (quality improves over the untrained model), resume,
+divergence and bad-input errors. Models are built and trained from the composed Hydra configs."""
+import math
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import core
+from core import nn, optim
+from core.ops.conv import conv2d
+from core.run import ConfigError, NonFiniteError, Run
+import gans
+from gans import autoencoders, gan, vae, wgan
+from gans.common import model_config, value_range
+from scripts.train import CONF_DIR, register_configs
+
+register_configs()
+
+
+def compose_config(name, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"model={name}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def quality_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("quality_cache"))
+
+
+@pytest.fixture
+def mnist(mnist_root, quality_cache):
+    """Overrides for the real MNIST test set, with a quality classifier trained on its first 3,000 images."""
+    return ["dataset=mnist", f"dataset.root={mnist_root}", "dataset.split=test", "model.quality.samples=500",
+            "model.quality.classifier_split=test", "model.quality.classifier_limit=3000",
+            f"model.quality.cache_dir={quality_cache}"]
+
+
+def train(name, run_dir, *overrides, run_cls=Run, resume=None):
+    cfg = compose_config(name, *overrides)
+    OmegaConf.to_object(cfg.model).validate()
+    with run_cls(run_dir, config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed, quiet=True,
+                 resume=resume) as run:
+        return cfg, gans.REGISTRY[name].train(cfg, run)
+
+
+def built(name, shape=(1, 28, 28), *overrides):
+    cfg = compose_config(name, "dataset=mnist", *overrides)
+    module = gans.REGISTRY[name]
+    args = model_config(module.Config, cfg)
+    return module.build(args, shape, 10, value_range(args.normalize, cfg.dataset))
+
+
+def counts(module):
+    c = module.parameter_counts()
+    return c["total"], c["trainable"], c["non_trainable"]
+
+
+def layer_counts(module):
+    """Parameters (with BN moving statistics) of each layer that has any, in order."""
+    out = []
+    for m in module.modules():
+        own = sum(p.size for p in m._parameters.values() if p is not None)
+        own += sum(b.size for b in m._buffers.values() if b is not None and b.dtype.kind == "f")
+        if own:
+            out.append(own)
+    return out
+
+
+# ----- parameter counts (fixtures.md, FX-PC) -----
+@pytest.mark.parametrize("name, expected", [
+    ("ae_mtf", 101_200),        # FX-PC-20
+    ("ae_stacked", 163_814),    # FX-PC-23
+    ("ae_tied", 82_414),
+    ("ae_conv", 46_529),
+    ("ae_sparse_l1", 218_084),
+    ("ae_sparse_kl", 218_084),
+    ("ae_denoising", 163_814),
+    ("ae_bdl", 473_636),        # FX-PC-28
+    ("vae_bdl", 209_464),
+])
+def test_parameter_counts_of_single_network_presets(name, expected):
+    (model,) = built(name).values()
+    assert counts(model) == (expected, expected, 0)
+
+
+def test_vae_bdl_repo_variant_with_latent_10():  # FX-PC-28, GM-13
+    assert counts(built("vae_bdl", (1, 28, 28), "model.latent_size=10")["vae"])[0] == 205_604
+
+
+def test_homl_vae_encoder_and_decoder_counts():  # FX-PC-24
+    model = built("vae")["vae"]
+    encoder = sum(p.size for part in (model.body, model.mu, model.logvar) for p in part.parameters())
+    assert (encoder, model.decoder.num_parameters()) == (134_870, 134_634)
+
+
+@pytest.mark.parametrize("name, shape, generator, discriminator", [
+    ("gan_mtf", (1, 28, 28), (274_052, 274_052, 0), (749_073, 749_073, 0)),                    # FX-PC-21
+    ("gan_geron", (1, 28, 28), (136_634, 136_634, 0), (132_951, 132_951, 0)),                  # FX-PC-25
+    ("dcgan", (1, 28, 28), (2_330_944, 2_305_472, 25_472), (212_865, 212_865, 0)),             # FX-PC-22
+    ("dcgan_geron", (1, 28, 28), (840_705, 840_321, 384), (212_865, 212_865, 0)),              # FX-PC-26
+    ("dcgan_bdl", (3, 64, 64), (3_578_624, 3_576_704, 1_920), (6_565_633, 6_561_665, 3_968)),  # FX-PC-29
+])
+def test_parameter_counts_of_gans(name, shape, generator, discriminator):
+    nets = built(name, shape)
+    assert counts(nets["generator"]) == generator
+    assert counts(nets["discriminator"]) == discriminator
+
+
+def test_mtf_gan_discriminator_as_printed():  # FX-PC-21: the printed forward pass skips two Dense(128) blocks
+    overrides = ("model.d_hidden=[784,128]", "model.d_activations=[linear,leaky_relu]")
+    assert counts(built("gan_mtf", (1, 28, 28), *overrides)["discriminator"])[0] == 716_049
+
+
+def test_mtf_wgan_per_layer_counts():  # FX-PC-10, FX-PC-11 (latent 50)
+    nets = built("wgan")
+    assert layer_counts(nets["critic"]) == [1_088, 256, 65_600, 256, 3_137]
+    assert counts(nets["critic"]) == (70_337, 70_081, 256)
+    assert layer_counts(nets["generator"]) == [319_872, 262_272, 512, 262_272, 512, 6_273]
+    assert counts(nets["generator"]) == (851_713, 851_201, 512)
+
+
+def test_tied_decoder_shares_the_encoder_weights():
+    model = built("ae_tied")["autoencoder"]
+    (first, second) = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
+    assert model.decoder.linears[0] is second and model.decoder.linears[1] is first
+    x = core.rand(3, 1, 28, 28)
+    logits, _ = model(x)
+    logits.sum().backward()
+    # the encoder's first weight gets gradient from both of its uses: check against finite differences
+    w = first.weight
+    i, j, eps = 5, 300, 1e-2
+    with core.no_grad():
+        w.data[i, j] += eps
+        up = model(x)[0].sum().item()
+        w.data[i, j] -= 2 * eps
+        down = model(x)[0].sum().item()
+        w.data[i, j] += eps
+    assert w.grad.data[i, j] == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-3)
+
+
+@pytest.mark.parametrize("size, shapes", [(28, [(16, 14), (32, 7), (64, 3), (32, 7), (16, 14), (1, 28)]),
+                                          (32, [(16, 16), (32, 8), (64, 4), (32, 8), (16, 16), (1, 32)])])
+def test_conv_autoencoder_shape_chain(size, shapes):  # FX-CV-13: 28 -> 14 -> 7 -> 3 -> 7 -> 14 -> 28
+    model = built("ae_conv", (1, size, size))["autoencoder"]
+    x = core.zeros(2, 1, size, size)
+    seen = []
+    for layer in list(model.encoder) + list(model.decoder):
+        x = layer(x)
+        if isinstance(layer, (nn.MaxPool2d, nn.ConvTranspose2d)):
+            seen.append((x.shape[1], x.shape[2]))
+    assert seen == shapes
+
+
+# ----- losses -----
+def test_gradient_penalty_matches_the_hand_computed_double_backprop():  # FX-AD-12
+    w = core.tensor([1.0, 2.0], dtype=core.float64, requires_grad=True)
+    point = core.tensor([[1.0, 1.0]], dtype=core.float64)  # real = fake: every t gives x̂ = (1, 1)
+    gp = wgan.gradient_penalty(lambda x: (x * x * w).sum(axis=1), point, point)
+    assert gp.item() == pytest.approx(12.055728090000843, rel=1e-9)
+    gp.backward()
+    assert w.grad.numpy() == pytest.approx([6.21114562, 12.42229124], rel=1e-8)
+
+
+def test_gradient_penalty_gradcheck_wrt_critic_weights():
+    rng = np.random.default_rng(0)
+    real = core.tensor(rng.uniform(-1, 1, (3, 1, 5, 5)))
+    fake = core.tensor(rng.uniform(-1, 1, (3, 1, 5, 5)))
+    t = core.tensor(rng.uniform(0, 1, (3, 1, 1, 1)))
+    weights = [core.tensor(rng.normal(0, 0.5, shape), requires_grad=True)
+               for shape in [(2, 1, 3, 3), (2,), (1, 18), (1,)]]
+
+    def penalty(conv_w, conv_b, lin_w, lin_b):
+        def critic(x):  # Conv2d(1→2, 3×3, stride 2, same) → LeakyReLU(0.2) → Linear(18 → 1)
+            h = core.leaky_relu(conv2d(x, conv_w, conv_b, stride=2, padding="same"), 0.2)
+            return core.linear(core.flatten(h, 1), lin_w, lin_b)
+        return wgan.gradient_penalty(critic, real, fake, t)
+
+    assert core.gradcheck(penalty, weights)
+
+
+def test_gradient_penalty_of_a_one_lipschitz_linear_critic_is_zero():
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(16, 1))
+    real, fake = core.randn(8, 1, 4, 4), core.randn(8, 1, 4, 4)
+    with core.no_grad():
+        critic[1].weight.data /= np.linalg.norm(critic[1].weight.data)
+    assert wgan.gradient_penalty(critic, real, fake).item() < 1e-10
+    with core.no_grad():
+        critic[1].weight.data *= 3  # gradient norm 3 everywhere: (3 − 1)² = 4
+    assert wgan.gradient_penalty(critic, real, fake).item() == pytest.approx(4.0, rel=1e-5)
+
+
+def test_vae_loss_by_hand():
+    # image 1: logits 0 (p = 1/2) on 4 pixels → 4·log 2 whatever x; μ = (1, 0), log σ² = (0, log 2)
+    #   KL = 0.5·(1²) + 0.5·(2 − 1 − log 2) = 0.5 + 0.1534264097 (FX-LS-6)
+    # image 2: logits log 3 (p = 3/4) on pixels that are 1 → 4·(−log 3/4); μ = 0, log σ² = 0: KL = 0
+    logits = core.tensor(np.array([[0.0] * 4, [math.log(3)] * 4]).reshape(2, 1, 2, 2))
+    x = core.tensor(np.array([[0.0, 0.25, 0.5, 1.0], [1.0] * 4]).reshape(2, 1, 2, 2))
+    mu = core.tensor(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    logvar = core.tensor(np.array([[0.0, math.log(2)], [0.0, 0.0]]))
+    recon = (4 * math.log(2) + 4 * -math.log(0.75)) / 2
+    kl = (0.5 + 0.5 * (2 - 1 - math.log(2))) / 2
+    loss, r, k = vae.vae_loss(logits, x, mu, logvar, "sum")
+    assert (loss.item(), r.item(), k.item()) == pytest.approx((recon + kl, recon, kl), rel=1e-12)
+    loss, r, k = vae.vae_loss(logits, x, mu, logvar, "mean", beta=2.0)  # HOML scale: everything / 4 pixels
+    assert (loss.item(), r.item(), k.item()) == pytest.approx(((recon + 2 * kl) / 4, recon / 4, kl / 4), rel=1e-12)
+
+
+def test_sparsity_penalties():
+    code = core.tensor(np.array([[0.1, 0.5], [0.3, 0.5]]))  # batch means 0.2 and 0.5
+    kl_unit = lambda q: 0.1 * math.log(0.1 / q) + 0.9 * math.log(0.9 / (1 - q))  # noqa: E731
+    assert kl_unit(0.2) == pytest.approx(0.036690014, rel=1e-7)  # FX-LS-7
+    assert autoencoders.sparsity_penalty("kl", code, 0.1).item() == pytest.approx(kl_unit(0.2) + kl_unit(0.5))
+    signed = core.tensor(np.array([[-1.0, 2.0], [0.5, 0.5]]))
+    assert autoencoders.sparsity_penalty("l1", signed).item() == pytest.approx((3.0 + 1.0) / 2)
+
+
+def test_simultaneous_step_gives_each_network_the_gradient_of_its_own_loss():
+    """The detached-fake trick of gan.simultaneous_step equals differentiating each loss through the whole
+    graph at the weights before the step (SGD with lr 1: the update is minus the gradient)."""
+    cfg = compose_config("gan_geron", "dataset=mnist", "model.g_hidden=[8]", "model.g_activations=[selu]",
+                         "model.d_hidden=[8]", "model.d_activations=[selu]", "model.latent_size=4")
+    nets = gan.build(model_config(gan.Config, cfg), (1, 4, 4), 10, "01")
+    G, D = nets["generator"], nets["discriminator"]
+    z, real = core.randn(6, 4), core.rand(6, 1, 4, 4)
+    fake = G(z)
+    d_loss = gan.bce(D(real), 0.9) + gan.bce(D(fake), 0.0)
+    g_loss = gan.bce(D(fake), 1.0)
+    params = list(D.parameters()) + list(G.parameters())
+    expected = core.grad(d_loss, list(D.parameters()), retain_graph=True) + core.grad(g_loss, list(G.parameters()))
+    before = [p.detach().numpy().copy() for p in params]
+
+    losses = gan.simultaneous_step(G, D, optim.SGD(G.parameters(), lr=1.0), optim.SGD(D.parameters(), lr=1.0),
+                                   real, None, z, None, real_label=0.9)
+    assert [loss.item() for loss in losses] == pytest.approx([d_loss.item(), g_loss.item()], rel=1e-6)
+    for p, old, want in zip(params, before, expected):
+        np.testing.assert_allclose(old - p.detach().numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+
+
+# ----- resume, divergence, bad input -----
+class StopAfter(Run):
+    """A Run whose stop flag rises (as after Ctrl-C) once `should_stop` was asked `calls` times."""
+
+    calls = 7
+
+    def should_stop(self):
+        self.calls -= 1
+        return self.calls < 0 or super().should_stop()
+
+
+def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_path):
+    overrides = [*mnist, "dataset.limit=160", "dataset.image_size=16", "model.width=4", "model.epochs=2",
+                 "model.batch_size=32", "model.quality.enabled=false"]  # dropout in D, BN in G: all rng restored
+    train("dcgan_geron", tmp_path / "whole", *overrides)
+    _, stopped = train("dcgan_geron", tmp_path / "part", *overrides, run_cls=StopAfter)
+    assert stopped["train/steps"] == 7  # mid-way through the second epoch of 5 batches
+    _, resumed = train("dcgan_geron", tmp_path / "part", *overrides, resume=tmp_path / "part")
+    assert resumed["train/steps"] == 10
+    whole = core.load(tmp_path / "whole" / "checkpoints" / "last.ckpt")["modules"]
+    part = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")["modules"]
+    for net in whole:
+        for key, value in whole[net].items():
+            np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(mnist, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = autoencoders.reconstruction_loss
+
+    def diverging(kind, logits, target):  # finite for the first 6 steps (past the epoch-1 checkpoint), then NaN
+        calls["n"] += 1
+        loss = real_loss(kind, logits, target)
+        return loss if calls["n"] <= 6 else loss * float("nan")
+
+    monkeypatch.setattr(autoencoders, "reconstruction_loss", diverging)
+    with pytest.raises(NonFiniteError, match="losses/recon is nan at step 7"):
+        train("ae_stacked", tmp_path / "run", *mnist, "dataset.limit=160", "model.epochs=3", "checkpoint_every=1")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("ckpt_*")) == ["ckpt_5.ckpt"]
+    state = core.load(checkpoints / "last.ckpt")
+    assert state["counters"] == {"epoch": 0, "step": 5, "batch_in_epoch": 5}
+    assert all(np.isfinite(v.numpy()).all() for v in state["modules"]["autoencoder"].values())
+
+
+def test_resuming_with_another_latent_size_says_so(mnist, tmp_path):
+    overrides = [*mnist, "dataset.limit=64", "model.epochs=1", "model.quality.enabled=false"]
+    train("vae", tmp_path / "run", *overrides)
+    with pytest.raises(ConfigError, match=r"trained with model.latent_size=10 but the config has model.latent_size=12"):
+        train("vae", tmp_path / "run", *overrides, "model.latent_size=12", resume=tmp_path / "run")
+
+
+def test_sample_hooks_check_the_latent_size_and_give_unit_range_images(mnist, tmp_path):
+    overrides = [*mnist, "dataset.limit=64", "model.epochs=1", "model.batch_size=32", "model.quality.enabled=false"]
+    cfg, _ = train("gan_geron", tmp_path / "run", *overrides)
+    state = core.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    images = gan.sample(cfg, state, 5)
+    assert images.shape == (5, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    np.testing.assert_array_equal(gan.sample(cfg, state, 5), images)  # seeded
+    with pytest.raises(ValueError, match=r"trained with latent_size=30, got latent vectors of shape \(5, 100\)"):
+        gan.sample(cfg, state, 5, z=np.zeros((5, 100)))
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("dcgan", ["dataset.image_size=30"], "arch 'dcgan_tf' needs image height and width divisible by 4, got 30×30"),
+    ("dcgan_bdl", [], "arch 'dcgan_bdl' generates 64×64 images, the dataset has 28×28; set dataset.image_size=64"),
+    ("wgan_gp", ["dataset.image_size=18"], "arch 'wgan_mtf' needs image height and width divisible by 4"),
+    ("vae_conv", ["dataset.image_size=30"], "must be divisible by 4, got 30×30"),
+    ("ae_conv", ["dataset.image_size=4"], "needs images of at least 8 pixels per side, got 4"),
+    ("ae_stacked", ["dataset.normalize=null", "model.normalize=null"], "dataset.normalize is null"),
+])
+def test_image_size_and_range_errors_say_what_to_fix(name, overrides, message, mnist, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        train(name, tmp_path / "run", *mnist, "dataset.limit=64", *overrides)
+
+
+@pytest.mark.parametrize("name, override, message", [
+    ("dcgan", "model.arch=unet", "model.arch must be one of"),
+    ("dcgan", "model.d_steps=3", "update=simultaneous takes one D step per G step"),
+    ("gan_mtf", "model.g_activations=[relu]", "g_hidden has 4 layers but model.g_activations has 1"),
+    ("wgan_gp", "model.separate_real_fake=true", "goes with model.penalty=clip"),
+    ("ae_sparse_kl", "model.code_activation=relu", "needs code activations in \\(0, 1\\)"),
+    ("vae", "model.normalize=tanh", "set model.normalize=01"),
+])
+def test_config_validation(name, override, message):
+    args = OmegaConf.to_object(compose_config(name, "dataset=mnist", override).model)
+    with pytest.raises(ValueError, match=message):
+        args.validate()

@@ -1,0 +1,117 @@
+"""The sample-quality metric (gans/quality.py): Fréchet distance, label entropy, the cached classifier,
+and the whole score on real MNIST images, noise and a collapsed "generator"."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import core
+from gans import quality
+from gans.common import load_data
+from gans.quality import QualityConfig, evaluate_quality, frechet_distance, label_entropy
+
+
+def random_spd(rng, n):
+    a = rng.normal(size=(n, n))
+    return a @ a.T / n + 0.1 * np.eye(n)
+
+
+# ----- Fréchet distance -----
+@pytest.mark.parametrize("use_scipy", [True, False])
+def test_frechet_distance_closed_forms(use_scipy):
+    rng = np.random.default_rng(0)
+    mu, cov = rng.normal(size=6), random_spd(rng, 6)
+    assert frechet_distance(mu, cov, mu, cov, use_scipy) == pytest.approx(0.0, abs=1e-9)
+    # N(0, 1) vs N(1, 4): (0 − 1)² + 1 + 4 − 2·sqrt(1·4) = 2
+    assert frechet_distance([0.0], [[1.0]], [1.0], [[4.0]], use_scipy) == pytest.approx(2.0, rel=1e-12)
+    # diagonal covariances: Σ (μ1 − μ2)² + Σ (σ1 − σ2)²
+    s1, s2, m1, m2 = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5), rng.normal(size=5), rng.normal(size=5)
+    expected = ((m1 - m2) ** 2).sum() + ((s1 - s2) ** 2).sum()
+    assert frechet_distance(m1, np.diag(s1 ** 2), m2, np.diag(s2 ** 2), use_scipy) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_scipy_and_eigen_methods_agree_on_general_covariances():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = rng.normal(size=20), rng.normal(size=20)
+    cov1, cov2 = random_spd(rng, 20), random_spd(rng, 20)
+    with_scipy = frechet_distance(mu1, cov1, mu2, cov2, use_scipy=True)
+    assert frechet_distance(mu1, cov1, mu2, cov2, use_scipy=False) == pytest.approx(with_scipy, rel=1e-8)
+    singular = np.diag([1.0, 2.0, 0.0])  # a dead feature: zero variance in both
+    assert frechet_distance(np.zeros(3), singular, np.zeros(3), singular * 4, use_scipy=True) == pytest.approx(
+        frechet_distance(np.zeros(3), singular, np.zeros(3), singular * 4, use_scipy=False), abs=1e-6)
+
+
+def test_label_entropy():
+    assert label_entropy(np.arange(100) % 10, 10) == pytest.approx(math.log(10))
+    assert label_entropy(np.array([0, 1, 0, 1]), 10) == pytest.approx(math.log(2))
+    single = label_entropy(np.full(7, 3), 10)
+    assert single == 0.0 and math.copysign(1.0, single) == 1.0
+
+
+# ----- the classifier and the score on real data -----
+@pytest.fixture
+def mnist_data(mnist_root):
+    """The first 3,000 test images train the classifier; images 3,000-6,000 serve as the real data."""
+    data = load_data({"name": "mnist", "root": mnist_root, "split": "test", "normalize": "01"})
+    data.images, data.labels = data.images[3000:6000], data.labels[3000:6000]
+    return data
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return QualityConfig(samples=1000, classifier_split="test", classifier_limit=3000, classifier_epochs=2,
+                         cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def test_classifier_is_trained_once_then_loaded_from_the_cache(mnist_data, settings, monkeypatch):
+    first = quality.get_classifier(mnist_data.dataset, settings, mnist_data.shape)
+    files = list(Path(settings.cache_dir).glob("mnist-*.ckpt"))
+    assert len(files) == 1
+    assert quality.accuracy(first, mnist_data.images, mnist_data.labels) > 0.9  # on images it never saw
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier should have been loaded")
+
+    monkeypatch.setattr(quality, "train_classifier", no_training)
+    again = quality.get_classifier(mnist_data.dataset, settings, mnist_data.shape)
+    x = core.tensor(mnist_data.images[:50])
+    with core.no_grad():
+        np.testing.assert_array_equal(again.features(x).numpy(), first.features(x).numpy())
+    other = QualityConfig(classifier_split="test", classifier_limit=3000, classifier_epochs=3)
+    assert quality.classifier_key(mnist_data.dataset, other, mnist_data.shape) != files[0].stem.split("-", 1)[1]
+
+
+def from_pool(images, labels=None):
+    """A stand-in generator drawing (with rng) from a fixed pool of images."""
+    def generate(n, rng):
+        index = rng.integers(0, len(images), (n,)).numpy()
+        return images[index] if labels is None else (images[index], labels[index])
+    return generate
+
+
+def test_quality_of_real_images_noise_and_a_collapsed_generator(mnist_data, mnist_root, settings):
+    held_out = load_data({"name": "mnist", "root": mnist_root, "split": "test", "normalize": "01", "limit": 9000})
+    real_pool, real_labels = held_out.images[6000:], held_out.labels[6000:]
+    real = evaluate_quality(from_pool(real_pool), mnist_data, settings)
+    noise = evaluate_quality(lambda n, rng: rng.uniform((n, 1, 28, 28)), mnist_data, settings)
+    ones = evaluate_quality(from_pool(real_pool[real_labels == 1]), mnist_data, settings)
+    assert real["quality/frechet_distance"] < 0.05 * noise["quality/frechet_distance"]
+    assert real["quality/frechet_distance"] < 0.1 * ones["quality/frechet_distance"]
+    assert real["quality/class_entropy"] == pytest.approx(real["quality/class_entropy_real"], abs=0.1)
+    assert real["quality/class_entropy_real"] > 2.2  # ten nearly balanced classes: log 10 = 2.30
+    assert not real["quality/mode_collapse"]
+    assert ones["quality/class_entropy"] < 0.5 and ones["quality/mode_collapse"]
+
+    conditional = evaluate_quality(from_pool(real_pool, real_labels), mnist_data, settings, conditional=True)
+    assert conditional["quality/label_accuracy"] > 0.85
+    shuffled = evaluate_quality(from_pool(real_pool, np.roll(real_labels, 1)), mnist_data, settings, conditional=True)
+    assert shuffled["quality/label_accuracy"] < 0.3
+
+
+def test_quality_on_tanh_images_is_the_same_as_on_unit_images(mnist_data, settings):
+    tanh_data = load_data({"name": "mnist", "root": mnist_data.dataset["root"], "split": "test", "normalize": "tanh"})
+    tanh_data.images = tanh_data.images[3000:6000]
+    unit = evaluate_quality(from_pool(mnist_data.images[:1000]), mnist_data, settings)
+    tanh = evaluate_quality(from_pool(tanh_data.images[:1000]), tanh_data, settings)
+    assert tanh["quality/frechet_distance"] == pytest.approx(unit["quality/frechet_distance"], rel=1e-4)

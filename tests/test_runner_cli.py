@@ -1,0 +1,300 @@
+"""scripts/train.py, evaluate.py and plot.py end to end, as subprocesses writing into temporary run dirs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import core
+from core.events import read_run
+from core.run import resolve_resume
+
+REPO = Path(__file__).resolve().parents[1]
+# a few seconds of REINFORCE on CartPole: about 40 iterations of 8 episodes
+SHORT = ["agent=reinforce", "env=cartpole", "agent.total_timesteps=12000", "eval_episodes=3"]
+
+
+def command(script, *args):
+    return [sys.executable, str(REPO / "scripts" / script), *args]
+
+
+def run_script(script, *args, timeout=120):
+    return subprocess.run(command(script, *args), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def train(run_dir, *overrides):
+    return run_script("train.py", *overrides, f"hydra.run.dir={run_dir}")
+
+
+def read_metrics(run_dir):
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def wait_for(path_glob, proc, timeout=60):
+    """Wait until a file matching `path_glob` (a (dir, pattern) pair) exists while `proc` runs."""
+    directory, pattern = path_glob
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if directory.is_dir() and any(directory.glob(pattern)):
+            return
+        assert proc.poll() is None, f"the run ended before {pattern} appeared: {proc.communicate()[1][-2000:]}"
+        time.sleep(0.005)
+    raise TimeoutError(f"{pattern} did not appear in {directory}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "reinforce"
+    result = train(run_dir, *SHORT, "checkpoint_every=10")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A barely trained run: its episodes are short, so recording one is quick."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = train(run_dir, "agent=reinforce", "env=cartpole", "agent.total_timesteps=500", "eval_episodes=2")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_train_writes_the_run_directory(finished_run):
+    files = {p.name for p in finished_run.iterdir()}
+    assert {".hydra", "config.yaml", "metrics.json", "checkpoints"} <= files
+    assert any(name.startswith("events.out.tfevents.") for name in files)
+    metrics = read_metrics(finished_run)
+    assert metrics["status"] == "completed"
+    assert metrics["train/env_steps"] >= 12000 and metrics["eval/episodes"] == 3
+    assert {"eval/return_mean", "eval/return_std", "time/wall_s"} <= set(metrics)
+    checkpoints = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
+    iterations = metrics["train/iterations"]
+    periodic = [f"ckpt_{i}.ckpt" for i in range(10, iterations + 1, 10)]
+    if iterations % 10:
+        periodic.append(f"ckpt_{iterations}.ckpt")  # the final checkpoint
+    assert checkpoints == sorted(periodic[-3:] + ["last.ckpt"])  # keep_checkpoints=3
+    state = core.load(finished_run / "checkpoints" / "last.ckpt")
+    assert state["step"] == iterations and state["global_step"] == metrics["train/env_steps"]
+    assert state["config"]["choices"]["agent"] == "reinforce" and state["config"]["agent"]["lr"] == 0.01
+
+
+def test_event_files_hold_cleanrl_tags_config_and_hparams(finished_run):
+    events = read_run(finished_run)
+    metrics = read_metrics(finished_run)
+    returns = events.scalars["charts/episodic_return"]
+    assert len(returns) == metrics["train/episodes"]
+    steps = [step for step, _, _ in returns]
+    assert steps == sorted(steps) and steps[-1] == metrics["train/env_steps"]  # at the env step where each ended
+    for tag in ("charts/episodic_length", "charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/entropy"):
+        assert len(events.scalars[tag]) >= metrics["train/iterations"]
+    assert events.scalars["eval/return_mean"][-1][2] == pytest.approx(metrics["eval/return_mean"], rel=1e-6)
+    assert "agent: reinforce" in events.texts["config/text_summary"][0][1]
+    assert events.hparams["agent.lr"] == 0.01 and events.hparams["env.id"] == "CartPole-v1"
+    assert "eval/return_mean" in events.hparam_metrics
+
+
+def test_evaluate_reproduces_the_final_evaluation(finished_run):
+    result = run_script("evaluate.py", str(finished_run))
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads((finished_run / "eval.json").read_text())
+    assert json.loads(result.stdout) == evaluation
+    metrics = read_metrics(finished_run)
+    assert evaluation["eval/episodes"] == 3 and evaluation["eval/seed"] == 10_000
+    assert evaluation["eval/return_mean"] == metrics["eval/return_mean"]  # same policy, same seeds
+    assert evaluation["step"] == metrics["train/iterations"]
+
+
+def test_evaluate_records_a_gif_headlessly(tiny_run):
+    pytest.importorskip("pygame")  # gymnasium's CartPole renders with pygame
+    result = run_script("evaluate.py", str(tiny_run), "record=gif", "episodes=1")
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads(result.stdout)
+    gif = Path(evaluation["eval/video"])
+    assert gif == tiny_run / "samples" / f"eval_{evaluation['step']}.gif" and gif.read_bytes()[:6] == b"GIF89a"
+    from PIL import Image
+    with Image.open(gif) as image:  # PIL merges identical consecutive frames, so count at most one per step
+        assert image.size == (600, 400) and 1 < image.n_frames <= evaluation["eval/returns"][0] + 1
+
+
+def test_evaluate_with_sampled_actions_and_bad_options(tiny_run):
+    result = run_script("evaluate.py", str(tiny_run / "checkpoints" / "last.ckpt"), "episodes=2", "greedy=false",
+                        "seed=5")
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads(result.stdout)
+    assert evaluation["eval/episodes"] == 2 and evaluation["eval/greedy"] is False and evaluation["eval/seed"] == 5
+    for args, message in [(["episodes=0"], "error: episodes must be >= 1, got 0"),
+                          (["record=avi"], "error: record must be one of gif, mp4, got 'avi'"),
+                          (["frames=3"], "error: unknown option 'frames=3'; allowed: episodes=..., greedy=...")]:
+        result = run_script("evaluate.py", str(tiny_run), *args)
+        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+    result = run_script("evaluate.py", str(tiny_run / "nowhere"))
+    assert result.returncode == 2 and result.stderr.startswith("error: no run directory or checkpoint file at")
+
+
+def test_multirun_over_two_seeds_then_plot(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", "-m", *SHORT[:2], "agent.total_timesteps=1500", "eval_episodes=2", "seed=0,1",
+                        f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    assert "reinforce:" not in result.stderr  # no progress bars in multirun
+    runs = [sweep / "0", sweep / "1"]
+    metrics = [read_metrics(run) for run in runs]
+    assert all(m["status"] == "completed" for m in metrics)
+    seeds = [core.load(run / "checkpoints" / "last.ckpt")["config"]["seed"] for run in runs]
+    assert seeds == [0, 1]
+    first_returns = [read_run(run).scalars["charts/episodic_return"][0][2] for run in runs]
+    assert first_returns[0] != first_returns[1]  # different seeds, different episodes
+
+    out = tmp_path / "curve.png"
+    result = run_script("plot.py", str(sweep), "--tag", "charts/episodic_return", "--smoothing", "0.5",
+                        "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    overrides = [*SHORT[:2], "agent.total_timesteps=6000", "eval_episodes=2", "checkpoint_every=1", "quiet=true"]
+    whole = tmp_path / "whole"
+    assert train(whole, *overrides).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command("train.py", *overrides, f"hydra.run.dir={killed}"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for((killed / "checkpoints", "ckpt_*.ckpt"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (killed / "metrics.json").exists()  # it really died mid-run
+    interrupted_at = core.load(resolve_resume(killed))["step"]
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    result = subprocess.run(command("train.py", f"resume={killed}"), cwd=elsewhere, capture_output=True, text=True,
+                            timeout=120)  # the run's own overrides and directory are reused
+    assert result.returncode == 0, result.stderr
+    assert list(elsewhere.iterdir()) == []  # no new run directory
+
+    expected, got = read_metrics(whole), read_metrics(killed)
+    for metrics in (expected, got):
+        del metrics["time/wall_s"]
+    assert got == expected
+    final_whole = core.load(whole / "checkpoints" / "last.ckpt")
+    final_resumed = core.load(killed / "checkpoints" / "last.ckpt")
+    assert final_resumed["step"] == final_whole["step"] > interrupted_at
+    for key, param in final_whole["policy"].items():
+        assert np.array_equal(final_resumed["policy"][key].numpy(), param.numpy()), key  # bitwise
+    for name, buffer in final_whole["optimizer"]["state"][0].items():
+        assert np.array_equal(final_resumed["optimizer"]["state"][0][name], buffer), name
+    # the resumed run appended to the same directory: a second event file, episodes logged again after the restart
+    assert len(list(killed.glob("events.out.tfevents.*"))) == 2
+    assert read_run(killed).scalars["charts/episodic_return"][-1][0] == expected["train/env_steps"]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(command("train.py", "agent=reinforce", "env=cartpole", "checkpoint_every=1",
+                                    f"hydra.run.dir={run_dir}"),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for((run_dir / "checkpoints", "ckpt_*.ckpt"), proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "SIGINT: stopping after the current step and saving a checkpoint" in stderr
+    assert "Traceback" not in stderr
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and "eval/return_mean" not in metrics
+    state = core.load(run_dir / "checkpoints" / "last.ckpt")
+    assert state["step"] == metrics["train/iterations"] and state["global_step"] == metrics["train/env_steps"] < 100_000
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    # relu with a huge learning rate: after one Adam step the logits overflow to inf and the next loss is NaN
+    result = train(tmp_path, "agent=reinforce", "env=cartpole", "agent.activation=relu", "agent.lr=1e30",
+                   "checkpoint_every=1", "quiet=true")
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: losses/policy_loss is nan at step ")
+    assert last_line.endswith(f"the last good checkpoint is {tmp_path / 'checkpoints' / 'last.ckpt'} (step 1)")
+    assert "Traceback" not in result.stderr
+    state = core.load(tmp_path / "checkpoints" / "last.ckpt")
+    assert state["step"] == 1
+    assert all(np.isfinite(p.numpy()).all() for p in state["policy"].values())
+    assert read_metrics(tmp_path)["status"] == "non-finite"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["agent=reinforce", "env=cartpole", "agent.lr_decay=0.5"],
+     "error: Could not override 'agent.lr_decay': Key 'lr_decay' not in 'Config' (allowed keys: total_timesteps,"),
+    (["agent=reinforce", "env=cartpole", "agent.gamma=high"],
+     "error: Error merging override agent.gamma=high: Value 'high' of type 'str' could not be converted to Float"),
+    (["agent=reinforce", "env=cartpole", "agent.lr=-0.01"],
+     "error: agent.lr must be a positive finite number, got -0.01"),
+    (["agent=reinforce2", "env=cartpole"], "error: unknown agent 'reinforce2'; available: "),
+    (["agent=reinforce", "env=cartpole", "env.id=Pong-v9"], "error: unknown env id 'Pong-v9'"),
+    (["agent=reinforce", "env=bandit"], "error: REINFORCE learns from complete episodes, but lab/Bandit-v0 has no time "
+                                        "limit; set env.max_episode_steps"),
+    ([], "error: nothing to train: pass agent=<name> env=<name> (agents: "),
+    (["agent=reinforce", "env=cartpole", "resume=/nonexistent/run"],
+     "error: no run directory or checkpoint file at /nonexistent/run"),
+])
+def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, overrides, message):
+    result = train(tmp_path / "run", *overrides)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    if "REINFORCE" not in message:  # refused before the run started: Hydra's directory is removed again
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_launcher_plugin_names_the_extra(tmp_path):
+    try:
+        import hydra_plugins.hydra_joblib_launcher  # noqa: F401
+        pytest.skip("hydra-joblib-launcher is installed")
+    except ImportError:
+        pass
+    result = train(tmp_path, "-m", "agent=reinforce", "env=cartpole", "hydra/launcher=local_parallel")
+    assert result.returncode == 2
+    assert result.stderr == ("error: hydra/launcher/joblib is provided by the hydra-joblib-launcher plugin, which is "
+                             "not installed: pip install -e '.[sweep]' (or pip install hydra-joblib-launcher)\n")
+
+
+def test_the_console_command_finds_the_configs_from_any_directory(tmp_path):
+    """`lab-train` imports scripts.train as a module (not __main__) and may start anywhere."""
+    code = "import sys; from scripts.train import cli; sys.argv = ['lab-train']; cli()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: nothing to train: pass agent=<name> env=<name>"), result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_calls_the_generative_hooks(tmp_path, monkeypatch):
+    import types
+
+    import gans
+    from core.run import Checkpoints
+    from scripts import evaluate as evaluate_script
+
+    def sample(cfg, state, n):
+        return np.broadcast_to(state["level"], (n, 1, 4, 4)).astype(np.float32)
+
+    def evaluate(cfg, state, run_dir):
+        return {"quality/frechet_distance": 1.5, "run": str(run_dir)}
+
+    monkeypatch.setitem(gans.REGISTRY, "fake", types.SimpleNamespace(sample=sample, evaluate=evaluate))
+    config = {"seed": 0, "model": {}, "dataset": {"name": "digits"}, "choices": {"model": "fake", "dataset": "digits"}}
+    Checkpoints(tmp_path / "checkpoints", config=config).save({"level": np.float32(0.5)}, 7)
+    metrics = evaluate_script.evaluate(str(tmp_path), {"samples": 9})
+    assert metrics["quality/frechet_distance"] == 1.5 and metrics["run"] == str(tmp_path.resolve())
+    grid = tmp_path / "samples" / "eval_7.png"
+    assert Path(metrics["eval/samples"]) == grid.resolve()
+    from PIL import Image
+    with Image.open(grid) as image:  # 3x3 grid of 4x4 images with 2-pixel padding
+        assert image.size == (3 * 6 + 2, 3 * 6 + 2)
+        assert np.asarray(image)[2:6, 2:6].tolist() == [[128] * 4] * 4
+    assert json.loads((tmp_path / "eval.json").read_text())["step"] == 7

@@ -183,7 +183,8 @@ class ReplayBuffer:
         chain = [index]
         for _ in range(self.frame_stack - 1):
             chain.append(self.prev[chain[-1] % self.capacity])
-        held = chain[-1] >= self.count - self.capacity  # prev only goes back, so the oldest link decides
+        # a link older than the ring's tail was overwritten (and what its slot says now is a newer entry's)
+        held = np.min(chain, axis=0) >= self.count - self.capacity
         frames = [self.frames[link % self.capacity] for link in reversed(chain)]
         return np.stack(frames, axis=1), held
 

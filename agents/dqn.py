@@ -206,19 +206,21 @@ class QNetwork(nn.Module):
         """Q-values (B, actions) of a float32 batch (B, *obs_shape); frames in 0..255."""
         if self.cnn:
             h = self.features(x * (1.0 / 255))
-        elif self.fused:
-            params = [p for layer in self.features if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]
-            h = MLPFunction(self.activation, activate_output=self.dueling)(x.reshape(x.shape[0], -1), *params)
         else:
-            h = self.features(x.reshape(x.shape[0], -1))
-            if self.dueling:
-                h = ACTIVATIONS[self.activation]()(h)
+            x = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+            if self.fused:
+                params = [p for layer in self.features if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]
+                h = MLPFunction(self.activation, activate_output=self.dueling)(x, *params)
+            else:
+                h = self.features(x)
+                if self.dueling:
+                    h = ACTIVATIONS[self.activation]()(h)
         if self.dueling:
             return dueling_q(self.value(h), self.advantage(h), self.aggregation)
         return self.head(h) if self.cnn else h
 
     def greedy(self, obs):
-        """argmax_a Q(obs, a) for a batch of observations (an array); no graph."""
+        """argmax_a Q(obs, a) for a batch of observations (an array on the network's device); no graph."""
         with core.no_grad():
             return self(as_input(obs)).data.argmax(axis=1)
 
@@ -242,8 +244,9 @@ def nature_cnn(obs_shape, layer_init="torch", generator=None):
                          nn.Linear(64 * height * width, 512, init=layer_init, generator=generator), nn.ReLU())
 
 
-def as_input(obs, device="cpu"):
-    """A float32 network input from an array of observations (uint8 frames too: the network scales them)."""
+def as_input(obs, device=None):
+    """A float32 network input from an array of observations (uint8 frames too: the network scales them),
+    on `device` (None: where the array is)."""
     return core.as_tensor(get_array_module(obs).asarray(obs, dtype=np.float32), device=device)
 
 
@@ -298,14 +301,14 @@ def update_target(parameter_pairs, tau):
             target_param.data += tau * param.data
 
 
-def select_actions(q_net, obs, epsilon, rng, num_actions):
+def select_actions(q_net, obs, epsilon, rng, num_actions, device="cpu"):
     """ε-greedy actions (numpy ints) for a batch of observations. The random draws are the same
     whatever ε is (runs stay reproducible), and the network runs only when some env acts greedily."""
     explore, uniform = rng.random((2, len(obs)))
     actions = (uniform * num_actions).astype(np.int64)
     greedy = explore >= epsilon
     if greedy.any():
-        actions = np.where(greedy, to_device(q_net.greedy(obs), "cpu"), actions)
+        actions = np.where(greedy, to_device(q_net.greedy(to_device(obs, device)), "cpu"), actions)
     return actions
 
 
@@ -336,8 +339,8 @@ def make_policy(cfg, state, env, greedy=True, generator=None):
     generator = generator or core.Generator(0)
 
     def act(obs):
-        if not greedy and float(generator.uniform(())) < args.epsilon_end:
-            return int(generator.integers(env.action_space.n))
+        if not greedy and generator.uniform(()).item() < args.epsilon_end:
+            return int(generator.integers(env.action_space.n).item())
         return int(q_net.greedy(np.asarray(obs)[None])[0])
     return act
 
@@ -490,7 +493,7 @@ def _train(cfg, run):
             epsilon = 1.0
         else:
             epsilon = epsilon_at(counters["global_step"] if args.epsilon_unit == "step" else counters["episodes"])
-        actions = select_actions(q_net, stepper.obs, epsilon, rng, num_actions)
+        actions = select_actions(q_net, stepper.obs, epsilon, rng, num_actions, device)
         t = stepper.step(actions)
         terminated, truncated = host(t.terminated), host(t.truncated)
         if not args.bootstrap_on_truncation:

@@ -230,8 +230,8 @@ def train(cfg, run) -> dict:
     # the same real images in every grid: originals over their reconstructions
     shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)),
                                                                 replace=False)]
-    session = Session(args, run, modules={"autoencoder": model}, optimizers={"autoencoder": opt}, n_items=len(data),
-                      data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
+    session = Session(args, run, modules={"autoencoder": model}, optimizers={"autoencoder": opt}, data=data,
+                      arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
 
     for epoch in session.epochs():
@@ -264,7 +264,7 @@ def train(cfg, run) -> dict:
         codes = model.encode(core.tensor(shown[:2 * pairs], device=device))
         grids.still("latent_interpolation", model.decode(interpolate(codes[:pairs], codes[pairs:], 10)).sigmoid(),
                     nrow=10)
-    return session.finish(reconstructor(model, data, device), data)
+    return session.finish(reconstructor(model, data, device))
 
 
 def reconstruct(model: Autoencoder, images: np.ndarray, device="cpu") -> core.Tensor:

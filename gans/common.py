@@ -8,14 +8,14 @@ A trainer receives the whole composed run config (`cfg.model` holds its Config f
     args = model_config(Config, cfg)
     data = load_data(cfg.dataset, args.normalize)
     ... build networks and optimizers ...
-    session = Session(args, run, modules={...}, optimizers={...}, n_items=len(data), ...)
+    session = Session(args, run, modules={...}, optimizers={...}, data=data, ...)
     for epoch in session.epochs():            # starts at the resumed epoch, ends early after Ctrl-C
         for index in session.batches():       # skips what a resumed epoch already did
             ... one training step ...
             session.log_step({"losses/d": d_loss, "losses/g": g_loss})
         grids.write("fixed_noise", generator(fixed_z), epoch)
         session.checkpoint()                  # every `checkpoint_every` epochs, at the end and on Ctrl-C
-    return session.finish(generate, data)     # final losses + sample quality
+    return session.finish(generate)           # final losses + sample quality
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ import core
 from core import nn, optim
 from core.logger import save_gif
 from core.run import ConfigError, get_rng_state, set_rng_state
-from gans.datasets import CLASS_NAMES, load_dataset
-from gans.quality import QualityConfig, evaluate_quality, to_unit_range
+from gans.datasets import CLASS_NAMES, ChecksumError, load_dataset
+from gans.quality import QualityConfig, evaluate_quality, get_classifier, to_unit_range
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "selu", "elu", "tanh", "sigmoid")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
@@ -132,10 +132,13 @@ def load_data(dataset, normalize: Optional[str] = None) -> Data:
     """The images of the run's dataset config, in the model's value range (see `value_range`)."""
     dataset = plain(dataset)
     normalize = value_range(normalize, dataset)
-    images, labels = load_dataset(dataset["name"], root=dataset.get("root"), split=dataset.get("split", "train"),
-                                  normalize=normalize, classes=dataset.get("classes"),
-                                  image_size=dataset.get("image_size"), limit=dataset.get("limit"),
-                                  download=dataset.get("download", False))
+    try:
+        images, labels = load_dataset(dataset["name"], root=dataset.get("root"), split=dataset.get("split", "train"),
+                                      normalize=normalize, classes=dataset.get("classes"),
+                                      image_size=dataset.get("image_size"), limit=dataset.get("limit"),
+                                      download=dataset.get("download", False))
+    except (FileNotFoundError, ChecksumError) as e:  # the message says which file to put where
+        raise ConfigError(str(e)) from None
     return Data(images, labels, normalize, len(CLASS_NAMES[dataset["name"]]), dataset)
 
 
@@ -220,16 +223,23 @@ class Session:
     modules / optimizers: name -> object; their state goes into every checkpoint with the random
     streams (the global ones, which give noise and dropout, and the numpy generator that orders the
     data) and the position in the current epoch, so a resumed run continues bitwise as it would have.
+    data: the training data (its size sets the batches; its dataset, the quality classifier, which is
+        trained or loaded here, before training, so that a missing file stops the run at once).
     arch_keys: model config fields a checkpoint must agree on to be resumed (latent size, architecture).
     checkpoint_every: epochs between checkpoints (0: only at the end and on Ctrl-C).
     """
 
-    def __init__(self, args, run, modules: dict, optimizers: dict, n_items: int, data_shape, arch_keys=(),
-                 checkpoint_every: int = 1):
-        self.args, self.run = args, run
+    def __init__(self, args, run, modules: dict, optimizers: dict, data: Data, arch_keys=(), checkpoint_every: int = 1):
+        self.args, self.run, self.data = args, run, data
         self.modules, self.optimizers = modules, optimizers
-        self.n_items, self.data_shape, self.arch_keys = n_items, tuple(data_shape), tuple(arch_keys)
+        self.n_items, self.data_shape, self.arch_keys = len(data), tuple(data.shape), tuple(arch_keys)
         self.checkpoint_every = checkpoint_every
+        if args.quality.enabled:
+            try:
+                get_classifier(data.dataset, args.quality, data.shape, run.device)
+            except (FileNotFoundError, ChecksumError) as e:
+                raise ConfigError(f"the quality classifier cannot be trained: {e} (or set "
+                                  "model.quality.classifier_split, or model.quality.enabled=false)") from None
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.order = None  # the current epoch's permutation of the data
         self.data_rng = np.random.default_rng([run.seed, 1])
@@ -339,14 +349,15 @@ class Session:
         self.order = state["order"]
 
     # --- the end ---
-    def finish(self, generate: Callable, data: Data, conditional: bool = False) -> dict:
+    def finish(self, generate: Callable, conditional: bool = False) -> dict:
         """Final metrics: the last losses, counters, wall time, and (unless stopped early) the sample quality
         of `generate(n, rng)` (see `gans.quality.evaluate_quality`), also logged to TensorBoard."""
         metrics = dict(self.last_losses)
         if self.args.quality.enabled and not self.stopped:
             for module in self.modules.values():
                 module.eval()
-            quality = evaluate_quality(generate, data, self.args.quality, self.run.device, self.run.seed, conditional)
+            quality = evaluate_quality(generate, self.data, self.args.quality, self.run.device, self.run.seed,
+                                       conditional)
             self.run.logger.scalars({k: float(v) for k, v in quality.items()}, self.step)
             metrics.update(quality)
         metrics["train/steps"] = self.step

@@ -351,8 +351,8 @@ def train(cfg, run) -> dict:
     fixed_labels = core.tensor(np.arange(args.grid_size) % n_classes, device=device) if n_classes else None
 
     session = Session(args, run, modules={"generator": G, "discriminator": D},
-                      optimizers={"generator": opt_g, "discriminator": opt_d}, n_items=len(data),
-                      data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
+                      optimizers={"generator": opt_g, "discriminator": opt_d}, data=data, arch_keys=ARCH_KEYS,
+                      checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
     size = min(args.batch_size, len(data))
     g_loss = None  # until the first G step (alternating with d_steps > 1)
@@ -389,7 +389,7 @@ def train(cfg, run) -> dict:
         path_labels = core.tensor(np.repeat(np.arange(pairs) % n_classes, 10), device=device) if n_classes else None
         grids.still("latent_interpolation", G(interpolate(fixed_z[:pairs], fixed_z[pairs:2 * pairs], 10), path_labels),
                     nrow=10)
-    return session.finish(generator_sampler(G, args.noise, device), data, conditional=bool(n_classes))
+    return session.finish(generator_sampler(G, args.noise, device), conditional=bool(n_classes))
 
 
 def generator_sampler(G: Generator, noise: str, device="cpu"):

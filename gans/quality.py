@@ -17,13 +17,14 @@ image size and `QualityConfig`), never with published FID values.
   the generator was asked for.
 
 The classifier trains once per (dataset, image size, config) and is cached under
-`<data dir>/quality_cache/` (or `cache_dir`), keyed by a hash of everything that shapes it.
+`$LAB_CACHE_DIR/quality/` (default `~/.cache/lab/quality/`, or `cache_dir`), keyed by a hash of everything that shapes it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 import core
 from core import nn, optim
 import core.functional as F
-from gans.datasets import CLASS_NAMES, data_dir, load_dataset
+from gans.datasets import CLASS_NAMES, load_dataset
 
 CLASSIFIER_VERSION = 2  # bump when the classifier's architecture or training changes: invalidates caches
 
@@ -46,7 +47,7 @@ class QualityConfig:
     classifier_split: str = "train"  # the split the classifier learns from
     classifier_limit: Optional[int] = None  # learn from the first N images only (quick tests)
     classifier_epochs: int = 1
-    cache_dir: Optional[str] = None  # default: <data dir>/quality_cache
+    cache_dir: Optional[str] = None  # default: $LAB_CACHE_DIR/quality or ~/.cache/lab/quality
     collapse_ratio: float = 0.5
 
     def validate(self):
@@ -87,11 +88,16 @@ def classifier_key(dataset: dict, quality: QualityConfig, image_shape) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def default_cache_dir() -> Path:
+    """$LAB_CACHE_DIR/quality, else ~/.cache/lab/quality: never the data directory, which may be read-only."""
+    return Path(os.environ.get("LAB_CACHE_DIR") or "~/.cache/lab").expanduser() / "quality"
+
+
 def get_classifier(dataset: dict, quality: QualityConfig, image_shape, device="cpu") -> Classifier:
     """The cached classifier for a dataset config (`name`, `root`, `image_size`, ...) and image shape
     (C, H, W), trained first if needed. It sees every class, whatever classes the model trains on."""
     name = dataset["name"]
-    cache = Path(quality.cache_dir or data_dir(dataset.get("root")) / "quality_cache").expanduser()
+    cache = Path(quality.cache_dir or default_cache_dir()).expanduser()
     path = cache / f"{name}-{classifier_key(dataset, quality, image_shape)}.ckpt"
     n_classes = len(CLASS_NAMES[name])
     model = Classifier(image_shape[0], image_shape[1:], n_classes, generator=core.Generator(0)).to(device)

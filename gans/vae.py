@@ -154,8 +154,8 @@ def train(cfg, run) -> dict:
     fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)
     shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)),
                                                                 replace=False)]
-    session = Session(args, run, modules={"vae": model}, optimizers={"vae": opt}, n_items=len(data),
-                      data_shape=data.shape, arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
+    session = Session(args, run, modules={"vae": model}, optimizers={"vae": opt}, data=data, arch_keys=ARCH_KEYS,
+                      checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
 
     for epoch in session.epochs():
@@ -184,7 +184,7 @@ def train(cfg, run) -> dict:
         pairs = min(8, len(shown) // 2)
         mu, _ = model.encode(core.tensor(shown[:2 * pairs], device=device))
         grids.still("latent_interpolation", model.decode(interpolate(mu[:pairs], mu[pairs:], 10)).sigmoid(), nrow=10)
-    return session.finish(decoder_sampler(model, device), data)
+    return session.finish(decoder_sampler(model, device))
 
 
 def decoder_sampler(model: VAE, device="cpu"):

@@ -223,8 +223,8 @@ def train(cfg, run) -> dict:
 
     fixed_z = draw_noise("normal", args.grid_size, args.latent_size, core.Generator(run.seed + 1), device)
     session = Session(args, run, modules={"generator": G, "critic": C},
-                      optimizers={"generator": opt_g, "critic": opt_c}, n_items=len(data), data_shape=data.shape,
-                      arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
+                      optimizers={"generator": opt_g, "critic": opt_c}, data=data, arch_keys=ARCH_KEYS,
+                      checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
     size = min(args.batch_size, len(data))
     half = size // 2
@@ -272,7 +272,7 @@ def train(cfg, run) -> dict:
     with core.no_grad():
         pairs = min(8, args.grid_size // 2)
         grids.still("latent_interpolation", G(interpolate(fixed_z[:pairs], fixed_z[pairs:2 * pairs], 10)), nrow=10)
-    return session.finish(generator_sampler(G, "normal", device), data)
+    return session.finish(generator_sampler(G, "normal", device))
 
 
 # ----- hooks for scripts/evaluate.py -----

@@ -86,7 +86,7 @@ def load_presets(preset_dir=PRESET_DIR):
         for key, default in (("book", "?"), ("chapter", "?"), ("kind", "?"), ("reported", "not given"),
                              ("reported_value", None), ("metric", None), ("compare", "none"), ("tolerance", None),
                              ("seeds", None), ("budget_keys", []), ("budget_note", None), ("requires", []),
-                             ("skip", None), ("curve", None), ("curve_smoothing", 0)):
+                             ("skip", None), ("curve", None), ("curve_smoothing", 0), ("substitute", None)):
             meta.setdefault(key, default)
         meta["file"] = str(path)
         presets[path.stem] = meta
@@ -337,7 +337,7 @@ def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeo
         "compare": meta["compare"], "seeds": list(seeds), "completed_seeds": completed, "values": values,
         "mean": mean, "std": std, "budget_scale": scale, "budget_note": meta["budget_note"],
         "wall_s_per_seed": float(np.mean(walls)) if walls else None,
-        "verdict": outcome[0], "reason": outcome[1], "curve": curve,
+        "substitute": meta["substitute"], "verdict": outcome[0], "reason": outcome[1], "curve": curve,
         "errors": {str(s): results[s]["error"] for s in seeds if results[s]["error"]},
         "date": datetime.date.today().isoformat(),
     }
@@ -418,7 +418,8 @@ def render(results, presets, command=None):
             lines.append("| " + " | ".join(_cell(c) for c in (
                 f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], f"`{e['metric']}`" if e["metric"] else "—",
                 _lab_value(e), len(e["completed_seeds"]), budget, wall,
-                f"**{e['verdict']}**: {e['reason']}", curve)) + " |")
+                f"**{e['verdict']}**: {e['reason']}" + (f" (on a substitute: {e['substitute']})" if e.get("substitute")
+                                                         else ""), curve)) + " |")
         lines.append("")
     not_run = []
     for preset_id, meta in sorted(presets.items()):

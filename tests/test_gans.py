@@ -2,6 +2,7 @@
 and sparsity losses, learning on real MNIST (quality improves over the untrained model), resume,
 divergence and bad-input errors. Models are built and trained from the composed Hydra configs."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,6 +314,18 @@ def test_sample_hooks_check_the_latent_size_and_give_unit_range_images(mnist, tm
 def test_image_size_and_range_errors_say_what_to_fix(name, overrides, message, mnist, tmp_path):
     with pytest.raises(ConfigError, match=message):
         train(name, tmp_path / "run", *mnist, "dataset.limit=64", *overrides)
+
+
+def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"mnist: missing t10k-images-idx3-ubyte.gz .* in .*empty/mnist"):
+        train("vae", tmp_path / "run1", *mnist, f"dataset.root={tmp_path / 'empty'}")
+    test_only = tmp_path / "test_only" / "mnist"  # the test split only: the classifier cannot learn from "train"
+    test_only.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (test_only / name).symlink_to(Path(mnist_root) / "mnist" / name)
+    with pytest.raises(ConfigError, match=r"quality classifier cannot be trained: mnist: missing train-images"):
+        train("vae", tmp_path / "run2", *mnist, f"dataset.root={test_only.parent}", "model.quality.classifier_split=train")
+    assert not (tmp_path / "run2" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("name, override, message", [

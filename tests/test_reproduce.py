@@ -1,0 +1,133 @@
+"""scripts/reproduce.py: selection, metrics and verdicts, a real two-seed reproduction, resume and merge."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from core.logger import RunLogger
+from scripts import reproduce
+
+SCRIPTED = "homl18-scripted-cartpole"  # 500 episodes of a fixed rule: 5 at --budget-scale 0.01
+
+
+def meta(**overrides):
+    base = {"reported_value": 100.0, "compare": "higher", "tolerance": None, "metric": "eval/return_mean"}
+    return {**base, **overrides}
+
+
+def test_verdict_rules():
+    assert reproduce.verdict(meta(), 105.0, 1.0) == ("reproduced", "within ±10 of the book")
+    assert reproduce.verdict(meta(), 120.0, 1.0)[0] == "better"
+    assert reproduce.verdict(meta(), 80.0, 1.0) == ("worse", "20 below the book (band ±10)")
+    assert reproduce.verdict(meta(), 80.0, 25.0)[0] == "reproduced"  # the spread over seeds widens the band
+    assert reproduce.verdict(meta(compare="lower"), 80.0, 0.0)[0] == "better"
+    assert reproduce.verdict(meta(compare="approx", tolerance=0.5), 101.0, 0.0)[0] == "worse"
+    assert reproduce.verdict(meta(compare="none"), 80.0, 0.0)[0] == "not comparable"
+    assert reproduce.verdict(meta(reported_value=None), 80.0, 0.0)[0] == "not comparable"
+    assert reproduce.verdict(meta(), None, None)[0] == "not comparable"
+    table = meta(compare="approx", reported_value=[[1.0, float("-inf")], [2.0, 3.0]], tolerance=1e-6)
+    assert reproduce.verdict(table, [[1.0, float("-inf")], [2.0, 3.0]], [[0, 0], [0, 0]])[0] == "reproduced"
+    assert reproduce.verdict(table, [[1.0, float("-inf")], [2.0, 3.1]], [[0, 0], [0, 0]])[0] == "worse"
+    assert reproduce.verdict(table, [1.0, 2.0], [0, 0])[0] == "not comparable"  # shapes differ
+
+
+def test_metric_values_from_metrics_json_and_tensorboard(tmp_path):
+    logger = RunLogger(tmp_path)
+    for step, value in enumerate([1.0, 5.0, 3.0, 4.0]):
+        logger.scalar("charts/episodic_return", value, step)
+    logger.write_metrics({"eval/return_mean": 7.5, "tabular/Q": [[1.0, 2.0], [3.0, 4.0]]})
+    logger.close()
+    assert reproduce.metric_value(tmp_path, "eval/return_mean") == 7.5
+    assert reproduce.metric_value(tmp_path, "tabular/Q[1][0]") == 3.0
+    assert reproduce.metric_value(tmp_path, "tabular/Q[0]") == [1.0, 2.0]
+    assert reproduce.metric_value(tmp_path, "charts/episodic_return@max") == 5.0
+    assert reproduce.metric_value(tmp_path, "charts/episodic_return@last2") == 3.5
+    assert reproduce.metric_value(tmp_path, "charts/episodic_return@last") == 4.0
+    assert reproduce.metric_value(tmp_path, "charts/episodic_return@mean") == pytest.approx(3.25)
+    assert reproduce.metric_value(tmp_path, "missing/key") is None
+    assert reproduce.metric_value(tmp_path, "missing/tag@max") is None
+    with pytest.raises(reproduce.ReproduceError, match="@median"):
+        reproduce.metric_value(tmp_path, "charts/episodic_return@median")
+    assert reproduce.aggregate([1.0, 3.0]) == (2.0, 1.0)
+    assert reproduce.aggregate([[1.0, float("-inf")], [3.0, float("-inf")]]) == ([2.0, float("-inf")], [1.0, 0.0])
+
+
+def test_selection_and_unavailable_presets():
+    presets = reproduce.load_presets()
+    assert reproduce.select(presets, ["homl18-q*"]) == ["homl18-qlearning-mdp3", "homl18-qvi-mdp3"]
+    assert set(reproduce.select(presets, [], all_presets=True, kind="rl")) >= {SCRIPTED, "mtf8-bandit-egreedy"}
+    assert all(presets[i]["kind"].startswith("rl") for i in reproduce.select(presets, [], True, "rl"))
+    with pytest.raises(reproduce.ReproduceError, match="no preset matches 'nope-\\*'"):
+        reproduce.select(presets, ["nope-*"])
+    with pytest.raises(reproduce.ReproduceError, match="--all"):
+        reproduce.select(presets, [])
+    skipped = {"requires": [], "skip": "too long"}
+    assert reproduce.unavailable(skipped) == "too long"
+    assert reproduce.unavailable(skipped, named=True) is None
+    assert reproduce.unavailable({"requires": ["no_such_module_xyz"], "skip": None}).startswith("needs no_such_module_xyz")
+
+
+def test_budget_scale_multiplies_the_budget_keys():
+    presets = reproduce.load_presets()
+    assert reproduce.budget_overrides(SCRIPTED, presets[SCRIPTED], 0.01) == ["agent.episodes=5"]
+    assert reproduce.budget_overrides(SCRIPTED, presets[SCRIPTED], 1.0) == []
+
+
+def test_dry_run_lists_and_runs_nothing(tmp_path, capsys):
+    out, runs = tmp_path / "docs" / "reproduction.md", tmp_path / "runs"
+    assert reproduce.main([SCRIPTED, "mtf8-gridworld-*", "homl18-ex-*", "--dry-run", "--out", str(out),
+                           "--runs-dir", str(runs)]) == 0
+    printed = capsys.readouterr().out
+    assert f"run  {SCRIPTED}: seeds [0, 1, 2] (to run, to run, to run)" in printed
+    assert "run  mtf8-gridworld-policy-eval: seeds [0] (to run)" in printed  # deterministic: meta.seeds 1
+    assert "skip homl18-ex-spaceinvaders: hours" in printed  # its meta says skip; a glob does not waive it
+    if importlib.util.find_spec("Box2D") is None:
+        assert "skip homl18-ex-lunarlander: needs Box2D" in printed
+    assert not runs.exists() and not out.exists()
+
+
+def test_two_seeds_resume_and_merge(tmp_path, capsys):
+    out, runs = tmp_path / "docs" / "reproduction.md", tmp_path / "runs"
+    results_file = out.parent / "reproduction" / "results.json"
+    results_file.parent.mkdir(parents=True)
+    other = {"id": "mtf3-ae-mnist", "book": "MTF", "chapter": 3, "kind": "ae", "reported": "val MSE 0.0057",
+             "reported_value": 0.0064, "metric": "losses/recon@last10", "compare": "lower", "seeds": [0],
+             "completed_seeds": [0], "values": [0.005], "mean": 0.005, "std": 0.0, "budget_scale": 1.0,
+             "budget_note": None, "wall_s_per_seed": 60.0, "substitute": "MNIST test file", "verdict": "better",
+             "reason": "0.0014 below the book", "curve": None, "errors": {}, "date": "2024-01-01"}
+    results_file.write_text(json.dumps({"mtf3-ae-mnist": other}))  # another engineer's earlier rows
+
+    args = [SCRIPTED, "--seeds", "2", "--budget-scale", "0.01", "--out", str(out), "--runs-dir", str(runs)]
+    assert reproduce.main(args) == 0
+    results = json.loads(results_file.read_text())
+    assert results["mtf3-ae-mnist"] == other
+    entry = results[SCRIPTED]
+    per_seed = [json.loads((runs / SCRIPTED / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    assert [m["train/episodes"] for m in per_seed] == [5, 5]
+    assert entry["values"] == [m["eval/return_mean"] for m in per_seed]
+    assert entry["mean"] == pytest.approx(np.mean(entry["values"])) and entry["std"] == pytest.approx(np.std(entry["values"]))
+    assert entry["completed_seeds"] == [0, 1] and entry["budget_scale"] == 0.01
+    assert entry["verdict"] in ("reproduced", "better", "worse") and entry["curve"] == f"reproduction/{SCRIPTED}.png"
+    assert (out.parent / entry["curve"]).stat().st_size > 0
+
+    report = out.read_text()
+    rl, generative = report.index("## Reinforcement learning"), report.index("## Generative models")
+    assert report.index(f"`{SCRIPTED}`") > rl and report.index("`mtf3-ae-mnist`") > generative
+    assert "×0.01" in report and "on a substitute: MNIST test file" in report
+    not_run = report[report.index("## Not run"):]
+    assert "`mtf8-bandit-egreedy`" in not_run and SCRIPTED not in not_run and "mtf3-ae-mnist" not in not_run
+
+    capsys.readouterr()
+    stamp = (runs / SCRIPTED / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert reproduce.main(args) == 0  # finished runs are reused, not run again
+    assert "seed 0: done before, reused" in capsys.readouterr().out
+    assert (runs / SCRIPTED / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert json.loads(results_file.read_text())[SCRIPTED]["values"] == entry["values"]
+
+
+def test_failed_runs_are_reported(tmp_path):
+    run_dir = tmp_path / "run"
+    result = reproduce.run_one(run_dir, ["experiment=no-such-preset"])
+    assert result["status"] == "failed" and "no-such-preset" in result["error"]
+    assert (run_dir / "reproduce.log").is_file()

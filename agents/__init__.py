@@ -66,13 +66,9 @@ def summarize_returns(returns, lengths):
 
 
 # the agent modules import the helpers above, so they are imported after them
-from agents import a2c, a3c, baselines, book_checks, ppo, reinforce, tabular_runner  # noqa: E402
+from agents import a2c, a3c, baselines, book_checks, dqn, ppo, reinforce, tabular_runner  # noqa: E402
 
-# a config name may be a preset of another module (ppo_native: PPO on the native vectorized CartPole)
-REGISTRY = {"reinforce": reinforce, "a2c": a2c, "ppo": ppo, "ppo_native": ppo, "a3c": a3c, "a3c_ray": a3c,
-            "baselines": baselines, "tabular": tabular_runner, "book_check": book_checks}
-
-# the books' RL fixtures and API demos as runnable checks (no learning)
-from agents import book_checks  # noqa: E402
-
-REGISTRY["book_check"] = book_checks
+# a config name may be a preset of another module (ppo_native: PPO on the native vectorized CartPole);
+# book_check runs the books' RL fixtures and API demos (no learning)
+REGISTRY = {"reinforce": reinforce, "dqn": dqn, "dqn_fast": dqn, "a2c": a2c, "ppo": ppo, "ppo_native": ppo,
+            "a3c": a3c, "a3c_ray": a3c, "baselines": baselines, "tabular": tabular_runner, "book_check": book_checks}

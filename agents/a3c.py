@@ -22,7 +22,12 @@ Backends:
   the optimizer's moments and its step count live in shared memory (multiprocessing RawArrays
   seen as flat numpy arrays) and every worker updates them in place with no lock: Hogwild!
   (Recht et al. 2011), as the A3C paper does. Between two steps of one worker, others may write:
-  that staleness is the algorithm.
+  that staleness is the algorithm. `own_sessions`: Linux's default "autogroup" scheduling gives
+  each session (a terminal, a job) one share of the CPUs, however many processes it runs, so on a
+  machine busy with other sessions N workers in the trainer's session get the CPU of about one;
+  with own_sessions each worker starts a session of its own (setsid) and competes as a separate
+  job would, as Ray's workers do (docs/benchmarks.md shows both). Off by default: it takes more
+  of a shared machine, and Ctrl-Z then suspends the trainer but not its workers.
 - "ray": the same workers as Ray actors, possibly on other machines; a parameter-server actor
   holds the weights and the optimizer, applies each pushed gradient as it arrives (one at a time)
   and answers with the fresh weights. `ray` is the optional extra `rlgen-lab[ray]`; `ray_address`
@@ -92,6 +97,7 @@ class Config:
     num_workers: int = 2
     backend: str = "processes"             # processes | ray
     start_method: str = "spawn"            # spawn | forkserver | fork (processes backend)
+    own_sessions: bool = False             # start each worker process in a session of its own (see below)
     ray_address: Optional[str] = None      # null: a local Ray instance; "auto" or "host:port": a running cluster
     envs_per_worker: int = 1
     vectorization: Optional[str] = None    # each worker's envs: sync | native; null: env.vectorization
@@ -341,6 +347,8 @@ def _process_worker(rank, spec, shared, events, parent_pid):
     """A worker process's main loop (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's; it stops us through the flag
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker would inherit the trainer's handler
+    if spec["agent"].own_sessions:
+        os.setsid()
     _die_with_parent()
     try:
         s = shared.views()

@@ -169,6 +169,7 @@ def dummy_critic(obs, action):
 
 
 def sac_smoke_check(seed):
+    core.manual_seed(seed)  # the actor's initial weights
     generator = core.Generator(seed)
     rng = np.random.default_rng(seed)
     actor = SquashedGaussianActor(obs_dim=2, action_dim=1)

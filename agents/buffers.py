@@ -13,7 +13,8 @@ Entries of one env's episode are linked (`next`, and `prev` for frame stacks), s
   step), an entry keeps only the newest frame and a sampled observation is rebuilt from the entry
   and its k-1 predecessors, padded with the episode's first frame as gymnasium's
   FrameStackObservation does. Every frame is stored once: 84x84 uint8 frames cost 7,056 bytes per
-  transition plus 31 bytes of bookkeeping (`storage_bytes`), so 1,000,000 transitions take 7.09 GB;
+  entry plus 31 bytes of bookkeeping (`storage_bytes`), so 1,000,000 entries (1,000,000 transitions,
+  less one per truncated episode) take 7.09 GB, and 33.6 MB more for the priority trees;
 - n-step returns are summed along the links when a batch is sampled.
 
 Episode ends. A terminated step is never bootstrapped (discount 0). A truncated step (time limit)
@@ -174,19 +175,26 @@ class ReplayBuffer:
         self.current[envs] = np.where(terminated | truncated, -1, successors)
 
     # ----- sampling -----
-    def _stack(self, index):
-        """Observations of the entries with absolute indices `index`, and whether all their frames are
-        still held (a frame stack reaches back into older entries, which the ring may have overwritten)."""
-        slots = index % self.capacity
-        if self.frame_stack == 1:
-            return self.frames[slots], np.ones(len(index), bool)
+    def _frame_indices(self, index):
+        """(stack, B) absolute indices of the frames of the entries `index`, oldest first: each entry and
+        its predecessors, the episode's first entry standing in for those before it."""
         chain = [index]
         for _ in range(self.frame_stack - 1):
             chain.append(self.prev[chain[-1] % self.capacity])
-        # a link older than the ring's tail was overwritten (and what its slot says now is a newer entry's)
-        held = np.min(chain, axis=0) >= self.count - self.capacity
-        frames = [self.frames[link % self.capacity] for link in reversed(chain)]
-        return np.stack(frames, axis=1), held
+        return np.stack(chain[::-1])
+
+    def _sampleable(self, index):
+        """Entries the env has acted from whose frames are all still held (a frame stack reaches back into
+        older entries; once the ring overwrote one, its slot holds a newer entry)."""
+        ready = self.ready[index % self.capacity]
+        if self.frame_stack == 1:
+            return ready
+        return ready & (self._frame_indices(index).min(axis=0) >= self.count - self.capacity)
+
+    def _observations(self, index):
+        if self.frame_stack == 1:
+            return self.frames[index % self.capacity]
+        return np.moveaxis(self.frames[self._frame_indices(index) % self.capacity], 0, 1)
 
     def _draw(self, batch_size, rng):
         """Absolute indices of `batch_size` entries and their weights (uniform: ones)."""
@@ -198,37 +206,37 @@ class ReplayBuffer:
         if not self.ready.any():
             raise RuntimeError("cannot sample from a replay buffer that holds no complete transition yet")
         index, weights = self._draw(batch_size, rng)
-        obs, held = self._stack(index)
-        bad = ~(self.ready[index % self.capacity] & held)
-        while bad.any():  # the newest state of each env and entries whose frames were overwritten
+        bad = ~self._sampleable(index)
+        while bad.any():  # the newest state of each env, final observations, entries that lost frames
             index[bad], weights[bad] = self._draw(int(bad.sum()), rng)
-            obs[bad], held[bad] = self._stack(index[bad])
-            bad[bad] = ~(self.ready[index[bad] % self.capacity] & held[bad])
+            bad[bad] = ~self._sampleable(index[bad])
         rewards, discounts, bootstrap = self._n_step_returns(index)
-        next_obs, _ = self._stack(bootstrap)
         slots = index % self.capacity
-        return Batch(obs, self.actions[slots], rewards, next_obs, discounts, slots, weights)
+        return Batch(self._observations(index), self.actions[slots], rewards, self._observations(bootstrap), discounts,
+                     slots, weights)
 
     def _n_step_returns(self, index):
-        """Sum rewards along the links for up to n steps; returns (rewards, discounts, bootstrap entries)."""
-        node = index % self.capacity
-        returns = np.zeros(len(index))
-        discount = np.ones(len(index))
-        final_discount = np.zeros(len(index))
-        bootstrap = index.copy()
-        alive = np.ones(len(index), bool)
-        for k in range(self.n_step):
-            returns += np.where(alive, discount * self.rewards[node], 0.0)
-            discount *= self.gamma
-            successor, terminated = self.next[node], self.terminated[node]
-            bootstrap = np.where(alive & (successor >= 0), successor, bootstrap)
-            final_discount = np.where(alive, np.where(terminated, 0.0, discount), final_discount)
-            if k == self.n_step - 1:
+        """Rewards summed along the links for up to n steps: (returns, discounts, bootstrap entries)."""
+        slots = index % self.capacity
+        returns = self.rewards[slots].astype(np.float64)
+        terminated = self.terminated[slots]
+        bootstrap = self.next[slots]
+        discounts = np.where(terminated, 0.0, self.gamma)
+        # rows whose return takes one more step: not ended, and the env has acted from the next entry
+        going = np.flatnonzero(~terminated & ~self.truncated[slots] & self.ready[bootstrap % self.capacity])
+        power = self.gamma
+        for _ in range(self.n_step - 1):
+            if going.size == 0:
                 break
-            successor_slot = successor % self.capacity
-            alive &= ~terminated & ~self.truncated[node] & self.ready[successor_slot]
-            node = np.where(alive, successor_slot, node)
-        return returns.astype(np.float32), final_discount.astype(np.float32), bootstrap
+            node = bootstrap[going] % self.capacity
+            returns[going] += power * self.rewards[node]
+            power *= self.gamma
+            terminated = self.terminated[node]
+            bootstrap[going] = self.next[node]
+            discounts[going] = np.where(terminated, 0.0, power)
+            going = going[~terminated & ~self.truncated[node] & self.ready[bootstrap[going] % self.capacity]]
+        bootstrap = np.where(bootstrap >= 0, bootstrap, index)  # terminated: any entry, its discount is 0
+        return returns.astype(np.float32), discounts.astype(np.float32), bootstrap
 
     def update_priorities(self, indices, td_errors):
         """Uniform replay has no priorities: nothing to do."""
@@ -244,7 +252,8 @@ class ReplayBuffer:
         held = min(int(state["count"]), self.capacity)
         if state["frames"].shape[1:] != self.frames.shape[1:] or len(state["current"]) != self.num_envs:
             raise ValueError(f"replay buffer state holds frames of shape {state['frames'].shape[1:]} for "
-                             f"{len(state['current'])} envs; this buffer has {self.frames.shape[1:]} for {self.num_envs}")
+                             f"{len(state['current'])} envs; this buffer has {self.frames.shape[1:]} for "
+                             f"{self.num_envs}")
         for name in _fields(1, self.obs_shape, np.float32, self.frame_stack):
             getattr(self, name)[:held] = state[name]
         self.count = int(state["count"])

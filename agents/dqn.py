@@ -30,8 +30,9 @@ updates) are sampled together and their targets come from one batched forward pa
 Q-network with relu or tanh runs as one fused graph node (agents.actor_critic.MLPFunction).
 
 Envs: `num_envs` and `vectorization` of the agent config, when set, override the env config's.
-Evaluation: `cfg.eval_episodes` greedy episodes at the end (raw rewards, env k seeded
-seed + 10_000 + k as scripts/evaluate.py replays them); with `eval_every` also every that many env
+Evaluation: `cfg.eval_episodes` episodes at the end, greedy or ε-greedy with `eval_epsilon` (Atari:
+a greedy agent that never presses FIRE plays until the time limit), in raw rewards, env k seeded
+seed + 10_000 + k as scripts/evaluate.py replays them; with `eval_every` also every that many env
 steps, and with `target_return` training stops at the first evaluation that reaches it (metrics
 time/to_target_s and train/to_target_steps).
 Checkpoints (networks, optimizer, replay buffer, envs, every random generator, counters) every
@@ -50,7 +51,7 @@ from omegaconf import OmegaConf
 import core
 import core.functional as F
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.actor_critic import MLPFunction, evaluate, evaluation_envs, one_blas_thread, training_envs
+from agents.actor_critic import MLPFunction, derive_seed, evaluate, evaluation_envs, one_blas_thread, training_envs
 from agents.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from agents.networks import ACTIVATIONS, INITS, mlp
 from agents.schedules import SCHEDULES, exponential_schedule, linear_schedule
@@ -121,6 +122,7 @@ class Config:
     epsilon_decay: float = 0.995           # exponential: the factor per step (episode)
     # evaluation and logging
     eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
+    eval_epsilon: float = 0.0              # ε of the evaluation policy (0: greedy; Atari: 0.05 keeps it from stalling)
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     log_every: int = 100                   # gradient updates between loss logs
 
@@ -147,11 +149,12 @@ class Config:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"agent.{name} must be a positive finite number, got {value}")
         for name in ("gamma", "tau", "rmsprop_alpha", "exploration_fraction", "epsilon_start", "epsilon_end",
-                     "per_beta_start", "per_beta_end"):
+                     "eval_epsilon", "per_beta_start", "per_beta_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.batch_size > self.buffer_size:
-            raise ValueError(f"agent.batch_size ({self.batch_size}) cannot exceed agent.buffer_size ({self.buffer_size})")
+            raise ValueError(f"agent.batch_size ({self.batch_size}) cannot exceed agent.buffer_size "
+                             f"({self.buffer_size})")
         if self.network == "mlp" and (not self.hidden or any(width < 1 for width in self.hidden)):
             raise ValueError(f"agent.hidden must list one or more positive layer widths, got {list(self.hidden)}")
         if self.epsilon_schedule == "linear" and self.epsilon_unit == "episode" and not self.epsilon_decay_duration:
@@ -209,7 +212,8 @@ class QNetwork(nn.Module):
         else:
             x = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
             if self.fused:
-                params = [p for layer in self.features if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]
+                params = [p for layer in self.features if isinstance(layer, nn.Linear)
+                          for p in (layer.weight, layer.bias)]
                 h = MLPFunction(self.activation, activate_output=self.dueling)(x, *params)
             else:
                 h = self.features(x)
@@ -301,6 +305,23 @@ def update_target(parameter_pairs, tau):
             target_param.data += tau * param.data
 
 
+class EpsilonGreedy:
+    """A Q-network's ε-greedy policy, in the interface agents.actor_critic.evaluate drives (`greedy`,
+    and `act` whose first result is the actions, drawn with a core.Generator)."""
+
+    def __init__(self, q_net, epsilon, num_actions):
+        self.q_net, self.epsilon, self.num_actions = q_net, epsilon, num_actions
+
+    def greedy(self, obs):
+        return self.q_net.greedy(obs)
+
+    def act(self, obs, generator):
+        device, shape = core.backend.device_of(obs), (len(obs),)
+        explore = generator.uniform(shape, device=device).data < self.epsilon
+        random = generator.integers(0, self.num_actions, shape, device=device).data
+        return (get_array_module(obs).where(explore, random, self.q_net.greedy(obs)),)
+
+
 def select_actions(q_net, obs, epsilon, rng, num_actions, device="cpu"):
     """ε-greedy actions (numpy ints) for a batch of observations. The random draws are the same
     whatever ε is (runs stay reproducible), and the network runs only when some env acts greedily."""
@@ -332,14 +353,15 @@ def make_env(env_cfg, render_mode=None):
 
 def make_policy(cfg, state, env, greedy=True, generator=None):
     """The checkpointed Q-network as `act(observation) -> action`: argmax Q, or (greedy False)
-    ε-greedy with ε = agent.epsilon_end, drawn from the core.Generator `generator`."""
+    ε-greedy with ε = agent.eval_epsilon (agent.epsilon_end when that is 0), drawn from the
+    core.Generator `generator`."""
     args = as_config(cfg.agent)
     q_net = QNetwork(env.observation_space.shape, int(env.action_space.n), args)
     q_net.load_state_dict(state["q_net"])
     generator = generator or core.Generator(0)
 
     def act(obs):
-        if not greedy and generator.uniform(()).item() < args.epsilon_end:
+        if not greedy and generator.uniform(()).item() < (args.eval_epsilon or args.epsilon_end):
             return int(generator.integers(env.action_space.n).item())
         return int(q_net.greedy(np.asarray(obs)[None])[0])
     return act
@@ -397,12 +419,13 @@ def _train(cfg, run):
     buffer = make_buffer(args, obs_space, num_envs)
     epsilon_at = epsilon_schedule(args)
     beta_at = linear_schedule(args.per_beta_start, args.per_beta_end, args.total_timesteps)
-    rng = np.random.default_rng(cfg.seed)  # exploration and replay sampling
+    rng = np.random.default_rng(derive_seed(cfg.seed, "dqn"))  # exploration and replay sampling
     stepper = VectorStepper(envs)
     stepper.reset(seed=cfg.seed)
     counters = {"global_step": 0, "episodes": 0, "updates": 0, "since_train": 0, "since_target": 0,
                 "since_eval": 0, "since_checkpoint": 0}
-    wall_before, to_target, evaluation = 0.0, None, None
+    wall_before, evaluation = 0.0, None
+    to_target = None  # [wall seconds, env steps] when an evaluation first reached target_return
 
     if run.resume_state is not None:
         state = run.resume_state
@@ -445,7 +468,8 @@ def _train(cfg, run):
         while num_updates > 0:
             together = 1 if one_at_a_time else min(num_updates, max_together)
             if args.target_network and args.target_update_unit == "update":
-                together = min(together, args.target_update_interval - counters["updates"] % args.target_update_interval)
+                interval = args.target_update_interval
+                together = min(together, interval - counters["updates"] % interval)
             if args.prioritized:
                 batch = buffer.sample(args.batch_size, rng, beta_at(counters["global_step"]))
             else:
@@ -478,7 +502,9 @@ def _train(cfg, run):
                                 "charts/learning_rate": args.lr}, counters["global_step"])
 
     def evaluate_now():
-        returns, lengths = evaluate(q_net, eval_envs, seed=cfg.seed + EVAL_SEED_OFFSET, device=device)
+        policy = EpsilonGreedy(q_net, args.eval_epsilon, num_actions)
+        returns, lengths = evaluate(policy, eval_envs, greedy=args.eval_epsilon == 0, seed=cfg.seed + EVAL_SEED_OFFSET,
+                                    generator=core.Generator(derive_seed(cfg.seed, "evaluation")), device=device)
         metrics = summarize_returns(returns, lengths)
         run.logger.scalars({k: v for k, v in metrics.items() if k != "eval/episodes"}, counters["global_step"])
         return metrics
@@ -534,7 +560,7 @@ def _train(cfg, run):
             counters["since_eval"] %= args.eval_every
             evaluation = evaluate_now()
             if args.target_return is not None and evaluation["eval/return_mean"] >= args.target_return:
-                to_target = (wall(), counters["global_step"])
+                to_target = [wall(), counters["global_step"]]
         if steps_per_checkpoint and counters["since_checkpoint"] >= steps_per_checkpoint:
             counters["since_checkpoint"] %= steps_per_checkpoint
             checkpoint()

@@ -14,7 +14,11 @@ minimising (SB3's form of the loss, which the zoo's settings were tuned for)
              V_old + clip(V − V_old, ±clip_range_vf) (the PPO paper's code; SB3 keeps only the clipped one)
     loss   = policy − ent_coef·entropy + vf_coef·value
 
-with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`.
+with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`. `ppo_loss` is the
+readable form of this loss; a categorical policy on fused networks uses `CategoricalPPOLoss`, the
+same loss and gradient as one graph node (tested equal), because on CartPole-sized minibatches the
+per-node bookkeeping costs more than the arithmetic. When one minibatch is the whole rollout it is
+not shuffled (the loss is a mean: order does not matter).
 Schedules: `anneal_lr` / `anneal_clip` make the learning rate and ε fall linearly to 0 (the zoo's
 lin_1e-3 and lin_0.2): iteration i of n uses lr·(1 − i/n).
 `target_kl`: the epochs of an iteration stop at the first minibatch whose approx-KL exceeds
@@ -233,10 +237,10 @@ def ppo_update(model, optimizer, data, clip_range, args, rng):
     stats = {name: [] for name in ("policy_loss", "value_loss", "entropy", "loss", "approx_kl", "old_approx_kl",
                                    "clipfrac")}
     for _ in range(args.n_epochs):
-        order = xp.asarray(rng.permutation(n))
+        order = xp.asarray(rng.permutation(n)) if args.batch_size < n else None  # one minibatch: all of it
         for start in range(0, n, args.batch_size):
-            idx = order[start:start + args.batch_size]
-            batch = {name: array[idx] for name, array in data.items()}
+            batch = data if order is None else {name: array[order[start:start + args.batch_size]]
+                                                 for name, array in data.items()}
             if args.normalize_advantage:
                 batch["advantages"] = normalize(batch["advantages"])
             loss, parts = loss_fn(model, batch, clip_range, args)

@@ -93,7 +93,8 @@ def _model(env, method, env_id):
     if P is None:
         raise ConfigError(f"agent.method={method} needs the env's model (env.unwrapped.P), which {env_id} lacks; "
                           "use q_learning, or a toy env (gridworld, maze, mdp3)")
-    return P
+    # gymnasium's toy-text envs (FrozenLake, Taxi, CliffWalking) keep P as {state: {action: [...]}}
+    return [[P[s][a] for a in range(env.action_space.n)] for s in range(env.observation_space.n)]
 
 
 def _gamma(args, env, env_id):
@@ -144,9 +145,8 @@ def run_method(args, env, env_id, seed, logger):
         learning_rate = tabular.power_decay(args.lr, args.lr_decay)
         Q = tabular.q_learning(env, args.steps, gamma=gamma, learning_rate=learning_rate, epsilon=args.epsilon,
                                seed=seed)
-        P = getattr(env.unwrapped, "P", None)
-        if P is not None:  # the same seed replays the same draws, so a shorter budget is a prefix of this run
-            reference = tabular.q_value_iteration(P, gamma, 1000)
+        if hasattr(env.unwrapped, "P"):  # one seed replays the same draws: a shorter budget is a prefix of this run
+            reference = tabular.q_value_iteration(_model(env, args.method, env_id), gamma, 1000)
             finite = np.isfinite(reference)
             for k in range(1, CURVE_POINTS + 1):
                 budget = args.steps * k // CURVE_POINTS

@@ -44,9 +44,10 @@ Data (`cfg.dataset`):
 - image datasets of gans/datasets.py (mnist, fashion_mnist, cifar10, digits): images NCHW in
   `dataset.normalize`'s range, labels 0..9. `dataset.split` is the pool to train on.
 - toy datasets (conf/dataset/toy/): moons (sklearn make_moons), iris, breast_cancer, diabetes (sklearn's
-  bundled files), cloud3d (a correlated 3-D Gaussian cloud, inputs = targets), series (MTF ch. 6's synthetic
-  series cut into windows: the `window` values before each time step predict it; targets before `split_time`
-  train, the rest is the test set, as the book's forecast), and the objective himmelblau.
+  bundled files; diabetes' targets times `target_scale`), cloud3d (a correlated 3-D Gaussian cloud, inputs =
+  targets), series (MTF ch. 6's synthetic series cut into windows: the `window` values before each time step
+  predict it; targets before `split_time` train, the rest is the test set, as the book's forecast), and the
+  objective himmelblau.
 Splits: with `test_fraction` > 0 the pool is split by sklearn's train_test_split(random_state=split_seed), the
 books' own call, so every seed of a run sees the same test set. With test_fraction 0 an image dataset's
 "test" split is the test set (so `dataset.split` must be train). Only the MNIST test file exists offline:
@@ -281,17 +282,6 @@ class Lambda(nn.Module):
         return self.description
 
 
-class Recurrent(nn.Module):
-    """(N, T, F) -> (N, T, units) or (N, units); a Bidirectional pair concatenates its two directions."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer(x)
-
-
 class Network(nn.Sequential):
     def penalty(self):
         """The sum of the l2 and activity penalties of the last forward pass (0.0 when there are none)."""
@@ -381,7 +371,7 @@ def make_layer(spec: dict, shape: tuple) -> nn.Module:
         cls = {"simple_rnn": nn.SimpleRNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
         layer = cls(shape[-1], spec["units"], batch_first=True, return_sequences=spec["return_sequences"],
                     init="keras")
-        return Recurrent(nn.Bidirectional(layer) if spec["bidirectional"] else layer)
+        return nn.Bidirectional(layer) if spec["bidirectional"] else layer  # Bidirectional concatenates
     # residual
     body, out_shape = build_network(spec["layers"], shape)
     shortcut = None
@@ -425,11 +415,19 @@ def _moons(n_samples=2000, noise=0.2, seed=100):
     return x.astype(np.float32), y.astype(np.int64), None
 
 
-def _sklearn_bundled(loader, regression=False):
+def _sklearn_bundled(loader):
     def load():
         data = loader()
-        return data.data.astype(np.float32), data.target.astype(np.float32 if regression else np.int64), None
+        return data.data.astype(np.float32), data.target.astype(np.int64), None
     return load
+
+
+def _diabetes(target_scale=1.0):
+    """sklearn's diabetes regression data; `target_scale` rescales the targets (25..346), e.g. to the scale of
+    a dataset it stands in for."""
+    from sklearn.datasets import load_diabetes
+    data = load_diabetes()
+    return data.data.astype(np.float32), (data.target * target_scale).astype(np.float32), None
 
 
 def _cloud3d(n_samples=80, seed=4):
@@ -468,7 +466,7 @@ def _toy_loaders():
     from sklearn import datasets
     return {"moons": _moons, "iris": _sklearn_bundled(datasets.load_iris),
             "breast_cancer": _sklearn_bundled(datasets.load_breast_cancer),
-            "diabetes": _sklearn_bundled(datasets.load_diabetes, regression=True), "cloud3d": _cloud3d,
+            "diabetes": _diabetes, "cloud3d": _cloud3d,
             "series": _series}
 
 
@@ -541,17 +539,16 @@ def load_splits(dataset: dict, args: Config) -> Splits:
     if args.validation_split:
         cut = len(x) - int(len(x) * args.validation_split)
         train, val = Part(x[:cut], y[:cut]), Part(x[cut:], y[cut:])
-    elif args.validate_on_test:
-        val = test
+    parts = [part for part in (train, val, test) if part is not None]
     if args.standardize:
         mean, std = train.x.mean(axis=0), train.x.std(axis=0)
         std[std == 0] = 1
-        for part in {id(p): p for p in (train, val, test) if p is not None}.values():
+        for part in parts:
             part.x = ((part.x - mean) / std).astype(np.float32)
     if args.center_crop < 1:
-        for part in {id(p): p for p in (train, val, test) if p is not None}.values():
+        for part in parts:
             part.x = center_crop(part.x, args.center_crop)
-    return Splits(train, val, test)
+    return Splits(train, test if args.validate_on_test else val, test)
 
 
 def center_crop(images: np.ndarray, fraction: float) -> np.ndarray:
@@ -740,8 +737,7 @@ def model_config(cfg) -> Config:
     section = cfg.model
     if isinstance(section, Config):
         return section
-    values = _plain(section)
-    return Config(**{k: v for k, v in values.items() if k in Config.__dataclass_fields__})
+    return Config(**_plain(section))
 
 
 def train(cfg, run) -> dict:

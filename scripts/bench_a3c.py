@@ -28,13 +28,13 @@ from core.run import Run  # noqa: E402
 from scripts.benchutil import machine, write_section  # noqa: E402
 
 
-def throughput(num_workers, steps_per_worker, backend):
+def throughput(num_workers, steps_per_worker, backend, own_sessions=False):
     """(env steps per wall second from the first update to the last, env steps per worker CPU
     second, CPU cores used on average) of one A3C run."""
     values = OmegaConf.load(ROOT / "conf" / "agent" / "a3c.yaml")
     values.pop("defaults")
     agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), values,
-                            {"num_workers": num_workers, "backend": backend,
+                            {"num_workers": num_workers, "backend": backend, "own_sessions": own_sessions,
                              "total_timesteps": steps_per_worker * num_workers})
     cfg = OmegaConf.create({"seed": 0, "device": "cpu", "eval_episodes": 1, "checkpoint_every": 0, "agent": agent,
                             "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync",
@@ -58,11 +58,13 @@ def main():
     args = parser.parse_args()
     use_ray = not args.no_ray and importlib.util.find_spec("ray") is not None
 
-    settings = [("processes", n) for n in args.workers] + ([("ray", args.ray_workers)] if use_ray else [])
+    settings = [(backend, n) for backend in ("processes", "processes, own sessions") for n in args.workers]
+    settings += [("ray", args.ray_workers)] if use_ray else []
     results = {setting: [] for setting in settings}
     for round_ in range(args.rounds):
         for backend, n in settings:
-            results[(backend, n)].append(throughput(n, args.steps_per_worker, backend))
+            results[(backend, n)].append(throughput(n, args.steps_per_worker, backend.split(",")[0],
+                                                    own_sessions=backend.endswith("own sessions")))
             rate, cpu_rate, cores_used = results[(backend, n)][-1]
             print(f"round {round_}: {backend} x{n}: {rate:,.0f} env steps/s, {cpu_rate:,.0f} per CPU second, "
                   f"{cores_used:.2f} cores used", flush=True)
@@ -70,21 +72,28 @@ def main():
     def median(setting, column):
         return statistics.median(result[column] for result in results[setting])
 
-    single = median(("processes", 1), 0) if ("processes", 1) in results else None
     cores = os.cpu_count()
     lines = [f"A3C on CartPole-v1 (conf/agent/a3c.yaml: 20-step rollouts, one env per worker, shared Adam), "
              f"{args.steps_per_worker:,} env steps per worker; median of {args.rounds} interleaved rounds; "
              f"{machine()}. Env steps/s is over the span from the first update to the last; per CPU second "
-             "divides by the CPU time the workers got, and cores used is that CPU time over the span.", "",
+             "divides by the CPU time the workers got, and cores used is that CPU time over the span. "
+             "The machine was busy with other sessions: under Linux's autogroup scheduling each session gets "
+             "one share of the CPUs, so the workers of the trainer's session share about one share between "
+             "them, while with agent.own_sessions=true (or on Ray) each worker is a session of its own.", "",
              "| backend | workers | env steps/s | vs N x single | target (>= 0.8 up to the core count) "
              "| env steps per CPU s | cores used |", "|---|---:|---:|---:|---|---:|---:|"]
     for backend, n in settings:
         rate = median((backend, n), 0)
+        base = (backend if backend != "ray" else "processes, own sessions", 1)
+        single = median(base, 0) if base in results else None
         scaling = rate / (n * single) if single else float("nan")
-        if backend == "processes" and n <= cores:
+        if n == 1:
+            verdict = "(the reference)"
+        elif backend != "ray" and n <= cores:
             verdict = "met" if scaling >= 0.8 else "missed"
         else:
-            verdict = f"more workers than the {cores} cores" if backend == "processes" else "Ray, local instance"
+            verdict = f"more workers than the {cores} cores" if backend != "ray" else \
+                "Ray, local instance (vs one worker in its own session)"
         lines.append(f"| {backend} | {n} | {rate:,.0f} | {scaling:.2f} | {verdict} | "
                      f"{median((backend, n), 1):,.0f} | {median((backend, n), 2):.2f} |")
     table = "\n".join(lines)

@@ -44,8 +44,8 @@ def run_sb3(seed):
     from stable_baselines3.common.monitor import Monitor
     torch.set_num_threads(1)
     settings = {k: v for k, v in ZOO.items() if k not in ("total_timesteps", "net_arch")}
-    model = DQN("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=seed), policy_kwargs={"net_arch": ZOO["net_arch"]},
-                seed=seed, device="cpu", **settings)
+    model = DQN("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=seed),
+                policy_kwargs={"net_arch": ZOO["net_arch"]}, seed=seed, device="cpu", **settings)
     wall, cpu = time.perf_counter(), time.process_time()
     model.learn(ZOO["total_timesteps"])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -106,7 +106,8 @@ def tables(results, seeds, machine_line):
     sb3 = results.get("sb3")
     lines = [f"DQN on CartPole-v1 with rl-baselines3-zoo's settings (one env, 50,000 steps, lr 2.3e-3, batch 64, "
              f"buffer 100,000, learning starts 1,000, γ 0.99, target update every 10 steps, 128 updates every 256 "
-             f"steps, ε 1 → 0.04 over 16 %, 256-256 MLP); seeds {seeds}, mean ± std; {machine_line}; one thread each. "
+             f"steps, ε 1 → 0.04 over 16 %, 256-256 MLP); seeds {seeds}, mean ± std; {machine_line}; "
+             "one thread each. "
              "The machine was shared with other jobs while this ran: absolute times are noisy; the runs were "
              "interleaved so that the ratios hold better than the times.", "",
              "| implementation | wall-clock | CPU time | wall vs SB3 | eval return per seed | mean eval return |",
@@ -128,7 +129,8 @@ def tables(results, seeds, machine_line):
             else "not reached |"
         lines.append(f"| {seed} | {target} | {r['wall_s']:.2f} s | {r['return']:.1f} |")
     lines.append(f"| mean | {summary([r['to_target_s'] for r in reached], ' s', 2)} | | "
-                 f"{summary([r['wall_s'] for r in fast], ' s', 2)} | {statistics.mean(r['return'] for r in fast):.1f} |")
+                 f"{summary([r['wall_s'] for r in fast], ' s', 2)} | "
+                 f"{statistics.mean(r['return'] for r in fast):.1f} |")
     return "\n".join(lines)
 
 

@@ -55,7 +55,8 @@ def machine():
     import numpy
     torch = load_torch()
     peers = f", torch {torch.__version__}" if torch is not None else ""
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {numpy.__version__}{peers}"
+    load = f", load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {numpy.__version__}{peers}{load}"
 
 
 def ratio(ours, theirs):

@@ -21,7 +21,9 @@ preset's own `skip` reason, or not run yet).
 """
 import argparse
 import datetime
+import fcntl
 import fnmatch
+import importlib.util
 import json
 import math
 import os
@@ -54,9 +56,9 @@ VERDICT_RULES = f"""\
 Each preset names one metric of its runs (`meta.metric`: a metrics.json key, or a TensorBoard scalar
 summarised over the run such as the maximum or the mean of the last N episode returns), the book's
 number for it (`meta.reported_value`) and how to compare (`meta.compare`). Over the seeds the lab's
-result is mean ± std (population std); the band is `meta.tolerance` when the preset gives one, else
-{DEFAULT_REL_TOLERANCE:.0%} of |book value| for `higher`/`lower` and {DEFAULT_APPROX_TOLERANCE:g} for `approx`, widened to the
-std over seeds when that is larger.
+result is mean ± std (population std); the band is `meta.tolerance` when the preset gives one,
+else {DEFAULT_REL_TOLERANCE:.0%} of |book value| for `higher`/`lower` and {DEFAULT_APPROX_TOLERANCE:g} for `approx`,
+widened to the std over seeds when that is larger.
 
 - **reproduced**: the lab's mean lies within the band around the book's number (for a list of
   values: every element within the band).
@@ -115,7 +117,6 @@ def select(presets, patterns, all_presets=False, kind=None):
 def unavailable(meta, named=False, include_skipped=False):
     """Why a preset cannot or should not run here, or None. A preset's own `skip` reason is waived
     when it was named explicitly (not through a glob or --all) or with --include-skipped."""
-    import importlib.util
     missing = [m for m in meta["requires"] or [] if importlib.util.find_spec(m) is None]
     if missing:
         return f"needs {', '.join(missing)} (not installed here)"
@@ -179,13 +180,17 @@ def run_one(run_dir, overrides, timeout=None, threads=None):
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         output, returncode = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as e:
-        output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    except subprocess.TimeoutExpired as e:  # its output comes back as bytes whatever `text` says
+        output = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         output, returncode = output + f"\ntimed out after {timeout} s", None
     wall = time.perf_counter() - start
     (run_dir / "reproduce.log").write_text(" ".join(command) + "\n" + output)
-    if returncode == 0 and (run_dir / "metrics.json").is_file():
+    metrics = run_dir / "metrics.json"
+    status = json.loads(metrics.read_text()).get("status") if metrics.is_file() else None
+    if returncode == 0 and status == "completed":
         return {"status": "completed", "wall_s": wall, "error": None}
+    if returncode == 0:  # stopped early (Ctrl-C / SIGTERM): metrics.json says "interrupted"
+        return {"status": "failed", "wall_s": wall, "error": f"the run ended {status or 'without metrics.json'}"}
     lines = [line for line in output.strip().splitlines() if line.strip()]
     error = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
     return {"status": "failed", "wall_s": wall, "error": error.strip()[:300]}
@@ -232,11 +237,29 @@ def metric_value(run_dir, spec):
     return value
 
 
+def flatten(value):
+    """(1-D float array, layout) of a number or a nested list, ragged ones too ([[4, 2, 3], [4, 2, 3, 2]]);
+    two values can be compared element by element when their layouts are equal."""
+    if isinstance(value, (list, tuple)):
+        parts = [flatten(v) for v in value]
+        flat = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+        return flat, [p[1] for p in parts]
+    return np.array([float(value)]), None
+
+
+def unflatten(flat, layout):
+    """The nested list (or number) of `layout` filled from `flat`, inverse of `flatten`."""
+    values = iter(np.asarray(flat, dtype=float).tolist())
+
+    def build(shape):
+        return next(values) if shape is None else [build(s) for s in shape]
+    return build(layout)
+
+
 def _band(meta, reference, spread):
     tolerance = meta["tolerance"]
     if tolerance is None:
-        tolerance = DEFAULT_APPROX_TOLERANCE if meta["compare"] == "approx" else \
-            DEFAULT_REL_TOLERANCE * np.abs(np.asarray(reference, dtype=float))
+        tolerance = DEFAULT_APPROX_TOLERANCE if meta["compare"] == "approx" else DEFAULT_REL_TOLERANCE * np.abs(reference)
     return np.maximum(tolerance, spread)
 
 
@@ -247,39 +270,37 @@ def verdict(meta, mean, std):
         return "not comparable", "the book gives no number to compare with"
     if mean is None:
         return "not comparable", f"the runs produced no {meta['metric']}"
-    mean_array, reference_array = np.asarray(mean, dtype=float), np.asarray(reference, dtype=float)
-    if mean_array.shape != reference_array.shape:
-        return "not comparable", f"the lab's value has shape {mean_array.shape}, the book's {reference_array.shape}"
-    band = _band(meta, reference_array, np.asarray(std, dtype=float))
-    same_inf = np.isinf(reference_array) & (mean_array == reference_array)  # -inf: an unavailable action
+    (lab, layout), (book, book_layout) = flatten(mean), flatten(reference)
+    if layout != book_layout:
+        return "not comparable", f"the lab's value {_fmt(mean)} is not laid out as the book's {_fmt(reference)}"
+    band = _band(meta, book, flatten(std)[0])
+    same_inf = np.isinf(book) & (lab == book)  # -inf: an unavailable action
     with np.errstate(invalid="ignore"):
-        difference = np.where(same_inf, 0.0, mean_array - reference_array)
+        difference = np.where(same_inf, 0.0, lab - book)
     if np.all(np.abs(difference) <= band):
         return "reproduced", "exactly the book's" if np.max(band) == 0 else f"within ±{_fmt(np.max(band))} of the book"
     if meta["compare"] == "approx":
         return "worse", f"off by up to {_fmt(np.max(np.abs(difference)))} (band ±{_fmt(np.max(band))})"
+    if layout is not None:
+        return "worse", f"elements off by up to {_fmt(np.max(np.abs(difference)))}"
     sign = 1.0 if meta["compare"] == "higher" else -1.0
-    if mean_array.ndim == 0:
-        side = "better" if sign * difference > 0 else "worse"
-        return side, f"{_fmt(abs(float(difference)))} {'above' if difference > 0 else 'below'} the book (band ±{_fmt(float(band))})"
-    return "worse", f"elements off by up to {_fmt(np.max(np.abs(difference)))}"
+    side = "better" if sign * difference[0] > 0 else "worse"
+    where = "above" if difference[0] > 0 else "below"
+    return side, f"{_fmt(abs(difference[0]))} {where} the book (band ±{_fmt(band[0])})"
 
 
 def aggregate(values):
-    """Mean and population std over seeds of numbers or equally shaped nested lists (None if none)."""
-    values = [v for v in values if v is not None]
+    """Mean and population std over seeds of numbers or nested lists laid out alike (None if none)."""
+    values = [flatten(v) for v in values if v is not None]
     if not values:
         return None, None
-    array = np.asarray(values, dtype=float)
+    layout = values[0][1]
+    if any(other != layout for _, other in values):
+        raise ReproduceError("the seeds' values of one metric are laid out differently")
+    array = np.stack([flat for flat, _ in values])
     with np.errstate(invalid="ignore"):  # -inf entries (unavailable actions): mean -inf, std nan
         mean, std = array.mean(axis=0), array.std(axis=0)
-    std = np.where(np.isnan(std), 0.0, std)
-    return _plain(mean), _plain(std)
-
-
-def _plain(array):
-    array = np.asarray(array)
-    return array.tolist() if array.ndim else float(array)
+    return unflatten(mean, layout), unflatten(np.where(np.isnan(std), 0.0, std), layout)
 
 
 def _fmt(value, digits=5):
@@ -288,18 +309,23 @@ def _fmt(value, digits=5):
     if value is None:
         return "—"
     value = float(value)
-    if math.isinf(value):
-        return "−inf" if value < 0 else "inf"
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else "−inf" if value < 0 else "inf"
     if value == int(value) and abs(value) < 1e9:
         return str(int(value))
     return f"{value:.{digits}g}"
 
 
 # ----- one preset, end to end -----
+def seed_overrides(preset_id, meta, seeds, scale):
+    """{seed: the train.py overrides of that seed's run}."""
+    overrides = [f"experiment={preset_id}", "quiet=true", *budget_overrides(preset_id, meta, scale)]
+    return {seed: [*overrides, f"seed={seed}"] for seed in seeds}
+
+
 def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeout=None, log=print):
     """Run (or reuse) every seed of one preset and return its results.json entry."""
-    overrides = [f"experiment={preset_id}", "quiet=true", *budget_overrides(preset_id, meta, scale)]
-    per_seed = {seed: [*overrides, f"seed={seed}"] for seed in seeds}
+    per_seed = seed_overrides(preset_id, meta, seeds, scale)
     threads = max(1, (os.cpu_count() or 1) // jobs)
 
     def one(seed):
@@ -367,12 +393,20 @@ def load_results(report):
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def save_results(report, results):
+def merge_result(report, entry):
+    """Put one preset's entry into results.json, keeping every other entry. Reproductions of other
+    presets may run at the same time: the read-modify-write holds an exclusive lock on the folder."""
     path = results_path(report)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
-    tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        results = load_results(report) | {entry["id"]: entry}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
+        tmp.replace(path)
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def _cell(text):
@@ -415,11 +449,13 @@ def render(results, presets, command=None):
             budget = "full" if e["budget_scale"] == 1 else f"×{_fmt(e['budget_scale'])}"
             wall = f"{e['wall_s_per_seed']:.0f} s" if e["wall_s_per_seed"] is not None else "—"
             curve = f"[png]({e['curve']})" if e["curve"] else "—"
-            lines.append("| " + " | ".join(_cell(c) for c in (
-                f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], f"`{e['metric']}`" if e["metric"] else "—",
-                _lab_value(e), len(e["completed_seeds"]), budget, wall,
-                f"**{e['verdict']}**: {e['reason']}" + (f" (on a substitute: {e['substitute']})" if e.get("substitute")
-                                                         else ""), curve)) + " |")
+            metric = f"`{e['metric']}`" if e["metric"] else "—"
+            verdict_cell = f"**{e['verdict']}**: {e['reason']}"
+            if e.get("substitute"):
+                verdict_cell += f" (on a substitute: {e['substitute']})"
+            cells = (f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], metric, _lab_value(e),
+                     len(e["completed_seeds"]), budget, wall, verdict_cell, curve)
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
     not_run = []
     for preset_id, meta in sorted(presets.items()):
@@ -428,7 +464,8 @@ def render(results, presets, command=None):
         reason = unavailable(meta) or "not run yet (`python scripts/reproduce.py " + preset_id + "`)"
         if meta.get("budget_note"):
             reason += f"; {meta['budget_note']}"
-        not_run.append(f"| `{preset_id}` | {meta['book']} {meta['chapter']} | {_cell(meta['kind'])} | {_cell(reason)} |")
+        cells = (f"`{preset_id}`", f"{meta['book']} {meta['chapter']}", meta["kind"], reason)
+        not_run.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if not_run:
         lines += ["## Not run", "", "| id | book, ch. | kind | why |", "|---|---|---|---|", *not_run, ""]
     return "\n".join(lines)
@@ -482,11 +519,11 @@ def main(argv=None):
             if reason:
                 print(f"skip {preset_id}: {reason}")
                 continue
-            scale = "" if args.budget_scale == 1 else f", budget ×{args.budget_scale:g} of {meta['budget_keys'] or 'no keys'}"
-            states = ["done" if is_done(run_dir_of(args.runs_dir, preset_id, s),
-                                        [f"experiment={preset_id}", "quiet=true",
-                                         *budget_overrides(preset_id, meta, args.budget_scale), f"seed={s}"])
-                      else "to run" for s in seeds]
+            scale = "" if args.budget_scale == 1 else \
+                f", budget ×{args.budget_scale:g} of {meta['budget_keys'] or 'no keys'}"
+            per_seed = seed_overrides(preset_id, meta, seeds, args.budget_scale)
+            states = ["done" if is_done(run_dir_of(args.runs_dir, preset_id, s), per_seed[s]) else "to run"
+                      for s in seeds]
             print(f"run  {preset_id}: seeds {seeds} ({', '.join(states)}){scale} -> "
                   f"{run_dir_of(args.runs_dir, preset_id, '<k>')}")
         return 0
@@ -498,7 +535,7 @@ def main(argv=None):
         entry = reproduce(preset_id, meta, seeds, args.budget_scale, args.runs_dir, Path(args.out).parent,
                           args.jobs, args.timeout)
         print(f"{preset_id}: {entry['verdict']} ({entry['reason']}); lab {_lab_value(entry)}")
-        save_results(args.out, load_results(args.out) | {preset_id: entry})  # merge with concurrent writers
+        merge_result(args.out, entry)
     write_report(args.out, load_results(args.out), presets, command)
     print(f"wrote {args.out}")
     return 0

@@ -142,7 +142,8 @@ import sys
 from omegaconf import OmegaConf
 from agents import a3c
 from core.run import Run
-agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), {"total_timesteps": 10_000_000, "num_workers": 2})
+agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), {"total_timesteps": 10_000_000, "num_workers": 2,
+                                                          "own_sessions": sys.argv[2] == "own"})
 cfg = OmegaConf.create({"seed": 0, "device": "cpu", "eval_episodes": 1, "checkpoint_every": 0, "agent": agent,
                         "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}})
 with Run(sys.argv[1], config=OmegaConf.to_container(cfg), quiet=True) as run:
@@ -150,15 +151,19 @@ with Run(sys.argv[1], config=OmegaConf.to_container(cfg), quiet=True) as run:
 """
 
 
-def start_trainer(run_dir):
+def start_trainer(run_dir, sessions="shared"):
     """An A3C run in a subprocess; returns it and its worker pids once the workers are updating."""
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SCRIPT), str(run_dir)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SCRIPT), str(run_dir), sessions], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and len(children(process.pid)) < 2:
         time.sleep(0.2)
     time.sleep(3)  # past the workers' start-up: they are in their update loop
     return process, children(process.pid)
+
+
+def session(pid):
+    return int(pathlib.Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[3])
 
 
 def wait_gone(pids, seconds):
@@ -180,9 +185,12 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path):
     assert wait_gone(pids, 10)
 
 
-def test_a_killed_trainer_leaves_no_orphans(tmp_path):
-    process, pids = start_trainer(tmp_path)
+@pytest.mark.parametrize("sessions", ["shared", "own"])
+def test_a_killed_trainer_leaves_no_orphans(tmp_path, sessions):
+    process, pids = start_trainer(tmp_path, sessions)
     assert len(pids) >= 2
+    worker_sessions = {session(pid) for pid in pids} - {session(process.pid)}
+    assert len(worker_sessions) == (2 if sessions == "own" else 0)  # the resource tracker stays in the trainer's
     process.kill()
     process.wait(timeout=10)
     assert wait_gone(pids, 15)
@@ -207,3 +215,11 @@ def test_ray_backend_on_a_local_instance(tmp_path):
     first, last = metrics["a3c/worker_first_update_s"], metrics["a3c/worker_last_update_s"]
     assert max(first) < min(last)
     assert metrics["eval/return_mean"] > 50
+
+
+def test_ray_auto_without_a_cluster_fails_clearly(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ConfigError, match=r"cannot connect to Ray at agent.ray_address='auto': Could not find any "
+                                          r"running Ray instance"):
+        train(make_cfg(backend="ray", ray_address="auto"), tmp_path)

@@ -265,7 +265,8 @@ def test_fx_rl_8_agent_pieces():
         assert loss.item() == pytest.approx(expected)
     rewards, next_values = np.ones((3, 1)), np.array([[0.0], [0.0], [10.0]])
     no_end, end = np.zeros((3, 1), bool), np.array([[False], [False], [True]])
-    np.testing.assert_allclose(n_step_returns(rewards, next_values, no_end, no_end, 0.99)[:, 0], [12.67309, 11.791, 10.9])
+    bootstrapped = n_step_returns(rewards, next_values, no_end, no_end, 0.99)[:, 0]
+    np.testing.assert_allclose(bootstrapped, [12.67309, 11.791, 10.9])
     np.testing.assert_allclose(n_step_returns(rewards, next_values, end, no_end, 0.99)[:, 0], [2.9701, 1.99, 1.0])
 
 

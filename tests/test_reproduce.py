@@ -29,7 +29,13 @@ def test_verdict_rules():
     table = meta(compare="approx", reported_value=[[1.0, float("-inf")], [2.0, 3.0]], tolerance=1e-6)
     assert reproduce.verdict(table, [[1.0, float("-inf")], [2.0, 3.0]], [[0, 0], [0, 0]])[0] == "reproduced"
     assert reproduce.verdict(table, [[1.0, float("-inf")], [2.0, 3.1]], [[0, 0], [0, 0]])[0] == "worse"
-    assert reproduce.verdict(table, [1.0, 2.0], [0, 0])[0] == "not comparable"  # shapes differ
+    assert reproduce.verdict(table, [1.0, 2.0], [0, 0])[0] == "not comparable"  # laid out differently
+    shapes = [[4, 2, 3], [4, 2, 5], [4, 2, 3, 2]]  # ragged lists compare element by element too
+    mean, std = reproduce.aggregate([shapes, shapes])
+    assert (mean, std) == (shapes, [[0, 0, 0], [0, 0, 0], [0, 0, 0, 0]])
+    ragged = meta(compare="approx", reported_value=shapes, tolerance=0)
+    assert reproduce.verdict(ragged, mean, std) == ("reproduced", "exactly the book's")
+    assert reproduce.verdict(ragged, [[4, 2, 3], [4, 2, 5], [4, 2, 3, 3]], std)[0] == "worse"
 
 
 def test_metric_values_from_metrics_json_and_tensorboard(tmp_path):
@@ -50,7 +56,8 @@ def test_metric_values_from_metrics_json_and_tensorboard(tmp_path):
     with pytest.raises(reproduce.ReproduceError, match="@median"):
         reproduce.metric_value(tmp_path, "charts/episodic_return@median")
     assert reproduce.aggregate([1.0, 3.0]) == (2.0, 1.0)
-    assert reproduce.aggregate([[1.0, float("-inf")], [3.0, float("-inf")]]) == ([2.0, float("-inf")], [1.0, 0.0])
+    inf = float("inf")
+    assert reproduce.aggregate([[1.0, -inf], [3.0, -inf]]) == ([2.0, -inf], [1.0, 0.0])
 
 
 def test_selection_and_unavailable_presets():
@@ -65,7 +72,8 @@ def test_selection_and_unavailable_presets():
     skipped = {"requires": [], "skip": "too long"}
     assert reproduce.unavailable(skipped) == "too long"
     assert reproduce.unavailable(skipped, named=True) is None
-    assert reproduce.unavailable({"requires": ["no_such_module_xyz"], "skip": None}).startswith("needs no_such_module_xyz")
+    missing = reproduce.unavailable({"requires": ["no_such_module_xyz"], "skip": None})
+    assert missing.startswith("needs no_such_module_xyz")
 
 
 def test_budget_scale_multiplies_the_budget_keys():
@@ -106,7 +114,8 @@ def test_two_seeds_resume_and_merge(tmp_path, capsys):
     per_seed = [json.loads((runs / SCRIPTED / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
     assert [m["train/episodes"] for m in per_seed] == [5, 5]
     assert entry["values"] == [m["eval/return_mean"] for m in per_seed]
-    assert entry["mean"] == pytest.approx(np.mean(entry["values"])) and entry["std"] == pytest.approx(np.std(entry["values"]))
+    assert entry["mean"] == pytest.approx(np.mean(entry["values"]))
+    assert entry["std"] == pytest.approx(np.std(entry["values"]))
     assert entry["completed_seeds"] == [0, 1] and entry["budget_scale"] == 0.01
     assert entry["verdict"] in ("reproduced", "better", "worse") and entry["curve"] == f"reproduction/{SCRIPTED}.png"
     assert (out.parent / entry["curve"]).stat().st_size > 0

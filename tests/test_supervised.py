@@ -33,39 +33,41 @@ def net(layers, shape):
     return S.build_network(S.parse_layers(layers), shape)
 
 
-MLP = [{"type": "flatten"}, {"type": "dense", "units": 64, "activation": "relu"}, {"type": "dense", "units": 10}]
+def layer(kind, **keys):
+    return {"type": kind, **keys}
+
+
+RELU = {"activation": "relu"}
+MLP = [layer("flatten"), layer("dense", units=64, **RELU), layer("dense", units=10)]
 
 
 # ----- networks -----
 def test_book_networks_have_the_books_parameter_counts():
-    lenet, _ = net([{"type": "conv", "filters": 6, "kernel": 3}, {"type": "maxpool"}, {"type": "activation", "activation": "relu"},
-                    {"type": "conv", "filters": 16, "kernel": 3}, {"type": "maxpool"}, {"type": "activation", "activation": "relu"},
-                    {"type": "flatten"}, {"type": "dense", "units": 120, "activation": "relu"},
-                    {"type": "dense", "units": 84, "activation": "relu"}, {"type": "dense", "units": 10}], (1, 28, 28))
+    pool_relu = [layer("maxpool"), layer("activation", **RELU)]
+    lenet, _ = net([layer("conv", filters=6, kernel=3), *pool_relu, layer("conv", filters=16, kernel=3), *pool_relu,
+                    layer("flatten"), layer("dense", units=120, **RELU), layer("dense", units=84, **RELU),
+                    layer("dense", units=10)], (1, 28, 28))
     per_layer = [sum(p.size for p in layer.parameters()) for layer in lenet if list(layer.parameters())]
     assert per_layer == [60, 880, 48120, 10164, 850]  # FX-PC-7
-    rnn_ae, out = net([{"type": "reshape", "shape": [28, 28]}, {"type": "lstm", "units": 100, "return_sequences": True},
-                       {"type": "lstm", "units": 30}, {"type": "repeat_vector", "n": 28},
-                       {"type": "lstm", "units": 100, "return_sequences": True}, {"type": "dense", "units": 28}], (1, 28, 28))
+    rnn_ae, out = net([layer("reshape", shape=[28, 28]), layer("lstm", units=100, return_sequences=True),
+                       layer("lstm", units=30), layer("repeat_vector", n=28),
+                       layer("lstm", units=100, return_sequences=True), layer("dense", units=28)], (1, 28, 28))
     assert out == (28, 28) and rnn_ae.parameter_counts()["total"] == 122_548  # FX-PC-23, Keras' single-bias LSTM
-    fraud, _ = net([{"type": "dense", "units": 14, "activation": "tanh", "activity_l1": 1e-4},
-                    {"type": "dense", "units": 7, "activation": "relu"}, {"type": "dense", "units": 7, "activation": "tanh"},
-                    {"type": "dense", "units": 29, "activation": "relu"}], (29,))
+    fraud, _ = net([layer("dense", units=14, activation="tanh", activity_l1=1e-4), layer("dense", units=7, **RELU),
+                    layer("dense", units=7, activation="tanh"), layer("dense", units=29, **RELU)], (29,))
     assert fraud.parameter_counts()["total"] == 813  # FX-PC-27
-    quant, _ = net([{"type": "conv", "filters": 12, "kernel": 3, "activation": "relu"}, {"type": "maxpool"},
-                    {"type": "flatten"}, {"type": "dense", "units": 10}], (1, 28, 28))
+    quant, _ = net([layer("conv", filters=12, kernel=3, **RELU), layer("maxpool"), layer("flatten"),
+                    layer("dense", units=10)], (1, 28, 28))
     assert quant.parameter_counts()["trainable"] == 20_410  # FX-PC-15
 
 
 def test_residual_blocks_add_their_input_or_a_strided_projection():
-    block = {"type": "residual", "layers": [{"type": "conv", "filters": 8, "kernel": 3, "stride": 2, "padding": "same"},
-                                            {"type": "batchnorm"}]}
+    block = layer("residual", layers=[layer("conv", filters=8, kernel=3, stride=2, padding="same"), layer("batchnorm")])
     model, out = net([block], (4, 15, 15))
     assert out == (8, 8, 8) and model[0].shortcut.stride == (2, 2)  # BDL's 1x1 downsample
-    same, _ = net([{"type": "residual", "activation": "linear",
-                    "layers": [{"type": "conv", "filters": 4, "kernel": 3, "padding": "same", "init": "zeros"}]}], (4, 5, 5))
-    plain, _ = net([{"type": "residual", "shortcut": False, "activation": "linear",
-                     "layers": [{"type": "conv", "filters": 4, "kernel": 3, "padding": "same", "init": "zeros"}]}], (4, 5, 5))
+    zero_conv = layer("conv", filters=4, kernel=3, padding="same", init="zeros")
+    same, _ = net([layer("residual", activation="linear", layers=[zero_conv])], (4, 5, 5))
+    plain, _ = net([layer("residual", shortcut=False, activation="linear", layers=[zero_conv])], (4, 5, 5))
     x = core.randn(2, 4, 5, 5)
     with core.no_grad():
         assert np.allclose(same(x).numpy(), x.numpy())  # zero body: the block is the identity
@@ -73,7 +75,7 @@ def test_residual_blocks_add_their_input_or_a_strided_projection():
 
 
 def test_penalties_follow_keras():
-    model, _ = net([{"type": "dense", "units": 3, "l2": 0.5, "activity_l1": 0.1, "activation": "relu"}], (2,))
+    model, _ = net([layer("dense", units=3, l2=0.5, activity_l1=0.1, **RELU)], (2,))
     model[0].layer.weight.data[...] = [[1.0, 2.0], [0.0, 1.0], [-1.0, 0.0]]
     model[0].layer.bias.data[...] = 0.0
     model(core.tensor([[1.0, 1.0], [2.0, 0.0]]))
@@ -86,7 +88,8 @@ def test_penalties_follow_keras():
     ([{"type": "dense", "unit": 3}], "model.layers[0]: unknown key 'unit' for a dense layer"),
     ([{"type": "dense"}], "model.layers[0]: a dense layer needs 'units'"),
     ([{"type": "dense", "units": 10, "activation": "softmax"}], "leave the output layer linear"),
-    ([{"type": "residual", "layers": [{"type": "conv", "filters": 2}]}], "model.layers[0].layers[0]: a conv layer needs 'kernel'"),
+    ([{"type": "residual", "layers": [{"type": "conv", "filters": 2}]}],
+     "model.layers[0].layers[0]: a conv layer needs 'kernel'"),
 ])
 def test_bad_layer_lists_fail_validation_in_one_line(layers, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -136,14 +139,14 @@ def test_learns_mnist_from_4000_images_in_a_few_seconds(tmp_path, mnist_root):
 
 
 def test_a_convnet_learns_sklearn_digits(tmp_path):
-    layers = [{"type": "conv", "filters": 16, "kernel": 3, "padding": "same", "activation": "relu"}, {"type": "batchnorm"},
-              {"type": "maxpool"}, {"type": "dropout", "rate": 0.2}, {"type": "flatten"}, {"type": "dense", "units": 10}]
+    layers = [layer("conv", filters=16, kernel=3, padding="same", **RELU), layer("batchnorm"), layer("maxpool"),
+              layer("dropout", rate=0.2), layer("flatten"), layer("dense", units=10)]
     metrics = train(tmp_path, {"name": "digits"}, layers=layers, optimizer="adam", epochs=8, batch_size=32)
     assert metrics["test/accuracy"] > 0.8  # sklearn's last 360 digits (other writers: MLPs reach ~0.9)
 
 
 def test_regression_on_diabetes_drives_the_mae_well_below_the_mean_predictor(tmp_path):
-    layers = [{"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 1}]
+    layers = [layer("dense", units=32, **RELU), layer("dense", units=1)]
     metrics = train(tmp_path, {"name": "diabetes"}, task="regression", loss="mse", layers=layers, optimizer="adam",
                     lr=0.01, epochs=60, batch_size=32, test_fraction=0.2, standardize=True)
     data = S.load_splits({"name": "diabetes"}, S.Config(test_fraction=0.2))
@@ -160,32 +163,48 @@ def test_regression_on_diabetes_drives_the_mae_well_below_the_mean_predictor(tmp
     ([-2.0, 2.0], [-2.805118, 3.1313124]),
 ])
 def test_gradient_descent_on_himmelblau_reaches_the_books_points(tmp_path, start, expected):
-    metrics = train(tmp_path, {"name": "himmelblau"}, task="minimize", start=start, optimizer="sgd", lr=0.01, epochs=200)
+    metrics = train(tmp_path, {"name": "himmelblau"}, task="minimize", start=start, optimizer="sgd", lr=0.01,
+                    epochs=200)
     assert np.allclose(metrics["opt/point"], expected, atol=1e-5)
     assert metrics["opt/f"] < 1e-10 and metrics["train/steps"] == 200
 
 
 def test_anomaly_scores_mc_dropout_and_best_weights(tmp_path):
-    layers = [{"type": "dense", "units": 8, "activation": "tanh"}, {"type": "dense", "units": 30}]
-    metrics = train(tmp_path, {"name": "breast_cancer"}, task="autoencoder", loss="mse", layers=layers, optimizer="adam",
-                    epochs=5, test_fraction=0.25, validate_on_test=True, standardize=True, keep_best="val/loss",
-                    anomaly_class=0)
+    layers = [layer("dense", units=8, activation="tanh"), layer("dense", units=30)]
+    metrics = train(tmp_path, {"name": "breast_cancer"}, task="autoencoder", loss="mse", layers=layers,
+                    optimizer="adam", epochs=5, test_fraction=0.25, validate_on_test=True, standardize=True,
+                    keep_best="val/loss", anomaly_class=0)
     # the threshold is the 44th highest error of the 54 malignant test rows: the fewest flags above recall 0.8
     assert metrics["test/anomalies"] == 54 and metrics["test/true_positives"] >= 44 and metrics["test/recall"] > 0.8
     assert metrics["test/loss"] == pytest.approx(metrics["val/loss_best"], rel=1e-6)  # scored with the best epoch
 
-    dropout = [{"type": "flatten"}, {"type": "dropout", "rate": 0.2}, {"type": "dense", "units": 10}]
+    dropout = [layer("flatten"), layer("dropout", rate=0.2), layer("dense", units=10)]
     metrics = train(tmp_path, {"name": "digits"}, name="mc", layers=dropout, optimizer="adam", epochs=10,
                     mc_dropout_samples=20)
     assert abs(metrics["test/accuracy_mc"] - metrics["test/accuracy"]) < 0.05 and metrics["test/accuracy_mc"] > 0.75
 
 
-def test_resuming_after_an_epoch_ends_like_an_uninterrupted_run(tmp_path):
-    dataset, model = {"name": "digits"}, dict(layers=MLP, optimizer="adam", batch_size=50, random_flip=True,
-                                               validation_split=0.1, checkpoint_every=1)
-    whole = train(tmp_path, dataset, name="whole", epochs=3, **model)
-    train(tmp_path, dataset, name="part", epochs=1, **model)
-    resumed = train(tmp_path, dataset, name="part", epochs=3, resume=str(tmp_path / "part"), **model)
+class StopAfter(Run):
+    """A run that receives Ctrl-C after `steps` training steps."""
+
+    def __init__(self, *args, steps, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls, self.steps = 0, steps
+
+    def should_stop(self):
+        self.calls += 1
+        return self.calls > self.steps
+
+
+def test_resuming_after_ctrl_c_mid_epoch_ends_like_an_uninterrupted_run(tmp_path):
+    dataset = {"name": "digits"}
+    layers = [layer("flatten"), layer("dropout", rate=0.3), *MLP[1:]]  # dropout draws from the global stream
+    model = dict(layers=layers, optimizer="adam", batch_size=50, random_flip=True, validation_split=0.1, epochs=3)
+    whole = train(tmp_path, dataset, name="whole", **model)
+    with StopAfter(tmp_path / "part", seed=0, quiet=True, steps=40) as run:  # 26 steps per epoch: stops in epoch 2
+        stopped = S.train(run_config(dataset, **model), run)
+    assert stopped["train/steps"] == 40 and "test/accuracy" not in stopped
+    resumed = train(tmp_path, dataset, name="part", resume=str(tmp_path / "part"), **model)
     for key in ("test/accuracy", "test/loss", "val/loss", "train/loss", "train/steps"):
         assert resumed[key] == whole[key], key
 
@@ -193,8 +212,9 @@ def test_resuming_after_an_epoch_ends_like_an_uninterrupted_run(tmp_path):
 # ----- presets through the CLI -----
 def run_preset(tmp_path, preset, *overrides):
     run_dir = tmp_path / preset
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), f"experiment={preset}", *overrides,
-                           "quiet=true", f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), f"experiment={preset}", *overrides, "quiet=true",
+               f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads((run_dir / "metrics.json").read_text()), run_dir
 
@@ -232,7 +252,8 @@ def test_every_generative_and_supervised_experiment_has_a_preset_or_a_reason():
     ids = set()
     for line in CATALOGUE.read_text().splitlines():
         cells = [c.strip() for c in line.split("|")]
-        if len(cells) > 4 and cells[1].startswith("`") and cells[3].split(" ")[0] in ("ae", "vae", "gan", "sup", "opt", "out"):
+        kinds = ("ae", "vae", "gan", "sup", "opt", "out")  # "sup (P)", "out of scope"
+        if len(cells) > 4 and cells[1].startswith("`") and cells[3].split(" ")[0] in kinds:
             ids.add(cells[1].strip("`"))
     assert len(ids) == 29 + 60  # the catalogue's totals
     presets = {p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")}

@@ -43,6 +43,8 @@ class ConvGeometry(NamedTuple):
     dilation: tuple
     pads: tuple       # ((top, bottom), (left, right))
     groups: int
+    taps: bool = False      # one GEMM on the input pixels, then a sum over kernel taps (see the header)
+    subpixel: bool = False  # otherwise im2col, and the input gradient by phases instead of col2im
 
     @property
     def padded_hw(self):
@@ -232,15 +234,150 @@ def _rows(y, groups):
     return rows.transpose(1, 0, 2)
 
 
+# ----- the taps path (groups 1): products of every input pixel with every tap, then shifted sums -----
+def _tap_weights(w):
+    """(O, C, kh, kw) -> (kh*kw*O, C): one row per (tap, output channel)."""
+    o, c, kh, kw = w.shape
+    return w.transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
+
+
+def _overlaps(in_hw, out_hw, pads, stride, kernel, dilation):
+    """(a, b, output region, input region) for each kernel tap (a, b) that reads real (unpadded) input: output
+    pixel (i, j) of the region reads input pixel (i*sh + a*dh - top, j*sw + b*dw - left) of the input region."""
+    per_axis = []
+    for n_in, n_out, (lo, _), s, k, d in zip(in_hw, out_hw, pads, stride, kernel, dilation):
+        regions = []
+        for a in range(k):
+            first = max(0, -((a * d - lo) // s))  # ceil((lo - a*d) / s): the first output not in the padding
+            stop = min(n_out, (n_in - 1 + lo - a * d) // s + 1)
+            start = first * s + a * d - lo
+            regions.append((slice(first, stop), slice(start, start + (stop - first - 1) * s + 1, s))
+                           if stop > first else None)
+        per_axis.append(regions)
+    return [(a, b, (rh[0], rw[0]), (rh[1], rw[1]))
+            for a, rh in enumerate(per_axis[0]) if rh for b, rw in enumerate(per_axis[1]) if rw]
+
+
+def _tap_overlaps(geo):
+    return _overlaps(geo.in_hw, geo.out_hw, geo.pads, geo.stride, geo.kernel, geo.dilation)
+
+
+def _tap_sum(products, geo):
+    """Conv output (O, N, Ho, Wo) from the tap products (kh, kw, O, N, H, W): each output pixel adds what its
+    window's taps made of the input pixels under them (shifted slices of whole planes: contiguous runs)."""
+    kh, kw, o, n = products.shape[:4]
+    y = xp_of(products).zeros((o, n) + geo.out_hw, dtype=products.dtype)
+    for a, b, (oi, oj), (ii, ij) in _tap_overlaps(geo):
+        y[:, :, oi, oj] += products[a, b, :, :, ii, ij]
+    return y
+
+
+def _tap_spread(y, geo):
+    """The adjoint of _tap_sum: conv output (O, N, Ho, Wo) -> (kh*kw*O, N*H*W), each output pixel copied to the
+    input pixel under each tap of its window (one tap never meets an input pixel twice: plain assignments)."""
+    o, n = y.shape[:2]
+    spread = xp_of(y).zeros(geo.kernel + (o, n) + geo.in_hw, dtype=y.dtype)
+    for a, b, (oi, oj), (ii, ij) in _tap_overlaps(geo):
+        spread[a, b, :, :, ii, ij] = y[:, :, oi, oj]
+    return spread.reshape(-1, n * geo.in_hw[0] * geo.in_hw[1])
+
+
+def _pixel_rows(x):
+    """(N, C, H, W) -> (N*H*W, C) channels-last rows (no copy when the memory is channels-last already)."""
+    return xp_of(x).ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
+
+
+def _taps_conv(x, w, geo):
+    """conv2d on the taps path: (O, N, Ho, Wo)."""
+    n, _, h, wd = x.shape
+    kh, kw = geo.kernel
+    products = xp_of(x).matmul(_tap_weights(w), _pixel_rows(x).T)  # (kh*kw*O, N*H*W)
+    return _tap_sum(products.reshape(kh, kw, w.shape[0], n, h, wd), geo)
+
+
+def _taps_input_grad(spread, w, n, geo):
+    """conv2d's input gradient on the taps path, from the spread output gradient: (N, C, H, W), channels-last."""
+    rows = xp_of(spread).matmul(spread.T, _tap_weights(w))  # (N*H*W, C)
+    return rows.reshape((n,) + geo.in_hw + (w.shape[1],)).transpose(0, 3, 1, 2)
+
+
+def _taps_weight_grad(x, spread, geo):
+    """conv2d's weight gradient on the taps path, from the spread output gradient: (O, C, kh, kw)."""
+    gw = xp_of(x).matmul(spread, _pixel_rows(x))  # (kh*kw*O, C)
+    return gw.reshape(geo.kernel + (-1, x.shape[1])).transpose(2, 3, 0, 1)
+
+
+# ----- the sub-pixel input gradient (groups 1, dilation 1) -----
+def _subpixel_input_grad(y, w, geo):
+    """conv2d's input gradient as one stride-1 conv of y with sh*sw output phases: input pixel
+    (P*sh + p0 - top, Q*sw + q0 - left) gets phase (p0, q0) of phase-grid pixel (P, Q), whose th x tw window of
+    y meets kernel rows (th-1-u)*sh + p0 (the kernel zero-padded to th*sh x tw*sw). No col2im scatter-add:
+    the columns of y are small and each phase result is copied once into place. Returns (N, C, H, W)."""
+    xp = xp_of(y)
+    n, o = y.shape[:2]
+    c, (sh, sw), (kh, kw) = w.shape[1], geo.stride, geo.kernel
+    th, tw = -(-kh // sh), -(-kw // sw)  # taps per phase
+    window_geo = ConvGeometry(y.shape[2:], (th, tw), (1, 1), (1, 1), ((th - 1, th - 1), (tw - 1, tw - 1)), 1)
+    ph, pw = window_geo.out_hw
+    padded = xp.zeros((o, c, th * sh, tw * sw), dtype=w.dtype)
+    padded[:, :, :kh, :kw] = w
+    phase_w = padded.reshape(o, c, th, sh, tw, sw)[:, :, ::-1, :, ::-1]  # (O, C, u, p0, v, q0)
+    phase_w = phase_w.transpose(2, 4, 0, 3, 5, 1).reshape(th * tw * o, sh * sw * c)
+    phases = xp.matmul(_im2col(y, window_geo)[0], phase_w).reshape(n, ph, pw, sh, sw, c)
+    x = xp.zeros((n,) + geo.in_hw + (c,), dtype=y.dtype)
+    for p0, q0, (pi, pj), (xi, xj) in _overlaps(geo.in_hw, (ph, pw), geo.pads, geo.stride, geo.stride, (1, 1)):
+        x[:, xi, xj] = phases[:, pi, pj, p0, q0]
+    return x.transpose(0, 3, 1, 2)
+
+
+def _as_array(t):
+    return t.data if isinstance(t, Tensor) else t
+
+
+# Path choice: a cost in multiply-adds, plus MOVE_COST for each float written or read in a pass over a buffer
+# (the header has the measurements behind the model and the constant).
+MOVE_COST = 30
+CONV_PATH = "auto"  # "im2col", "taps" or "subpixel" forces that path where it applies (tests, benchmarks)
+
+
+def _choose_path(geo, in_channels, out_channels):
+    """geo with the cheapest path marked: taps, or im2col with a sub-pixel or a col2im input gradient."""
+    subpixel_applies = geo.dilation == (1, 1)
+    if geo.groups > 1 or CONV_PATH == "im2col":
+        return geo
+    if CONV_PATH != "auto":
+        return geo._replace(taps=CONV_PATH == "taps", subpixel=CONV_PATH == "subpixel" and subpixel_applies)
+    c, o, move = in_channels, out_channels, MOVE_COST
+    (oh, ow), (kh, kw), (sh, sw) = geo.out_hw, geo.kernel, geo.stride
+    k, in_pixels, out_pixels = kh * kw, geo.in_hw[0] * geo.in_hw[1], oh * ow
+    im2col = out_pixels * k * c * (o + 2 * move)  # columns written, then read by the GEMM
+    taps = in_pixels * k * o * (c + 2 * move)     # tap products written, then read by the tap sums
+    if taps < im2col:
+        return geo._replace(taps=True)
+    if not subpixel_applies:
+        return geo
+    th, tw = -(-kh // sh), -(-kw // sw)
+    col2im = out_pixels * k * c * (o + 3 * move)  # columns written, read, and added into overlapping windows
+    subpixel = (oh + th - 1) * (ow + tw - 1) * (th * tw * sh * sw * o * c + 2 * move * (th * tw * o + sh * sw * c))
+    return geo._replace(subpixel=subpixel < col2im)
+
+
 # ----- the three conv Functions (each one's backward is built from the others) -----
+# Each may be handed the expanded operand its path builds, when the caller has it already: `cols`, the im2col
+# of the conv input (im2col path), or `spread`, the _tap_spread of the conv output (taps path).
 class Conv2dOp(Function):
-    """y = conv2d(x, w) + b. `cols` may carry x's im2col when the caller has it already."""
+    """y = conv2d(x, w) + b."""
 
     def __init__(self, geo, cols=None):
         self.geo, self.cols = geo, cols
 
     def forward(self, x, w, b=None):
         geo = self.geo
+        if geo.taps:
+            y = _taps_conv(x, w, geo)
+            if b is not None:
+                y += b[:, None, None, None]
+            return y.transpose(1, 0, 2, 3)
         cols = _im2col(x, geo) if self.cols is None else self.cols
         if is_grad_enabled():  # the weight gradient needs the same columns
             self.cols = cols
@@ -254,8 +391,12 @@ class Conv2dOp(Function):
 
     def backward(self, gy):
         x, w = self.args[:2]
-        gx = ConvTranspose2dOp(self.geo)(gy, w) if self.needs_grad(0) else None
-        gw = Conv2dWeightGrad(self.geo, self.cols)(x, gy) if self.needs_grad(1) else None
+        geo, need_x, need_w = self.geo, self.needs_grad(0), self.needs_grad(1)
+        spread = None
+        if geo.taps and need_x and need_w:  # both gradients start from the spread gy: built once
+            spread = _tap_spread(_as_array(gy).transpose(1, 0, 2, 3), geo)
+        gx = ConvTranspose2dOp(geo, spread)(gy, w) if need_x else None
+        gw = Conv2dWeightGrad(geo, self.cols, spread)(x, gy) if need_w else None
         gb = gy.sum(axis=(0, 2, 3)) if len(self.inputs) == 3 and self.needs_grad(2) else None
         return gx, gw, gb
 
@@ -263,13 +404,21 @@ class Conv2dOp(Function):
 class ConvTranspose2dOp(Function):
     """x = conv2d's input gradient for output gradient y (and weight w), plus b: conv_transpose2d."""
 
-    def __init__(self, geo):
-        self.geo = geo
+    def __init__(self, geo, spread=None):
+        self.geo, self.spread = geo, spread
 
     def forward(self, y, w, b=None):
         geo = self.geo
-        cols = xp_of(y).matmul(_rows(y, geo.groups), _weight_matrix(w, geo.groups).transpose(0, 2, 1))
-        out = _crop_nchw(_col2im(cols, geo, y.shape[0]), geo)
+        if geo.taps:
+            spread = _tap_spread(y.transpose(1, 0, 2, 3), geo) if self.spread is None else self.spread
+            if is_grad_enabled():  # the weight gradient of the backward needs it again
+                self.spread = spread
+            out = _taps_input_grad(spread, w, y.shape[0], geo)
+        elif geo.subpixel:
+            out = _subpixel_input_grad(y, w, geo)
+        else:
+            cols = xp_of(y).matmul(_rows(y, geo.groups), _weight_matrix(w, geo.groups).transpose(0, 2, 1))
+            out = _crop_nchw(_col2im(cols, geo, y.shape[0]), geo)
         if b is not None:
             out += b[:, None, None]
         return out
@@ -278,10 +427,10 @@ class ConvTranspose2dOp(Function):
         y, w = self.args[:2]
         geo, need_y, need_w = self.geo, self.needs_grad(0), self.needs_grad(1)
         cols = None
-        if need_y or need_w:  # both gradients convolve gx: its columns are built once
-            cols = _im2col(gx.data if isinstance(gx, Tensor) else gx, geo)
+        if not geo.taps and need_y and need_w:  # both gradients convolve gx: its columns are built once
+            cols = _im2col(_as_array(gx), geo)
         gy = Conv2dOp(geo, cols)(gx, w) if need_y else None
-        gw = Conv2dWeightGrad(geo, cols)(gx, y) if need_w else None
+        gw = Conv2dWeightGrad(geo, cols, self.spread)(gx, y) if need_w else None
         gb = gx.sum(axis=(0, 2, 3)) if len(self.inputs) == 3 and self.needs_grad(2) else None
         return gy, gw, gb
 
@@ -289,11 +438,16 @@ class ConvTranspose2dOp(Function):
 class Conv2dWeightGrad(Function):
     """w-gradient of conv2d for input x and output gradient y (linear in each of them)."""
 
-    def __init__(self, geo, cols=None):
-        self.geo, self.cols = geo, cols
+    def __init__(self, geo, cols=None, spread=None):
+        self.geo, self.cols, self.spread = geo, cols, spread
 
     def forward(self, x, y):
         geo = self.geo
+        if geo.taps:
+            spread = _tap_spread(y.transpose(1, 0, 2, 3), geo) if self.spread is None else self.spread
+            if is_grad_enabled():
+                self.spread = spread
+            return _taps_weight_grad(x, spread, geo)
         cols = _im2col(x, geo) if self.cols is None else self.cols
         if is_grad_enabled():
             self.cols = cols
@@ -305,7 +459,7 @@ class Conv2dWeightGrad(Function):
 
     def backward(self, gw):
         x, y = self.args
-        gx = ConvTranspose2dOp(self.geo)(y, gw) if self.needs_grad(0) else None
+        gx = ConvTranspose2dOp(self.geo, self.spread)(y, gw) if self.needs_grad(0) else None
         gy = Conv2dOp(self.geo, self.cols)(x, gw) if self.needs_grad(1) else None
         return gx, gy
 
@@ -315,7 +469,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding: int, (ph, pw), 'valid' (none) or 'same' (Keras: output ceil(H/stride), extra pad bottom/right)."""
     args = _check_conv("conv2d", x, weight, bias, groups, transposed=False)
     geo = _conv_geometry("conv2d", x.shape[2:], weight.shape[2:], stride, padding, dilation, groups)
-    return Conv2dOp(geo)(*args)
+    return Conv2dOp(_choose_path(geo, x.shape[1], weight.shape[0]))(*args)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
@@ -324,7 +478,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     'same' gives H*stride and 'valid' H*stride + max(k_eff - stride, 0), as Keras' Conv2DTranspose."""
     args = _check_conv("conv_transpose2d", x, weight, bias, groups, transposed=True)
     geo = _transpose_geometry(x.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation, groups)
-    return ConvTranspose2dOp(geo)(*args)
+    return ConvTranspose2dOp(_choose_path(geo, weight.shape[1] * groups, x.shape[1]))(*args)
 
 
 # ----- pooling -----

@@ -11,6 +11,7 @@ from core.nn.conv import (
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, GlobalAvgPool2d, GlobalMaxPool2d,
     MaxPool2d,
 )
+from core.ops import conv as conv_ops
 from core.ops.conv import (
     adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, global_avg_pool2d,
     global_max_pool2d, max_pool2d,
@@ -223,6 +224,108 @@ def test_channels_last_outputs_feed_the_next_layer():
     np.testing.assert_allclose(y.numpy(), naive_conv2d(h_ref, w2, None, (2, 2), ((0, 1), (0, 1)), (1, 1), 1),
                                rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(y.reshape(2, -1).numpy(), y.numpy().reshape(2, -1))
+
+
+# ----- the conv paths (core/ops/conv.py header): taps and sub-pixel forced on small shapes -----
+@pytest.fixture(params=["taps", "subpixel"])
+def conv_path(request, monkeypatch):
+    monkeypatch.setattr(conv_ops, "CONV_PATH", request.param)
+    return request.param
+
+
+# (kernel, stride, padding, dilation)
+PATH_CASES = [
+    ((4, 4), 2, "same", 1),          # kernel a whole number of phases, odd padding row at the bottom
+    ((3, 3), (2, 1), (1, 2), 1),     # anisotropic: kernel zero-padded to whole phases along H only
+    ((5, 5), 1, "same", 1),          # stride 1: one phase, every tap reaches into the padding
+    ((2, 2), 3, "valid", 1),         # kernel < stride: input rows and columns no tap reads
+    ((3, 3), 1, "same", (2, 1)),     # dilation (the sub-pixel input gradient falls back to col2im)
+]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation", PATH_CASES, ids=str)
+def test_forced_paths_match_naive_loops(conv_path, kernel, stride, padding, dilation):
+    """Output, input gradient and weight gradient of conv2d, and conv_transpose2d's output, against the naive
+    loops (the weight gradient through <gy, conv(x, dw)> = <gw, dw>, conv being linear in w)."""
+    x, w, b = R.standard_normal((3, 5, 8, 7)), R.standard_normal((2, 5) + kernel), R.standard_normal(2)
+    pads = explicit_pads(padding, (8, 7), kernel, pair(stride), pair(dilation))
+    want = naive_conv2d(x, w, b, pair(stride), pads, pair(dilation), 1)
+    xt, wt = core.tensor(x, requires_grad=True), core.tensor(w, requires_grad=True)
+    y = conv2d(xt, wt, core.tensor(b), stride, padding, dilation)
+    assert y._ctx.geo.taps == (conv_path == "taps")
+    assert y._ctx.geo.subpixel == (conv_path == "subpixel" and dilation == 1)
+    np.testing.assert_allclose(y.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    gy = R.standard_normal(y.shape)
+    y.backward(core.tensor(gy))
+    np.testing.assert_allclose(xt.grad.numpy(), naive_conv_transpose2d(gy, w, None, pair(stride), pads, (8, 7),
+                                                                       pair(dilation), 1), rtol=1e-12, atol=1e-12)
+    dw = R.standard_normal(w.shape)
+    np.testing.assert_allclose((wt.grad.numpy() * dw).sum(),
+                               (gy * naive_conv2d(x, dw, None, pair(stride), pads, pair(dilation), 1)).sum(),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", [((4, 4), 2, 1, 0), ((3, 3), 2, "same", 1),
+                                                                  ((5, 5), 2, "valid", 0), ((2, 2), 3, "valid", 0)],
+                         ids=str)
+def test_forced_paths_conv_transpose2d_matches_naive_scatter(conv_path, kernel, stride, padding, output_padding):
+    x, w, b = R.standard_normal((2, 3, 4, 5)), R.standard_normal((3, 4) + kernel), R.standard_normal(4)
+    out_hw, pads = transposed_geometry((4, 5), kernel, stride, padding, output_padding, 1)
+    got = conv_transpose2d(core.tensor(x), core.tensor(w), core.tensor(b), stride, padding, output_padding)
+    np.testing.assert_allclose(got.numpy(), naive_conv_transpose2d(x, w, b, pair(stride), pads, out_hw, (1, 1), 1),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation", PATH_CASES, ids=str)
+def test_forced_paths_first_and_second_order(conv_path, kernel, stride, padding, dilation):
+    x, w, b = leaf(2, 3, 6, 5), leaf(2, 3, *kernel), leaf(2)
+    assert core.gradcheck(lambda x, w, b: conv2d(x, w, b, stride, padding, dilation), (x, w, b))
+    assert core.gradgradcheck(lambda x, w, b: conv2d(x, w, b, stride, padding, dilation), (x, w, b))
+    y, wt = leaf(2, 2, 3, 4), leaf(2, 3, *kernel)
+    fn = lambda y, w, b: conv_transpose2d(y, w, b, stride, padding, 0, dilation)  # noqa: E731
+    assert core.gradcheck(fn, (y, wt, leaf(3)))
+    assert core.gradgradcheck(fn, (y, wt, leaf(3)))
+
+
+@pytest.mark.parametrize("op,c_in,c_out,size,kernel,stride,path", [
+    ("conv", 128, 1, 28, 7, 1, "taps"),         # WGAN-GP generator's output layer: im2col would be 1.26 GB
+    ("conv", 128, 8, 28, 4, 2, "taps"),
+    ("conv", 64, 64, 14, 4, 2, "subpixel"),     # WGAN-GP critic
+    ("convT", 128, 128, 14, 4, 2, "subpixel"),  # WGAN-GP generator
+    ("conv", 64, 128, 14, 5, 2, "im2col"),      # DCGAN (TensorFlow tutorial) discriminator
+    ("convT", 256, 128, 7, 5, 1, "im2col"),     # DCGAN generator
+    ("convT", 64, 1, 14, 4, 2, "im2col"),       # 1-channel image out of a transposed conv: small columns
+    ("conv", 1, 64, 28, 4, 2, "im2col"),
+])
+def test_cost_model_picks_the_measured_fastest_path(op, c_in, c_out, size, kernel, stride, path):
+    """The choices of the header's measurements, made from the public ops' shapes (batch 1 costs the same per
+    image; a transposed conv is the input gradient of a conv from c_out to c_in channels)."""
+    x = core.zeros(1, c_in, size, size, requires_grad=True)
+    if op == "conv":
+        y = conv2d(x, core.zeros(c_out, c_in, kernel, kernel), stride=stride, padding="same")
+    else:
+        y = conv_transpose2d(x, core.zeros(c_in, c_out, kernel, kernel), stride=stride, padding="same")
+    geo = y._ctx.geo
+    assert ("taps" if geo.taps else "subpixel" if geo.subpixel else "im2col") == path
+    dilated = conv2d(core.zeros(1, 64, 14, 14, requires_grad=True), core.zeros(64, 64, 4, 4), stride=2, dilation=2)
+    assert not dilated._ctx.geo.subpixel  # the sub-pixel phases assume dilation 1
+
+
+def test_gradient_penalty_through_the_taps_path():
+    """WGAN-GP's double backprop through a few-output-channel conv (the generator's last layer in the generator
+    step, here as a critic): d/dw of ||d critic(x) / dx||^2 with the taps path chosen by the cost model."""
+    x = core.tensor(R.standard_normal((2, 6, 5, 5)))
+
+    def penalty(w1, w2):
+        with core.enable_grad():
+            xi = x.detach().requires_grad_(True)
+            h = conv2d(xi, w1, padding="same")
+            assert h._ctx.geo.taps
+            h = conv2d(core.tanh(h), w2, stride=2, padding="same")
+            (g,) = core.grad(h.sum(), [xi], create_graph=True)
+            return (((g * g).sum(axis=(1, 2, 3)) - 1.0) ** 2).sum()
+
+    assert core.gradcheck(penalty, (leaf(1, 6, 3, 3), leaf(2, 1, 4, 4)))
 
 
 # ----- pooling -----
@@ -478,7 +581,9 @@ def test_error_messages():
 
 # ----- GPU -----
 @pytest.mark.gpu
-def test_conv_and_pools_on_gpu_match_cpu():
+@pytest.mark.parametrize("path", ["auto", "im2col", "taps", "subpixel"])
+def test_conv_and_pools_on_gpu_match_cpu(path, monkeypatch):
+    monkeypatch.setattr(conv_ops, "CONV_PATH", path)
     x_np, w_np, wt_np = (R.standard_normal(shape) for shape in ((2, 4, 9, 9), (6, 2, 3, 3), (6, 3, 4, 4)))
     results = []
     for device in ("cpu", "cuda"):

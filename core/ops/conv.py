@@ -1,27 +1,66 @@
 """2-D convolution, transposed convolution and pooling on NCHW tensors (PyTorch semantics, plus Keras'
 "same"/"valid" padding with TensorFlow's asymmetric split: the odd padding row/column goes bottom/right).
 
-How a conv runs: the input is copied once into a zero-padded channels-last (NHWC) buffer; its sliding
-windows (N, Ho, Wo, kh, kw, C) are a strided view, copied in one go into the im2col matrix
-(N*Ho*Wo, kh*kw*C) and multiplied by the weight in ONE GEMM (a batched one over groups). The GEMM's
-rows are channels-last, so the result is handed back as an NCHW *view* of NHWC memory: elementwise ops
-keep that memory order, and the next conv finds its input channels-last already and skips the
-transposing copy.
+How a conv runs: one of three paths, picked per layer from its shapes by a cost model (`_choose_path`).
 
-Why this im2col (measured, batch 128, float32, one BLAS thread, 64 channels 14x14, k5 s2): one copy of
-the NHWC window view took 5.5 ms, a loop over the 25 kernel taps 15 ms, and the same two on NCHW
-(runs of strided W instead of contiguous C) 21 ms and 31 ms; the GEMM itself takes 33 ms. Same order at
-128 channels 7x7 k5 s1 (22 vs 33 ms); only a 1-channel 28x28 input favoured a tap loop (0.4 vs 0.9 ms),
-too little to matter, so every conv uses the window-view copy.
+- im2col: the input is copied once into a zero-padded channels-last (NHWC) buffer; its sliding windows
+  (N, Ho, Wo, kh, kw, C) are a strided view, copied in one go into the im2col matrix (N*Ho*Wo, kh*kw*C) and
+  multiplied by the weight in ONE GEMM (a batched one over groups). The GEMM's rows are channels-last, so
+  the result is handed back as an NCHW *view* of NHWC memory: elementwise ops keep that memory order, and
+  the next conv finds its input channels-last already and skips the transposing copy. The input gradient
+  multiplies the output gradient by the weight into columns and adds them back into their windows (col2im).
+- im2col with a sub-pixel input gradient: with stride s the input pixels fall into s x s phases, and each
+  phase is a stride-1 conv of the output gradient with a ceil(k/s) x ceil(k/s) slice of the kernel. All
+  phases read the same (small) columns of the output gradient, so one GEMM makes them all and each result
+  is copied once into place: no scatter-add into overlapping windows (dilation 1 only).
+- taps, for few output channels: one GEMM multiplies every input pixel by every (tap, output channel), tap
+  major (kh*kw*O, N*H*W) so that each tap is a stack of whole planes, and the output adds per tap a shifted
+  slice of its plane. The gradients use the adjoint: the output gradient copied ("spread") to the input
+  pixel under each tap, then one GEMM for the input and one for the weight. Nothing of im2col's size
+  exists: for the WGAN-GP generator's last layer (128->1, 7x7 "same", 28x28, batch 64) the columns would be
+  50,176 x 6,272 floats (1.26 GB) per call, the tap products are 50,176 x 49.
+
+Cost model, in multiply-adds per image, MOVE_COST = 30 for each float written or read in one pass over a
+buffer (k = kh*kw; each phase has t = ceil(kh/sh)*ceil(kw/sw) taps on a grid of
+phase_pixels = (Ho + ceil(kh/sh) - 1) * (Wo + ceil(kw/sw) - 1)):
+    im2col    out_pixels * k * C * (O + 2*MOVE)       columns written, then read by the GEMM
+    taps      in_pixels * k * O * (C + 2*MOVE)        tap products written, then read by the tap sums
+    col2im    out_pixels * k * C * (O + 3*MOVE)       ... and added into overlapping windows
+    sub-pixel phase_pixels * (t*sh*sw*O*C + 2*MOVE*(t*O + sh*sw*C))
+taps wins over im2col (at stride 1 "same" exactly when O < C); otherwise the input gradient is sub-pixel
+where that beats col2im. Measured, ms of CPU time, one thread, float32 (forward / input gradient / weight
+gradient; im2col's input gradient as col2im, sub-pixel):
+    conv (batch)                    im2col path                  taps path           chosen
+    128->1 k7 s1 same 28 (64)       246 / 761, 41 / 230          16 / 20 / 13        taps
+    128->8 k4 s2 same 28 (64)       36 / 53, 16 / 35             26 / 27 / 24        taps
+    128->64 k3 s1 same 28 (64)      146 / 180, 128 / 135         128 / 111 / 106     taps
+    64->64 k4 s2 same 14 (64)       7.8 / 9.2, 7.8 / 7.7         35 / 32 / 32        sub-pixel
+    128->128 k4 s2 same 28 (64)     102 / 112, 95 / 99           387 / 375 / 367     sub-pixel
+    32->32 k3 s1 p1 28 (128)        51 / 83, 64 / 53             69 / 57 / 54        sub-pixel
+    64->128 k5 s2 same 14 (128)     40 / 45, 79 / 39             221 / 191 / 191     col2im
+    128->256 k5 s1 same 7 (128)     130 / 139, 372 / 135         231 / 177 / 178     col2im
+    64->64 k3 s2 p1 14 (128)        10 / 13, 17 / 10             41 / 38 / 36        col2im
+    1->64 k4 s2 same 28 (64)        0.9 / 1.2, 4.3 / 0.8         120 / 38 / 38       col2im
+Of 21 measured layers the rule picked the fastest path for all but one near tie (64->128 k4 s2 p1 14,
+batch 128: col2im 30.3 ms, sub-pixel 30.0 ms). (The gradients of the taps path were timed with the output
+gradient in the memory order its forward makes; taps' input gradient and weight gradient are one GEMM each.)
+Not taken: chunking im2col over the batch (4-8 images per GEMM) made a lone forward 10-18% faster, but the
+weight gradient would then rebuild the columns; a GEMM per tap scattered into the padded input gradient
+(no big columns) beat col2im only for 64->64 k4 s2 (8.4 vs 11 ms) and lost up to 20% elsewhere.
+
+Why im2col copies the window view (measured, batch 128, float32, one BLAS thread, 64 channels 14x14, k5
+s2): one copy of the NHWC window view took 5.5 ms, a loop over the 25 kernel taps 15 ms, and the same two on
+NCHW (runs of strided W instead of contiguous C) 21 ms and 31 ms; the GEMM itself takes 33 ms. Same order
+at 128 channels 7x7 k5 s1 (22 vs 33 ms).
 
 The backward passes are three Functions that are each other's derivatives, so gradients of gradients
-(WGAN-GP) work to any order: Conv2dOp (x, w -> y), ConvTranspose2dOp (y, w -> x; conv2d's input
-gradient and conv_transpose2d's forward, via col2im) and Conv2dWeightGrad (x, y -> w). Pooling is a
-weighted sum over each window, _WindowSum, whose adjoint _WindowScatter is its backward and vice versa;
-average pooling weighs by 1/count, max pooling by a one-hot choice of the first maximum.
+(WGAN-GP) work to any order, on every path: Conv2dOp (x, w -> y), ConvTranspose2dOp (y, w -> x; conv2d's
+input gradient and conv_transpose2d's forward) and Conv2dWeightGrad (x, y -> w). Pooling is a weighted sum
+over each window, _WindowSum, whose adjoint _WindowScatter is its backward and vice versa; average pooling
+weighs by 1/count, max pooling by a one-hot choice of the first maximum.
 
-On cupy the same code runs on the GPU: the window copy, the strided scatter-adds and the batched GEMM
-(cuBLAS) are all cupy array ops.
+On cupy the same code runs on the GPU: the window copies, the strided (scatter-)adds and the GEMMs (cuBLAS)
+are all cupy array ops.
 """
 from typing import NamedTuple
 

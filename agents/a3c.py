@@ -70,10 +70,9 @@ from omegaconf import OmegaConf
 
 import core
 import core.functional as F
-from agents.actor_critic import (RolloutBuffer, build_model, collect_rollout, derive_seed, evaluation_envs,
-                                 evaluation_metrics, make_envs, make_policy, n_step_returns, one_blas_thread,
-                                 valid_indices)
-from agents.networks import ACTIVATIONS, INITS
+from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
+                                 derive_seed, evaluation_envs, evaluation_metrics, make_envs, make_policy,
+                                 n_step_returns, one_blas_thread, valid_indices)
 from core.run import ConfigError, NonFiniteError
 from core.tensor import Tensor
 from envs import VectorStepper
@@ -104,6 +103,7 @@ class Config:
     num_steps: int = 20                    # n of the n-step returns (t_max in the paper)
     gamma: float = 0.99
     lr: float = 1e-3
+    anneal_lr: bool = False                # lr falls linearly to 0 over total_timesteps, as in the A3C paper
     optimizer: str = "adam"                # adam | rmsprop, shared by all workers
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])   # adam
     alpha: float = 0.99                    # rmsprop
@@ -128,33 +128,17 @@ class Config:
                              f"CPUs of this machine), got {self.num_workers}")
         if self.start_method not in START_METHODS:
             raise ValueError(f"agent.start_method must be one of {', '.join(START_METHODS)}, got {self.start_method!r}")
-        for name in ("total_timesteps", "envs_per_worker", "num_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
+        check_actor_critic_config(self)
+        check_each(self, ("envs_per_worker",), ">= 1", lambda value: value >= 1)
         if self.vectorization not in (None, "sync", "native"):
             raise ValueError(f"agent.vectorization must be sync, native or null, got {self.vectorization!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"agent.gamma must be in [0, 1], got {self.gamma}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"agent.lr must be a positive finite number, got {self.lr}")
+        check_each(self, ("gamma",), "in [0, 1]", lambda value: 0 <= value <= 1)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"agent.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or not 0 <= self.alpha < 1:
             raise ValueError(f"agent.betas must be two values in [0, 1) and agent.alpha in [0, 1), got "
                              f"{list(self.betas)} and {self.alpha}")
-        if not self.eps > 0 or not self.log_every_s > 0:
-            raise ValueError("agent.eps and agent.log_every_s must be > 0")
-        for name in ("ent_coef", "vf_coef", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"agent.{name} must be >= 0, got {getattr(self, name)}")
-        if any(width < 1 for width in self.hidden) or (self.shared and not self.hidden):
-            raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(self.hidden)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"agent.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.init not in INITS:
-            raise ValueError(f"agent.init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.distribution not in ("auto", "categorical", "gaussian"):
-            raise ValueError(f"agent.distribution must be auto, categorical or gaussian, got {self.distribution!r}")
+        check_each(self, ("eps", "log_every_s"), "> 0", lambda value: value > 0)
 
 
 # ----- flat parameters and the shared optimizer -----
@@ -187,39 +171,53 @@ def clip_flat_gradient(grad, max_norm):
 
 class SharedOptimizer:
     """Adam or RMSprop (PyTorch's formulas, as core.optim) over flat arrays: the weights, the moments
-    (`moments`: Adam's exp_avg and exp_avg_sq, or RMSprop's square_avg) and the step count (a
-    1-element int64 array). With shared-memory arrays every worker updates them in place without
-    a lock (Hogwild!): a racing worker may now and then overwrite a moment update, which A3C
-    tolerates by design."""
+    (`moments`: Adam's exp_avg and exp_avg_sq, or RMSprop's square_avg) and the step counts (an
+    int64 array, one slot per worker: the step count is their sum). With shared-memory arrays every
+    worker updates them in place without a lock (Hogwild!): a racing worker may now and then
+    overwrite a moment update, which A3C tolerates by design; a count only its own worker writes
+    loses no step."""
 
-    def __init__(self, kind, params, moments, step, lr, betas=(0.9, 0.999), alpha=0.99, eps=1e-8):
-        self.kind, self.params, self.moments, self.step_count = kind, params, moments, step
-        self.lr, self.betas, self.alpha, self.eps = lr, tuple(betas), alpha, eps
+    def __init__(self, kind, params, moments, step_counts, lr, betas=(0.9, 0.999), alpha=0.99, eps=1e-8,
+                 anneal=False, slot=0):
+        self.kind, self.params, self.moments = kind, params, moments
+        self.step_counts, self.slot = step_counts, slot
+        self.lr, self.betas, self.alpha, self.eps, self.anneal = lr, tuple(betas), alpha, eps, anneal
+
+    @classmethod
+    def from_config(cls, args, params, moments, step_counts, slot=0):
+        return cls(args.optimizer, params, moments, step_counts, args.lr, args.betas, args.alpha, args.eps,
+                   args.anneal_lr, slot)
+
+    @property
+    def step_count(self):
+        return int(self.step_counts.sum())
 
     @staticmethod
     def num_moments(kind):
         return 2 if kind == "adam" else 1
 
-    def step(self, grad):
-        self.step_count[0] += 1
+    def step(self, grad, progress=0.0):
+        """`progress` in [0, 1]: the fraction of the budget done, for an annealed lr (see `anneal`)."""
+        self.step_counts[self.slot] += 1
+        lr = self.lr * max(0.0, 1.0 - progress) if self.anneal else self.lr
         if self.kind == "adam":
-            (beta1, beta2), t = self.betas, int(self.step_count[0])
+            (beta1, beta2), t = self.betas, self.step_count
             exp_avg, exp_avg_sq = self.moments
             exp_avg *= beta1
             exp_avg += (1 - beta1) * grad
             exp_avg_sq *= beta2
             exp_avg_sq += (1 - beta2) * grad * grad
             root = math.sqrt(1 - beta2 ** t)  # bias corrections folded into two scalars, as core.optim.Adam
-            self.params -= (self.lr * root / (1 - beta1 ** t)) * exp_avg / (np.sqrt(exp_avg_sq) + self.eps * root)
+            self.params -= (lr * root / (1 - beta1 ** t)) * exp_avg / (np.sqrt(exp_avg_sq) + self.eps * root)
         else:
             (square_avg,) = self.moments
             square_avg *= self.alpha
             square_avg += (1 - self.alpha) * grad * grad
-            self.params -= self.lr * grad / (np.sqrt(square_avg) + self.eps)
+            self.params -= lr * grad / (np.sqrt(square_avg) + self.eps)
 
     def state_dict(self):
         return {"kind": self.kind, "params": self.params.copy(), "moments": [m.copy() for m in self.moments],
-                "step": int(self.step_count[0])}
+                "step": self.step_count}
 
     def load_state_dict(self, state):
         if state["kind"] != self.kind or state["params"].shape != self.params.shape:
@@ -228,7 +226,8 @@ class SharedOptimizer:
         self.params[...] = state["params"]
         for moment, saved in zip(self.moments, state["moments"]):
             moment[...] = saved
-        self.step_count[0] = state["step"]
+        self.step_counts[...] = 0
+        self.step_counts[0] = state["step"]
 
 
 # ----- one worker: env, model copy, random stream; the same code on both backends -----
@@ -317,7 +316,7 @@ class SharedArrays:
     def __init__(self, ctx, num_weights, num_workers, optimizer):
         self.raw = {"weights": ctx.RawArray(ctypes.c_float, num_weights),
                     "moments": ctx.RawArray(ctypes.c_float, num_weights * SharedOptimizer.num_moments(optimizer)),
-                    "opt_step": ctx.RawArray(ctypes.c_int64, 1),
+                    "opt_step": ctx.RawArray(ctypes.c_int64, num_workers),
                     "stop": ctx.RawArray(ctypes.c_int64, 1),
                     # per worker: env steps, updates, episodes
                     "counters": ctx.RawArray(ctypes.c_int64, 3 * num_workers),
@@ -354,14 +353,15 @@ def _process_worker(rank, spec, shared, events, parent_pid):
         s = shared.views()
         args = spec["agent"]
         worker = Worker(rank, spec)
-        optimizer = SharedOptimizer(args.optimizer, s["weights"], list(s["moments"]), s["opt_step"], args.lr,
-                                    args.betas, args.alpha, args.eps)
+        optimizer = SharedOptimizer.from_config(args, s["weights"], list(s["moments"]), s["opt_step"], rank)
+        steps_before = args.total_timesteps - spec["total_timesteps"]  # by earlier runs of a resumed training
         losses, last_report = LossMeter(), time.time()
         with one_blas_thread():  # one per worker: the workers are the parallelism
             while not s["stop"][0] and os.getppid() == parent_pid:
                 started, cpu = time.time(), time.process_time()
                 grad, steps, finished, parts = worker.gradient(s["weights"])
-                optimizer.step(grad)  # Hogwild!: straight into the shared weights, no lock
+                # Hogwild!: straight into the shared weights, no lock
+                optimizer.step(grad, (steps_before + s["counters"][0].sum()) / args.total_timesteps)
                 ended = time.time()
                 if s["times"][0, rank] == 0:
                     s["times"][0, rank], cpu_start = started, cpu
@@ -437,8 +437,7 @@ def _run_processes(cfg, args, run, weights, state, monitor):
     ctx = mp.get_context(args.start_method)
     shared = SharedArrays(ctx, weights.size, args.num_workers, args.optimizer)
     views = shared.views()
-    optimizer = SharedOptimizer(args.optimizer, views["weights"], list(views["moments"]), views["opt_step"], args.lr,
-                                args.betas, args.alpha, args.eps)
+    optimizer = SharedOptimizer.from_config(args, views["weights"], list(views["moments"]), views["opt_step"])
     views["weights"][...] = weights
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -492,11 +491,11 @@ class ParameterServer:
     def __init__(self, args, weights, num_workers, total_timesteps, state=None):
         self.weights = weights.copy()
         moments = [np.zeros_like(weights) for _ in range(SharedOptimizer.num_moments(args.optimizer))]
-        self.optimizer = SharedOptimizer(args.optimizer, self.weights, moments, np.zeros(1, np.int64), args.lr,
-                                         args.betas, args.alpha, args.eps)
+        self.optimizer = SharedOptimizer.from_config(args, self.weights, moments, np.zeros(1, np.int64))
         if state is not None:
             self.optimizer.load_state_dict(state)
         self.total_timesteps, self.stop = total_timesteps, False
+        self.budget, self.steps_before = args.total_timesteps, args.total_timesteps - total_timesteps
         self.counters = np.zeros((3, num_workers), np.int64)
         self.times = np.zeros((3, num_workers))
         self.events = []
@@ -506,7 +505,7 @@ class ParameterServer:
 
     def push(self, rank, grad, steps, episodes, started, cpu_seconds, losses):
         """Apply a worker's gradient; returns (fresh weights, whether to stop)."""
-        self.optimizer.step(grad)
+        self.optimizer.step(grad, (self.steps_before + self.counters[0].sum()) / self.budget)
         if self.times[0, rank] == 0:
             self.times[0, rank] = started
         self.times[1:, rank] = time.time(), cpu_seconds

@@ -34,7 +34,7 @@ import numpy as np
 
 import core
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.networks import ACTIVATIONS, mlp
+from agents.networks import ACTIVATIONS, INITS, mlp
 from core import nn
 from core.autograd import Function
 from core.backend import array_module, get_array_module, to_device
@@ -45,6 +45,27 @@ from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
 
 DISTRIBUTIONS = ("auto", "categorical", "gaussian")
+
+
+# ----- config checks -----
+def check_each(args, names, allowed, ok):
+    """ValueError naming the first `agent.<name>` among `names` whose value fails `ok`."""
+    for name in names:
+        value = getattr(args, name)
+        if not ok(value):
+            raise ValueError(f"agent.{name} must be {allowed}, got {value}")
+
+
+def check_actor_critic_config(args):
+    """The checks A2C, PPO and A3C share: step budget, learning rate, loss weights, network, policy."""
+    check_each(args, ("total_timesteps", "num_steps"), ">= 1", lambda value: value >= 1)
+    check_each(args, ("lr",), "a positive finite number", lambda value: value > 0 and math.isfinite(value))
+    check_each(args, ("ent_coef", "vf_coef", "max_grad_norm"), ">= 0", lambda value: value >= 0)
+    if any(width < 1 for width in args.hidden) or (args.shared and not args.hidden):
+        raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(args.hidden)}")
+    for name, allowed in (("activation", ACTIVATIONS), ("init", INITS), ("distribution", DISTRIBUTIONS)):
+        if getattr(args, name) not in allowed:
+            raise ValueError(f"agent.{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
 
 
 # ----- seeds -----

@@ -45,11 +45,10 @@ from omegaconf import OmegaConf
 
 import core
 import core.functional as F
-from agents.actor_critic import (RolloutBuffer, build_model, collect_rollout, compute_gae, derive_seed,
-                                 evaluation_envs, evaluation_metrics, explained_variance, log_episodes,
-                                 make_policy, normalize, one_blas_thread, training_envs,
+from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
+                                 compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
+                                 log_episodes, make_policy, normalize, one_blas_thread, training_envs,
                                  valid_indices)
-from agents.networks import ACTIVATIONS, INITS
 from core import optim
 from core.autograd import Function
 from core.backend import get_array_module, to_device
@@ -93,37 +92,16 @@ class Config:
     eval_greedy: bool = True
 
     def validate(self):
-        positive = ("total_timesteps", "num_steps", "batch_size", "n_epochs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
+        check_actor_critic_config(self)
+        check_each(self, ("batch_size", "n_epochs"), ">= 1", lambda value: value >= 1)
         if self.num_envs is not None and self.num_envs < 1:
             raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
         if self.vectorization not in (None, "sync", "async", "native"):
             raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"agent.lr must be a positive finite number, got {self.lr}")
-        if not self.clip_range > 0:
-            raise ValueError(f"agent.clip_range must be > 0, got {self.clip_range}")
-        for name in ("clip_range_vf", "target_kl"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"agent.{name} must be > 0 or null, got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef", "max_grad_norm", "eval_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"agent.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.adam_eps > 0:
-            raise ValueError(f"agent.adam_eps must be > 0, got {self.adam_eps}")
-        if any(width < 1 for width in self.hidden) or (self.shared and not self.hidden):
-            raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(self.hidden)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"agent.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.init not in INITS:
-            raise ValueError(f"agent.init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.distribution not in ("auto", "categorical", "gaussian"):
-            raise ValueError(f"agent.distribution must be auto, categorical or gaussian, got {self.distribution!r}")
+        check_each(self, ("gamma", "gae_lambda"), "in [0, 1]", lambda value: 0 <= value <= 1)
+        check_each(self, ("clip_range", "adam_eps"), "> 0", lambda value: value > 0)
+        check_each(self, ("clip_range_vf", "target_kl"), "> 0 or null", lambda value: value is None or value > 0)
+        check_each(self, ("eval_every",), ">= 0", lambda value: value >= 0)
         if self.target_return is not None and self.eval_every < 1:
             raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 

@@ -90,7 +90,19 @@ def test_shared_optimizer_matches_core_optim(kind):
         reference.step()
         shared.step(grad)
     np.testing.assert_allclose(weights, param.data, rtol=1e-5, atol=1e-7)
-    assert shared.step_count[0] == 5
+    assert shared.step_count == 5
+
+
+def test_annealed_lr_falls_linearly_to_zero():
+    grad = np.ones(3, np.float32)
+    steps = []
+    for progress in (0.0, 0.5, 1.0):
+        weights = np.zeros(3, np.float32)
+        shared = a3c.SharedOptimizer("rmsprop", weights, [np.zeros(3, np.float32)], np.zeros(1, np.int64), 0.1,
+                                     alpha=0.0, eps=0.0, anneal=True)
+        shared.step(grad, progress)
+        steps.append(-weights[0])
+    np.testing.assert_allclose(steps, [0.1, 0.05, 0.0], rtol=1e-6)
 
 
 def test_gradient_clipping_by_global_norm():
@@ -101,10 +113,12 @@ def test_gradient_clipping_by_global_norm():
 
 
 def test_workers_learn_cartpole_concurrently(tmp_path):
-    metrics = train(make_cfg(total_timesteps=40_000, num_workers=2), tmp_path)
+    # asynchronous updates make each run's numbers differ: 80,000 steps reached 500 in 10 of 10 runs,
+    # 40,000 fell short of 150 in 1 of 16
+    metrics = train(make_cfg(total_timesteps=80_000, num_workers=2), tmp_path)
     assert metrics["eval/return_mean"] >= 150  # a random policy gets about 22
     updates, steps = metrics["a3c/worker_updates"], metrics["a3c/worker_env_steps"]
-    assert len(updates) == 2 and min(updates) > 100 and sum(steps) == metrics["train/env_steps"] >= 40_000
+    assert len(updates) == 2 and min(updates) > 100 and sum(steps) == metrics["train/env_steps"] >= 80_000
     # every worker kept updating while the others did: their update periods overlap
     first, last = metrics["a3c/worker_first_update_s"], metrics["a3c/worker_last_update_s"]
     assert max(first) < min(last)

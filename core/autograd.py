@@ -81,7 +81,10 @@ class Function:
         first = inputs[0]
         if first.__class__ is not Tensor and not isinstance(first, Tensor):  # raw arrays: no-graph backward
             return self.forward(*inputs)
-        y = self.forward(first.data) if len(inputs) == 1 else self.forward(*[x.data for x in inputs])
+        n = len(inputs)  # unrolled for the common arities: this line runs once per op
+        y = (self.forward(first.data) if n == 1 else self.forward(first.data, inputs[1].data) if n == 2 else
+             self.forward(first.data, inputs[1].data, inputs[2].data) if n == 3 else
+             self.forward(*[x.data for x in inputs]))
         if y.__class__ is not _ndarray and isinstance(y, _generic):  # numpy returns scalars for 0-d results
             y = _asarray(y)
         out = _new_tensor(Tensor)

@@ -28,9 +28,9 @@ EVAL_SEED_OFFSET = 10_000
 
 
 def wrapper_options(env_cfg):
-    """The wrapper options of an env config (everything but id, num_envs and vectorization), as
-    keyword arguments for envs.factory.make_env / make_vector_env."""
-    return {k: v for k, v in env_cfg.items() if k not in ("id", "num_envs", "vectorization")}
+    """The wrapper options of an env config (everything but id, num_envs, vectorization and
+    native_dtype), as keyword arguments for envs.factory.make_env / make_vector_env."""
+    return {k: v for k, v in env_cfg.items() if k not in ("id", "num_envs", "vectorization", "native_dtype")}
 
 
 def evaluate_policy(env, act, episodes, seed, record=False):

@@ -298,7 +298,8 @@ def make_envs(env_cfg, num_envs, seed, device="cpu", vectorization=None, evaluat
     if evaluation:
         options.pop("reward_scale", None)
     return make_vector_env(env_cfg.id, num_envs, seed=seed, vectorization=vectorization or env_cfg.vectorization,
-                           device=device, autoreset_mode="same_step", **options)
+                           device=device, autoreset_mode="same_step",
+                           native_dtype=env_cfg.get("native_dtype", "float64"), **options)
 
 
 # ----- rollouts -----

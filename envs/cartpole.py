@@ -4,7 +4,9 @@ Physics, thresholds, rewards, time limits and the initial-state distribution are
 CartPole-v0 / v1 (explicit Euler, +1 reward on every step including the terminal one,
 state ~ U(-0.05, 0.05)). On numpy the arithmetic follows gymnasium's operation order in float64,
 so states match gymnasium's bit for bit; with the same seed, `reset` and the next-step autoresets
-also draw the same random numbers as gymnasium's own `CartPoleVectorEnv`.
+also draw the same random numbers as gymnasium's own `CartPoleVectorEnv`. dtype="float32" keeps
+the states in float32 instead: the same physics to float32 rounding, about 2.5x faster on CPU
+(float64 sin and cos take most of a float64 step).
 
 Autoreset modes (gymnasium 1.x names):
 - NEXT_STEP (default, gymnasium's convention): the step after an env is done resets it and
@@ -56,13 +58,16 @@ class NativeCartPoleVectorEnv(VectorEnv):
     x_threshold = 2.4
 
     def __init__(self, num_envs: int, version: str = "v1", device: str = "cpu",
-                 autoreset_mode=AutoresetMode.NEXT_STEP, max_episode_steps: int | None = None):
+                 autoreset_mode=AutoresetMode.NEXT_STEP, max_episode_steps: int | None = None, dtype="float64"):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {version!r}")
         if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+        if str(dtype) not in ("float64", "float32"):
+            raise ValueError(f"dtype must be 'float64' (gymnasium's arithmetic) or 'float32', got {dtype!r}")
+        self.dtype = np.dtype(dtype)
         self.num_envs = num_envs
         self.version = version
         cap, self.reward_threshold = VERSIONS[version]
@@ -79,13 +84,13 @@ class NativeCartPoleVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
 
         self._low, self._high = -0.05, 0.05
-        self._state = None  # (4, num_envs) float64: x, x_dot, theta, theta_dot as contiguous rows
+        self._state = None  # (4, num_envs) of self.dtype: x, x_dot, theta, theta_dot as contiguous rows
         self._xp_rng = None  # cupy's generator; numpy uses self.np_random, as gymnasium does
         with self._scope:
             self._elapsed = self.xp.zeros(num_envs, dtype=np.int32)
             self._prev_done = self.xp.zeros(num_envs, dtype=bool)
-            self._buffers = self.xp.empty((5, num_envs), dtype=np.float64)  # scratch for the step
-            self._forces = self.xp.asarray([-self.force_mag, self.force_mag])  # indexed by action
+            self._buffers = self.xp.empty((5, num_envs), dtype=self.dtype)  # scratch for the step
+            self._forces = self.xp.asarray([-self.force_mag, self.force_mag], dtype=self.dtype)  # indexed by action
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
@@ -98,7 +103,7 @@ class NativeCartPoleVectorEnv(VectorEnv):
         with self._scope:
             if self.xp is not np and (seed is not None or self._xp_rng is None):
                 self._xp_rng = self.xp.random.RandomState(int(self.np_random.integers(2**63)))
-            self._state = self._uniform((4, self.num_envs))
+            self._state = self._uniform((4, self.num_envs)).astype(self.dtype, copy=False)
             self._elapsed[...] = 0
             self._prev_done[...] = False
             return self._observation(), {}
@@ -192,7 +197,8 @@ class NativeCartPoleVectorEnv(VectorEnv):
         return self._state.T.astype(np.float32)
 
     def get_state(self):
-        """Raw float64 states, shape (num_envs, 4), rows laid out like gymnasium's `env.unwrapped.state`."""
+        """Raw states (float64, or float32 with that dtype), shape (num_envs, 4), rows laid out like
+        gymnasium's `env.unwrapped.state`."""
         if self._state is None:
             raise RuntimeError("call reset() before get_state()")
         return self._state.T.copy()
@@ -203,7 +209,7 @@ class NativeCartPoleVectorEnv(VectorEnv):
         Pending next-step resets are cleared, so the next step continues from exactly these states.
         """
         with self._scope:
-            state = self.xp.asarray(state, dtype=np.float64)
+            state = self.xp.asarray(state, dtype=self.dtype)
             if state.shape != (self.num_envs, 4):
                 raise ValueError(f"state must have shape ({self.num_envs}, 4), got {state.shape}")
             self._state = self.xp.ascontiguousarray(state.T)
@@ -216,5 +222,6 @@ class NativeCartPoleVectorEnv(VectorEnv):
         return self._elapsed.copy()
 
     def __repr__(self):
+        dtype = "" if self.dtype == np.float64 else f", dtype={self.dtype.name!r}"
         return (f"NativeCartPoleVectorEnv(CartPole-{self.version}, num_envs={self.num_envs}, "
-                f"device={self.device!r}, autoreset_mode={self.autoreset_mode.name})")
+                f"device={self.device!r}, autoreset_mode={self.autoreset_mode.name}{dtype})")

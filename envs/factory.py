@@ -136,7 +136,7 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
 
 @_config_errors
 def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectorization: str = "sync",
-                    device: str = "cpu", autoreset_mode="next_step", **wrapper_kwargs):
+                    device: str = "cpu", autoreset_mode="next_step", native_dtype="float64", **wrapper_kwargs):
     """`num_envs` copies of `make_env(env_id, **wrapper_kwargs)` as a gymnasium vector env.
 
     vectorization: "sync" (one process; best for cheap envs), "async" (one worker process per env;
@@ -145,6 +145,7 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
     Sub-env i gets seed + i; only sub-env 0 records video. `device` is where the env's arrays live:
     gymnasium's envs always step on the CPU, so anything but "cpu" needs vectorization="native".
     autoreset_mode: "next_step" (gymnasium's default) or "same_step"; see the module docstring.
+    native_dtype: the native env's state precision, "float64" (gymnasium's numbers) or "float32" (faster).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -153,7 +154,10 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
         raise ValueError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}, got {vectorization!r}")
     mode = _autoreset_mode(autoreset_mode)
     if vectorization == "native":
-        return _make_native(env_id, num_envs, seed, device, mode, wrapper_kwargs)
+        return _make_native(env_id, num_envs, seed, device, mode, native_dtype, wrapper_kwargs)
+    if native_dtype != "float64":
+        raise ValueError(f"native_dtype={native_dtype!r} applies to vectorization='native' only; "
+                         f"gymnasium's {vectorization} vector envs keep their own precision")
     if parse_device(device)[0] != "cpu":
         raise ValueError(f"device={device!r} needs vectorization='native' (CartPole only); gymnasium's "
                          f"{vectorization} vector envs step on the CPU")
@@ -170,7 +174,7 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
     return envs
 
 
-def _make_native(env_id, num_envs, seed, device, mode, wrapper_kwargs):
+def _make_native(env_id, num_envs, seed, device, mode, dtype, wrapper_kwargs):
     if env_id not in NATIVE_VERSIONS:
         raise ValueError(f"vectorization='native' supports only {', '.join(NATIVE_VERSIONS)}, got {env_id!r}; "
                          "use 'sync' or 'async' for other envs")
@@ -182,7 +186,7 @@ def _make_native(env_id, num_envs, seed, device, mode, wrapper_kwargs):
         raise ValueError("vectorization='native' takes no wrapper options but max_episode_steps; "
                          f"got {', '.join(unsupported)}")
     envs = NativeCartPoleVectorEnv(num_envs, NATIVE_VERSIONS[env_id], device=device, autoreset_mode=mode,
-                                   max_episode_steps=wrapper_kwargs.get("max_episode_steps"))
+                                   max_episode_steps=wrapper_kwargs.get("max_episode_steps"), dtype=dtype)
     if seed is not None:
         # the same generator reset(seed=seed) would create, so a plain reset() is already seeded
         envs.np_random, _ = seeding.np_random(seed)

@@ -95,6 +95,7 @@ class EnvConfig:
     id: str = "CartPole-v1"
     num_envs: int = 1
     vectorization: str = "sync"                # sync | async | native
+    native_dtype: str = "float64"              # native CartPole: float64 (gymnasium's numbers) | float32 (faster)
     max_episode_steps: Optional[int] = None    # None: the registered time limit
     reward_scale: Optional[float] = None
     frame_skip: Optional[int] = None
@@ -126,6 +127,11 @@ class EnvConfig:
         if self.vectorization not in VECTORIZATIONS:
             raise ValueError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, "
                              f"got {self.vectorization!r}")
+        if self.native_dtype not in ("float64", "float32"):
+            raise ValueError(f"env.native_dtype must be float64 or float32, got {self.native_dtype!r}")
+        if self.native_dtype != "float64" and self.vectorization != "native":
+            raise ValueError(f"env.native_dtype={self.native_dtype} needs env.vectorization=native, "
+                             f"got {self.vectorization}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"env.max_episode_steps must be >= 1 or null, got {self.max_episode_steps}")
 

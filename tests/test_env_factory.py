@@ -183,6 +183,7 @@ def test_native_vector_env_is_seeded_like_reset_with_seed():
     # configs may list every wrapper option as null
     make_vector_env("CartPole-v1", 2, seed=0, vectorization="native", reward_scale=None, atari="auto",
                     terminal_on_life_loss=False)
+    assert make_vector_env("CartPole-v1", 2, vectorization="native", native_dtype="float32").dtype == np.float32
 
 
 # ---- bad input ------------------------------------------------------------------------------------
@@ -267,6 +268,8 @@ def test_bad_make_env_arguments(kwargs, match):
     (("CartPole-v1", 2), {"vectorization": "native", "sutton_barto_reward": True},
      "takes no wrapper options but max_episode_steps; got sutton_barto_reward"),
     (("CartPole-v1", 2), {"device": "tpu", "vectorization": "native"}, "unknown device 'tpu'"),
+    (("CartPole-v1", 2), {"native_dtype": "float32"}, "native_dtype='float32' applies to vectorization='native' only"),
+    (("CartPole-v1", 2), {"vectorization": "native", "native_dtype": "half"}, "dtype must be 'float64'"),
 ])
 def test_bad_make_vector_env_arguments(args, kwargs, match):
     with pytest.raises(ConfigError, match=match):

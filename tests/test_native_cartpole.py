@@ -84,6 +84,28 @@ def test_next_step_mode_equals_gymnasium_vector_env_including_resets(version):
     assert ends > 10
 
 
+def test_float32_steps_like_float64_to_float32_rounding():
+    """From the same states, a float32 step lands within float32 rounding of the float64 (gymnasium)
+    one, with the same rewards, terminations and truncations (the dynamics amplify rounding over many
+    steps, so each step starts from the float64 state)."""
+    exact = NativeCartPoleVectorEnv(64, version="v0", autoreset_mode="same_step")
+    fast = NativeCartPoleVectorEnv(64, version="v0", autoreset_mode="same_step", dtype="float32")
+    exact.reset(seed=5)
+    fast.reset(seed=5)
+    assert fast.get_state().dtype == np.float32 and np.allclose(exact.get_state(), fast.get_state(), atol=1e-7)
+    rng, ends = np.random.default_rng(1), 0
+    for _ in range(250):
+        fast.set_state(exact.get_state(), exact.elapsed_steps)
+        actions = balancing_actions(exact.get_state(), rng, noise=0.3)
+        expected, got = exact.step(actions), fast.step(actions)
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(expected[1:4], got[1:4]):
+            assert np.array_equal(a, b)
+        ends += int((got[2] | got[3]).sum())
+    assert ends > 20  # terminations and the 200-step time limit were both compared
+    assert "dtype='float32'" in repr(fast)
+
+
 def test_reset_with_seed_matches_single_gymnasium_env():
     native = NativeCartPoleVectorEnv(1)
     for seed in (0, 1, 123):
@@ -207,6 +229,7 @@ def test_set_and_get_state_round_trip():
     ({"num_envs": 2, "autoreset_mode": "disabled"}, "autoreset_mode must be"),
     ({"num_envs": 2, "max_episode_steps": 0}, "max_episode_steps must be"),
     ({"num_envs": 2, "device": "tpu"}, "'cpu', 'cuda' or 'cuda:N'"),
+    ({"num_envs": 2, "dtype": "float16"}, "dtype must be 'float64'"),
 ])
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):

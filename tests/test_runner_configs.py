@@ -187,6 +187,8 @@ def test_incomplete_choices_are_usage_errors(overrides, message):
     ("agent.baseline=critic", "agent.baseline must be one of none, mean, value, got 'critic'"),
     ("env.id=CartPole-v7", "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
     ("env.num_envs=0", "env.num_envs must be >= 1, got 0"),
+    ("env.native_dtype=float32", "env.native_dtype=float32 needs env.vectorization=native, got sync"),
+    ("env.native_dtype=int8 env.vectorization=native", "env.native_dtype must be float64 or float32, got 'int8'"),
     ("eval_episodes=0", "eval_episodes must be >= 1, got 0"),
     ("device=gpu", "unknown device 'gpu': expected 'cpu', 'cuda' or 'cuda:N'"),
     ("optim=adam optim.lr=-0.1", "optim.lr must be a positive finite number, got -0.1"),

@@ -21,7 +21,25 @@ def set_default_dtype(dtype):
     _default_dtype = dtype
 
 
-class Tensor:
+class DeviceShorthands:
+    """cpu(), cuda(index), float() and double() as calls of `to(device, dtype)`: shared by Tensor and nn.Module."""
+
+    __slots__ = ()
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+
+class Tensor(DeviceShorthands):
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_priority__ = 1000  # numpy defers `ndarray op Tensor` to Tensor's reflected operators
 
@@ -140,18 +158,6 @@ class Tensor:
             backend.array_module(device)  # raises a clear error when the device is unavailable
             out = ops.to_device(out, device)
         return out
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self, index=0):
-        return self.to(f"cuda:{index}")
-
-    def float(self):
-        return self.to(dtype=np.float32)
-
-    def double(self):
-        return self.to(dtype=np.float64)
 
     def long(self):
         return self.to(dtype=np.int64)

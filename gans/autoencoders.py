@@ -36,7 +36,8 @@ import core.functional as F
 from core.run import ConfigError
 from gans.common import (
     ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, activation, batch, dense_layers, interpolate,
-    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, restore,
+    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, random_images,
+    restore,
 )
 from gans.quality import evaluate_quality
 
@@ -228,8 +229,7 @@ def train(cfg, run) -> dict:
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
 
     # the same real images in every grid: originals over their reconstructions
-    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)),
-                                                                replace=False)]
+    shown = random_images(data.images, args.grid_size, run.seed)
     session = Session(args, run, modules={"autoencoder": model}, optimizers={"autoencoder": opt}, data=data,
                       arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
@@ -284,8 +284,7 @@ def sample(cfg, state: dict, n: int, seed: int = 0, images=None) -> np.ndarray:
     run's dataset: an autoencoder does not generate from noise."""
     args, nets, _ = restore(Config, build, cfg, state)
     if images is None:
-        data = load_data(cfg.dataset, args.normalize)
-        images = data.images[np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False)]
+        images = random_images(load_data(cfg.dataset, args.normalize).images, n, seed)
     with core.no_grad():
         return reconstruct(nets["autoencoder"], np.asarray(images, dtype=np.float32)).numpy()
 

@@ -158,6 +158,11 @@ def batch(array: np.ndarray, index, device) -> core.Tensor:
     return core.tensor(array[index], device=device)
 
 
+def random_images(images: np.ndarray, n: int, seed) -> np.ndarray:
+    """n different images (all of them when there are fewer), picked with numpy's generator of `seed`."""
+    return images[np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)]
+
+
 # ----- layers and optimizers by name -----
 def activation(name: str, slope: float = 0.2) -> nn.Module:
     if name not in ACTIVATIONS:
@@ -380,11 +385,12 @@ def restore(config_cls, build: Callable, cfg, state: dict, device="cpu"):
     return args, modules, normalize
 
 
-def check_latent(z, latent_size: int):
-    """A user-supplied latent batch must match the model's latent size."""
+def latent_tensor(z, latent_size: int) -> core.Tensor:
+    """A user-supplied latent batch as a float32 tensor; it must match the model's latent size."""
     if np.ndim(z) != 2 or np.shape(z)[1] != latent_size:
         raise ValueError(f"the model was trained with latent_size={latent_size}, got latent vectors of shape "
                          f"{np.shape(z)}; pass an array of shape (n, {latent_size})")
+    return core.tensor(np.asarray(z, dtype=np.float32))
 
 
 # ----- images written during training -----

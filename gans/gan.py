@@ -47,8 +47,8 @@ from core import nn
 import core.functional as F
 from core.run import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_image_shape, check_latent, dense_layers,
-    interpolate, keras_batch_norm, load_data, make_optimizer, model_config, norm_layer, one_of, output_activation,
+    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_image_shape, dense_layers, interpolate,
+    keras_batch_norm, latent_tensor, load_data, make_optimizer, model_config, norm_layer, one_of, output_activation,
     positive, restore,
 )
 from gans.quality import evaluate_quality, to_unit_range
@@ -411,8 +411,7 @@ def sample(cfg, state: dict, n: int, seed: int = 0, z=None, labels=None) -> np.n
     if z is None:
         z = draw_noise(args.noise, n, args.latent_size, core.Generator(seed))
     else:
-        check_latent(z, args.latent_size)
-        z = core.tensor(np.asarray(z, dtype=np.float32))
+        z = latent_tensor(z, args.latent_size)
     if G.n_classes:
         labels = core.tensor(np.asarray(np.arange(len(z)) % G.n_classes if labels is None else labels, dtype=np.int64))
     with core.no_grad():

@@ -29,8 +29,8 @@ from core import nn
 import core.functional as F
 from core.run import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_latent, dense_layers, interpolate,
-    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, restore,
+    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, dense_layers, interpolate, latent_tensor,
+    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, random_images, restore,
 )
 from gans.quality import evaluate_quality
 
@@ -152,8 +152,7 @@ def train(cfg, run) -> dict:
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
 
     fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)
-    shown = data.images[np.random.default_rng(run.seed).choice(len(data), min(args.grid_size, len(data)),
-                                                                replace=False)]
+    shown = random_images(data.images, args.grid_size, run.seed)
     session = Session(args, run, modules={"vae": model}, optimizers={"vae": opt}, data=data, arch_keys=ARCH_KEYS,
                       checkpoint_every=cfg.checkpoint_every)
     grids = SampleGrids(run, data.normalize)
@@ -196,11 +195,7 @@ def decoder_sampler(model: VAE, device="cpu"):
 def sample(cfg, state: dict, n: int, seed: int = 0, z=None) -> np.ndarray:
     """n images in [0, 1], (n, C, H, W), decoded from z ~ N(0, I) (or the given `z`, (n, latent_size))."""
     args, nets, _ = restore(Config, build, cfg, state)
-    if z is None:
-        z = core.Generator(seed).normal((n, args.latent_size))
-    else:
-        check_latent(z, args.latent_size)
-        z = core.tensor(np.asarray(z, dtype=np.float32))
+    z = core.Generator(seed).normal((n, args.latent_size)) if z is None else latent_tensor(z, args.latent_size)
     with core.no_grad():
         return nets["vae"].decode(z).sigmoid().numpy()
 

@@ -39,7 +39,7 @@ import core
 from core import nn
 from core.run import ConfigError
 from gans.common import (
-    OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_latent, interpolate, keras_batch_norm, load_data,
+    OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, interpolate, keras_batch_norm, latent_tensor, load_data,
     make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
 )
 from gans.gan import (
@@ -282,8 +282,7 @@ def sample(cfg, state: dict, n: int, seed: int = 0, z=None) -> np.ndarray:
     if z is None:
         z = draw_noise("normal", n, args.latent_size, core.Generator(seed))
     else:
-        check_latent(z, args.latent_size)
-        z = core.tensor(np.asarray(z, dtype=np.float32))
+        z = latent_tensor(z, args.latent_size)
     with core.no_grad():
         return to_unit_range(nets["generator"](z), normalize)
 

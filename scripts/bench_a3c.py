@@ -16,32 +16,20 @@ import os
 import pathlib
 import statistics
 import sys
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from agents import a3c  # noqa: E402
-from core.run import Run  # noqa: E402
-from scripts.benchutil import machine, write_section  # noqa: E402
+from scripts.benchutil import machine, train_preset, write_section  # noqa: E402
 
 
 def throughput(num_workers, steps_per_worker, backend, own_sessions=False):
     """(env steps per wall second from the first update to the last, env steps per worker CPU
     second, CPU cores used on average) of one A3C run."""
-    values = OmegaConf.load(ROOT / "conf" / "agent" / "a3c.yaml")
-    values.pop("defaults")
-    agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), values,
-                            {"num_workers": num_workers, "backend": backend, "own_sessions": own_sessions,
-                             "total_timesteps": steps_per_worker * num_workers})
-    cfg = OmegaConf.create({"seed": 0, "device": "cpu", "eval_episodes": 1, "checkpoint_every": 0, "agent": agent,
-                            "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync",
-                                    "max_episode_steps": None}})
-    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), quiet=True,
-                                                       tensorboard=False) as run:
-        metrics = a3c.train(cfg, run)
+    overrides = {"num_workers": num_workers, "backend": backend, "own_sessions": own_sessions,
+                 "total_timesteps": steps_per_worker * num_workers}
+    metrics, _ = train_preset(a3c, "a3c", 0, overrides, eval_episodes=1)
     span = max(metrics["a3c/worker_last_update_s"]) - min(metrics["a3c/worker_first_update_s"])
     cpu = sum(metrics["a3c/worker_cpu_s"])
     return metrics["a3c/env_steps_per_s"], sum(metrics["a3c/worker_env_steps"]) / cpu, cpu / span

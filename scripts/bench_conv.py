@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
-from scripts.benchutil import machine, ratio, single_thread, write_section  # noqa: E402
+from scripts.benchutil import interleaved_best, machine, ratio, single_thread, write_section  # noqa: E402
 
 torch = single_thread()
 import core  # noqa: E402
@@ -45,20 +45,6 @@ LAYERS = [
     ("WGAN-GP G convT 128->128, 14->28, k4 s2 same", 64, True, 128, 128, 14, 4, 2, "same", 1, 0),
     ("WGAN-GP G conv 128->1, 28->28, k7 s1 same", 64, False, 128, 1, 28, 7, 1, "same", 3, 0),
 ]
-
-
-def interleaved_best(fns, repeat, clock):
-    """Best single-call seconds of each fn, calling them in turn so that load from other processes on a
-    shared machine hits all of them alike."""
-    for fn in fns:
-        fn()  # warm-up
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = clock()
-            fn()
-            best[i] = min(best[i], clock() - start)
-    return best
 
 
 def measure(batch, transposed, c_in, c_out, size, k, stride, padding, torch_padding, output_padding, repeat, clock):
@@ -88,7 +74,7 @@ def measure(batch, transposed, c_in, c_out, size, k, stride, padding, torch_padd
         (gx * gx).sum().backward()
 
     if torch is None:
-        return interleaved_best([ours_fwd, ours_fb, ours_2nd], repeat, clock) + [None, None, None]
+        return interleaved_best([ours_fwd, ours_fb, ours_2nd], repeat, clock=clock) + [None, None, None]
     import torch.nn.functional as tf
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
     if transposed:
@@ -112,7 +98,7 @@ def measure(batch, transposed, c_in, c_out, size, k, stride, padding, torch_padd
         (gx * gx).sum().backward()
 
     fwd, fb, second, t_fwd, t_fb, t_second = interleaved_best(
-        [ours_fwd, ours_fb, ours_2nd, theirs_fwd, theirs_fb, theirs_2nd], repeat, clock)
+        [ours_fwd, ours_fb, ours_2nd, theirs_fwd, theirs_fb, theirs_2nd], repeat, clock=clock)
     return fwd, fb, second, t_fwd, t_fb, t_second
 
 

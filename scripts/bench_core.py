@@ -5,6 +5,7 @@
 Target (issue 2): the 4->64->64->2 MLP forward+backward at batch 256 takes <= 0.7x PyTorch's time.
 """
 import argparse
+import functools
 import sys
 
 import numpy as np
@@ -47,6 +48,19 @@ def op_rows():
     return rows
 
 
+def mlp_step(linear, mse_loss, x, target, params):
+    """Forward+backward of the 4->64->64->2 ReLU MLP with `params` [w1, b1, w2, b2, w3, b3]; the same code
+    runs on our tensors and on torch's, given each library's linear and mse_loss."""
+    h = x
+    for i in range(3):
+        h = linear(h, params[2 * i], params[2 * i + 1])
+        if i < 2:
+            h = h.relu()
+    mse_loss(h, target).backward()
+    for p in params:
+        p.grad = None
+
+
 def mlp_row(batch=256):
     rng = np.random.default_rng(0)
     sizes = [(64, 4), (64, 64), (2, 64)]
@@ -56,36 +70,14 @@ def mlp_row(batch=256):
     t_np = rng.standard_normal((batch, 2)).astype(np.float32)
 
     params = [core.tensor(p, requires_grad=True) for pair in zip(ws, bs) for p in pair]
-    x, t = core.tensor(x_np), core.tensor(t_np)
-
-    def ours():
-        h = x
-        for i in range(3):
-            h = core.linear(h, params[2 * i], params[2 * i + 1])
-            if i < 2:
-                h = h.relu()
-        loss = core.functional.mse_loss(h, t)
-        loss.backward()
-        for p in params:
-            p.grad = None
-    mine = best_time(ours)
+    mine = best_time(functools.partial(mlp_step, core.linear, core.functional.mse_loss, core.tensor(x_np),
+                                       core.tensor(t_np), params))
     theirs = None
     if torch is not None:
         tparams = [torch.tensor(p, requires_grad=True) for pair in zip(ws, bs) for p in pair]
-        tx, tt = torch.tensor(x_np), torch.tensor(t_np)
         F = torch.nn.functional
-
-        def peer():
-            h = tx
-            for i in range(3):
-                h = F.linear(h, tparams[2 * i], tparams[2 * i + 1])
-                if i < 2:
-                    h = h.relu()
-            loss = F.mse_loss(h, tt)
-            loss.backward()
-            for p in tparams:
-                p.grad = None
-        theirs = best_time(peer)
+        theirs = best_time(functools.partial(mlp_step, F.linear, F.mse_loss, torch.tensor(x_np), torch.tensor(t_np),
+                                             tparams))
     return mine, theirs
 
 

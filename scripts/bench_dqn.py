@@ -15,17 +15,15 @@ Wall-clock is the training loop (SB3: `learn`) without start-up; CPU is that pro
 the same span. The evaluation return is the mean of 10 greedy (deterministic) episodes after training.
 --write puts the tables into docs/benchmarks.md (section bench_dqn).
 """
-import argparse
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+sys.path.insert(0, str(ROOT))
+from scripts.benchutil import lab_run, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
+
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1
 ZOO = dict(total_timesteps=50_000, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000,
            gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
@@ -55,51 +53,11 @@ def run_sb3(seed):
     return {"wall_s": wall, "cpu_s": cpu, "return": sum(returns) / len(returns)}
 
 
-def run_lab(seed, preset, vectorization=None):
-    """One run of a lab DQN preset through agents.dqn.train, in a temporary run directory."""
-    import time
-    sys.path.insert(0, str(ROOT))
-    from omegaconf import OmegaConf
-
-    from agents import dqn
-    from core.run import Run
-    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
-    values.pop("defaults")
-    agent = OmegaConf.merge(OmegaConf.structured(dqn.Config), values,
-                            {"vectorization": vectorization} if vectorization else {})
-    cfg = OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": 10, "checkpoint_every": 0, "agent": agent,
-                            "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync",
-                                    "max_episode_steps": None}})
-    cpu = time.process_time()
-    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), quiet=True,
-                                                       tensorboard=False) as run:
-        metrics = dqn.train(cfg, run)
-    return {"wall_s": metrics["time/wall_s"], "cpu_s": time.process_time() - cpu, "return": metrics["eval/return_mean"],
-            "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
-
-
-RUNS = {"sb3": run_sb3, "zoo": lambda seed: run_lab(seed, "dqn", "sync"),
-        "zoo-native": lambda seed: run_lab(seed, "dqn", "native"), "fast": lambda seed: run_lab(seed, "dqn_fast")}
+RUNS = {"sb3": run_sb3, "zoo": lambda seed: lab_run("dqn", "dqn", seed, "sync"),
+        "zoo-native": lambda seed: lab_run("dqn", "dqn", seed, "native"),
+        "fast": lambda seed: lab_run("dqn", "dqn_fast", seed)}
 NAMES = {"sb3": "Stable-Baselines3 DQN (DummyVecEnv of gymnasium CartPole)",
          "zoo": "lab DQN, gymnasium CartPole (SyncVectorEnv)", "zoo-native": "lab DQN, native vectorized CartPole"}
-
-
-def measure(kind, seed, python=sys.executable):
-    """One measurement in a fresh single-threaded process; returns its result dict."""
-    env = {**os.environ, **{name: "1" for name in THREAD_VARS}}
-    result = subprocess.run([python, str(pathlib.Path(__file__).resolve()), "--one", kind, "--seeds", str(seed)],
-                            capture_output=True, text=True, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{kind} seed {seed} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def summary(values, unit="", digits=1):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}{unit}"
 
 
 def tables(results, seeds, machine_line):
@@ -135,28 +93,12 @@ def tables(results, seeds, machine_line):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--sb3-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"))
-    parser.add_argument("--skip-sb3", action="store_true")
-    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
-    parser.add_argument("--one", choices=tuple(RUNS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = rl_parser(__doc__.splitlines()[0], RUNS).parse_args()
     if args.one:  # a single measurement, in this (fresh) process
         print(json.dumps(RUNS[args.one](args.seeds[0])))
         return
 
-    kinds = ["zoo", "zoo-native", "fast"]
-    if not args.skip_sb3 and pathlib.Path(args.sb3_python).exists():
-        kinds.insert(0, "sb3")
-    results = {kind: [] for kind in kinds}
-    for seed in args.seeds:  # interleaved: every row sees the machine's load alike
-        for kind in kinds:
-            results[kind].append(measure(kind, seed, args.sb3_python if kind == "sb3" else sys.executable))
-            print(kind, seed, results[kind][-1], flush=True)
-
-    sys.path.insert(0, str(ROOT))
-    from scripts.benchutil import machine, write_section
+    results = measure_all(__file__, ["zoo", "zoo-native", "fast"], args)
     table = tables(results, args.seeds, machine())
     print(table)
     if args.write:

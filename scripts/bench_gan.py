@@ -19,12 +19,11 @@ a shared machine hits both alike. Target (issue 7): ≤ 1.5× PyTorch's time.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)) + "/..")
-from scripts.benchutil import machine, ratio, single_thread, write_section  # noqa: E402
+from scripts.benchutil import interleaved_best, machine, ratio, single_thread, write_section  # noqa: E402
 
 torch = single_thread()
 import core  # noqa: E402
@@ -132,21 +131,7 @@ def torch_wgan_gp():
     return iteration
 
 
-# ----- timing -----
-def alternating_best(fns, calls, repeat):
-    """Best seconds per block of `calls` calls of each fn, alternating blocks between the fns."""
-    for fn in fns:
-        fn()  # warm-up
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
-
-
+# ----- the table -----
 def table(steps, repeat):
     core.manual_seed(0)
     rows = []
@@ -157,7 +142,7 @@ def table(steps, repeat):
          torch_wgan_gp, 1, 1.0),
     ]:
         fns = [ours()] + ([theirs()] if torch is not None else [])
-        times = [t * scale for t in alternating_best(fns, calls, repeat)]
+        times = [t * scale for t in interleaved_best(fns, repeat, calls)]
         rows.append((label, times[0], times[1] if torch is not None else None))
         print(rows[-1], flush=True)
     seconds = lambda t: "n/a" if t is None else f"{t:.2f}"  # noqa: E731

@@ -14,17 +14,15 @@ processes hits every row alike):
 Wall-clock is the training loop (SB3: `learn`), without start-up; the evaluation return is the mean
 of 10 greedy (deterministic) episodes after training. --write puts the tables into docs/benchmarks.md.
 """
-import argparse
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+sys.path.insert(0, str(ROOT))
+from scripts.benchutil import lab_run, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
+
 ZOO = dict(n_envs=8, total_timesteps=100_000, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
            lr=1e-3, clip_range=0.2, ent_coef=0.0)
 
@@ -54,75 +52,18 @@ def run_sb3(seed):
             "versions": f"stable-baselines3 {stable_baselines3.__version__}, torch {torch.__version__}"}
 
 
-def run_lab(seed, preset, vectorization):
-    """One run of a lab PPO preset through agents.ppo.train, in a temporary run directory. Its CPU
-    time includes building the envs and the final evaluation."""
-    import time
-    sys.path.insert(0, str(ROOT))
-    from omegaconf import OmegaConf
-
-    from agents import ppo
-    from core.run import Run
-    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
-    values.pop("defaults")
-    agent = OmegaConf.merge(OmegaConf.structured(ppo.Config), values,
-                            {"vectorization": vectorization} if vectorization else {})
-    cfg = OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": 10, "checkpoint_every": 0, "agent": agent,
-                            "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync",
-                                    "max_episode_steps": None}})
-    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), quiet=True,
-                                                       tensorboard=False) as run:
-        cpu = time.process_time()
-        metrics = ppo.train(cfg, run)
-        cpu = time.process_time() - cpu
-    return {"wall_s": metrics["time/wall_s"], "cpu_s": cpu, "return": metrics["eval/return_mean"],
-            "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
-
-
-def measure(kind, seed, python=sys.executable):
-    """Run one measurement in a fresh single-threaded process; returns its result dict."""
-    env = {**os.environ, **{name: "1" for name in THREAD_VARS}}
-    result = subprocess.run([python, str(pathlib.Path(__file__).resolve()), "--one", kind, "--seeds", str(seed)],
-                            capture_output=True, text=True, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{kind} seed {seed} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def summary(values, unit="", digits=1):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    mean = statistics.mean(values)
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{mean:.{digits}f}{spread}{unit}"
+RUNS = {"sb3": run_sb3, "zoo": lambda seed: lab_run("ppo", "ppo", seed),
+        "zoo-native": lambda seed: lab_run("ppo", "ppo", seed, "native"),
+        "native": lambda seed: lab_run("ppo", "ppo_native", seed)}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--sb3-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"))
-    parser.add_argument("--skip-sb3", action="store_true")
-    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
-    parser.add_argument("--one", choices=("sb3", "zoo", "zoo-native", "native"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = rl_parser(__doc__.splitlines()[0], RUNS).parse_args()
     if args.one:  # a single measurement, in this (fresh) process
-        runs = {"sb3": lambda s: run_sb3(s), "zoo": lambda s: run_lab(s, "ppo", None),
-                "zoo-native": lambda s: run_lab(s, "ppo", "native"), "native": lambda s: run_lab(s, "ppo_native", None)}
-        print(json.dumps(runs[args.one](args.seeds[0])))
+        print(json.dumps(RUNS[args.one](args.seeds[0])))
         return
 
-    kinds = ["zoo", "zoo-native", "native"]
-    if not args.skip_sb3 and pathlib.Path(args.sb3_python).exists():
-        kinds.insert(0, "sb3")
-    results = {kind: [] for kind in kinds}
-    for seed in args.seeds:  # interleaved: every row sees the machine's load alike
-        for kind in kinds:
-            results[kind].append(measure(kind, seed, args.sb3_python if kind == "sb3" else sys.executable))
-            print(kind, seed, results[kind][-1], flush=True)
-
-    sys.path.insert(0, str(ROOT))
-    from scripts.benchutil import machine, write_section
+    results = measure_all(__file__, ["zoo", "zoo-native", "native"], args)
     sb3 = {key: statistics.mean(r[key] for r in results["sb3"]) for key in ("wall_s", "cpu_s")} if "sb3" in results \
         else None
     names = {"sb3": "Stable-Baselines3 PPO (DummyVecEnv of gymnasium CartPole)",

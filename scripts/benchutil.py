@@ -1,17 +1,31 @@
-"""Shared pieces of the benchmark scripts: timing, thread limits, machine description, and writing a
-result table into a named section of docs/benchmarks.md."""
+"""Shared pieces of the benchmark scripts: timing, thread limits, machine description, the driver of the
+RL comparisons with Stable-Baselines3, and writing a result table into a named section of docs/benchmarks.md.
+
+Only the standard library is imported at the top: the RL scripts import this module in the SB3 interpreter
+too, which need not have the lab's packages.
+"""
+import argparse
+import importlib
+import json
 import os
 import pathlib
 import platform
 import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 import timeit
 
-DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def single_thread():
     """One BLAS/OpenMP thread for us and for torch, so ratios compare the libraries, not thread counts."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in THREAD_VARS:
         os.environ[var] = "1"
     try:
         from threadpoolctl import threadpool_limits
@@ -43,6 +57,21 @@ def best_time(fn, number=None, repeat=7, min_seconds=0.2):
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
 
 
+def interleaved_best(fns, repeat, calls=1, clock=time.perf_counter):
+    """Best seconds per block of `calls` calls of each fn, taking the fns in turn so that load from other
+    processes on a shared machine hits all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = clock()
+            for _ in range(calls):
+                fn()
+            best[i] = min(best[i], clock() - start)
+    return best
+
+
 def machine():
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -61,6 +90,80 @@ def machine():
 
 def ratio(ours, theirs):
     return f"{ours / theirs:.2f}x" if theirs else "n/a"
+
+
+def summary(values, unit="", digits=1):
+    """The mean ± std of the values that are not None ("n/a" when none is)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}{unit}"
+
+
+# ----- the RL benchmarks: comparisons with Stable-Baselines3 (bench_dqn, bench_ppo), lab runs (and bench_a3c) -----
+def rl_parser(description, kinds):
+    """Their command line; `--one KIND` is the child process that `measure` starts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sb3-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"))
+    parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
+    parser.add_argument("--one", choices=tuple(kinds), help=argparse.SUPPRESS)
+    return parser
+
+
+def measure(script, kind, seed, python=sys.executable):
+    """One measurement in a fresh single-threaded process (`script --one kind`, which prints its result
+    dict as JSON on its last line); returns that dict."""
+    env = {**os.environ, **{name: "1" for name in THREAD_VARS}}
+    result = subprocess.run([python, str(pathlib.Path(script).resolve()), "--one", kind, "--seeds", str(seed)],
+                            capture_output=True, text=True, env=env, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{kind} seed {seed} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_all(script, lab_kinds, args):
+    """{kind: one result dict per seed} for the lab's kinds, and for "sb3" first when its interpreter exists
+    and --skip-sb3 is off. Seeds are interleaved: every kind sees the machine's load alike."""
+    kinds = list(lab_kinds)
+    if not args.skip_sb3 and pathlib.Path(args.sb3_python).exists():
+        kinds.insert(0, "sb3")
+    results = {kind: [] for kind in kinds}
+    for seed in args.seeds:
+        for kind in kinds:
+            results[kind].append(measure(script, kind, seed, args.sb3_python if kind == "sb3" else sys.executable))
+            print(kind, seed, results[kind][-1], flush=True)
+    return results
+
+
+def train_preset(agent, preset, seed, overrides=None, eval_episodes=10):
+    """(metrics, CPU seconds of this process inside `agent.train`) of one CPU run of conf/agent/<preset>.yaml
+    with `overrides` on CartPole-v1, in a temporary run directory."""
+    from omegaconf import OmegaConf
+
+    from core.run import Run
+    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
+    values.pop("defaults")
+    agent_cfg = OmegaConf.merge(OmegaConf.structured(agent.Config), values, overrides or {})
+    env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}
+    cfg = OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": eval_episodes, "checkpoint_every": 0,
+                            "agent": agent_cfg, "env": env})
+    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), quiet=True,
+                                                       tensorboard=False) as run:
+        cpu = time.process_time()
+        metrics = agent.train(cfg, run)
+        cpu = time.process_time() - cpu
+    return metrics, cpu
+
+
+def lab_run(agent_name, preset, seed, vectorization=None):
+    """The result dict of one lab run for the comparison tables (`vectorization` overrides the preset's)."""
+    agent = importlib.import_module(f"agents.{agent_name}")
+    metrics, cpu = train_preset(agent, preset, seed, {"vectorization": vectorization} if vectorization else None)
+    return {"wall_s": metrics["time/wall_s"], "cpu_s": cpu, "return": metrics["eval/return_mean"],
+            "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
 
 
 def write_section(name, body):

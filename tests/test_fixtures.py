@@ -320,25 +320,6 @@ def test_fx_rl_9_atari_spaces():
 
 
 # ----- 7. optimisation and numerics -----
-@pytest.mark.parametrize("start, float32_result, book", [
-    ((1.0, 0.0), (3.0, 1.9999999), (3.0, 1.99)),
-    ((-4.0, 0.0), (-3.7793102, -3.283186), (-3.77, -3.28)),
-    ((-2.0, 2.0), (-2.805118, 3.1313124), (-2.80, 3.13)),
-])
-def test_fx_opt_2_himmelblau_from_other_starts(start, float32_result, book):
-    """FX-OPT-2: plain GD (lr 0.01, 200 steps, float32) reaches the other three minima (book: 2 decimals)."""
-    xy = core.tensor(start, dtype=np.float32, requires_grad=True)
-    opt = optim.SGD([xy], lr=0.01)
-    for _ in range(200):
-        x, y = xy[0], xy[1]
-        f = (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2
-        opt.zero_grad()
-        f.backward()
-        opt.step()
-    np.testing.assert_allclose(xy.data, float32_result, atol=2e-5)
-    np.testing.assert_allclose(xy.data, book, atol=0.01)
-
-
 def test_fx_misc_1_cast_to_int16_wraps_around():
     """FX-MISC-1: casting 123456789 to int16 gives −13035."""
     assert core.cast(core.tensor(123456789), core.int16).item() == -13035

@@ -49,15 +49,23 @@ def ref_adadelta(p, g, s, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
     return p - lr * delta
 
 
-def ref_adam(p, g, s, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False):
+def ref_adam_moments(p, g, s, lr, betas, weight_decay, decoupled):
+    """Weight decay (decoupled from the gradient, or L2 added to it), then Adam's moments m and v into s;
+    returns the decayed (p, g)."""
     b1, b2 = betas
-    t = s["t"]
     if decoupled:
         p = p * (1 - lr * weight_decay)
     else:
         g = g + weight_decay * p
     s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
     s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+    return p, g
+
+
+def ref_adam(p, g, s, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False):
+    b1, b2 = betas
+    t = s["t"]
+    p, g = ref_adam_moments(p, g, s, lr, betas, weight_decay, decoupled)
     v = s["v"]
     if amsgrad:
         v = s["vmax"] = np.maximum(s.get("vmax", 0), s["v"])
@@ -74,15 +82,10 @@ def ref_nadam(p, g, s, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momen
               decoupled_weight_decay=False):
     b1, b2 = betas
     t = s["t"]
-    if decoupled_weight_decay:
-        p = p * (1 - lr * weight_decay)
-    else:
-        g = g + weight_decay * p
+    p, g = ref_adam_moments(p, g, s, lr, betas, weight_decay, decoupled_weight_decay)
     mu = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
     mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
     s["prod"] = s.get("prod", 1.0) * mu
-    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
-    s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
     denom = np.sqrt(s["v"] / (1 - b2 ** t)) + eps
     return p - lr * (1 - mu) / (1 - s["prod"]) * g / denom - lr * mu_next / (1 - s["prod"] * mu_next) * s["m"] / denom
 
@@ -171,8 +174,9 @@ def test_first_adam_step_keras_defaults():  # FX-OPT-3
     assert p.data[0] - 1.0 == pytest.approx(-0.0009999998, rel=1e-9)
 
 
-def test_himmelblau_plain_gradient_descent_float32():  # FX-OPT-1
-    xy = core.tensor([4.0, 0.0], dtype=np.float32, requires_grad=True)
+def himmelblau_descent(start):
+    """(x, y) after plain gradient descent on Himmelblau's function from `start`: lr 0.01, 200 steps, float32."""
+    xy = core.tensor(start, dtype=np.float32, requires_grad=True)
     opt = optim.SGD([xy], lr=0.01)
     for _ in range(200):
         x, y = xy[0], xy[1]
@@ -180,9 +184,26 @@ def test_himmelblau_plain_gradient_descent_float32():  # FX-OPT-1
         opt.zero_grad()
         f.backward()
         opt.step()
-    np.testing.assert_allclose(xy.data, [3.5844283, -1.8481264], atol=2e-6)
-    x, y = xy.data.astype(np.float64)
+    return xy.data
+
+
+def test_himmelblau_plain_gradient_descent_float32():  # FX-OPT-1
+    xy = himmelblau_descent([4.0, 0.0])
+    np.testing.assert_allclose(xy, [3.5844283, -1.8481264], atol=2e-6)
+    x, y = xy.astype(np.float64)
     assert (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2 < 1e-10
+
+
+@pytest.mark.parametrize("start, float32_result, book", [
+    ((1.0, 0.0), (3.0, 1.9999999), (3.0, 1.99)),
+    ((-4.0, 0.0), (-3.7793102, -3.283186), (-3.77, -3.28)),
+    ((-2.0, 2.0), (-2.805118, 3.1313124), (-2.80, 3.13)),
+])
+def test_fx_opt_2_himmelblau_from_other_starts(start, float32_result, book):
+    """FX-OPT-2: plain GD (lr 0.01, 200 steps, float32) reaches the other three minima (book: 2 decimals)."""
+    xy = himmelblau_descent(start)
+    np.testing.assert_allclose(xy, float32_result, atol=2e-5)
+    np.testing.assert_allclose(xy, book, atol=0.01)
 
 
 def test_float32_adam_matches_float64_reference():

@@ -26,7 +26,7 @@ import numpy as np
 
 from core import backend
 from core.autograd import no_grad
-from core.tensor import Tensor, as_tensor, zeros
+from core.tensor import DeviceShorthands, Tensor, as_tensor, zeros
 
 
 class Parameter(Tensor):
@@ -97,7 +97,7 @@ def _check_name(module, name):
                        "register the value under another name")
 
 
-class Module:
+class Module(DeviceShorthands):
     """Base class of layers and models: subclasses call `super().__init__()` first, assign their
     parameters and submodules as attributes, and define `forward`."""
 
@@ -304,18 +304,6 @@ class Module:
             if t.grad is not None:
                 t.grad = Tensor._make(convert(t.grad.data))
         return self
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self, index=0):
-        return self.to(f"cuda:{index}")
-
-    def float(self):
-        return self.to(dtype=np.float32)
-
-    def double(self):
-        return self.to(dtype=np.float64)
 
     # ----- state -----
     def _state_items(self, prefix=""):
@@ -541,15 +529,40 @@ class ModuleList(Module):
         return self
 
 
-class ModuleDict(Module):
+class _Dict(Module):
+    """The read side of a dict, shared by ModuleDict and ParameterDict over the registry `_entries()` gives."""
+
+    def __getitem__(self, key):
+        return self._entries()[key]
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries())
+
+    def __contains__(self, key):
+        return key in self._entries()
+
+    def keys(self):
+        return self._entries().keys()
+
+    def values(self):
+        return self._entries().values()
+
+    def items(self):
+        return self._entries().items()
+
+
+class ModuleDict(_Dict):
     """A dict of submodules registered under their keys."""
 
     def __init__(self, modules=None):
         super().__init__()
         self.update(modules or {})
 
-    def __getitem__(self, key):
-        return self._modules[key]
+    def _entries(self):
+        return self._modules
 
     def __setitem__(self, key, module):
         self.add_module(key, module)
@@ -557,24 +570,6 @@ class ModuleDict(Module):
     def __delitem__(self, key):
         self._unregister(key)
         del self.__dict__[key]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def __contains__(self, key):
-        return key in self._modules
-
-    def keys(self):
-        return self._modules.keys()
-
-    def values(self):
-        return self._modules.values()
-
-    def items(self):
-        return self._modules.items()
 
     def update(self, modules):
         for key, module in dict(modules).items():
@@ -603,7 +598,7 @@ class ParameterList(Module):
         return self
 
 
-class ParameterDict(Module):
+class ParameterDict(_Dict):
     """A dict of parameters registered under their keys."""
 
     def __init__(self, parameters=None):
@@ -611,26 +606,8 @@ class ParameterDict(Module):
         for key, param in dict(parameters or {}).items():
             self[key] = param
 
-    def __getitem__(self, key):
-        return self._parameters[key]
+    def _entries(self):
+        return self._parameters
 
     def __setitem__(self, key, param):
         self.register_parameter(key, param if isinstance(param, Parameter) else Parameter(param))
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters)
-
-    def __contains__(self, key):
-        return key in self._parameters
-
-    def keys(self):
-        return self._parameters.keys()
-
-    def values(self):
-        return self._parameters.values()
-
-    def items(self):
-        return self._parameters.items()

@@ -44,6 +44,30 @@ def _ema_square(xp, avg, value, decay, tmp):
     avg += tmp
 
 
+def _step_by_ratio(xp, param, numerator, square, eps, step_size, tmp):
+    """param -= step_size * numerator / (sqrt(square) + eps): the adaptive step of Adagrad and Adam."""
+    xp.sqrt(square, out=tmp)
+    tmp += eps
+    xp.divide(numerator, tmp, out=tmp)
+    tmp *= -step_size
+    param += tmp
+
+
+def _adam_moments(xp, group, p, g, state, decoupled, tmp):
+    """Weight decay (decoupled, p *= 1 − lr·weight_decay, or L2 folded into g), then Adam's moments
+    m = β1·m + (1 − β1)·g and v = β2·v + (1 − β2)·g² in place; returns (m, v). Shared by Adam and Nadam."""
+    if group["weight_decay"]:
+        if decoupled:
+            p *= 1 - group["lr"] * group["weight_decay"]
+        else:
+            _add_weight_decay(xp, g, p, group["weight_decay"], tmp)
+    beta1, beta2 = group["betas"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    _ema(xp, m, g, beta1, tmp)
+    _ema_square(xp, v, g, beta2, tmp)
+    return m, v
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum (heavy-ball or Nesterov).
 
@@ -165,11 +189,7 @@ class Adagrad(Optimizer):
         total = state["sum"]
         xp.multiply(g, g, out=tmp)
         total += tmp
-        xp.sqrt(total, out=tmp)
-        tmp += group["eps"]
-        xp.divide(g, tmp, out=tmp)
-        tmp *= -c["lr"]
-        p += tmp
+        _step_by_ratio(xp, p, g, total, group["eps"], c["lr"], tmp)
 
 
 class Adadelta(Optimizer):
@@ -237,22 +257,10 @@ class Adam(Optimizer):
 
     def _update(self, group, p, g, state, c, tmp):
         xp = _xp(p)
-        beta1, beta2 = group["betas"]
-        if group["weight_decay"]:
-            if self.decoupled:
-                p *= 1 - group["lr"] * group["weight_decay"]
-            else:
-                _add_weight_decay(xp, g, p, group["weight_decay"], tmp)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        _ema(xp, m, g, beta1, tmp)
-        _ema_square(xp, v, g, beta2, tmp)
+        m, v = _adam_moments(xp, group, p, g, state, self.decoupled, tmp)
         if group["amsgrad"]:
             v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-        xp.sqrt(v, out=tmp)
-        tmp += c["eps"]
-        xp.divide(m, tmp, out=tmp)
-        tmp *= -c["step_size"]
-        p += tmp
+        _step_by_ratio(xp, p, m, v, c["eps"], c["step_size"], tmp)
 
 
 class AdamW(Adam):
@@ -297,15 +305,7 @@ class Nadam(Optimizer):
 
     def _update(self, group, p, g, state, c, tmp):
         xp = _xp(p)
-        beta1, beta2 = group["betas"]
-        if group["weight_decay"]:
-            if group["decoupled_weight_decay"]:
-                p *= 1 - group["lr"] * group["weight_decay"]
-            else:
-                _add_weight_decay(xp, g, p, group["weight_decay"], tmp)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        _ema(xp, m, g, beta1, tmp)
-        _ema_square(xp, v, g, beta2, tmp)
+        m, v = _adam_moments(xp, group, p, g, state, group["decoupled_weight_decay"], tmp)
         xp.multiply(v, c["inv_bias2"], out=tmp)
         xp.sqrt(tmp, out=tmp)
         tmp += group["eps"]

@@ -22,7 +22,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.benchutil import lab_run, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
+from scripts.benchutil import lab_run, load_note, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1
 ZOO = dict(total_timesteps=50_000, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000,
@@ -65,9 +65,7 @@ def tables(results, seeds, machine_line):
     lines = [f"DQN on CartPole-v1 with rl-baselines3-zoo's settings (one env, 50,000 steps, lr 2.3e-3, batch 64, "
              f"buffer 100,000, learning starts 1,000, γ 0.99, target update every 10 steps, 128 updates every 256 "
              f"steps, ε 1 → 0.04 over 16 %, 256-256 MLP); seeds {seeds}, mean ± std; {machine_line}; "
-             "one thread each. "
-             "The machine was shared with other jobs while this ran: absolute times are noisy; the runs were "
-             "interleaved so that the ratios hold better than the times.", "",
+             "one thread each." + load_note(), "",
              "| implementation | wall-clock | CPU time | wall vs SB3 | eval return per seed | mean eval return |",
              "|---|---:|---:|---:|---|---:|"]
     for kind in [k for k in ("sb3", "zoo", "zoo-native") if k in results]:

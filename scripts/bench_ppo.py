@@ -21,7 +21,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.benchutil import lab_run, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
+from scripts.benchutil import lab_run, load_note, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
 
 ZOO = dict(n_envs=8, total_timesteps=100_000, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
            lr=1e-3, clip_range=0.2, ent_coef=0.0)
@@ -70,9 +70,7 @@ def main():
              "zoo": "lab PPO, gymnasium SyncVectorEnv", "zoo-native": "lab PPO, native vectorized CartPole"}
     lines = [f"PPO on CartPole-v1 with rl-baselines3-zoo's settings (8 envs, 100,000 steps, n_steps 32, batch 256, "
              f"20 epochs, γ 0.98, λ 0.8, lr lin_1e-3, clip lin_0.2); seeds {args.seeds}, mean ± std; "
-             f"{machine()}" + (f", {results['sb3'][0]['versions']}" if sb3 else "") + "; one thread each. The "
-             "machine was shared with other jobs, so wall-clock includes waiting for a CPU (the runs were "
-             "interleaved so every row saw the same load); CPU time is the process's own.", "",
+             f"{machine()}" + (f", {results['sb3'][0]['versions']}" if sb3 else "") + "; one thread each; CPU time is the process's own." + load_note(), "",
              "| implementation | wall-clock | vs SB3 | CPU time | vs SB3 | eval return (10 greedy episodes) |",
              "|---|---:|---:|---:|---:|---:|"]
     for kind in [k for k in ("sb3", "zoo", "zoo-native") if k in results]:

@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents import a3c  # noqa: E402
-from scripts.benchutil import machine, train_preset, write_section  # noqa: E402
+from scripts.benchutil import load_note, machine, train_preset, write_section  # noqa: E402
 
 
 def throughput(num_workers, steps_per_worker, backend, own_sessions=False):
@@ -65,9 +65,10 @@ def main():
              f"{args.steps_per_worker:,} env steps per worker; median of {args.rounds} interleaved rounds; "
              f"{machine()}. Env steps/s is over the span from the first update to the last; per CPU second "
              "divides by the CPU time the workers got, and cores used is that CPU time over the span. "
-             "The machine was busy with other sessions: under Linux's autogroup scheduling each session gets "
-             "one share of the CPUs, so the workers of the trainer's session share about one share between "
-             "them, while with agent.own_sessions=true (or on Ray) each worker is a session of its own.", "",
+             "On a machine busy with other sessions, Linux's autogroup scheduling gives each session one share "
+             "of the CPUs, so the workers of the trainer's session share about one share between them, while "
+             "with agent.own_sessions=true (or on Ray) each worker is a session of its own."
+             + load_note(own_processes=max(n for _, n in settings)), "",
              "| backend | workers | env steps/s | vs N x single | target (>= 0.8 up to the core count) "
              "| env steps per CPU s | cores used |", "|---|---:|---:|---:|---|---:|---:|"]
     for backend, n in settings:

@@ -72,10 +72,11 @@ def interleaved_best(fns, repeat, calls=1, clock=time.perf_counter):
     return best
 
 
-def load_note():
+def load_note(own_processes=1):
     """A sentence for the tables when other jobs shared the machine during the last minutes (the
-    5-minute load average above what one benchmark process makes), else ""."""
-    if not hasattr(os, "getloadavg") or os.getloadavg()[1] <= os.cpu_count() - 0.5:
+    5-minute load average above what the benchmark's own `own_processes` busy processes make, up
+    to the core count), else ""."""
+    if not hasattr(os, "getloadavg") or os.getloadavg()[1] <= min(own_processes, os.cpu_count()) + 0.5:
         return ""
     return (f" The machine was shared with other jobs (5-minute load average {os.getloadavg()[1]:.1f} at the end): "
             "wall-clock includes waiting for a CPU; the runs were interleaved so that every row saw the same "

@@ -23,6 +23,7 @@ import argparse
 import datetime
 import fcntl
 import fnmatch
+import hashlib
 import importlib.util
 import json
 import math
@@ -152,13 +153,20 @@ def run_dir_of(runs_dir, preset_id, seed):
     return Path(runs_dir) / preset_id / f"seed{seed}"
 
 
-def is_done(run_dir, overrides):
-    """True when `run_dir` holds a completed run made with exactly these overrides."""
+def preset_digest(preset_id, preset_dir=PRESET_DIR):
+    """sha256 of the preset file: a run made before the preset changed is not reused."""
+    return hashlib.sha256((Path(preset_dir) / f"{preset_id}.yaml").read_bytes()).hexdigest()
+
+
+def is_done(run_dir, overrides, digest):
+    """True when `run_dir` holds a completed run made with exactly these overrides, from the
+    preset whose digest is `digest`."""
     stamp, metrics = run_dir / STAMP, run_dir / "metrics.json"
     if not (stamp.is_file() and metrics.is_file()):
         return False
     try:
-        same = json.loads(stamp.read_text())["overrides"] == overrides
+        recorded = json.loads(stamp.read_text())
+        same = recorded["overrides"] == overrides and recorded.get("preset_sha256") == digest
         return same and json.loads(metrics.read_text()).get("status") == "completed"
     except (ValueError, KeyError):
         return False
@@ -327,16 +335,17 @@ def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeo
     """Run (or reuse) every seed of one preset and return its results.json entry."""
     per_seed = seed_overrides(preset_id, meta, seeds, scale)
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    digest = preset_digest(preset_id)
 
     def one(seed):
         run_dir = run_dir_of(runs_dir, preset_id, seed)
-        if is_done(run_dir, per_seed[seed]):
+        if is_done(run_dir, per_seed[seed], digest):
             log(f"  {preset_id} seed {seed}: done before, reused")
             stamp = json.loads((run_dir / STAMP).read_text())
             return seed, {"status": "completed", "wall_s": stamp.get("wall_s"), "error": None}
         log(f"  {preset_id} seed {seed}: running")
         result = run_one(run_dir, per_seed[seed], timeout, threads)
-        stamp = {"overrides": per_seed[seed], "wall_s": result["wall_s"]}
+        stamp = {"overrides": per_seed[seed], "preset_sha256": digest, "wall_s": result["wall_s"]}
         (run_dir / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
         log(f"  {preset_id} seed {seed}: {result['status']} in {result['wall_s']:.1f} s"
             + (f" ({result['error']})" if result["error"] else ""))
@@ -522,7 +531,8 @@ def main(argv=None):
             scale = "" if args.budget_scale == 1 else \
                 f", budget ×{args.budget_scale:g} of {meta['budget_keys'] or 'no keys'}"
             per_seed = seed_overrides(preset_id, meta, seeds, args.budget_scale)
-            states = ["done" if is_done(run_dir_of(args.runs_dir, preset_id, s), per_seed[s]) else "to run"
+            digest = preset_digest(preset_id)
+            states = ["done" if is_done(run_dir_of(args.runs_dir, preset_id, s), per_seed[s], digest) else "to run"
                       for s in seeds]
             print(f"run  {preset_id}: seeds {seeds} ({', '.join(states)}){scale} -> "
                   f"{run_dir_of(args.runs_dir, preset_id, '<k>')}")

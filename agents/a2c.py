@@ -42,6 +42,7 @@ OPTIMIZERS = ("rmsprop", "adam")
 class Config:
     # defaults are Stable-Baselines3's A2C; conf/agent/a2c.yaml holds the zoo's CartPole-v1 values
     total_timesteps: int = 1_000_000
+    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
     num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
     vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
     num_steps: int = 5                     # steps per env per update (SB3's n_steps)
@@ -155,7 +156,8 @@ def _train(cfg, run):
     log_every = max(1, 1000 // rollout_size)  # A2C's iterations are tiny: log about every 1000 steps
     bar = run.logger.progress(num_iterations * rollout_size, "a2c")
     bar.update(global_step)
-    while iteration < num_iterations and not run.should_stop():
+    episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
+    while iteration < num_iterations and episodes < episode_budget and not run.should_stop():
         lr = args.lr * (1.0 - iteration / num_iterations) if args.anneal_lr else args.lr
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -44,7 +44,7 @@ raises it; a worker that dies silently (killed) is reported with its exit code.
 Checkpoints every `checkpoint_every` global updates and at the end hold a snapshot of the
 shared weights and optimizer state plus the counters; a resumed run continues from them with
 fresh episodes and new random streams (asynchronous training is not reproducible step for step).
-`total_timesteps` counts env steps over all workers and over resumes.
+`total_timesteps` (and `total_episodes`, when set) count over all workers and over resumes.
 Logged: charts/episodic_return, charts/episodic_length, charts/SPS, losses/{policy_loss,
 value_loss, entropy}, a3c/updates. Metrics, besides the usual: per worker a3c/worker_updates,
 a3c/worker_env_steps, a3c/worker_cpu_s and a3c/worker_first_update_s / a3c/worker_last_update_s
@@ -93,6 +93,7 @@ def max_workers():
 @dataclass
 class Config:
     total_timesteps: int = 200_000         # env steps, all workers together
+    total_episodes: Optional[int] = None   # also stop after this many episodes, all workers together
     num_workers: int = 2
     backend: str = "processes"             # processes | ray
     start_method: str = "spawn"            # spawn | forkserver | fork (processes backend)
@@ -284,11 +285,18 @@ def worker_vectorization(cfg, args):
     return args.vectorization or ("native" if cfg.env.vectorization == "native" else "sync")
 
 
-def worker_spec(cfg, args, generation, total_timesteps):
-    """What a worker needs, as plain picklable data; the workers stop after `total_timesteps`
-    env steps between them."""
+def budget_spent(env_steps, episodes, budget):
+    """Whether `env_steps` and `episodes` (all workers' since this run started) used up `budget`:
+    (env steps left, episodes left or None), what is left of the config's budgets after a resume."""
+    steps_left, episodes_left = budget
+    return env_steps >= steps_left or (episodes_left is not None and episodes >= episodes_left)
+
+
+def worker_spec(cfg, args, generation, budget):
+    """What a worker needs, as plain picklable data; the workers stop when they have used up
+    `budget` between them (see `budget_spent`)."""
     env = {**OmegaConf.to_container(cfg.env), "vectorization": worker_vectorization(cfg, args)}
-    return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "total_timesteps": total_timesteps}
+    return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "budget": budget}
 
 
 class LossMeter:
@@ -354,7 +362,7 @@ def _process_worker(rank, spec, shared, events, parent_pid):
         args = spec["agent"]
         worker = Worker(rank, spec)
         optimizer = SharedOptimizer.from_config(args, s["weights"], list(s["moments"]), s["opt_step"], rank)
-        steps_before = args.total_timesteps - spec["total_timesteps"]  # by earlier runs of a resumed training
+        steps_before = args.total_timesteps - spec["budget"][0]  # by earlier runs of a resumed training
         losses, last_report = LossMeter(), time.time()
         with one_blas_thread():  # one per worker: the workers are the parallelism
             while not s["stop"][0] and os.getppid() == parent_pid:
@@ -373,7 +381,7 @@ def _process_worker(rank, spec, shared, events, parent_pid):
                 if ended - last_report >= args.log_every_s:
                     events.put(("losses", rank, losses.pop()))
                     last_report = ended
-                if s["counters"][0].sum() >= spec["total_timesteps"]:
+                if budget_spent(s["counters"][0].sum(), s["counters"][2].sum(), spec["budget"]):
                     s["stop"][0] = 1
         events.put(("done", rank, None))
     except BaseException as e:  # noqa: BLE001  (anything, even SystemExit, is reported before the worker goes)
@@ -441,7 +449,7 @@ def _run_processes(cfg, args, run, weights, state, monitor):
     views["weights"][...] = weights
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    spec = worker_spec(cfg, args, monitor.generation, monitor.remaining_steps)
+    spec = worker_spec(cfg, args, monitor.generation, monitor.remaining)
     events = ctx.Queue()
     processes = [ctx.Process(target=_process_worker, args=(rank, spec, shared, events, os.getpid()),
                              name=f"a3c-worker-{rank}", daemon=True) for rank in range(args.num_workers)]
@@ -488,14 +496,14 @@ class ParameterServer:
     """Holds the weights and the optimizer; applies each pushed gradient as it arrives (an actor
     runs one method call at a time) and answers with the fresh weights."""
 
-    def __init__(self, args, weights, num_workers, total_timesteps, state=None):
+    def __init__(self, args, weights, num_workers, budget, state=None):
         self.weights = weights.copy()
         moments = [np.zeros_like(weights) for _ in range(SharedOptimizer.num_moments(args.optimizer))]
         self.optimizer = SharedOptimizer.from_config(args, self.weights, moments, np.zeros(1, np.int64))
         if state is not None:
             self.optimizer.load_state_dict(state)
-        self.total_timesteps, self.stop = total_timesteps, False
-        self.budget, self.steps_before = args.total_timesteps, args.total_timesteps - total_timesteps
+        self.budget, self.stop = budget, False
+        self.total_timesteps, self.steps_before = args.total_timesteps, args.total_timesteps - budget[0]
         self.counters = np.zeros((3, num_workers), np.int64)
         self.times = np.zeros((3, num_workers))
         self.events = []
@@ -505,7 +513,7 @@ class ParameterServer:
 
     def push(self, rank, grad, steps, episodes, started, cpu_seconds, losses):
         """Apply a worker's gradient; returns (fresh weights, whether to stop)."""
-        self.optimizer.step(grad, (self.steps_before + self.counters[0].sum()) / self.budget)
+        self.optimizer.step(grad, (self.steps_before + self.counters[0].sum()) / self.total_timesteps)
         if self.times[0, rank] == 0:
             self.times[0, rank] = started
         self.times[1:, rank] = time.time(), cpu_seconds
@@ -513,7 +521,7 @@ class ParameterServer:
         self.events += [("episode", rank, episode) for episode in episodes]
         if losses:
             self.events.append(("losses", rank, losses))
-        self.stop = self.stop or self.counters[0].sum() >= self.total_timesteps
+        self.stop = self.stop or budget_spent(self.counters[0].sum(), self.counters[2].sum(), self.budget)
         return self.weights, self.stop
 
     def request_stop(self):
@@ -587,8 +595,8 @@ def _run_ray(cfg, args, run, weights, state, monitor):
     ray = _connect_ray(args.ray_address, args.num_workers)
     try:
         server = ray.remote(num_cpus=0)(ParameterServer).remote(
-            args, weights, args.num_workers, monitor.remaining_steps, None if state is None else state["optimizer"])
-        spec = worker_spec(cfg, args, monitor.generation, monitor.remaining_steps)
+            args, weights, args.num_workers, monitor.remaining, None if state is None else state["optimizer"])
+        spec = worker_spec(cfg, args, monitor.generation, monitor.remaining)
         workers = [ray.remote(num_cpus=1)(RayWorker).remote(rank, spec) for rank in range(args.num_workers)]
         pending = [w.run.remote(server) for w in workers]
         try:
@@ -631,7 +639,9 @@ class Monitor:
         self.bar = run.logger.progress(args.total_timesteps, "a3c")
         self.bar.update(min(self.base["env_steps"], args.total_timesteps))
         self.totals = dict(self.base)
-        self.remaining_steps = args.total_timesteps - self.base["env_steps"]  # a resumed run finishes the budget
+        # a resumed run finishes the budgets
+        self.remaining = (args.total_timesteps - self.base["env_steps"],
+                          None if args.total_episodes is None else args.total_episodes - self.base["episodes"])
         self.worker_stats = {}
 
     def event(self, kind, rank, payload):
@@ -707,7 +717,7 @@ def _train(cfg, run):
     weights = flatten_parameters(model)  # the model's parameters are views of `weights` from here on
     state = run.resume_state
     monitor = Monitor(cfg, args, run, state, model, weights)
-    if monitor.remaining_steps > 0:
+    if not budget_spent(0, 0, monitor.remaining):
         backend = _run_ray if args.backend == "ray" else _run_processes
         monitor.checkpoint(backend(cfg, args, run, weights, state, monitor))
     else:

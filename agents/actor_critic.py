@@ -39,7 +39,7 @@ from core import nn
 from core.autograd import Function
 from core.backend import array_module, get_array_module, to_device
 from core.distributions import Categorical, Normal
-from core.ops import log_softmax, where
+from core.ops import log_softmax, sum_rows, where
 from core.run import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
@@ -59,6 +59,7 @@ def check_each(args, names, allowed, ok):
 def check_actor_critic_config(args):
     """The checks A2C, PPO and A3C share: step budget, learning rate, loss weights, network, policy."""
     check_each(args, ("total_timesteps", "num_steps"), ">= 1", lambda value: value >= 1)
+    check_each(args, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
     check_each(args, ("lr",), "a positive finite number", lambda value: value > 0 and math.isfinite(value))
     check_each(args, ("ent_coef", "vf_coef", "max_grad_norm"), ">= 0", lambda value: value >= 0)
     if any(width < 1 for width in args.hidden) or (args.shared and not args.hidden):
@@ -159,7 +160,7 @@ class MLPFunction(Function):
         g = self._activation_grad(gy, self.out) if self.activate_output else gy
         for i in reversed(range(len(params) // 2)):
             grads[2 * i] = g.T @ self.layer_inputs[i]
-            grads[2 * i + 1] = g.sum(0)
+            grads[2 * i + 1] = sum_rows(g)
             if i == 0:
                 break
             g = self._activation_grad(g @ params[2 * i], self.layer_inputs[i])

@@ -73,6 +73,7 @@ FUSED_ACTIVATIONS = ("relu", "tanh")  # what MLPFunction computes
 @dataclass
 class Config:
     total_timesteps: int = 50_000          # env steps, summed over the envs
+    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
     num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
     vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
     # Q-network
@@ -137,6 +138,8 @@ class Config:
             raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
         if self.num_envs is not None and self.num_envs < 1:
             raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
+        if self.total_episodes is not None and self.total_episodes < 1:
+            raise ValueError(f"agent.total_episodes must be >= 1 or null, got {self.total_episodes}")
         for name in ("total_timesteps", "n_step", "target_update_interval", "buffer_size", "batch_size", "train_freq",
                      "gradient_steps", "log_every"):
             if getattr(self, name) < 1:
@@ -522,7 +525,9 @@ def _train(cfg, run):
     bar = run.logger.progress(args.total_timesteps, "dqn")
     bar.update(min(counters["global_step"], args.total_timesteps))
     last_return = float("nan")
-    while counters["global_step"] < args.total_timesteps and to_target is None and not run.should_stop():
+    episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
+    while counters["global_step"] < args.total_timesteps and counters["episodes"] < episode_budget and \
+            to_target is None and not run.should_stop():
         # 1. act and store
         if counters["global_step"] < args.learning_starts:
             epsilon = 1.0

@@ -63,6 +63,7 @@ __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "clipped_
 class Config:
     # defaults are Stable-Baselines3's; conf/agent/ppo.yaml holds the zoo's CartPole-v1 values
     total_timesteps: int = 1_000_000
+    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
     num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
     vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
     num_steps: int = 2048                  # steps per env per rollout (SB3's n_steps)
@@ -314,7 +315,8 @@ def _train(cfg, run):
 
     bar = run.logger.progress(num_iterations * rollout_size, "ppo")
     bar.update(global_step)
-    while iteration < num_iterations and to_target is None and not run.should_stop():
+    episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
+    while iteration < num_iterations and episodes < episode_budget and to_target is None and not run.should_stop():
         remaining = 1.0 - iteration / num_iterations
         lr = args.lr * remaining if args.anneal_lr else args.lr
         clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range

@@ -139,26 +139,29 @@ def _release(fn):
 
 
 def _order(roots):
-    """Functions reachable from `roots`, consumers before producers (iterative DFS, reverse postorder)."""
+    """Functions reachable from `roots`, consumers before producers (iterative DFS, reverse postorder).
+    Functions hash by identity, so they go into the set themselves."""
     post, seen = [], set()
     stack = [(f, False) for f in roots]
+    pop, push = stack.pop, stack.append
     while stack:
-        f, expanded = stack.pop()
+        f, expanded = pop()
         if expanded:
             post.append(f)
             continue
-        if id(f) in seen:
+        if f in seen:
             continue
-        seen.add(id(f))
-        if f.inputs is None:
+        seen.add(f)
+        inputs = f.inputs
+        if inputs is None:
             raise RuntimeError(
                 f"Trying to backward through the graph a second time (op {f.name}): its saved values were freed; "
                 "pass retain_graph=True to the first backward")
-        stack.append((f, True))
-        for x in f.inputs:
+        push((f, True))
+        for x in inputs:
             g = x._ctx
-            if g is not None and id(g) not in seen:
-                stack.append((g, False))
+            if g is not None and g not in seen:
+                push((g, False))
     post.reverse()
     return post
 
@@ -168,17 +171,17 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
     otherwise return the gradients of `inputs` (None where unreached)."""
     global _grad_enabled
     raw = not create_graph
-    grads = {}  # id(function) -> gradient of its output; id(leaf) -> gradient (core.grad only)
+    grads = {}  # function -> gradient of its output; id(leaf) -> gradient (core.grad only)
     roots = []
     for out, g in zip(outputs, grad_outputs):
-        key = id(out._ctx) if out._ctx is not None else id(out)
+        key = out._ctx if out._ctx is not None else id(out)
         g = g.data if raw else g
         grads[key] = g if key not in grads else grads[key] + g
         if out._ctx is not None and out._ctx not in roots:
             roots.append(out._ctx)
     wanted = None
     if inputs is not None:
-        wanted = {id(t._ctx) if t._ctx is not None else id(t): None for t in inputs}
+        wanted = {t._ctx if t._ctx is not None else id(t): None for t in inputs}
     order = _order(roots)
     for f in order:  # checked up front so an error leaves every .grad untouched
         if f.saves_inputs:
@@ -193,9 +196,9 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
     prev_mode, _grad_enabled = _grad_enabled, create_graph
     try:
         for f in order:
-            gy = grads.pop(id(f), None)
-            if wanted is not None and id(f) in wanted:
-                wanted[id(f)] = gy
+            gy = grads.pop(f, None)
+            if wanted is not None and f in wanted:
+                wanted[f] = gy
             if gy is None or (f._needs is not None and True not in f._needs):
                 continue
             f._raw = raw
@@ -207,16 +210,20 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
                     continue
                 if raw and isinstance(gx, Tensor):  # a formula that built Tensors anyway
                     gx = gx.data
-                key = id(x._ctx) if x._ctx is not None else id(x)
-                if x._ctx is None and wanted is None:
-                    entry = leaf_grads.get(key)
-                    if entry is None:
-                        leaf_grads[key] = [x, gx]
-                    else:
-                        entry[1] = entry[1] + gx
-                elif x._ctx is not None or key in wanted:
-                    prev = grads.get(key)
-                    grads[key] = gx if prev is None else prev + gx
+                key = x._ctx
+                if key is None:
+                    key = id(x)
+                    if wanted is None:
+                        entry = leaf_grads.get(key)
+                        if entry is None:
+                            leaf_grads[key] = [x, gx]
+                        else:
+                            entry[1] = entry[1] + gx
+                        continue
+                    if key not in wanted:
+                        continue
+                prev = grads.get(key)
+                grads[key] = gx if prev is None else prev + gx
     finally:
         _grad_enabled = prev_mode
     if not retain_graph:  # freed only at the end: backward formulas may read outputs of nodes processed earlier
@@ -234,20 +241,20 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=False, create_
     for key in wanted:
         if wanted[key] is None and key in grads:
             wanted[key] = grads[key]
-    result = [wanted[id(t._ctx) if t._ctx is not None else id(t)] for t in inputs]
+    result = [wanted[t._ctx if t._ctx is not None else id(t)] for t in inputs]
     return [g if g is None or not raw else _own(g, t) for g, t in zip(result, inputs)]
 
 
 def _mark_needed(order, wanted):
     """For core.grad: flag, per node and input, whether a wanted tensor lies behind it, so backward
     skips gradients nobody asked for (e.g. a critic's weight gradients inside a gradient penalty)."""
-    reaches = set(wanted)  # ids of functions (and leaves) from which a wanted tensor is reachable
+    reaches = set(wanted)  # functions (and ids of leaves) from which a wanted tensor is reachable
     for f in reversed(order):  # producers before consumers
-        needs = tuple(x.requires_grad and ((x._ctx is not None and id(x._ctx) in reaches) or id(x) in wanted)
+        needs = tuple(x.requires_grad and ((x._ctx is not None and x._ctx in reaches) or id(x) in wanted)
                       for x in f.inputs)
         f._needs = needs
         if True in needs:
-            reaches.add(id(f))
+            reaches.add(f)
 
 
 def _own(g, like):
@@ -255,10 +262,10 @@ def _own(g, like):
     updates of one `.grad` (clipping, say) never reach another."""
     if isinstance(g, _generic):
         g = _asarray(g)
-    elif not g.flags.owndata or not g.flags.writeable:
+    elif g.base is not None or not g.flags.writeable:  # base: a view (cheaper to read than flags.owndata)
         g = g.copy()
-    if g.dtype != like.dtype:
-        g = g.astype(like.dtype)
+    if g.dtype != like.data.dtype:
+        g = g.astype(like.data.dtype)
     return Tensor._make(g)
 
 
@@ -279,6 +286,8 @@ def _store_leaf_grads(entries, raw):
 
 
 def _check_outputs(outputs, grad_outputs):
+    if grad_outputs is None and outputs.__class__ is Tensor and outputs.requires_grad and outputs.data.size == 1:
+        return [outputs], [Tensor._make(outputs.xp.ones_like(outputs.data))]  # loss.backward(): the common case
     if isinstance(outputs, Tensor):
         outputs = [outputs]
     outputs = list(outputs)

@@ -181,7 +181,10 @@ class Tensor(DeviceShorthands):
         return self
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
-        autograd.backward([self], None if gradient is None else [gradient], retain_graph, create_graph)
+        if gradient is None:  # a loss: the fast path of autograd.backward
+            autograd.backward(self, None, retain_graph, create_graph)
+        else:
+            autograd.backward([self], [gradient], retain_graph, create_graph)
 
     # ----- in-place (bump the version so backward can detect stale saved inputs) -----
     def _check_inplace(self):

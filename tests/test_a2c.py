@@ -86,6 +86,11 @@ def test_same_seed_same_result_and_exact_resume(tmp_path):
     assert all(np.array_equal(a[k], c[k]) for k in a)
 
 
+def test_an_episode_budget_stops_at_the_first_update_that_reaches_it(tmp_path):
+    metrics = train(make_cfg(total_timesteps=100_000, total_episodes=10), tmp_path)
+    assert 10 <= metrics["train/episodes"] < 18 and metrics["train/env_steps"] < 5000  # one 8 x 5-step rollout past it
+
+
 def test_bad_input_fails_clearly(tmp_path):
     with pytest.raises(ConfigError, match=r"distribution='categorical' needs a Discrete action space, the env has Box"):
         train(make_cfg(env={"id": "Pendulum-v1"}, distribution="categorical"), tmp_path)

@@ -129,6 +129,12 @@ def test_workers_learn_cartpole_concurrently(tmp_path):
     assert act(np.zeros(4, np.float32)) in (0, 1)
 
 
+def test_an_episode_budget_stops_the_workers(tmp_path):
+    metrics = train(make_cfg(total_timesteps=1_000_000, total_episodes=30), tmp_path)
+    # each worker checks the shared count after its update: a few episodes may end past the budget
+    assert 30 <= metrics["train/episodes"] < 40 and metrics["train/env_steps"] < 5000
+
+
 def test_a_crashing_worker_is_reported_not_hung_on(tmp_path):
     started = time.time()
     with pytest.raises(a3c.WorkerError, match=r"(?s)A3C worker \d failed:.*RuntimeError: the env broke at step 31"):

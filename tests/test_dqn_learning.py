@@ -96,6 +96,13 @@ def test_every_variant_trains(tmp_path, variant):
     assert all(np.isfinite(value).all() for value in state["q_net"].values())
 
 
+def test_an_episode_budget_stops_training_at_that_episode(tmp_path):
+    metrics, _ = run_train(make_cfg({**SMALL, "total_timesteps": 100_000, "total_episodes": 12}), tmp_path / "run")
+    assert metrics["train/episodes"] == 12 and metrics["train/env_steps"] < 2000  # random-ish episodes: ~20 steps
+    with pytest.raises(ValueError, match="agent.total_episodes must be >= 1 or null, got 0"):
+        dqn.Config(total_episodes=0).validate()
+
+
 @pytest.mark.slow
 def test_double_dueling_prioritized_n_step_dqn_learns(tmp_path):
     """Rainbow-lite (Double DQN, dueling head, prioritized replay, 3-step returns) on the fast preset."""

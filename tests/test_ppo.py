@@ -184,12 +184,19 @@ def test_continuous_actions(tmp_path):
         train(make_cfg(env={"id": "Pendulum-v1"}, distribution="categorical"), tmp_path / "categorical")
 
 
+def test_an_episode_budget_stops_at_the_first_rollout_that_reaches_it(tmp_path):
+    metrics = train(make_cfg("ppo", total_timesteps=100_000, total_episodes=20, n_epochs=1), tmp_path)
+    # rollouts of 8 envs x 32 steps: the one in which the 20th episode ends is the last
+    assert 20 <= metrics["train/episodes"] and metrics["train/env_steps"] < 2000
+
+
 def test_bad_input_fails_clearly(tmp_path):
     with pytest.raises(ConfigError, match=r"agent.batch_size 512 is larger than a rollout \(num_steps 32 x 8 envs = 256\)"):
         train(make_cfg("ppo", batch_size=512), tmp_path)
     for changes, message in [({"lr": -1.0}, "agent.lr must be a positive finite number"),
                              ({"gae_lambda": 1.5}, r"agent.gae_lambda must be in \[0, 1\]"),
                              ({"target_return": 500.0}, "agent.target_return needs agent.eval_every >= 1"),
+                             ({"total_episodes": 0}, r"agent.total_episodes must be >= 1 or null, got 0"),
                              ({"vectorization": "gpu"}, "agent.vectorization must be sync, async, native or null")]:
         with pytest.raises(ValueError, match=message):
             ppo.Config(**changes).validate()

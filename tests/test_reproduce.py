@@ -137,6 +137,17 @@ def test_two_seeds_resume_and_merge(tmp_path, capsys):
     assert json.loads(results_file.read_text())[SCRIPTED]["values"] == entry["values"]
 
 
+def test_a_run_is_reused_only_with_the_same_overrides_and_preset(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    overrides = ["experiment=x", "seed=0"]
+    (tmp_path / reproduce.STAMP).write_text(json.dumps({"overrides": overrides, "preset_sha256": "abc"}))
+    assert reproduce.is_done(tmp_path, overrides, "abc")
+    assert not reproduce.is_done(tmp_path, overrides, "def")  # the preset changed since
+    assert not reproduce.is_done(tmp_path, ["experiment=x", "seed=1"], "abc")
+    digest = reproduce.preset_digest(SCRIPTED)
+    assert len(digest) == 64 and digest == reproduce.preset_digest(SCRIPTED)
+
+
 def test_failed_runs_are_reported(tmp_path):
     run_dir = tmp_path / "run"
     result = reproduce.run_one(run_dir, ["experiment=no-such-preset"])

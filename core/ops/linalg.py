@@ -1,6 +1,6 @@
 """Matrix products: batched/broadcast matmul and the fused linear layer op."""
 from core.autograd import Function
-from core.ops._util import check_device, unbroadcast
+from core.ops._util import check_device, sum_rows, unbroadcast
 from core.ops.shape import reshape, swapaxes, squeeze, unsqueeze
 
 
@@ -49,7 +49,7 @@ class Linear(Function):
         gw = g2.T @ (reshape(x, (-1, x.shape[-1])) if x.ndim != 2 else x) if self.needs_grad(1) else None
         if len(self.inputs) == 2:
             return gx, gw
-        return gx, gw, (g2.sum(0) if self.needs_grad(2) else None)
+        return gx, gw, (sum_rows(g2) if self.needs_grad(2) else None)
 
 
 def linear(x, weight, bias=None):

@@ -27,8 +27,8 @@ import core
 import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
                                  compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, make_policy, normalize, one_blas_thread, training_envs,
-                                 valid_indices)
+                                 log_episodes, make_policy, normalize, one_blas_thread, parameter_groups,
+                                 set_lr_fraction, training_envs, valid_indices)
 from core import optim
 from core.run import get_rng_state, set_rng_state
 from core.tensor import Tensor
@@ -49,6 +49,7 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     lr: float = 7e-4
+    critic_lr: Optional[float] = None      # null: the critic learns at lr; else at its own rate
     anneal_lr: bool = False
     optimizer: str = "rmsprop"             # rmsprop | adam
     rms_prop_eps: float = 1e-5             # eps of RMSprop (and of Adam)
@@ -74,12 +75,15 @@ class Config:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"agent.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         check_each(self, ("rms_prop_eps",), "> 0", lambda value: value > 0)
+        check_each(self, ("critic_lr",), "a positive finite number or null",
+                   lambda value: value is None or (value > 0 and math.isfinite(value)))
 
 
-def make_optimizer(args, params):
+def make_optimizer(args, model):
+    groups = parameter_groups(model, args.lr, args.critic_lr)
     if args.optimizer == "rmsprop":
-        return optim.RMSprop(params, lr=args.lr, alpha=0.99, eps=args.rms_prop_eps)
-    return optim.Adam(params, lr=args.lr, eps=args.rms_prop_eps)
+        return optim.RMSprop(groups, lr=args.lr, alpha=0.99, eps=args.rms_prop_eps)
+    return optim.Adam(groups, lr=args.lr, eps=args.rms_prop_eps)
 
 
 def a2c_loss(model, buffer, advantages, returns, args):
@@ -116,7 +120,8 @@ def _train(cfg, run):
     model = build_model(args, envs.single_observation_space, envs.single_action_space, "A2C",
                         core.Generator(derive_seed(cfg.seed, "init"))).to(device)
     params = list(model.parameters())
-    optimizer = make_optimizer(args, params)
+    optimizer = make_optimizer(args, model)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
     stepper = VectorStepper(envs)
     stepper.reset(seed=cfg.seed)
@@ -158,9 +163,9 @@ def _train(cfg, run):
     bar.update(global_step)
     episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
     while iteration < num_iterations and episodes < episode_budget and not run.should_stop():
-        lr = args.lr * (1.0 - iteration / num_iterations) if args.anneal_lr else args.lr
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        fraction = 1.0 - iteration / num_iterations if args.anneal_lr else 1.0
+        set_lr_fraction(optimizer, base_lrs, fraction)
+        lr = args.lr * fraction
 
         ended = collect_rollout(stepper, model, buffer, action_generator, device)
         finished += ended

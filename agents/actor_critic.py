@@ -268,6 +268,26 @@ class ActorCritic(nn.Module):
         return where(chosen, log_probs, 0.0).sum(-1), entropy, value
 
 
+def parameter_groups(model, lr, critic_lr=None):
+    """The optimizer's parameter groups: all parameters at `lr`, or with `critic_lr` the critic's in a
+    group of its own (what separate actor and critic optimizers do, as some books train them: Adam and
+    RMSprop work per element, so only the rates differ)."""
+    if critic_lr is None:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    if model.trunk is not None:
+        raise ConfigError("agent.critic_lr needs separate actor and critic networks (agent.shared=false)")
+    critic = list(model.critic.parameters())
+    in_critic = {id(p) for p in critic}
+    return [{"params": [p for p in model.parameters() if id(p) not in in_critic], "lr": lr},
+            {"params": critic, "lr": critic_lr}]
+
+
+def set_lr_fraction(optimizer, base_lrs, fraction):
+    """Every group's lr at `fraction` of its configured rate (linear annealing)."""
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * fraction
+
+
 def build_model(args, observation_space, action_space, agent, generator=None):
     """The ActorCritic an agent config (`hidden`, `activation`, `init`, `shared`, `distribution`,
     `log_std_init`) describes for these spaces."""

@@ -47,8 +47,8 @@ import core
 import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
                                  compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, make_policy, normalize, one_blas_thread, training_envs,
-                                 valid_indices)
+                                 log_episodes, make_policy, normalize, one_blas_thread, parameter_groups,
+                                 set_lr_fraction, training_envs, valid_indices)
 from core import optim
 from core.autograd import Function
 from core.backend import get_array_module, to_device
@@ -72,6 +72,7 @@ class Config:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     lr: float = 3e-4
+    critic_lr: Optional[float] = None      # null: the critic learns at lr; else at its own rate
     anneal_lr: bool = False                # linear decay to 0
     clip_range: float = 0.2
     anneal_clip: bool = False              # linear decay to 0
@@ -103,6 +104,8 @@ class Config:
         check_each(self, ("clip_range", "adam_eps"), "> 0", lambda value: value > 0)
         check_each(self, ("clip_range_vf", "target_kl"), "> 0 or null", lambda value: value is None or value > 0)
         check_each(self, ("eval_every",), ">= 0", lambda value: value >= 0)
+        check_each(self, ("critic_lr",), "a positive finite number or null",
+                   lambda value: value is None or (value > 0 and math.isfinite(value)))
         if self.target_return is not None and self.eval_every < 1:
             raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
@@ -274,7 +277,8 @@ def _train(cfg, run):
                           f"x {envs.num_envs} envs = {rollout_size})")
     model = build_model(args, envs.single_observation_space, envs.single_action_space, "PPO",
                         core.Generator(derive_seed(cfg.seed, "init"))).to(device)
-    optimizer = optim.Adam(model.parameters(), lr=args.lr, eps=args.adam_eps)
+    optimizer = optim.Adam(parameter_groups(model, args.lr, args.critic_lr), lr=args.lr, eps=args.adam_eps)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
     minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
     stepper = VectorStepper(envs)
@@ -318,10 +322,9 @@ def _train(cfg, run):
     episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
     while iteration < num_iterations and episodes < episode_budget and to_target is None and not run.should_stop():
         remaining = 1.0 - iteration / num_iterations
-        lr = args.lr * remaining if args.anneal_lr else args.lr
+        set_lr_fraction(optimizer, base_lrs, remaining if args.anneal_lr else 1.0)
+        lr = optimizer.param_groups[0]["lr"]
         clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)
         global_step += rollout_size

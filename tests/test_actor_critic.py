@@ -9,7 +9,7 @@ import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
 from agents.actor_critic import (ActorCritic, RolloutBuffer, collect_rollout, compute_gae, derive_seed,
                                  distribution_for, evaluate, explained_variance, make_policy, n_step_returns,
-                                 normalize)
+                                 normalize, parameter_groups, set_lr_fraction)
 from core.run import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
@@ -201,3 +201,17 @@ def test_normalize_explained_variance_and_seed_streams():
     assert derive_seed(0, "actions") == derive_seed(0, "actions")
     assert len({derive_seed(0, "actions"), derive_seed(1, "actions"), derive_seed(0, "init"),
                 derive_seed(0, "worker", 1), derive_seed(0, "worker", 2)}) == 5
+
+
+def test_a_critic_learning_rate_puts_the_critic_in_a_group_of_its_own():
+    model = ActorCritic(4, 2, hidden=[8])
+    groups = parameter_groups(model, 1e-3, 3e-3)
+    assert [group["lr"] for group in groups] == [1e-3, 3e-3]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.critic.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.actor.parameters()}
+    assert len(parameter_groups(model, 1e-3)) == 1
+    optimizer = core.optim.Adam(groups, lr=1e-3)
+    set_lr_fraction(optimizer, [1e-3, 3e-3], 0.5)  # annealing keeps the two rates' ratio
+    assert [group["lr"] for group in optimizer.param_groups] == [5e-4, 1.5e-3]
+    with pytest.raises(ConfigError, match=r"agent.critic_lr needs separate actor and critic networks"):
+        parameter_groups(ActorCritic(4, 2, hidden=[8], shared=True), 1e-3, 3e-3)

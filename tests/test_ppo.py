@@ -197,6 +197,7 @@ def test_bad_input_fails_clearly(tmp_path):
                              ({"gae_lambda": 1.5}, r"agent.gae_lambda must be in \[0, 1\]"),
                              ({"target_return": 500.0}, "agent.target_return needs agent.eval_every >= 1"),
                              ({"total_episodes": 0}, r"agent.total_episodes must be >= 1 or null, got 0"),
+                             ({"critic_lr": -1e-3}, "agent.critic_lr must be a positive finite number or null"),
                              ({"vectorization": "gpu"}, "agent.vectorization must be sync, async, native or null")]:
         with pytest.raises(ValueError, match=message):
             ppo.Config(**changes).validate()

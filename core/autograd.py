@@ -262,7 +262,7 @@ def _own(g, like):
     updates of one `.grad` (clipping, say) never reach another."""
     if isinstance(g, _generic):
         g = _asarray(g)
-    elif g.base is not None or not g.flags.writeable:  # base: a view (cheaper to read than flags.owndata)
+    elif g.base is not None or not getattr(g.flags, "writeable", True):  # a view, or read-only (numpy only)
         g = g.copy()
     if g.dtype != like.data.dtype:
         g = g.astype(like.data.dtype)

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
 from agents.actor_critic import (ActorCritic, RolloutBuffer, collect_rollout, compute_gae, derive_seed,
-                                 distribution_for, evaluate, explained_variance, make_policy, n_step_returns,
-                                 normalize, parameter_groups, set_lr_fraction)
+                                 distribution_for, evaluate, explained_variance, make_envs, make_policy,
+                                 n_step_returns, normalize, parameter_groups, set_lr_fraction)
 from core.run import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
@@ -215,3 +215,11 @@ def test_a_critic_learning_rate_puts_the_critic_in_a_group_of_its_own():
     assert [group["lr"] for group in optimizer.param_groups] == [5e-4, 1.5e-3]
     with pytest.raises(ConfigError, match=r"agent.critic_lr needs separate actor and critic networks"):
         parameter_groups(ActorCritic(4, 2, hidden=[8], shared=True), 1e-3, 3e-3)
+
+
+def test_an_env_config_chooses_the_native_envs_precision():
+    env_cfg = OmegaConf.create({"id": "CartPole-v1", "num_envs": 4, "vectorization": "native",
+                                "native_dtype": "float32", "max_episode_steps": None})
+    envs = make_envs(env_cfg, 4, seed=0)
+    assert envs.dtype == np.float32 and envs.reset()[0].dtype == np.float32
+    assert make_envs(OmegaConf.merge(env_cfg, {"native_dtype": "float64"}), 4, seed=0).dtype == np.float64

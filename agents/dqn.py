@@ -51,7 +51,8 @@ from omegaconf import OmegaConf
 import core
 import core.functional as F
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.actor_critic import MLPFunction, derive_seed, evaluate, evaluation_envs, one_blas_thread, training_envs
+from agents.actor_critic import (MLPFunction, check_each, derive_seed, evaluate, evaluation_envs, one_blas_thread,
+                                 training_envs)
 from agents.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from agents.networks import ACTIVATIONS, INITS, mlp
 from agents.schedules import SCHEDULES, exponential_schedule, linear_schedule
@@ -138,8 +139,7 @@ class Config:
             raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
         if self.num_envs is not None and self.num_envs < 1:
             raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
-        if self.total_episodes is not None and self.total_episodes < 1:
-            raise ValueError(f"agent.total_episodes must be >= 1 or null, got {self.total_episodes}")
+        check_each(self, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
         for name in ("total_timesteps", "n_step", "target_update_interval", "buffer_size", "batch_size", "train_freq",
                      "gradient_steps", "log_every"):
             if getattr(self, name) < 1:

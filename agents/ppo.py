@@ -322,8 +322,9 @@ def _train(cfg, run):
     episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
     while iteration < num_iterations and episodes < episode_budget and to_target is None and not run.should_stop():
         remaining = 1.0 - iteration / num_iterations
-        set_lr_fraction(optimizer, base_lrs, remaining if args.anneal_lr else 1.0)
-        lr = optimizer.param_groups[0]["lr"]
+        fraction = remaining if args.anneal_lr else 1.0
+        set_lr_fraction(optimizer, base_lrs, fraction)
+        lr = args.lr * fraction
         clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)

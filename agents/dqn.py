@@ -15,7 +15,9 @@ What it does, step by step:
    batch of `batch_size`: target y = R + γ^m·Q_target(s', a') with a' = argmax Q_target (DQN) or
    argmax Q_online (Double DQN, van Hasselt et al. 2016); loss = the batch mean of Huber(δ) or
    squared TD errors, weighted by the importance weights under prioritized replay (whose |δ| become
-   the new priorities); gradients clipped to the global norm `max_grad_norm`; one Adam or RMSprop step.
+   the new priorities), or with `regress_all_actions` the Keras books' fit of the whole Q-vector (the
+   other actions regressed on the target net's Q(s, ·)); gradients clipped to the global norm
+   `max_grad_norm`; one Adam or RMSprop step.
 3. Track: the target network copies the online one every `target_update_interval` env steps,
    gradient updates or finished episodes (`tau` < 1: Polyak averaging instead of a copy);
    `target_network=false` bootstraps from the online network itself (HOML's first DQN).
@@ -93,6 +95,8 @@ class Config:
     max_grad_norm: float = 10.0            # global-norm gradient clipping; 0: none
     loss: str = "huber"                    # huber | mse
     huber_delta: float = 1.0
+    regress_all_actions: bool = False      # Keras books: fit the whole Q(s, ·) to the target net's Q(s, ·) with
+                                           # the taken action's entry set to y (the loss averages over actions)
     # targets
     gamma: float = 0.99
     n_step: int = 1
@@ -290,21 +294,36 @@ def _forward_in_chunks(net, x, rows=2048):
     return get_array_module(blocks[0]).concatenate(blocks)
 
 
-def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delta=1.0, device="cpu"):
+def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delta=1.0, device="cpu",
+            q_others=None):
     """(loss Tensor, TD errors Q(s, a) − y, Q(s, a)) of a batch: the mean over the batch of Huber(δ)
-    or the squared TD error, each term times its importance weight when `weights` is given."""
+    or the squared TD error, each term times its importance weight when `weights` is given.
+    With `q_others` (B, actions), the Keras books' target vector: every Q(s, ·) is regressed on
+    q_others (the target net's Q(s, ·)) except the taken action's, on y; each row's loss is the
+    mean over the actions, so the taken action's term weighs 1/actions of it."""
     q = q_net(as_input(obs, device))
     xp = q.xp
-    q_taken = q[xp.arange(len(actions)), xp.asarray(actions)]
-    targets = core.as_tensor(xp.asarray(targets))
-    reduction = "mean" if weights is None else "none"
-    if loss == "huber":
-        value = F.huber_loss(q_taken, targets, reduction, delta=huber_delta)
+    rows, actions = xp.arange(len(actions)), xp.asarray(actions)
+    q_taken = q[rows, actions]
+    targets = xp.asarray(targets)
+    if q_others is None:
+        prediction, goal = q_taken, targets
     else:
-        value = F.mse_loss(q_taken, targets, reduction)
+        goal = xp.array(q_others, dtype=q.dtype)
+        goal[rows, actions] = targets
+        prediction = q
+    reduction = "mean" if weights is None and q_others is None else "none"
+    if loss == "huber":
+        value = F.huber_loss(prediction, core.as_tensor(goal), reduction, delta=huber_delta)
+    else:
+        value = F.mse_loss(prediction, core.as_tensor(goal), reduction)
+    if q_others is not None:
+        value = value.mean(axis=1)
     if weights is not None:
-        value = (value * core.as_tensor(xp.asarray(weights))).mean()
-    return value, q_taken.data - targets.data, q_taken.data
+        value = value * core.as_tensor(xp.asarray(weights))
+    if reduction == "none":
+        value = value.mean()
+    return value, q_taken.data - targets, q_taken.data
 
 
 def update_target(parameter_pairs, tau):
@@ -487,14 +506,19 @@ def _train(cfg, run):
             else:
                 batch = buffer.sample(together * args.batch_size, rng)
             targets = bootstrap_targets(q_net, target_net, batch, args.double_q, device)
+            if args.regress_all_actions:
+                with core.no_grad():
+                    q_others = _forward_in_chunks(target_net, as_input(batch.obs, device))
             for first in range(0, together * args.batch_size, args.batch_size):
                 rows = slice(first, first + args.batch_size)
                 gradient_step(batch.obs[rows], batch.actions[rows], targets[rows],
-                              batch.weights[rows] if args.prioritized else None, batch.indices[rows])
+                              batch.weights[rows] if args.prioritized else None, batch.indices[rows],
+                              q_others[rows] if args.regress_all_actions else None)
             num_updates -= together
 
-    def gradient_step(obs, actions, targets, weights, indices):
-        loss, td_errors, q_taken = td_loss(q_net, obs, actions, targets, weights, args.loss, args.huber_delta, device)
+    def gradient_step(obs, actions, targets, weights, indices, q_others):
+        loss, td_errors, q_taken = td_loss(q_net, obs, actions, targets, weights, args.loss, args.huber_delta, device,
+                                           q_others)
         loss_value = float(loss.data)
         if not math.isfinite(loss_value):
             run.check_finite("losses/td_loss", loss_value, counters["global_step"])

@@ -61,6 +61,23 @@ def test_fx_rl_1_variants_squared_error_and_importance_weights():
     terminal = FX_BATCH._replace(discounts=np.array([0.0, 0.9], np.float32))
     np.testing.assert_allclose(bootstrap_targets(q_net, q_net, terminal), [10.0, 21.8], rtol=1e-6)
 
+def test_keras_style_loss_regresses_every_action_on_the_target_vector():
+    """MTF ch. 8: Q(s, ·) = [5, 4] and [11, 8] are fitted to the target net's Q(s, ·) (here [0, 3] and
+    [7, 0]) with the taken action's entry replaced by y = 11.8, 21.8; the MSE averages over actions."""
+    q_net, targets = dense2(), np.array([11.8, 21.8], np.float32)
+    q_others = np.array([[0.0, 3.0], [7.0, 0.0]], np.float32)
+    mse, td_errors, _ = td_loss(q_net, FX_BATCH.obs, FX_BATCH.actions, targets, loss="mse", q_others=q_others)
+    assert mse.item() == pytest.approx((6.8 ** 2 + 1 + 4 ** 2 + 13.8 ** 2) / 4, rel=1e-6)
+    np.testing.assert_allclose(td_errors, [-6.8, -13.8], rtol=1e-6)  # the taken actions' errors (priorities)
+    mse.backward()  # d/dQ = 2·error / 4 per entry, summed over rows for the bias
+    np.testing.assert_allclose(q_net.bias.grad.numpy(), [-3.4 + 2.0, 0.5 - 6.9], rtol=1e-6)
+    weighted, _, _ = td_loss(q_net, FX_BATCH.obs, FX_BATCH.actions, targets, np.array([2.0, 0.0], np.float32), "mse",
+                             q_others=q_others)
+    assert weighted.item() == pytest.approx(2 * (6.8 ** 2 + 1) / 2 / 2, rel=1e-6)
+    huber, _, _ = td_loss(q_net, FX_BATCH.obs, FX_BATCH.actions, targets, q_others=q_others)
+    assert huber.item() == pytest.approx((6.3 + 0.5 + 3.5 + 13.3) / 4, rel=1e-6)
+
+
 
 # ----- FX-RL-8: DQN vs Double DQN target, dueling head -----
 def test_fx_rl_8_dqn_and_double_dqn_targets():

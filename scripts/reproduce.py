@@ -130,14 +130,8 @@ def budget_overrides(preset_id, meta, scale):
     """Overrides multiplying each of the preset's budget keys by `scale` (ints stay ints, >= 1)."""
     if scale == 1 or not meta["budget_keys"]:
         return []
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
-    from scripts.train import CONF_DIR, register_configs
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name="config", overrides=[f"experiment={preset_id}"])
+    cfg = compose_preset(preset_id)
     overrides = []
     for key in meta["budget_keys"]:
         value = OmegaConf.select(cfg, key)
@@ -153,9 +147,22 @@ def run_dir_of(runs_dir, preset_id, seed):
     return Path(runs_dir) / preset_id / f"seed{seed}"
 
 
-def preset_digest(preset_id, preset_dir=PRESET_DIR):
-    """sha256 of the preset file: a run made before the preset changed is not reused."""
-    return hashlib.sha256((Path(preset_dir) / f"{preset_id}.yaml").read_bytes()).hexdigest()
+def compose_preset(preset_id, overrides=()):
+    """The run config Hydra composes for `experiment=<preset_id>` (without the hydra node)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from scripts.train import CONF_DIR, register_configs
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name="config", overrides=[f"experiment={preset_id}", *overrides])
+
+
+def preset_digest(preset_id, overrides=()):
+    """sha256 of the composed config: a run made before the preset or any config group it pulls in
+    changed (a model group's default, a dataset's parameters) is not reused."""
+    from omegaconf import OmegaConf
+    return hashlib.sha256(OmegaConf.to_yaml(compose_preset(preset_id, overrides)).encode()).hexdigest()
 
 
 def is_done(run_dir, overrides, digest):

@@ -146,6 +146,7 @@ def test_a_run_is_reused_only_with_the_same_overrides_and_preset(tmp_path):
     assert not reproduce.is_done(tmp_path, ["experiment=x", "seed=1"], "abc")
     digest = reproduce.preset_digest(SCRIPTED)
     assert len(digest) == 64 and digest == reproduce.preset_digest(SCRIPTED)
+    assert digest != reproduce.preset_digest(SCRIPTED, ["seed=123"])  # the composed config counts, not the file
 
 
 def test_failed_runs_are_reported(tmp_path):

@@ -83,6 +83,21 @@ def test_penalties_follow_keras():
     assert model.penalty().item() == pytest.approx(3.5 + 0.3)
 
 
+@pytest.mark.parametrize("overrides,optimizer,lr", [
+    (["model=supervised", "dataset=digits"], "SGD", 0.01),  # HOML ch. 10's default
+    (["experiment=bdl9-l2-moons"], "Adam", 1e-3),  # names only the optimizer: Keras' default lr, not SGD's
+    (["experiment=bdl8-mlp-mnist-fit"], "Adam", 0.01),  # a preset's own lr wins
+])
+def test_a_preset_without_lr_gets_keras_default_for_its_optimizer(overrides, optimizer, lr):
+    from hydra import compose, initialize_config_dir
+    from scripts import train as cli
+    cli.register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    opt = S.make_optimizer(S.model_config(cfg), [core.nn.Parameter(core.tensor([1.0]))])
+    assert type(opt).__name__ == optimizer and opt.param_groups[0]["lr"] == lr
+
+
 @pytest.mark.parametrize("layers,message", [
     ([{"type": "dens", "units": 3}], "model.layers[0]: type must be one of dense"),
     ([{"type": "dense", "unit": 3}], "model.layers[0]: unknown key 'unit' for a dense layer"),
@@ -100,9 +115,14 @@ def test_bad_layer_lists_fail_validation_in_one_line(layers, message):
 def test_series_is_the_books_generator_cut_into_windows():
     x, y, (x_test, y_test) = S.load_pool({"name": "series"})
     assert x.shape == (980, 20) and x_test.shape == (461, 20)  # targets 20..999 train, 1000..1460 are the forecast
-    first = 10 + 50 * np.cos(0.0) + 10 * np.random.RandomState(42).randn(1461)[0]
-    assert x[0, 0] == pytest.approx(first, rel=1e-6)
+    noise = 10 * np.random.RandomState(42).randn(1461)
+    assert x[0, 0] == pytest.approx(10 + noise[0], rel=1e-6)  # the notebooks' sin(2 s) rise starts at 0
+    assert y[360] == pytest.approx(10 + 0.05 * 380 + 50 * np.sin(2 * 15 / 365) + noise[380], rel=1e-6)  # step 380
     assert np.array_equal(x[1, :-1], x[0, 1:]) and y[0] == pytest.approx(x[1, -1])
+    course = S.load_pool({"name": "series", "pattern": "cos"})[0]
+    assert course[0, 0] == pytest.approx(10 + 50 + noise[0], rel=1e-6)
+    with pytest.raises(ConfigError, match="dataset.pattern must be cos or sin, got 'tan'"):
+        S.load_pool({"name": "series", "pattern": "tan"})
 
 
 def test_splits_are_the_books_sklearn_calls_and_do_not_depend_on_the_seed():

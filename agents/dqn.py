@@ -312,7 +312,8 @@ def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delt
         goal = xp.array(q_others, dtype=q.dtype)
         goal[rows, actions] = targets
         prediction = q
-    reduction = "mean" if weights is None and q_others is None else "none"
+    per_entry = q_others is not None or weights is not None  # reduced below, after the row and weight steps
+    reduction = "none" if per_entry else "mean"
     if loss == "huber":
         value = F.huber_loss(prediction, core.as_tensor(goal), reduction, delta=huber_delta)
     else:
@@ -321,7 +322,7 @@ def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delt
         value = value.mean(axis=1)
     if weights is not None:
         value = value * core.as_tensor(xp.asarray(weights))
-    if reduction == "none":
+    if per_entry:
         value = value.mean()
     return value, q_taken.data - targets, q_taken.data
 

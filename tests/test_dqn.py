@@ -61,6 +61,7 @@ def test_fx_rl_1_variants_squared_error_and_importance_weights():
     terminal = FX_BATCH._replace(discounts=np.array([0.0, 0.9], np.float32))
     np.testing.assert_allclose(bootstrap_targets(q_net, q_net, terminal), [10.0, 21.8], rtol=1e-6)
 
+
 def test_keras_style_loss_regresses_every_action_on_the_target_vector():
     """MTF ch. 8: Q(s, ·) = [5, 4] and [11, 8] are fitted to the target net's Q(s, ·) (here [0, 3] and
     [7, 0]) with the taken action's entry replaced by y = 11.8, 21.8; the MSE averages over actions."""
@@ -76,7 +77,6 @@ def test_keras_style_loss_regresses_every_action_on_the_target_vector():
     assert weighted.item() == pytest.approx(2 * (6.8 ** 2 + 1) / 2 / 2, rel=1e-6)
     huber, _, _ = td_loss(q_net, FX_BATCH.obs, FX_BATCH.actions, targets, q_others=q_others)
     assert huber.item() == pytest.approx((6.3 + 0.5 + 3.5 + 13.3) / 4, rel=1e-6)
-
 
 
 # ----- FX-RL-8: DQN vs Double DQN target, dueling head -----

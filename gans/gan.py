@@ -87,6 +87,9 @@ class Config(TrainConfig):
     real_label: float = 1.0
     update: str = "simultaneous"
     d_steps: int = 1
+    # D's fakes come from G in inference mode (BN with its moving statistics), as in Keras code that makes
+    # them with generator.predict(z) or generator(z) outside fit; update "alternating" only
+    eval_fakes: bool = False
 
     def validate(self):
         super().validate()
@@ -105,6 +108,9 @@ class Config(TrainConfig):
                     raise ValueError(f"model.{side}_activations: unknown {name!r}; allowed: {', '.join(ACTIVATIONS)}")
         if not 0 < self.real_label <= 1:
             raise ValueError(f"model.real_label must be in (0, 1], got {self.real_label}")
+        if self.update == "simultaneous" and self.eval_fakes:
+            raise ValueError("model.eval_fakes needs model.update=alternating: a simultaneous step trains G on "
+                             "the same fakes D sees")
         if self.update == "simultaneous" and self.d_steps != 1:
             raise ValueError("model.update=simultaneous takes one D step per G step; set model.d_steps=1 or "
                              "model.update=alternating")
@@ -277,6 +283,19 @@ def frozen(module: nn.Module):
         module.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module, enabled: bool = True):
+    """Run `module` in eval mode inside (batch norm with its moving statistics)."""
+    if not enabled:
+        yield
+        return
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train()
+
+
 def bce(logits, target: float):
     """Binary cross-entropy of logits against a constant target (1 real, 0 fake, 0.9 smoothed)."""
     return F.binary_cross_entropy_with_logits(logits, core.full_like(logits, target))
@@ -368,7 +387,7 @@ def train(cfg, run) -> dict:
                 d_loss, g_loss = simultaneous_step(G, D, opt_g, opt_d, real, real_labels, z, fake_labels,
                                                    args.real_label)
             else:
-                with core.no_grad():
+                with core.no_grad(), eval_mode(G, args.eval_fakes):
                     fake = G(z, fake_labels)
                 d_loss = discriminator_step(D, opt_d, real, real_labels, fake, fake_labels, args.real_label)
                 if session.batch_in_epoch % args.d_steps == args.d_steps - 1:

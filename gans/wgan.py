@@ -25,11 +25,12 @@ Architectures (`arch`):
 
 Batch norm in a critic (MTF, BDL): with `bn_eval` (default) its layers use their moving statistics
 while the generator trains through the frozen critic (Keras' frozen-BN behaviour, GM-04) and inside
-the gradient penalty (BDL's text, GM-15).
+the gradient penalty (BDL's text, GM-15). With `eval_fakes` the critic's fakes come from the generator
+with its own BN moving statistics, as MTF's generator.predict makes them; with batch statistics MTF's
+critic scores stall near a third of the book's.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -43,7 +44,8 @@ from gans.common import (
     make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
 )
 from gans.gan import (
-    Discriminator, Generator, check_generator, discriminator_net, draw_noise, frozen, generator_net, generator_sampler,
+    Discriminator, Generator, check_generator, discriminator_net, draw_noise, eval_mode, frozen, generator_net,
+    generator_sampler,
 )
 from gans.quality import evaluate_quality, to_unit_range
 
@@ -71,6 +73,7 @@ class Config(TrainConfig):
     n_critic: int = 5
     separate_real_fake: bool = False
     bn_eval: bool = True
+    eval_fakes: bool = False  # the critic's fakes from G in inference mode (Keras' generator.predict, MTF)
     optimizer: str = "adam"
     lr_g: float = 1e-4
     lr_c: float = 1e-4
@@ -135,19 +138,6 @@ def build(cfg: Config, shape, n_classes: int, normalize: str) -> dict:
         g_net = generator_net(cfg, shape, cfg.latent_size, output_activation(normalize))
         c_net = discriminator_net(cfg, shape, 0, norm=cfg.critic_norm)
     return {"generator": Generator(g_net, cfg.latent_size), "critic": Discriminator(c_net)}
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module, enabled: bool = True):
-    """Run `module` in eval mode inside (batch norm with its moving statistics)."""
-    if not enabled:
-        yield
-        return
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train()
 
 
 def gradient_penalty(critic, real, fake, t=None) -> core.Tensor:
@@ -230,7 +220,7 @@ def train(cfg, run) -> dict:
     half = size // 2
 
     def fakes(n):
-        with core.no_grad():
+        with core.no_grad(), eval_mode(G, args.eval_fakes):
             return G(draw_noise("normal", n, args.latent_size, device=device))
 
     for epoch in session.epochs():

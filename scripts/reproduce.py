@@ -160,9 +160,13 @@ def compose_preset(preset_id, overrides=()):
 
 def preset_digest(preset_id, overrides=()):
     """sha256 of the composed config: a run made before the preset or any config group it pulls in
-    changed (a model group's default, a dataset's parameters) is not reused."""
-    from omegaconf import OmegaConf
-    return hashlib.sha256(OmegaConf.to_yaml(compose_preset(preset_id, overrides)).encode()).hexdigest()
+    changed (a model group's default, a dataset's parameters) is not reused. `meta` is left out: it
+    says how to report a run (book value, tolerance), which is recomputed from the reused runs."""
+    from omegaconf import OmegaConf, open_dict
+    cfg = compose_preset(preset_id, overrides)
+    with open_dict(cfg):
+        cfg.pop("meta", None)
+    return hashlib.sha256(OmegaConf.to_yaml(cfg).encode()).hexdigest()
 
 
 def is_done(run_dir, overrides, digest):

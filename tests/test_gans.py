@@ -240,6 +240,28 @@ def test_simultaneous_step_gives_each_network_the_gradient_of_its_own_loss():
         np.testing.assert_allclose(old - p.detach().numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["wgan", "dcgan_geron"])
+@pytest.mark.parametrize("eval_fakes", [False, True])
+def test_eval_fakes_makes_the_discriminators_fakes_with_moving_statistics(name, eval_fakes, mnist, tmp_path,
+                                                                          monkeypatch):
+    """Keras code that makes D's fakes with generator.predict (MTF's WGAN) or generator(z) outside fit
+    (HOML's DCGAN) runs G's batch norm in inference mode there; G's own step still trains with batch stats."""
+    modes = {"fakes": set(), "g_step": set()}
+    forward = gan.Generator.forward
+
+    def recording(self, z, labels=None):
+        modes["g_step" if core.is_grad_enabled() else "fakes"].add(self.training)
+        return forward(self, z, labels)
+
+    monkeypatch.setattr(gan.Generator, "forward", recording)
+    train(name, tmp_path / "run", *mnist, "dataset.limit=64", "dataset.image_size=16", "model.width=4",
+          "model.epochs=1", "model.batch_size=32", "model.quality.enabled=false",
+          f"model.eval_fakes={str(eval_fakes).lower()}")
+    assert modes["g_step"] == {True}
+    # the shape check and the sample grids always run G in eval mode, so only a train-mode call tells
+    assert (True in modes["fakes"]) is not eval_fakes
+
+
 # ----- resume, divergence, bad input -----
 class StopAfter(Run):
     """A Run whose stop flag rises (as after Ctrl-C) once `should_stop` was asked `calls` times."""
@@ -331,6 +353,7 @@ def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_
 @pytest.mark.parametrize("name, override, message", [
     ("dcgan", "model.arch=unet", "model.arch must be one of"),
     ("dcgan", "model.d_steps=3", "update=simultaneous takes one D step per G step"),
+    ("dcgan", "model.eval_fakes=true", "model.eval_fakes needs model.update=alternating"),
     ("gan_mtf", "model.g_activations=[relu]", "g_hidden has 4 layers but model.g_activations has 1"),
     ("wgan_gp", "model.separate_real_fake=true", "goes with model.penalty=clip"),
     ("ae_sparse_kl", "model.code_activation=relu", "needs code activations in \\(0, 1\\)"),

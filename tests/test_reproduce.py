@@ -147,6 +147,7 @@ def test_a_run_is_reused_only_with_the_same_overrides_and_preset(tmp_path):
     digest = reproduce.preset_digest(SCRIPTED)
     assert len(digest) == 64 and digest == reproduce.preset_digest(SCRIPTED)
     assert digest != reproduce.preset_digest(SCRIPTED, ["seed=123"])  # the composed config counts, not the file
+    assert digest == reproduce.preset_digest(SCRIPTED, ["meta.tolerance=0.5"])  # how to report is not the run
 
 
 def test_failed_runs_are_reported(tmp_path):

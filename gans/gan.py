@@ -285,15 +285,14 @@ def frozen(module: nn.Module):
 
 @contextlib.contextmanager
 def eval_mode(module: nn.Module, enabled: bool = True):
-    """Run `module` in eval mode inside (batch norm with its moving statistics)."""
-    if not enabled:
-        yield
-        return
-    module.eval()
+    """Run `module` in eval mode inside (batch norm with its moving statistics), then restore its mode."""
+    was_training = module.training
+    if enabled:
+        module.eval()
     try:
         yield
     finally:
-        module.train()
+        module.train(was_training)
 
 
 def bce(logits, target: float):

@@ -7,7 +7,7 @@ An agent module (CleanRL-style, read top to bottom) exposes:
   `defaults: [<name>_schema, _self_]`;
 - `train(cfg, run) -> dict` of final metrics: `cfg` is the whole composed config (`cfg.agent` has
   the Config fields; `cfg.env`, `cfg.seed`, `cfg.device`, `cfg.eval_episodes`, `cfg.checkpoint_every`),
-  `run` a `core.run.Run`;
+  `run` a `core.runtime.run.Run`;
 - `make_policy(cfg, state, env, greedy=True, generator=None) -> act`, used by scripts/evaluate.py:
   the policy of checkpoint `state` as a function from one observation of `env` to one action
   (sampled with the core.Generator `generator` when not greedy);

@@ -30,7 +30,7 @@ from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_
                                  log_episodes, make_policy, normalize, one_blas_thread, parameter_groups,
                                  set_lr_fraction, training_envs, valid_indices)
 from core import optim
-from core.run import get_rng_state, set_rng_state
+from core.runtime.run import get_rng_state, set_rng_state
 from core.tensor import Tensor
 from envs import EpisodeStats, VectorStepper
 

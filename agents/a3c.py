@@ -73,7 +73,7 @@ import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
                                  derive_seed, evaluation_envs, evaluation_metrics, make_envs, make_policy,
                                  n_step_returns, one_blas_thread, valid_indices)
-from core.run import ConfigError, NonFiniteError
+from core.runtime.run import ConfigError, NonFiniteError
 from core.tensor import Tensor
 from envs import VectorStepper
 

@@ -40,7 +40,7 @@ from core.autograd import Function
 from core.backend import array_module, get_array_module, to_device
 from core.distributions import Categorical, Normal
 from core.ops import log_softmax, sum_rows, where
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
 

@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents import summarize_returns, wrapper_options
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from envs import factory
 
 POLICIES = ("random", "angle_sign")

@@ -60,7 +60,7 @@ from agents.networks import ACTIVATIONS, INITS, mlp
 from agents.schedules import SCHEDULES, exponential_schedule, linear_schedule
 from core import nn, optim
 from core.backend import get_array_module, to_device
-from core.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from envs.factory import make_env as make_single_env
 from envs.rollout import VectorStepper
 

@@ -52,7 +52,7 @@ from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_
 from core import optim
 from core.autograd import Function
 from core.backend import get_array_module, to_device
-from core.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from core.tensor import Tensor
 from envs import VectorStepper
 

@@ -41,7 +41,7 @@ from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper
 from agents.networks import ACTIVATIONS, INITS, mlp
 from core import optim
 from core.distributions import Categorical
-from core.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from envs import factory
 
 BASELINES = ("none", "mean", "value")

@@ -36,7 +36,7 @@ import numpy as np
 import envs  # noqa: F401  (registers the lab/ toy envs)
 from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper_options
 from agents import tabular
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from envs import factory
 
 METHODS = ("policy_evaluation", "policy_iteration", "value_iteration", "q_value_iteration", "q_learning",

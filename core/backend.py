@@ -3,6 +3,8 @@
 A tensor holds one array; its module (numpy or cupy) decides where ops run.
 Asking for CUDA without cupy or without a visible GPU is an error, never a silent CPU fallback.
 """
+import sys
+
 import numpy as np
 
 try:  # cupy is the optional `gpu` extra
@@ -78,3 +80,21 @@ def scatter_add(xp, target, index, values):
     else:
         import cupyx
         cupyx.scatter_add(target, index, values)
+
+
+def to_numpy(value):
+    """A host numpy array of a core Tensor, cupy array, numpy array or Python value."""
+    if hasattr(value, "detach"):  # core Tensor (may require grad)
+        value = value.detach().numpy()
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(value, cupy.ndarray):
+        value = value.get()
+    return np.asarray(value)
+
+
+def to_number(value, what="value"):
+    """A Python int/float/bool of a single number in any of the forms `to_numpy` accepts."""
+    array = to_numpy(value)
+    if array.ndim != 0:
+        raise ValueError(f"{what} must be a single number, got an array of shape {array.shape}")
+    return array.item()

@@ -14,7 +14,7 @@ above `threshold` (probabilities or 0/1 labels both work). A ratio with nothing 
 """
 import numpy as np
 
-from core.logger import to_numpy
+from core.backend import to_numpy
 
 
 class _Ratio:

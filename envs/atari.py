@@ -10,7 +10,7 @@ import importlib
 import gymnasium as gym
 from gymnasium.wrappers import AtariPreprocessing
 
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 
 INSTALL_HINT = "pip install 'rlgen-lab[atari]'"
 NOOP_MAX = 30  # random no-op steps at reset (Mnih et al. 2015)

@@ -32,7 +32,7 @@ the true last one is in info["final_obs"]. `envs.rollout.VectorStepper` hides bo
 transitions with a validity mask.
 
 Bad input (unknown id, bad option values, an Atari id without the `atari` extra) raises
-core.run.ConfigError, a ValueError that scripts/train.py reports in one line; the missing extra's
+core.runtime.errors.ConfigError, a ValueError that scripts/train.py reports in one line; the missing extra's
 error (envs.atari.MissingExtraError) is an ImportError too.
 """
 
@@ -48,7 +48,7 @@ from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation, RecordEpisodeStatistics
 
 from core.backend import parse_device
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from envs.atari import is_atari_id, preprocess, require_ale
 from envs.cartpole import NativeCartPoleVectorEnv, _autoreset_mode
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset

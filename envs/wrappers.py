@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from core.logger import save_gif
+from core.runtime.logger import save_gif
 
 
 class ActionRepeat(gym.Wrapper):

@@ -33,7 +33,7 @@ import numpy as np
 import core
 from core import nn
 import core.functional as F
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from gans.common import (
     ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, activation, batch, dense_layers, interpolate,
     load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, random_images,

@@ -29,8 +29,8 @@ import numpy as np
 
 import core
 from core import nn, optim
-from core.logger import save_gif
-from core.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.logger import save_gif
+from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from gans.datasets import CLASS_NAMES, ChecksumError, load_dataset
 from gans.quality import QualityConfig, evaluate_quality, get_classifier, to_unit_range
 

@@ -45,7 +45,7 @@ import numpy as np
 import core
 from core import nn
 import core.functional as F
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from gans.common import (
     ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_image_shape, dense_layers, interpolate,
     keras_batch_norm, latent_tensor, load_data, make_optimizer, model_config, norm_layer, one_of, output_activation,

@@ -86,7 +86,7 @@ import core
 import core.functional as F
 from core import nn, optim
 from core.nn import init as initializers
-from core.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from gans.datasets import DATASETS as IMAGE_DATASETS, load_dataset
 
 MAIN_METRIC = "objective"
@@ -712,9 +712,9 @@ def weight_statistics(model: Network) -> dict:
 # ----- optimisers -----
 def make_optimizer(args: Config, params, optim_cfg=None):
     """The model's optimizer with Keras' defaults where lr / rho are null; an `optim=<name>` group in the run
-    config replaces it (core.run.make_optimizer)."""
+    config replaces it (core.runtime.run.make_optimizer)."""
     if optim_cfg is not None:
-        from core.run import make_optimizer as from_group
+        from core.runtime.run import make_optimizer as from_group
         return from_group(params, optim_cfg)
     name = args.optimizer
     lr = args.lr if args.lr is not None else KERAS_LR[name]

@@ -38,7 +38,7 @@ import numpy as np
 
 import core
 from core import nn
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from gans.common import (
     OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, interpolate, keras_batch_norm, latent_tensor, load_data,
     make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,

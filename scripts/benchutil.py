@@ -154,7 +154,7 @@ def train_preset(agent, preset, seed, overrides=None, eval_episodes=10):
     with `overrides` on CartPole-v1, in a temporary run directory."""
     from omegaconf import OmegaConf
 
-    from core.run import Run
+    from core.runtime.run import Run
     values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
     values.pop("defaults")
     agent_cfg = OmegaConf.merge(OmegaConf.structured(agent.Config), values, overrides or {})

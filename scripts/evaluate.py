@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as `python scripts/evaluate.py`: make the r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core  # noqa: E402
-from core.logger import make_grid, save_gif, save_png  # noqa: E402
-from core.run import resolve_resume, run_dir_of_checkpoint  # noqa: E402
+from core.runtime.logger import make_grid, save_gif, save_png  # noqa: E402
+from core.runtime.run import resolve_resume, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError, atomic_write  # noqa: E402
 
 OPTIONS = {"episodes": int, "greedy": "bool", "seed": int, "record": ("gif", "mp4"), "fps": int, "samples": int}

@@ -26,7 +26,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python scripts/plot.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.events import find_event_files, read_run  # noqa: E402
+from core.runtime.events import find_event_files, read_run  # noqa: E402
 
 _SEED_OVERRIDE = re.compile(r"^[+~]*(?:[\w\-]+\.)*seed=")
 _SEED_IN_NAME = re.compile(r"[_\-,.]?seed[=_\-]?\d+", re.IGNORECASE)

@@ -244,7 +244,7 @@ def metric_value(run_dir, spec):
     """The value `spec` names in a finished run (number or nested list), or None when absent."""
     key, indices, summary = parse_metric(spec)
     if summary is not None:
-        from core.events import read_run
+        from core.runtime.events import read_run
         points = read_run(run_dir).scalars.get(key)
         return summarize_series([v for _, _, v in points], summary) if points else None
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())

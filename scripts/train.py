@@ -34,7 +34,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 import agents  # noqa: E402
 import gans  # noqa: E402
-from core.run import ConfigError, NonFiniteError, Run, run_dir_of_checkpoint  # noqa: E402
+from core.runtime.run import ConfigError, NonFiniteError, Run, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

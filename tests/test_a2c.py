@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 import core
 from agents import a2c
 from agents.actor_critic import ActorCritic, RolloutBuffer
-from core.run import ConfigError, Run
+from core.runtime.run import ConfigError, Run
 from envs import make_vector_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 import core
 from agents import a3c
-from core.run import ConfigError, Run
+from core.runtime.run import ConfigError, Run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -161,7 +161,7 @@ SCRIPT = """
 import sys
 from omegaconf import OmegaConf
 from agents import a3c
-from core.run import Run
+from core.runtime.run import Run
 agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), {"total_timesteps": 10_000_000, "num_workers": 2,
                                                           "own_sessions": sys.argv[2] == "own"})
 cfg = OmegaConf.create({"seed": 0, "device": "cpu", "eval_episodes": 1, "checkpoint_every": 0, "agent": agent,

@@ -10,7 +10,7 @@ from agents import EVAL_SEED_OFFSET, evaluate_policy
 from agents.actor_critic import (ActorCritic, RolloutBuffer, collect_rollout, compute_gae, derive_seed,
                                  distribution_for, evaluate, explained_variance, make_envs, make_policy,
                                  n_step_returns, normalize, parameter_groups, set_lr_fraction)
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
 

@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from agents import baselines, book_checks, tabular_runner
-from core.events import read_run
-from core.run import ConfigError, Run
+from core.runtime.events import read_run
+from core.runtime.run import ConfigError, Run
 
 
 def make_cfg(module, env_id, seed=0, eval_episodes=3, max_episode_steps=None, **agent):

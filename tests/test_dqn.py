@@ -13,7 +13,7 @@ from agents.actor_critic import evaluate
 from agents.networks import ACTIVATIONS
 from agents.schedules import exponential_schedule, linear_schedule
 from core import nn
-from core.run import ConfigError, Run
+from core.runtime.run import ConfigError, Run
 from envs.factory import make_vector_env
 
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import agents
 from agents import dqn
 from core import load
-from core.run import Run
+from core.runtime.run import Run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(total_timesteps=2000, hidden=[32, 32], learning_starts=500, train_freq=50, gradient_steps=10,

@@ -8,7 +8,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from PIL import Image
 
 import envs._backend as env_backend
-from core.run import ConfigError
+from core.runtime.errors import ConfigError
 from envs import NativeCartPoleVectorEnv, make_env, make_vector_env
 
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import core
 from core import nn, optim
 from core.ops.conv import conv2d
-from core.run import ConfigError, NonFiniteError, Run
+from core.runtime.run import ConfigError, NonFiniteError, Run
 import gans
 from gans import autoencoders, gan, vae, wgan
 from gans.common import model_config, value_range

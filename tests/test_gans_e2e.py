@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.events import read_run
+from core.runtime.events import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import core
-from core import events
-from core.events import EventFileError, crc32c, read_run, read_scalars
-from core.logger import RunLogger, make_grid, save_gif
+from core.runtime import events
+from core.runtime.events import EventFileError, crc32c, read_run, read_scalars
+from core.runtime.logger import RunLogger, make_grid, save_gif
 
 
 def bitwise_crc32c(data):

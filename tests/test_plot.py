@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.logger import RunLogger
+from core.runtime.logger import RunLogger
 from scripts.plot import group_label, plot_runs, smooth
 
 REPO = Path(__file__).resolve().parents[1]

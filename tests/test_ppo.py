@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 import core
 from agents import ppo
 from agents.actor_critic import ActorCritic
-from core.events import read_scalars
-from core.run import ConfigError, Run
+from core.runtime.events import read_scalars
+from core.runtime.run import ConfigError, Run
 from core.tensor import Tensor
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 import core
 from agents import reinforce
 from agents.networks import mlp
-from core.run import ConfigError, Run
+from core.runtime.run import ConfigError, Run
 
 
 def make_cfg(env_id="CartPole-v1", seed=0, eval_episodes=5, checkpoint_every=0, max_episode_steps=None, **agent):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from core.logger import RunLogger
+from core.runtime.logger import RunLogger
 from scripts import reproduce
 
 SCRIPTED = "homl18-scripted-cartpole"  # 500 episodes of a fixed rule: 5 at --budget-scale 0.01

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import core
-from core.events import read_run
-from core.run import resolve_resume
+from core.runtime.events import read_run
+from core.runtime.run import resolve_resume
 
 REPO = Path(__file__).resolve().parents[1]
 # a few seconds of REINFORCE on CartPole: about 40 iterations of 8 episodes
@@ -277,7 +277,7 @@ def test_evaluate_calls_the_generative_hooks(tmp_path, monkeypatch):
     import types
 
     import gans
-    from core.run import Checkpoints
+    from core.runtime.run import Checkpoints
     from scripts import evaluate as evaluate_script
 
     def sample(cfg, state, n):

@@ -117,7 +117,7 @@ def test_optim_and_logger_presets_compose(group):
 
 def test_optimizer_presets_build_optimizers():
     from agents.networks import mlp
-    from core.run import make_optimizer
+    from core.runtime.run import make_optimizer
     for option in options("optim"):
         cfg = compose_config([f"optim={option}"])
         opt = make_optimizer(mlp(2, [3], 1).parameters(), cfg.optim)

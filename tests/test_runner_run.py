@@ -1,4 +1,4 @@
-"""core.run: checkpoints, resume paths, RNG state, finite checks, signals, metrics and hparams."""
+"""core.runtime.run: checkpoints, resume paths, RNG state, finite checks, signals, metrics and hparams."""
 import json
 import os
 import random
@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 import core
-from core.events import read_run
-from core.run import (
+from core.runtime.events import read_run
+from core.runtime.run import (
     Checkpoints, NonFiniteError, Run, get_rng_state, resolve_resume, run_dir_of_checkpoint, set_rng_state,
 )
 
@@ -134,7 +134,7 @@ def test_second_signal_exits_at_once(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {REPO!r})
-        from core.run import Run
+        from core.runtime.run import Run
         run = Run({str(tmp_path)!r}, quiet=True, tensorboard=False)
         print("ready", flush=True)
         while True:  # a trainer that never looks at should_stop()

@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import core
-from core.events import read_run
-from core.run import ConfigError, Run
+from core.runtime.events import read_run
+from core.runtime.run import ConfigError, Run
 from gans import supervised as S
 
 REPO = Path(__file__).resolve().parents[1]

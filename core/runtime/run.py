@@ -32,22 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.logger import RunLogger, flatten_config, to_number, to_numpy
+from core.backend import to_number, to_numpy
+from core.runtime.errors import ConfigError, NonFiniteError  # noqa: F401  (re-exported)
+from core.runtime.logger import RunLogger, flatten_config
 from core.random import default_generator
 from core.serialization import load, save
 from core.tensor import Tensor
 
 LAST = "last.ckpt"
 _PERIODIC = re.compile(r"^ckpt_(\d+)\.ckpt$")
-
-
-class ConfigError(ValueError):
-    """A configuration that turns out not to work once the run starts (e.g. an env whose action
-    space the agent cannot handle): scripts/train.py reports it in one line, like a bad override."""
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or a state to be saved is NaN or infinite: training stops, the last good checkpoint stays."""
 
 
 def get_rng_state():

@@ -19,25 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.backend import to_number, to_numpy
 from core.serialization import atomic_write
-
-
-def to_numpy(value):
-    """A host numpy array of a core Tensor, cupy array, numpy array or Python value."""
-    if hasattr(value, "detach"):  # core Tensor (may require grad)
-        value = value.detach().numpy()
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(value, cupy.ndarray):
-        value = value.get()
-    return np.asarray(value)
-
-
-def to_number(value, what="value"):
-    """A Python int/float/bool of a single number in any of the forms `to_numpy` accepts."""
-    array = to_numpy(value)
-    if array.ndim != 0:
-        raise ValueError(f"{what} must be a single number, got an array of shape {array.shape}")
-    return array.item()
 
 
 def make_grid(images, nrow=None, padding=2, value_range="auto"):

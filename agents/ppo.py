@@ -30,13 +30,12 @@ Envs: `num_envs` and `vectorization` of the agent config, when set, override the
 so a preset fixes its own env count. Gymnasium's vector envs and the native vectorized CartPole
 (numpy, or cupy with device=cuda) both work, always with SAME_STEP autoreset.
 Evaluation: greedy (the policy's mode) on `cfg.eval_episodes` envs at the end; with `eval_every`
-also every that many iterations, and with `target_return` training stops at the first evaluation
+also every that many env steps, and with `target_return` training stops at the first evaluation
 whose mean return reaches it (metrics time/to_target_s and train/to_target_steps).
-Checkpoints every `checkpoint_every` iterations, on Ctrl-C and at the end; resume is bitwise exact
+Checkpoints every `checkpoint_every` env steps (default 100,000), on Ctrl-C and at the end; resume is bitwise exact
 on CPU (model, optimizer, random streams, envs and the rollout position are all saved).
 """
 import math
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -52,9 +51,11 @@ from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_
 from core import optim
 from core.autograd import Function
 from core.backend import get_array_module, to_device
-from core.runtime.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper
+
+CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 
 __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "clipped_surrogate_loss", "CategoricalPPOLoss"]
 
@@ -89,7 +90,7 @@ class Config:
     shared: bool = False                   # one trunk for policy and value
     distribution: str = "auto"             # auto | categorical | gaussian
     log_std_init: float = 0.0              # gaussian policies
-    eval_every: int = 0                    # iterations between evaluations while training; 0: only at the end
+    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     eval_greedy: bool = True
 
@@ -286,87 +287,34 @@ def _train(cfg, run):
     buffer = RolloutBuffer(args.num_steps, envs, device)
     eval_envs = evaluation_envs(cfg, args, device)
     num_iterations = math.ceil(args.total_timesteps / rollout_size)
-    iteration = global_step = episodes = 0
-    wall_before, to_target = 0.0, None  # to_target: (wall seconds, env steps) when target_return was reached
-    evaluation = None  # (iteration, eval metrics) of the last evaluation during training
 
-    if run.resume_state is not None:
-        state = run.resume_state
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        action_generator.set_state(state["action_generator"])
-        minibatch_rng.bit_generator.state = state["minibatch_rng"]
-        stepper.load_state_dict(state["stepper"])
-        set_rng_state(state["rng"])
-        iteration, global_step, episodes = state["iteration"], state["global_step"], state["episodes"]
-        wall_before, to_target = state["wall_s"], state["to_target"]
-
-    start, start_step = time.perf_counter(), global_step
-    saved_iteration = None
-
-    def wall():
-        return wall_before + time.perf_counter() - start
-
-    def checkpoint():
-        nonlocal saved_iteration
-        run.checkpoints.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "action_generator": action_generator.get_state(), "minibatch_rng": minibatch_rng.bit_generator.state,
-            "stepper": stepper.state_dict(), "rng": get_rng_state(), "iteration": iteration,
-            "global_step": global_step, "episodes": episodes, "wall_s": wall(), "to_target": to_target,
-        }, iteration)
-        saved_iteration = iteration
-
-    bar = run.logger.progress(num_iterations * rollout_size, "ppo")
-    bar.update(global_step)
-    episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
-    while iteration < num_iterations and episodes < episode_budget and to_target is None and not run.should_stop():
-        remaining = 1.0 - iteration / num_iterations
+    session = run.session("ppo", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
+                          checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
+                          target=args.target_return,
+                          evaluate=lambda: evaluation_metrics(model, eval_envs, cfg, args, device))
+    session.track(model=model, optimizer=optimizer, action_generator=action_generator, minibatch_rng=minibatch_rng,
+                  stepper=stepper)
+    while session.running():
+        remaining = 1.0 - session.iterations / num_iterations
         fraction = remaining if args.anneal_lr else 1.0
         set_lr_fraction(optimizer, base_lrs, fraction)
-        lr = args.lr * fraction
         clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)
-        global_step += rollout_size
-        episodes += len(finished)
-        mean_return = log_episodes(run, finished, global_step)
+        mean_return = log_episodes(run, finished, session.progress + rollout_size)
         advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values, buffer.terminated,
                                           buffer.truncated, args.gamma, args.gae_lambda)
         data = flatten_rollout(buffer, advantages, returns)
         stats, stopped_early = ppo_update(model, optimizer, data, clip_range, args, minibatch_rng)
-        run.check_finite("losses/loss", stats.get("loss", 0.0), global_step)
-        iteration += 1
+        session.check_finite("losses/loss", stats.get("loss", 0.0))
 
-        run.logger.scalars({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, global_step)
-        run.logger.scalars({
-            "losses/explained_variance": explained_variance(data["values"], data["returns"]),
-            "charts/learning_rate": lr, "charts/clip_range": clip_range, "charts/early_stop": float(stopped_early),
-            "charts/SPS": (global_step - start_step) / (time.perf_counter() - start)}, global_step)
-        run.log_histograms(model, global_step)
-        bar.update(rollout_size)
+        step = session.progress + rollout_size
+        session.log({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, step)
+        session.log({"losses/explained_variance": explained_variance(data["values"], data["returns"]),
+                     "charts/learning_rate": args.lr * fraction, "charts/clip_range": clip_range,
+                     "charts/early_stop": float(stopped_early), "charts/SPS": session.sps()}, step)
+        run.log_histograms(model, step)
         if mean_return is not None:
-            bar.set_postfix(ret=mean_return, kl=stats["approx_kl"])
-
-        if args.eval_every and iteration % args.eval_every == 0:
-            evaluation = iteration, evaluation_metrics(model, eval_envs, cfg, args, device)
-            run.logger.scalars({k: v for k, v in evaluation[1].items() if k != "eval/episodes"}, global_step)
-            if args.target_return is not None and evaluation[1]["eval/return_mean"] >= args.target_return:
-                to_target = (wall(), global_step)
-        if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
-            checkpoint()
-    bar.close()
-    if saved_iteration != iteration:
-        checkpoint()
-    metrics = {"train/env_steps": global_step, "train/episodes": episodes, "train/iterations": iteration,
-               "time/wall_s": wall()}
-    if to_target is not None:
-        metrics.update({"time/to_target_s": to_target[0], "train/to_target_steps": to_target[1]})
-    if run.should_stop():
-        return metrics
-    if evaluation is not None and evaluation[0] == iteration:  # the same policy, envs and seeds: same result
-        metrics.update(evaluation[1])
-    else:
-        metrics.update(evaluation_metrics(model, eval_envs, cfg, args, device))
-        run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, global_step)
-    return metrics
+            session.show(ret=mean_return, kl=stats["approx_kl"])
+        session.advance(rollout_size, episodes=len(finished))
+    return session.finish()

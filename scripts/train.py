@@ -32,9 +32,10 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException  # noqa: E402
 
-import agents  # noqa: E402
-import gans  # noqa: E402
-from core.runtime.run import ConfigError, NonFiniteError, Run, run_dir_of_checkpoint  # noqa: E402
+from scripts import trainers  # noqa: E402
+from core.runtime import sweep  # noqa: E402
+from core.runtime.errors import ConfigError, NonFiniteError  # noqa: E402
+from core.runtime.run import Run, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -64,7 +65,7 @@ class RunConfig:
     device: str = "cpu"
     resume: Optional[str] = None
     quiet: bool = False
-    checkpoint_every: int = 100
+    checkpoint_every: Optional[int] = None     # in the trainer's unit; None: the trainer's default
     keep_checkpoints: int = 3
     eval_episodes: int = 10
     agent: Any = None
@@ -82,7 +83,7 @@ class RunConfig:
         except (ValueError, RuntimeError) as e:
             raise ValueError(str(e)) from None
         for name in ("checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_episodes < 1:
             raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
@@ -220,9 +221,7 @@ def register_configs():
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     for name, schema in OPTIM_SCHEMAS.items():
         cs.store(group="optim", name=f"{name}_schema", node=schema)
-    for group, registry in (("agent", agents.REGISTRY), ("model", gans.REGISTRY)):
-        for name, module in registry.items():
-            cs.store(group=group, name=f"{name}_schema", node=module.Config)
+    trainers.register()
 
 
 def group_options(group):
@@ -230,8 +229,14 @@ def group_options(group):
 
 
 # ----- what to train -----
+# the config groups each kind of trainer reads; any other chosen group is refused, not ignored
+USED_GROUPS = {"agent": ("agent", "env", "logger", "experiment"),
+               "model": ("model", "dataset", "optim", "logger", "experiment")}
+
+
 def select_algorithm(choices):
-    """(kind, name, module) from the group choices; UsageError when the choice is incomplete."""
+    """(kind, name, module) from the group choices; UsageError when the choice is incomplete or
+    names a group the trainer does not use."""
     agent, env, model, dataset = (choices.get(g) for g in ("agent", "env", "model", "dataset"))
     if agent and model:
         raise UsageError(f"choose either agent+env (RL) or model+dataset (generative), got agent={agent} and "
@@ -239,20 +244,25 @@ def select_algorithm(choices):
     if agent:
         if not env:
             raise UsageError(f"agent={agent} needs env=<name>; envs: {', '.join(group_options('env'))}")
-        kind, name, registry = "agent", agent, agents.REGISTRY
+        kind, name = "agent", agent
     elif model:
         if not dataset:
             raise UsageError(f"model={model} needs dataset=<name>; datasets: {', '.join(group_options('dataset'))}")
-        kind, name, registry = "model", model, gans.REGISTRY
+        kind, name = "model", model
     else:
         raise UsageError("nothing to train: pass agent=<name> env=<name> (agents: "
                          f"{', '.join(group_options('agent'))}; envs: {', '.join(group_options('env'))}) or "
                          f"model=<name> dataset=<name> (models: {', '.join(group_options('model')) or 'none yet'}; "
                          f"datasets: {', '.join(group_options('dataset'))})")
+    unused = [f"{group}={choices[group]}" for group in GROUPS if choices.get(group) and group not in USED_GROUPS[kind]]
+    if unused:
+        where = "agent.*" if kind == "agent" else "model.*"
+        raise UsageError(f"{', '.join(unused)} is not used by {kind}={name} (its settings are under {where}); "
+                         f"remove it")
+    registry = trainers.options(kind)
     if name not in registry:
-        package = "agents" if kind == "agent" else "gans"
-        raise UsageError(f"{kind} {name!r} has a config but no module in {package}.REGISTRY "
-                         f"(registered: {', '.join(registry) or 'none'})")
+        raise UsageError(f"conf/{kind}/{name}.yaml names no trainer: its defaults must start with <module>_schema "
+                         f"of a module with Config and train (found: {', '.join(registry) or 'none'})")
     return kind, name, registry[name]
 
 
@@ -279,65 +289,114 @@ def main_metric(kind, module, metrics):
     return sign * float(metrics[key]) if key in metrics else None
 
 
+class RunFailed(Exception):
+    """A run that ended on an error, already reported in one line: (message, exit status)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")  # absolute: also as `lab-train`
 def main(cfg):
-    """Hydra's task function: train, report errors in one line (raised on in multirun, where the
-    sweeper decides), return the main metric."""
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        return train_from_config(cfg, multirun)
-    except UsageError as e:
-        if not multirun:
-            remove_unused_run_dir(Path(HydraConfig.get().runtime.output_dir))
-        _fail(str(e), 2)
-    except NonFiniteError as e:
-        if multirun:
-            raise
-        _fail(str(e), 1)
-
-
-def train_from_config(cfg, multirun):
+    """Hydra's task function: train and return the main metric. A failed run prints one line; in a
+    sweep the job records its failure (metrics.json) and the sweep goes on with the others."""
     hydra_cfg = HydraConfig.get()
-    choices = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
-    kind, name, module = select_algorithm(choices)
-    validate(cfg, kind)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        return train_from_config(cfg, hydra_cfg, multirun)
+    except RunFailed as e:
+        if not multirun:
+            _fail(str(e), e.status)
+        print(f"job {hydra_cfg.job.num} failed: {e}", file=sys.stderr)
+        _record_job_failure(run_dir, str(e))
+        return float("nan")  # an optimizing sweeper marks the trial failed and goes on
+
+
+def train_from_config(cfg, hydra_cfg, multirun):
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
+    overrides = [o for o in hydra_cfg.overrides.task if _override_key(o) != "resume"]
+    try:
+        kind, name, module = select_algorithm(choices)
+        validate(cfg, kind)
         config = {**OmegaConf.to_container(cfg, resolve=True), "choices": choices}
-    except OmegaConfBaseException as e:
-        raise UsageError(str(e).splitlines()[0]) from None
+    except (UsageError, OmegaConfBaseException) as e:
+        remove_unused_run_dir(run_dir)
+        raise RunFailed(str(e).splitlines()[0], 2) from None
     logger = cfg.logger or {}
     try:
-        run = Run(hydra_cfg.runtime.output_dir, config=config, seed=cfg.seed, device=cfg.device,
-                  quiet=cfg.quiet or multirun, resume=cfg.resume,
-                  keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
-                  histogram_every=logger.get("histogram_every", 0))
-    except (OSError, CheckpointError) as e:
-        raise UsageError(str(e)) from None
-    with run:
-        try:
-            metrics = module.train(cfg, run)
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-        except NonFiniteError as e:
-            run.finish({"error": str(e)}, status="non-finite")
-            raise
-        run.finish(metrics, status="interrupted" if run.should_stop() else "completed")
+        run = Run(run_dir, config=config, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet or multirun,
+                  resume=cfg.resume, keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
+                  histogram_every=logger.get("histogram_every", 0), overrides=overrides)
+    except (OSError, CheckpointError, ConfigError) as e:
+        remove_unused_run_dir(run_dir)
+        raise RunFailed(_one_line(e), 2) from None
+    try:
+        metrics = module.train(cfg, run)
+    except ConfigError as e:  # the trainer refused the config while setting up
+        if run.started:
+            run.fail("failed", str(e))
+        else:
+            run.discard()
+            remove_unused_run_dir(run_dir)
+        raise RunFailed(str(e), 2) from None
+    except NonFiniteError as e:
+        run.fail("non-finite", str(e))
+        raise RunFailed(str(e), 1) from None
+    except OSError as e:  # a failed write (disk full, permissions): the last good checkpoint stays
+        message = _one_line(e)
+        run.fail("write-error", message)
+        raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_path}", 1) from None
+    status = "interrupted" if run.should_stop() else "completed"
+    try:
+        run.finish(metrics, status=status)
+    except OSError as e:
+        run.fail("write-error", _one_line(e))
+        raise RunFailed(_one_line(e), 1) from None
+    print(run.summary(metrics, status) if not multirun else f"job {hydra_cfg.job.num} {status}: {run_dir}")
     return main_metric(kind, module, metrics)
 
 
+def _one_line(error):
+    """One line for an error: an OSError names the path and the OS's reason."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"cannot write {error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror} (errno {error.errno})"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _record_job_failure(run_dir, message):
+    """A failed sweep job's directory says why (its metrics.json), for the sweep's report."""
+    import json
+    from core.serialization import atomic_write
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "metrics.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_write(path, (json.dumps({**previous, "status": previous.get("status", "failed"), "error": message},
+                                       indent=2, sort_keys=True) + "\n").encode())
+    except (OSError, ValueError):
+        pass
+
+
 def remove_unused_run_dir(run_dir):
-    """Remove the directory Hydra made for a run that never started (only .hydra/ and an empty log),
-    and its parents below the working directory that are left empty (runs/<date>/)."""
-    log = run_dir / f"{HydraConfig.get().job.name}.log"
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", log.name} and not (log.is_file() and log.stat().st_size):
-        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-        log.unlink(missing_ok=True)
-        run_dir.rmdir()
-        cwd = Path.cwd().resolve()
-        for directory in run_dir.resolve().parents:
-            if cwd not in directory.parents or any(directory.iterdir()):
-                break
-            directory.rmdir()
+    """Remove the directory Hydra made for a run that never started (empty but for Hydra's own
+    files), and its parents below the working directory that are left empty (runs/<date>/)."""
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
+        return
+    log = run_dir / "train.log"
+    if log.is_file() and log.stat().st_size:
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    log.unlink(missing_ok=True)
+    run_dir.rmdir()
+    cwd = Path.cwd().resolve()
+    for directory in run_dir.resolve().parents:
+        if cwd not in directory.parents or any(directory.iterdir()):
+            break
+        directory.rmdir()
 
 
 # ----- command line -----
@@ -406,8 +465,8 @@ def cli():
         main()
     except (ConfigCompositionException, OverrideParseException) as e:
         _fail(describe_error(e), 2)
-    except NonFiniteError as e:  # a multirun job diverged and the sweeper gave up
-        _fail(str(e), 1)
+    if sweep.FAILED:
+        _fail(f"{len(sweep.FAILED)} sweep job(s) failed: {', '.join(str(d) for d, _ in sweep.FAILED)}", 1)
 
 
 if __name__ == "__main__":

@@ -110,9 +110,21 @@ def test_dataset_configs_compose(dataset, monkeypatch):
 @pytest.mark.parametrize("group", ["optim", "logger"])
 def test_optim_and_logger_presets_compose(group):
     for option in options(group):
-        cfg = compose_config(["agent=reinforce", "env=cartpole", f"{group}={option}"])
+        cfg = compose_config(["model=vae", "dataset=digits", f"{group}={option}"])
         check(cfg)
         assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["agent=ppo", "env=cartpole", "optim=adam"], r"^optim=adam is not used by agent=ppo \(its settings are under "
+                                                  r"agent\.\*\); remove it$"),
+    (["agent=dqn", "env=cartpole", "dataset=digits"], "dataset=digits is not used by agent=dqn"),
+    (["model=vae", "dataset=digits", "env=cartpole"], "env=cartpole is not used by model=vae"),
+])
+def test_a_group_the_trainer_does_not_use_is_refused(overrides, message):
+    cfg = compose_config(overrides)
+    with pytest.raises(train.UsageError, match=message):
+        train.select_algorithm(dict(cfg.hydra.runtime.choices))
 
 
 def test_optimizer_presets_build_optimizers():

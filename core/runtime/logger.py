@@ -131,6 +131,59 @@ class _ProgressBar(tqdm):
         super().set_postfix(shown, refresh=refresh)
 
 
+def _summary_writer(logdir, flush_secs, filename_suffix):
+    """tensorboardX's SummaryWriter, writing its events in the caller's thread.
+
+    tensorboardX queues events for a background thread; when a write fails (disk full) that thread
+    dies, the bounded queue fills up and the next log call blocks forever, past Ctrl-C and SIGTERM.
+    Written here, the OSError reaches the training loop at the call that failed."""
+    from tensorboardX import FileWriter, SummaryWriter
+    from tensorboardX.event_file_writer import EventsWriter
+
+    class EventWriter:  # what FileWriter needs of its event writer
+        def __init__(self):
+            self._events = EventsWriter(os.path.join(str(logdir), "events"), filename_suffix)
+            self._next_flush = time.monotonic() + flush_secs
+            self._closed = False
+
+        def get_logdir(self):
+            return str(logdir)
+
+        def add_event(self, event):
+            if self._closed:
+                return
+            self._events.write_event(event)
+            if time.monotonic() >= self._next_flush:
+                self.flush()
+
+        def flush(self):
+            if not self._closed:
+                self._events.flush()
+                self._next_flush = time.monotonic() + flush_secs
+
+        def close(self):
+            if not self._closed:
+                self._closed = True
+                self._events.close()
+
+        def reopen(self):
+            pass
+
+    class SyncFileWriter(FileWriter):
+        def __init__(self, logdir, **_):  # FileWriter's own __init__ would start the thread
+            self.event_writer = EventWriter()
+            self._default_metadata = {}
+
+    class SyncSummaryWriter(SummaryWriter):
+        def _get_file_writer(self):
+            if self.file_writer is None:
+                self.file_writer = SyncFileWriter(self.logdir)
+                self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
+            return self.file_writer
+
+    return SyncSummaryWriter(logdir=str(logdir), flush_secs=flush_secs, filename_suffix=filename_suffix)
+
+
 class RunLogger:
     """TensorBoard logging into `run_dir`, plus metrics.json, image files and a progress bar.
 
@@ -147,10 +200,9 @@ class RunLogger:
         self._scalar_tags = set()
         self._writer = None
         if use_tensorboard:
-            from tensorboardX import SummaryWriter
             # tensorboardX names files by the second and opens them with "wb": the suffix keeps a
             # second logger on the same directory (resume, evaluation) from erasing the first file
-            self._writer = SummaryWriter(logdir=str(self.run_dir), flush_secs=30, filename_suffix=f".{time.time_ns()}")
+            self._writer = _summary_writer(self.run_dir, flush_secs=30, filename_suffix=f".{time.time_ns()}")
         if config is not None:
             self.text("config", _config_yaml(config))
 

@@ -21,9 +21,9 @@ the trainer then checkpoints and returns. A second one exits at once (status 130
 
 Nothing here knows about Hydra: the caller passes a plain config dict.
 """
+import fnmatch
 import math
 import os
-import random
 import re
 import signal
 import sys
@@ -35,24 +35,12 @@ import numpy as np
 from core.backend import to_number, to_numpy
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: F401  (re-exported)
 from core.runtime.logger import RunLogger, flatten_config
-from core.random import default_generator
+from core.runtime.rng import get_rng_state, set_rng_state  # noqa: F401  (re-exported)
 from core.serialization import load, save
 from core.tensor import Tensor
 
 LAST = "last.ckpt"
 _PERIODIC = re.compile(r"^ckpt_(\d+)\.ckpt$")
-
-
-def get_rng_state():
-    """The global random states a trainer may draw from: core's default generator, numpy's legacy
-    global state and Python's `random`. Put it in every checkpoint; `set_rng_state` restores it."""
-    return {"core": default_generator.get_state(), "numpy_legacy": np.random.get_state(), "python": random.getstate()}
-
-
-def set_rng_state(state):
-    default_generator.set_state(state["core"])
-    np.random.set_state(state["numpy_legacy"])
-    random.setstate(state["python"])
 
 
 def make_optimizer(params, optim_cfg):
@@ -157,6 +145,14 @@ class Checkpoints:
         for old in self.periodic()[:-self.keep]:
             old.unlink(missing_ok=True)
 
+    def remove_stale_temporaries(self):
+        """Remove what an interrupted checkpoint write left behind (core.save's and last.ckpt's temp files)."""
+        if self.directory.is_dir():
+            for path in self.directory.glob("*.tmp"):
+                path.unlink(missing_ok=True)
+            for path in self.directory.glob(".*.tmp"):
+                path.unlink(missing_ok=True)
+
     def periodic(self):
         """The `ckpt_<step>.ckpt` files, oldest step first."""
         if not self.directory.is_dir():
@@ -174,34 +170,127 @@ class Checkpoints:
         return f"{self.last_path}" + (f" (step {self.last_saved_step})" if self.last_saved_step is not None else "")
 
 
+class RunDirectoryBusy(ConfigError):
+    """Another process is writing the run directory."""
+
+
+# what may change when a run is resumed (fnmatch patterns over the flattened config): budgets,
+# evaluation, logging and checkpoint cadence, the device and learning rates; anything else
+# (architecture, algorithm, seed, data) would make the resumed run another experiment
+RESUMABLE = ("resume", "quiet", "device", "checkpoint_every", "keep_checkpoints", "eval_episodes", "logger.*",
+             "*.total_timesteps", "*.total_episodes", "*.epochs", "*.eval_every", "*.log_every", "*.target_return",
+             "*.lr", "*.lr_*", "*_lr", "*.quality.*", "*.grid_size", "*.eval_greedy", "*.capture_video")
+
+
 class Run:
     """One training run in `directory` (see the module docstring).
 
     config: the resolved run config as plain dicts/lists/scalars; written to `config.yaml`, logged
         as text, stored in every checkpoint and recorded with the final metrics (TensorBoard HParams).
     resume: None, or a run directory / checkpoint file to continue from (loaded into `resume_state`).
+
+    Constructing a Run only checks and locks: nothing is written into the directory until the
+    trainer first logs or starts its session, so a run refused at start-up (a bad option, a busy
+    or foreign directory) changes nothing there, and `discard()` removes a directory it created.
     """
 
     def __init__(self, directory, config=None, seed=0, device="cpu", quiet=False, resume=None,
-                 keep_checkpoints=3, tensorboard=True, histogram_every=0):
+                 keep_checkpoints=3, tensorboard=True, histogram_every=0, overrides=None):
         self.dir = Path(directory)
         self.config = config or {}
         self.seed = int(seed)
         self.device = device
         self.quiet = quiet
         self.histogram_every = histogram_every
+        self._tensorboard = tensorboard
+        self.overrides = overrides  # the command line's overrides (Hydra's), kept for resume and plots
+        self._logger = None
+        self._lock_fd = None
         self.checkpoints = Checkpoints(self.dir / "checkpoints", keep_checkpoints, self.config)
         self.resume_path = resolve_resume(resume) if resume else None
         if self.resume_path is None and self.checkpoints.last_path.exists():
             raise FileExistsError(f"{self.dir} already holds a run's checkpoints; pass resume={self.dir} to continue "
                                   "it, or choose another run directory")
-        self.resume_state = load(self.resume_path) if self.resume_path else None
+        self.created_dir = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_yaml(self.dir / "config.yaml", self.config)
-        self.logger = RunLogger(self.dir, config=self.config, quiet=quiet, use_tensorboard=tensorboard)
+        self._lock()
+        self.resume_state = load(self.resume_path) if self.resume_path else None
+        self.resume_changes = self._check_resume_config() if self.resume_state is not None else {}
+        self.checkpoints.remove_stale_temporaries()
         self._stop_requested = False
         self._previous_handlers = {}
         self._install_signal_handlers()
+
+    # ----- the directory -----
+    def _lock(self):
+        """An exclusive lock on the directory itself (no lock file, so a refused run leaves no
+        trace); the OS drops it when the process dies, so a killed run never leaves it locked."""
+        import fcntl
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirectoryBusy(f"{self.dir} is in use by another run; wait for it to finish or choose another "
+                                   "run directory") from None
+        self._lock_fd = fd
+
+    def _check_resume_config(self):
+        """{key: (saved, new)} of the options this resume changes; ConfigError for an option that may not change."""
+        saved = self.resume_state.get("config") or {}
+        saved_choices, choices = saved.get("choices") or {}, self.config.get("choices") or {}
+        for group in ("agent", "model"):
+            if saved_choices.get(group) != choices.get(group) and (saved_choices.get(group) or choices.get(group)):
+                raise ConfigError(f"{self.resume_path} was trained with {group}={saved_choices.get(group)}, this run "
+                                  f"has {group}={choices.get(group)}; resume it with its own {group}, or start a "
+                                  "new run")
+        old, new = flatten_config(saved), flatten_config(self.config)
+        changes = {key: (old.get(key), new.get(key)) for key in old.keys() | new.keys()
+                   if old.get(key) != new.get(key) and not key.startswith("choices.")}
+        refused = sorted(key for key in changes if not any(fnmatch.fnmatchcase(key, p) for p in RESUMABLE))
+        if refused:
+            shown = ", ".join(f"{key}={changes[key][0]!r}->{changes[key][1]!r}" for key in refused[:4])
+            raise ConfigError(f"resume cannot change {shown}: a resumed run keeps its settings except budgets, "
+                              "evaluation, logging, checkpointing, device and learning rates (see docs/running.md); "
+                              "start a new run instead")
+        return changes
+
+    def start(self):
+        """Write the config snapshot and open the TensorBoard writer (done by the first log call)."""
+        if self._logger is not None:
+            return
+        _write_yaml(self.dir / "config.yaml", self.config)
+        if self.overrides is not None:
+            (self.dir / ".hydra").mkdir(exist_ok=True)
+            _write_yaml(self.dir / ".hydra" / "overrides.yaml", list(self.overrides))
+        self._logger = RunLogger(self.dir, config=self.config, quiet=self.quiet, use_tensorboard=self._tensorboard)
+        for key, (old, new) in sorted(self.resume_changes.items()):
+            if key != "resume":
+                self._logger.text("resume", f"step {self.checkpoints_step()}: {key} {old!r} -> {new!r}")
+
+    @property
+    def logger(self):
+        self.start()
+        return self._logger
+
+    @property
+    def started(self):
+        return self._logger is not None
+
+    def checkpoints_step(self):
+        return (self.resume_state or {}).get("step", 0)
+
+    def session(self, name, unit, total, **options):
+        """The training session of this run (see core.runtime.session.Session)."""
+        from core.runtime.session import Session
+        return Session(self, name, unit, total, **options)
+
+    def discard(self):
+        """Undo a run that failed before it started: remove the directory if this run created it
+        and wrote nothing into it."""
+        self.close()
+        if self.created_dir and not self.started and self.dir.is_dir() and not any(self.dir.iterdir()):
+            self.dir.rmdir()
 
     # ----- stopping -----
     def _install_signal_handlers(self):
@@ -255,17 +344,53 @@ class Run:
             self.logger.hparams(flatten_config(self.config), numbers)
         self.close()
 
+    def fail(self, status, message):
+        """Record a run that ended on an error: metrics.json gets the status and the message where it
+        can still be written (a full disk may refuse even that); the checkpoints stay as they are."""
+        try:
+            if self.started:
+                self._logger.write_metrics({"status": status, "error": message})
+        except OSError:
+            pass
+        self.close()
+
+    def summary(self, metrics, status="completed"):
+        """The lines a finished run prints: where its results are, its main numbers, how to look at them."""
+        shown = [f"{key} {_short(value)}" for key, value in metrics.items()
+                 if key.startswith(("eval/return", "quality/", "train/", "losses/", "check/", "test/"))
+                 and _is_finite_number(value)][:8]
+        lines = [f"run {status}: {self.dir}"]
+        if shown:
+            lines.append("  " + ", ".join(shown))
+        lines.append(f"  look: tensorboard --logdir {self.dir} | python scripts/plot.py {self.dir} | "
+                     f"python scripts/evaluate.py {self.dir}")
+        if status != "completed":
+            lines.append(f"  continue: python scripts/train.py resume={self.dir}")
+        return "\n".join(lines)
+
     def close(self):
-        self.logger.close()
+        if self._logger is not None:
+            try:
+                self._logger.close()
+            except OSError:
+                pass  # the error that ends the run was reported where it happened
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def _short(value):
+    value = to_number(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _is_finite_number(value):

@@ -1,0 +1,211 @@
+"""The training loop's skeleton, the same for every trainer: counters in the unit the trainer
+declares, the progress bar, checkpoint and evaluation cadence, resume of everything the trainer
+tracks, the non-finite guard and the final metrics. A trainer keeps only its algorithm:
+
+    session = run.session("ppo", unit="env_steps", total=args.total_timesteps,
+                          episodes=args.total_episodes, eval_every=args.eval_every, evaluate=evaluate)
+    session.track(model=model, optimizer=optimizer, stepper=stepper, ...)   # restored when resuming
+    while session.running():                      # budget, episode budget, target return, Ctrl-C
+        ... collect, learn ...
+        session.check_finite("losses/loss", loss)
+        session.log({"losses/loss": loss})        # TensorBoard scalars at the current progress
+        session.advance(rollout_size, episodes=len(finished))   # then evaluation and checkpoint cadence
+    return session.finish()                       # last checkpoint, final evaluation, counters
+
+`checkpoint_every` and `eval_every` count in the session's unit (agents: env steps; generative and
+supervised models: epochs; tabular methods: iterations). A checkpoint holds every tracked object's
+state, the global random streams, the counters and `session.extra` (plain values the trainer wants
+carried over), so a resumed run continues bitwise as the uninterrupted one.
+
+Tracked objects: anything with `state_dict`/`load_state_dict` (modules, optimizers, schedulers,
+envs steppers, buffers), core Generators (`get_state`/`set_state`) and numpy Generators.
+"""
+import math
+import time
+
+import numpy as np
+
+from core.runtime.errors import ConfigError
+from core.runtime.rng import get_rng_state, set_rng_state
+
+
+class Session:
+    def __init__(self, run, name, unit, total, checkpoint_every=None, checkpoint_default=0, eval_every=0,
+                 evaluate=None, episodes=None, target=None):
+        self.run, self.name, self.unit = run, name, unit
+        self.total = total
+        # the run's checkpoint_every (None: the trainer's default); 0: only at the end and on Ctrl-C
+        self.checkpoint_every = checkpoint_default if checkpoint_every is None else checkpoint_every
+        self.eval_every = eval_every or 0
+        self.evaluate_fn = evaluate
+        self.episode_budget = math.inf if episodes is None else episodes
+        self.target = target  # stop at the first evaluation whose eval/return_mean reaches it
+        self.progress = self.episodes = self.iterations = 0
+        self.extra = {}
+        self.evaluation = None  # (progress, metrics) of the newest evaluation
+        self.to_target = None  # (wall seconds, progress) when the target was reached
+        self._objects = {}
+        self._saved_at = None
+        self._wall_before = 0.0
+        self._start = time.perf_counter()
+        self._start_progress = 0
+        self._bar = None
+
+    # ----- what a checkpoint holds -----
+    def track(self, **objects):
+        """Register the objects whose state makes up a checkpoint; when resuming, restore them now
+        (and the counters, random streams and `extra`)."""
+        self._objects.update(objects)
+        if self.run.resume_state is not None:
+            self._restore(self.run.resume_state)
+        self._start, self._start_progress = time.perf_counter(), self.progress
+        self._bar = self.run.logger.progress(self.total, self.name)
+        self._bar.update(min(self.progress, self.total))
+
+    def state_dict(self):
+        """The checkpoint: each tracked object's state under its name (as a PyTorch user would save
+        them), and the session's own under "session"."""
+        return {
+            **{name: _state_of(obj) for name, obj in self._objects.items()},
+            "session": {"name": self.name, "unit": self.unit, "progress": self.progress, "episodes": self.episodes,
+                        "iterations": self.iterations, "extra": self.extra, "rng": get_rng_state(),
+                        "wall_s": self.wall(), "to_target": self.to_target, "evaluation": self.evaluation},
+        }
+
+    def _restore(self, state):
+        where = self.run.resume_path
+        saved = state.get("session") or {}
+        if saved.get("name") != self.name:
+            raise ConfigError(f"{where} is a checkpoint of {saved.get('name') or 'another trainer'}, not of "
+                              f"{self.name}; resume it with its own trainer or start a new run")
+        fresh_lrs = {name: _learning_rates(obj) for name, obj in self._objects.items()}
+        for name, obj in self._objects.items():
+            if name not in state:
+                raise ConfigError(f"{where} holds no {name!r}; it was saved with other settings: start a new run")
+            try:
+                _load_state(obj, state[name])
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                raise ConfigError(f"{where} does not fit this run's {name}: {str(e).splitlines()[0]}") from None
+        if any(_is_learning_rate(key) for key in self.run.resume_changes):
+            for name, obj in self._objects.items():  # the new rates win over the restored ones
+                _set_learning_rates(obj, fresh_lrs[name])
+        self.progress, self.episodes, self.iterations = saved["progress"], saved["episodes"], saved["iterations"]
+        self.extra = saved["extra"]
+        set_rng_state(saved["rng"])
+        self._wall_before = saved["wall_s"]
+        self.to_target, self.evaluation = saved["to_target"], saved["evaluation"]
+        self._saved_at = self.progress
+
+    # ----- the loop -----
+    def running(self):
+        return (self.progress < self.total and self.episodes < self.episode_budget and self.to_target is None
+                and not self.run.should_stop())
+
+    def advance(self, amount, episodes=0):
+        """Count `amount` units of work (and the episodes that ended in them), then evaluate and
+        checkpoint when their cadence is due."""
+        before = self.progress
+        self.progress += amount
+        self.episodes += episodes
+        self.iterations += 1
+        self._bar.update(min(self.progress, self.total) - self._bar.n)
+        if self.eval_every and self.progress // self.eval_every > before // self.eval_every:
+            self.evaluate()
+        if self.checkpoint_every and self.progress // self.checkpoint_every > before // self.checkpoint_every:
+            self.checkpoint()
+
+    def wall(self):
+        """Training seconds so far, over every resumed part of the run."""
+        return self._wall_before + time.perf_counter() - self._start
+
+    def sps(self):
+        """Units per second since this process started (CleanRL's charts/SPS for env steps)."""
+        return (self.progress - self._start_progress) / max(time.perf_counter() - self._start, 1e-9)
+
+    # ----- logging -----
+    def log(self, values, step=None):
+        """TensorBoard scalars at `step` (default: the current progress)."""
+        self.run.logger.scalars(values, self.progress if step is None else step)
+
+    def show(self, **values):
+        """Live values beside the progress bar."""
+        self._bar.set_postfix(values)
+
+    def check_finite(self, name, value):
+        """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf."""
+        self.run.check_finite(name, value, self.progress)
+
+    # ----- evaluation and checkpoints -----
+    def evaluate(self):
+        """Run the trainer's evaluation now, log its eval/* scalars and check the target."""
+        metrics = self.evaluate_fn()
+        self.evaluation = (self.progress, metrics)
+        self.log({k: v for k, v in metrics.items() if k.startswith("eval/") and k != "eval/episodes"})
+        if self.target is not None and metrics.get("eval/return_mean", -math.inf) >= self.target:
+            self.to_target = (self.wall(), self.progress)
+        return metrics
+
+    def checkpoint(self):
+        self.run.checkpoints.save(self.state_dict(), self.progress)
+        self._saved_at = self.progress
+
+    def finish(self, metrics=None):
+        """Close the bar, write the last checkpoint and return the final metrics: the trainer's
+        `metrics`, the counters, the wall time and (unless stopped early) the final evaluation,
+        reused when the newest one saw this very policy."""
+        self._bar.close()
+        if self._saved_at != self.progress:
+            self.checkpoint()
+        result = {f"train/{self.unit}": self.progress, "train/episodes": self.episodes,
+                  "train/iterations": self.iterations, **(metrics or {}), "time/wall_s": self.wall()}
+        if self.to_target is not None:
+            result.update({"time/to_target_s": self.to_target[0], "train/to_target_steps": self.to_target[1]})
+        if self.evaluate_fn is None or self.run.should_stop():
+            return result
+        final = self.evaluation[1] if self.evaluation and self.evaluation[0] == self.progress else self.evaluate()
+        return {**result, **final}
+
+
+def _state_of(obj):
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict()
+    if hasattr(obj, "get_state"):
+        return obj.get_state()
+    if isinstance(obj, np.random.Generator):
+        return obj.bit_generator.state
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__}: it has no state_dict/get_state")
+
+
+def _load_state(obj, state):
+    if hasattr(obj, "load_state_dict"):
+        obj.load_state_dict(state)
+    elif hasattr(obj, "set_state"):
+        obj.set_state(state)
+    else:
+        obj.bit_generator.state = state
+
+
+def _is_learning_rate(key):
+    name = key.rsplit(".", 1)[-1]
+    return name == "lr" or name.startswith("lr_") or name.endswith("_lr")
+
+
+def _learning_rates(obj):
+    """The per-group learning rates of an optimizer, or a scheduler's base rates (else None)."""
+    if hasattr(obj, "param_groups"):
+        return [group["lr"] for group in obj.param_groups]
+    if hasattr(obj, "base_lrs"):
+        return list(obj.base_lrs)
+    return None
+
+
+def _set_learning_rates(obj, rates):
+    if rates is None:
+        return
+    if hasattr(obj, "param_groups"):
+        for group, lr in zip(obj.param_groups, rates):
+            group["lr"] = lr
+            if "initial_lr" in group:
+                group["initial_lr"] = lr
+    else:
+        obj.base_lrs = list(rates)

@@ -158,7 +158,8 @@ def test_evaluate_takes_the_run_first_or_as_run(tmp_path):
     weird = tmp_path / "a,b c"  # a positional path needs no Hydra quoting
     assert parse_args([str(weird), "episodes=4"]).run == str(weird)
     options = parse_args(["fps=12", "run=runs/x", "greedy=false"])
-    assert (options.run, options.fps, options.greedy, options.episodes, options.seed) == ("runs/x", 12, False, None, None)
+    assert (options.run, options.fps, options.greedy) == ("runs/x", 12, False)
+    assert options.episodes is None and options.seed is None  # from the run: its eval_episodes and seeds
 
 
 def test_multirun_over_two_seeds_then_plot(tmp_path):

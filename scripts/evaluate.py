@@ -2,63 +2,89 @@
 
     python scripts/evaluate.py RUN [episodes=N] [greedy=true|false] [seed=S] [record=gif|mp4] [fps=F] [samples=N]
 
-RUN is a run directory (its checkpoints/last.ckpt is used) or a checkpoint file. The run's config
-comes from the checkpoint itself. Options are key=value pairs:
+RUN is a run directory (its newest checkpoint is used) or a checkpoint file, given first or as
+`run=RUN`. The run's config comes from the checkpoint itself. The options are Hydra overrides of
+conf/evaluate.yaml (where each is described), taken as train.py takes its own:
 
 - agents: `episodes` evaluation episodes (default: the run's eval_episodes) with the greedy policy
   (`greedy=false`: actions sampled from the policy), episode k reset with seed `seed + k`
   (default seed: the run's seed + agents.EVAL_SEED_OFFSET, i.e. the run's own final evaluation);
   `record=gif` (or `mp4`, which needs imageio with ffmpeg) renders the first episode headlessly
-  into `<run>/samples/eval_<step>.gif`;
+  into `<run>/samples/eval_<step>.gif` at `fps` frames per second;
 - generative models: the model module's `evaluate(cfg, state, run_dir)` hook gives the metrics
-  and its `sample(cfg, state, n)` hook a grid of `samples` images (default 64) written to
+  and its `sample(cfg, state, n)` hook a grid of `samples` images written to
   `<run>/samples/eval_<step>.png`.
 
 The metrics are printed and written to `<run>/eval.json` (next to the checkpoints' run directory,
-or next to a checkpoint file that lies elsewhere). Bad arguments print one line and exit 2.
+or next to a checkpoint file that lies elsewhere). Also installed as `lab-evaluate`. Bad arguments
+print one line `error: ...` on stderr and exit with status 2.
 """
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 if __package__ in (None, ""):  # run as `python scripts/evaluate.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.errors import ConfigCompositionException, OverrideParseException  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 import core  # noqa: E402
 from core.runtime.logger import make_grid, save_gif, save_png  # noqa: E402
 from core.runtime.run import resolve_resume, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError, atomic_write  # noqa: E402
+from scripts.train import CONF_DIR, UsageError, describe_error  # noqa: E402
 
-OPTIONS = {"episodes": int, "greedy": "bool", "seed": int, "record": ("gif", "mp4"), "fps": int, "samples": int}
-
-
-class UsageError(ValueError):
-    pass
+RECORD_FORMATS = ("gif", "mp4")
 
 
-def parse_options(pairs):
-    options = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or key not in OPTIONS:
-            raise UsageError(f"unknown option {pair!r}; allowed: {', '.join(f'{k}=...' for k in OPTIONS)}")
-        kind = OPTIONS[key]
-        if kind == "bool":
-            if text.lower() not in ("true", "false"):
-                raise UsageError(f"{key} must be true or false, got {text!r}")
-            options[key] = text.lower() == "true"
-        elif isinstance(kind, tuple):
-            if text not in kind:
-                raise UsageError(f"{key} must be one of {', '.join(kind)}, got {text!r}")
-            options[key] = text
-        else:
-            try:
-                options[key] = kind(text)
-            except ValueError:
-                raise UsageError(f"{key} must be an integer, got {text!r}") from None
-            if options[key] < (0 if key == "seed" else 1):
-                raise UsageError(f"{key} must be {'>= 0' if key == 'seed' else '>= 1'}, got {text}")
+@dataclasses.dataclass
+class EvaluateConfig:
+    """The types of conf/evaluate.yaml's options (their defaults and meanings are there)."""
+    run: Optional[str]
+    episodes: Optional[int]
+    greedy: bool
+    seed: Optional[int]
+    record: Optional[str]
+    fps: int
+    samples: int
+
+    def validate(self):
+        if self.run is None:
+            raise UsageError("no run to evaluate: pass a run directory or checkpoint file first "
+                             "(python scripts/evaluate.py RUN [key=value ...]) or as run=RUN")
+        for name, low in (("episodes", 1), ("seed", 0), ("fps", 1), ("samples", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise UsageError(f"{name} must be >= {low}, got {value}")
+        if self.record is not None and self.record not in RECORD_FORMATS:
+            raise UsageError(f"record must be one of {', '.join(RECORD_FORMATS)}, got {self.record!r}")
+
+
+def parse_args(argv):
+    """The options of a command line `[RUN] [key=value ...]`, checked."""
+    run, overrides = (argv[0], argv[1:]) if argv and "=" not in argv[0] else (None, argv)
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose("evaluate", overrides=list(overrides))
+    except (ConfigCompositionException, OverrideParseException) as e:
+        raise UsageError(describe_error(e)) from None
+    allowed = [f.name for f in dataclasses.fields(EvaluateConfig)]
+    added = [key for key in cfg if key not in allowed]  # `+key=value` appends even to a schema: nothing would read it
+    if added:
+        raise UsageError(f"unknown key {added[0]!r}; allowed keys: {', '.join(allowed)}")
+    options = OmegaConf.to_object(cfg)
+    if run is not None:
+        if options.run is not None:
+            raise UsageError(f"two runs to evaluate: {run} and run={options.run}; pass one")
+        options.run = run  # set after composing: a path needs no override quoting
+    options.validate()
     return options
 
 
@@ -72,7 +98,7 @@ def registered(registry, name, kind):
 def evaluate_agent(name, cfg, state, run_dir, options):
     import agents
     module = registered(agents.REGISTRY, name, "agent")
-    record = options.get("record")
+    record = options.record
     render_mode = "rgb_array" if record else None
     if record:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # rgb_array frames need no display (headless machines)
@@ -83,16 +109,15 @@ def evaluate_agent(name, cfg, state, run_dir, options):
     else:
         from envs.factory import make_env
         env = make_env(cfg.env.id, render_mode=render_mode, **agents.wrapper_options(cfg.env))
-    seed = options.get("seed", cfg.seed + agents.EVAL_SEED_OFFSET)
-    greedy = options.get("greedy", True)
-    act = module.make_policy(cfg, state, env, greedy=greedy, generator=core.Generator(seed))
-    episodes = options.get("episodes", cfg.eval_episodes)
+    seed = cfg.seed + agents.EVAL_SEED_OFFSET if options.seed is None else options.seed
+    act = module.make_policy(cfg, state, env, greedy=options.greedy, generator=core.Generator(seed))
+    episodes = cfg.eval_episodes if options.episodes is None else options.episodes
     result = agents.evaluate_policy(env, act, episodes, seed, record=bool(record))
-    metrics = {**agents.summarize_returns(result["returns"], result["lengths"]), "eval/greedy": greedy,
+    metrics = {**agents.summarize_returns(result["returns"], result["lengths"]), "eval/greedy": options.greedy,
                "eval/seed": seed, "eval/returns": result["returns"]}
     if record:
         path = run_dir / "samples" / f"eval_{state['step']}.{record}"
-        write_video(result["frames"], path, options.get("fps", 30))
+        write_video(result["frames"], path, options.fps)
         metrics["eval/video"] = str(path)
     return metrics
 
@@ -123,18 +148,18 @@ def evaluate_model(name, cfg, state, run_dir, options):
                          "hook to evaluate it with")
     metrics = dict(module.evaluate(cfg, state, run_dir)) if hasattr(module, "evaluate") else {}
     if hasattr(module, "sample"):
-        images = module.sample(cfg, state, options.get("samples", 64))
+        images = module.sample(cfg, state, options.samples)
         path = run_dir / "samples" / f"eval_{state['step']}.png"
         save_png(make_grid(images), path)
         metrics["eval/samples"] = str(path)
     return metrics
 
 
-def evaluate(path, options):
-    """Evaluate the run or checkpoint at `path`; returns the metrics written to eval.json."""
-    from omegaconf import OmegaConf
+def evaluate(options):
+    """Evaluate the run or checkpoint `options.run` (an EvaluateConfig from `parse_args`); returns
+    the metrics written to eval.json."""
     try:
-        checkpoint = resolve_resume(path)
+        checkpoint = resolve_resume(options.run)
         state = core.load(checkpoint)
     except (OSError, CheckpointError) as e:
         raise UsageError(str(e)) from None
@@ -156,11 +181,11 @@ def evaluate(path, options):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
-        return 0 if argv else 2
+        return 0
     try:
-        metrics = evaluate(argv[0], parse_options(argv[1:]))
+        metrics = evaluate(parse_args(argv))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,18 +8,8 @@ from PIL import Image
 
 import core
 from core.runtime import events
-from core.runtime.events import EventFileError, crc32c, read_run, read_scalars
+from core.runtime.events import EventFileError, read_run, read_scalars
 from core.runtime.logger import RunLogger, make_grid, save_gif
-
-
-def bitwise_crc32c(data):
-    """Reference CRC-32C, one bit at a time (no tables)."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 * (crc & 1))
-    return crc ^ 0xFFFFFFFF
 
 
 def event_file(run_dir):
@@ -35,20 +25,6 @@ def record_spans(blob):
         spans.append((offset, offset + 16 + length))
         offset += 16 + length
     return spans
-
-
-def test_crc32c_known_vectors():
-    # RFC 3720 (iSCSI) test vectors
-    assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(bytes(32)) == 0x8A9136AA
-    assert crc32c(b"\xff" * 32) == 0x62A8AB43
-    assert crc32c(bytes(range(32))) == 0x46DD794E
-
-
-@pytest.mark.parametrize("size", [1023, 1024, 1025, 1031, 4096, 5003])
-def test_crc32c_numpy_path_matches_bitwise_reference(size):
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
-    assert crc32c(data) == bitwise_crc32c(data)
 
 
 def test_scalars_read_back_exactly(tmp_path):

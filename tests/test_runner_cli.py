@@ -121,19 +121,45 @@ def test_evaluate_records_a_gif_headlessly(tiny_run):
         assert image.size == (600, 400) and 1 < image.n_frames <= evaluation["eval/returns"][0] + 1
 
 
-def test_evaluate_with_sampled_actions_and_bad_options(tiny_run):
-    result = run_script("evaluate.py", str(tiny_run / "checkpoints" / "last.ckpt"), "episodes=2", "greedy=false",
+def test_evaluate_with_sampled_actions_and_the_run_as_an_override(tiny_run):
+    result = run_script("evaluate.py", "episodes=2", "greedy=false", f"run={tiny_run / 'checkpoints' / 'last.ckpt'}",
                         "seed=5")
     assert result.returncode == 0, result.stderr
     evaluation = json.loads(result.stdout)
     assert evaluation["eval/episodes"] == 2 and evaluation["eval/greedy"] is False and evaluation["eval/seed"] == 5
-    for args, message in [(["episodes=0"], "error: episodes must be >= 1, got 0"),
-                          (["record=avi"], "error: record must be one of gif, mp4, got 'avi'"),
-                          (["frames=3"], "error: unknown option 'frames=3'; allowed: episodes=..., greedy=...")]:
-        result = run_script("evaluate.py", str(tiny_run), *args)
-        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+    result = run_script("evaluate.py", str(tiny_run), "frames=3")
+    assert result.returncode == 2
+    assert result.stderr == ("error: Could not override 'frames': Key 'frames' not in 'EvaluateConfig' (allowed keys: "
+                             "run, episodes, greedy, seed, record, fps, samples)\n")
     result = run_script("evaluate.py", str(tiny_run / "nowhere"))
     assert result.returncode == 2 and result.stderr.startswith("error: no run directory or checkpoint file at")
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no run to evaluate: pass a run directory or checkpoint file first"),
+    (["runs/x", "episodes=0"], "episodes must be >= 1, got 0"),
+    (["runs/x", "seed=-1"], "seed must be >= 0, got -1"),
+    (["runs/x", "record=avi"], "record must be one of gif, mp4, got 'avi'"),
+    (["runs/x", "episodes=ten"], "Error merging override episodes=ten: Value 'ten' of type 'str' could not be "
+                                 "converted to Integer"),
+    (["runs/x", "+frames=3"], "unknown key 'frames'; allowed keys: run, episodes, greedy, seed, record, fps, samples"),
+    (["runs/x", "run=runs/y"], "two runs to evaluate: runs/x and run=runs/y; pass one"),
+    (["runs/x", "runs/y"], "cannot parse the override 'runs/y'"),
+])
+def test_evaluate_rejects_bad_options_in_one_line(args, message):
+    from scripts.evaluate import UsageError, parse_args
+    with pytest.raises(UsageError) as error:
+        parse_args(args)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_evaluate_takes_the_run_first_or_as_run(tmp_path):
+    from scripts.evaluate import parse_args
+    weird = tmp_path / "a,b c"  # a positional path needs no Hydra quoting
+    assert parse_args([str(weird), "episodes=4"]).run == str(weird)
+    options = parse_args(["fps=12", "run=runs/x", "greedy=false"])
+    assert (options.run, options.fps, options.greedy) == ("runs/x", 12, False)
+    assert options.episodes is None and options.seed is None  # from the run: its eval_episodes and seeds
 
 
 def test_multirun_over_two_seeds_then_plot(tmp_path):
@@ -289,7 +315,7 @@ def test_evaluate_calls_the_generative_hooks(tmp_path, monkeypatch):
     monkeypatch.setitem(gans.REGISTRY, "fake", types.SimpleNamespace(sample=sample, evaluate=evaluate))
     config = {"seed": 0, "model": {}, "dataset": {"name": "digits"}, "choices": {"model": "fake", "dataset": "digits"}}
     Checkpoints(tmp_path / "checkpoints", config=config).save({"level": np.float32(0.5)}, 7)
-    metrics = evaluate_script.evaluate(str(tmp_path), {"samples": 9})
+    metrics = evaluate_script.evaluate(evaluate_script.parse_args([str(tmp_path), "samples=9"]))
     assert metrics["quality/frechet_distance"] == 1.5 and metrics["run"] == str(tmp_path.resolve())
     grid = tmp_path / "samples" / "eval_7.png"
     assert Path(metrics["eval/samples"]) == grid.resolve()

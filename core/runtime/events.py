@@ -1,12 +1,15 @@
-"""Read TensorBoard event files (as written by tensorboardX) without TensorFlow or TensorBoard.
+"""Read back the TensorBoard event files that tensorboardX writes, with tensorboardX's own parts:
+its `Event` protobuf classes and its masked CRC-32C (native code from the `crc32c` package, a
+dependency, else tensorboardX's pure-Python fallback). No TensorFlow or TensorBoard needed.
 
 An event file is a sequence of TFRecords:
 
     uint64 length | uint32 masked crc32c(length bytes) | data | uint32 masked crc32c(data)
 
-where data is a serialized `Event` protobuf. Both checksums are verified. A record cut short at
-the end of the file (a run killed mid-write) is dropped silently; a record whose checksum does
-not match is corruption and raises `EventFileError`.
+where data is a serialized `Event`. Both checksums are verified. A record cut short at the end of
+the file (a run killed mid-write) is dropped silently; a record whose checksum does not match is
+corruption and raises `EventFileError`. (TensorBoard's own loader stops quietly at either, so a
+corrupted file would look like a short run.)
 
 Scalars come back as `{tag: [(step, wall_time, value), ...]}` in file order; tensorboardX
 stores scalar values as float32, so `value` equals `float(numpy.float32(logged_value))`.
@@ -15,102 +18,14 @@ import dataclasses
 import struct
 from pathlib import Path
 
-import numpy as np
+from google.protobuf.json_format import MessageToDict
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+from tensorboardX.record_writer import masked_crc32c
 
 
 class EventFileError(ValueError):
     """An event file whose content is corrupted (not merely truncated at the end)."""
-
-
-def _crc32c_table():
-    # Castagnoli polynomial 0x1EDC6F41, bit-reversed as the CRC is computed LSB first
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C_TABLE = _crc32c_table()
-_NUMPY_MIN_BYTES = 1024  # below this the per-call numpy overhead beats the plain loop
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of `data`."""
-    if len(data) >= _NUMPY_MIN_BYTES:
-        return _crc32c_numpy(data)
-    table = _CRC32C_TABLE
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-# Large records (image summaries) use the CRC's linearity over GF(2) to run in numpy:
-#   crc0(A + B) = shift(crc0(A), len(B)) ^ crc0(B)
-# where crc0 starts from a zero register and shift(c, n) feeds n zero bytes into register c.
-# Each 8-byte block's crc0 is a XOR of 8 lookups ("slicing-by-8" tables); blocks are then merged
-# pairwise, level by level, with shift tables for 8 * 2**level zero bytes.
-
-_TABLE = np.array(_CRC32C_TABLE, dtype=np.uint32)
-
-
-def _shift_one_byte(crc):
-    return _TABLE[crc & 0xFF] ^ (crc >> 8)
-
-
-def _slicing_tables():
-    tables = [_TABLE]  # tables[k][x]: register after byte x followed by k zero bytes
-    for _ in range(7):
-        tables.append(_shift_one_byte(tables[-1]))
-    return np.stack(tables)
-
-
-_SLICING = _slicing_tables()
-_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(bool)  # _BITS[x, i]: bit i of byte x
-_ZERO_SHIFTS = []  # per level: (4, 256) tables, register byte j = x -> register after 8 * 2**level zeros
-
-
-def _apply_shift(tables, crc):
-    return tables[0][crc & 0xFF] ^ tables[1][(crc >> 8) & 0xFF] ^ tables[2][(crc >> 16) & 0xFF] ^ tables[3][crc >> 24]
-
-
-def _zero_shift(level):
-    while len(_ZERO_SHIFTS) <= level:
-        basis = np.uint32(1) << np.arange(32, dtype=np.uint32)
-        if _ZERO_SHIFTS:
-            images = _apply_shift(_ZERO_SHIFTS[-1], _apply_shift(_ZERO_SHIFTS[-1], basis))
-        else:
-            images = basis
-            for _ in range(8):
-                images = _shift_one_byte(images)
-        # linearity: the image of byte x in register byte j is the XOR of its set bits' images
-        _ZERO_SHIFTS.append(np.stack([np.bitwise_xor.reduce(np.where(_BITS, images[8 * j:8 * j + 8], 0), axis=1)
-                                      for j in range(4)]).astype(np.uint32))
-    return _ZERO_SHIFTS[level]
-
-
-def _crc32c_numpy(data):
-    levels = (-(-len(data) // 8) - 1).bit_length()
-    padded = np.zeros(8 << levels, dtype=np.uint8)  # leading zeros leave a zero register unchanged
-    start = len(padded) - len(data)
-    padded[start:] = np.frombuffer(data, dtype=np.uint8)
-    padded[start:start + 4] ^= 0xFF  # the initial register 0xFFFFFFFF, folded into the first 4 bytes
-    blocks = padded.reshape(-1, 8)
-    crc = _SLICING[7][blocks[:, 0]]
-    for k in range(1, 8):
-        crc = crc ^ _SLICING[7 - k][blocks[:, k]]
-    for level in range(levels):
-        crc = _apply_shift(_zero_shift(level), crc[0::2]) ^ crc[1::2]
-    return int(crc[0]) ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masking: rotate right by 15 and add a constant (so CRCs of CRCs stay strong)."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def read_records(path):
@@ -134,7 +49,6 @@ def read_records(path):
 
 def read_events(path):
     """Yield the `Event` protobufs of one event file."""
-    from tensorboardX.proto.event_pb2 import Event
     for data in read_records(path):
         yield Event.FromString(data)
 
@@ -209,8 +123,6 @@ def read_scalars(path):
 
 
 def _read_hparams(content, hparams, metrics):
-    from google.protobuf.json_format import MessageToDict
-    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
     data = HParamsPluginData.FromString(content)
     if data.HasField("session_start_info"):
         for name, value in data.session_start_info.hparams.items():

@@ -19,8 +19,8 @@ Evaluation episodes (at the end of training and in scripts/evaluate.py) reset wi
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
 reproduces the final evaluation of a run.
 
-REGISTRY maps the name used on the command line (`agent=<name>`, i.e. conf/agent/<name>.yaml) to
-the module; several names may share one module (presets extending the same `<module>_schema`).
+Which config trains with which module is derived from conf/agent/*.yaml (scripts/trainers.py):
+`defaults: [<module>_schema, _self_]`; several configs may share one module.
 """
 import numpy as np
 
@@ -63,12 +63,3 @@ def summarize_returns(returns, lengths):
     """The `eval/...` metrics of a list of episode returns and lengths (population std)."""
     return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
             "eval/length_mean": float(np.mean(lengths)), "eval/episodes": len(returns)}
-
-
-# the agent modules import the helpers above, so they are imported after them
-from agents import a2c, a3c, baselines, book_checks, dqn, ppo, reinforce, tabular_runner  # noqa: E402
-
-# a config name may be a preset of another module (ppo_native: PPO on the native vectorized CartPole);
-# book_check runs the books' RL fixtures and API demos (no learning)
-REGISTRY = {"reinforce": reinforce, "dqn": dqn, "dqn_fast": dqn, "a2c": a2c, "ppo": ppo, "ppo_native": ppo,
-            "a3c": a3c, "a3c_ray": a3c, "baselines": baselines, "tabular": tabular_runner, "book_check": book_checks}

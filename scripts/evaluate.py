@@ -88,7 +88,9 @@ def parse_args(argv):
     return options
 
 
-def registered(registry, name, kind):
+def registered(kind, name):
+    from scripts import trainers
+    registry = trainers.options(kind)
     if name not in registry:
         raise UsageError(f"the run's {kind} {name!r} is not registered here "
                          f"(registered: {', '.join(registry) or 'none'})")
@@ -97,7 +99,7 @@ def registered(registry, name, kind):
 
 def evaluate_agent(name, cfg, state, run_dir, options):
     import agents
-    module = registered(agents.REGISTRY, name, "agent")
+    module = registered("agent", name)
     record = options.record
     render_mode = "rgb_array" if record else None
     if record:
@@ -141,8 +143,7 @@ def write_video(frames, path, fps):
 
 
 def evaluate_model(name, cfg, state, run_dir, options):
-    import gans
-    module = registered(gans.REGISTRY, name, "model")
+    module = registered("model", name)
     if not (hasattr(module, "evaluate") or hasattr(module, "sample")):
         raise UsageError(f"model {name!r} has neither an evaluate(cfg, state, run_dir) nor a sample(cfg, state, n) "
                          "hook to evaluate it with")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-import agents
 from agents import dqn
 from core import load
 from core.runtime.run import Run
@@ -139,8 +138,6 @@ def test_nature_cnn_on_stacked_frames_stores_each_frame_once(tmp_path):
 
 
 def test_cli_trains_dqn_into_a_run_directory(tmp_path):
-    if "dqn" not in agents.REGISTRY:
-        pytest.skip("agents.REGISTRY has no 'dqn' entry yet")
     result = subprocess.run(
         [sys.executable, "scripts/train.py", "agent=dqn", "env=cartpole", "agent.total_timesteps=1500",
          "agent.gradient_steps=8", "eval_episodes=2", f"hydra.run.dir={tmp_path / 'run'}", "quiet=true"],

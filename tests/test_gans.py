@@ -13,7 +13,7 @@ import core
 from core import nn, optim
 from core.ops.conv import conv2d
 from core.runtime.run import ConfigError, NonFiniteError, Run
-import gans
+from scripts import trainers
 from gans import autoencoders, gan, vae, wgan
 from gans.common import model_config, value_range
 from scripts.train import CONF_DIR, register_configs
@@ -44,12 +44,12 @@ def train(name, run_dir, *overrides, run_cls=Run, resume=None):
     OmegaConf.to_object(cfg.model).validate()
     with run_cls(run_dir, config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed, quiet=True,
                  resume=resume) as run:
-        return cfg, gans.REGISTRY[name].train(cfg, run)
+        return cfg, trainers.options("model")[name].train(cfg, run)
 
 
 def built(name, shape=(1, 28, 28), *overrides):
     cfg = compose_config(name, "dataset=mnist", *overrides)
-    module = gans.REGISTRY[name]
+    module = trainers.options("model")[name]
     args = model_config(module.Config, cfg)
     return module.build(args, shape, 10, value_range(args.normalize, cfg.dataset))
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 import core
-import gans
+from scripts import trainers
 import test_gans
 from gans import autoencoders, gan, vae, wgan
 from gans.common import load_data, model_config
@@ -19,7 +19,7 @@ mnist, quality_cache = test_gans.mnist, test_gans.quality_cache  # the fixtures 
 # ----- learning on real MNIST -----
 def untrained_quality(name, cfg, sampler):
     """The quality score of the model `train` starts from (same seed, same initialisation)."""
-    module = gans.REGISTRY[name]
+    module = trainers.options("model")[name]
     args = model_config(module.Config, cfg)
     data = load_data(cfg.dataset, args.normalize)
     core.manual_seed(cfg.seed)
@@ -74,7 +74,7 @@ def test_conditional_gan_generates_the_requested_classes(mnist, tmp_path):
 
 
 @pytest.mark.parametrize("name, overrides", [
-    *[(name, []) for name, module in gans.REGISTRY.items()
+    *[(name, []) for name, module in trainers.options("model").items()
       if module in (autoencoders, vae, gan, wgan) and name not in ("dcgan_bdl", "wgan_gp_bdl")],
     ("dcgan_bdl", ["dataset.image_size=64", "model.batch_size=4", "model.d_steps=2"]),
     ("wgan_gp_bdl", ["dataset.image_size=64", "model.batch_size=4", "model.n_critic=2"]),
@@ -91,6 +91,6 @@ def test_every_preset_trains_from_its_config(name, overrides, mnist, tmp_path):
                          "model.epochs=1", "model.grid_size=4", "model.quality.enabled=false", *overrides)
     assert metrics["train/steps"] == 2 and all(math.isfinite(v) for k, v in metrics.items() if k.startswith("losses/"))
     state = core.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    images = gans.REGISTRY[name].sample(cfg, state, 3)
+    images = trainers.options("model")[name].sample(cfg, state, 3)
     assert images.shape[0] == 3 and images.shape[1:] == state["data_shape"]
     assert 0 <= images.min() and images.max() <= 1

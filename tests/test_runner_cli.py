@@ -302,9 +302,9 @@ def test_the_console_command_finds_the_configs_from_any_directory(tmp_path):
 def test_evaluate_calls_the_generative_hooks(tmp_path, monkeypatch):
     import types
 
-    import gans
     from core.runtime.run import Checkpoints
     from scripts import evaluate as evaluate_script
+    from scripts import trainers
 
     def sample(cfg, state, n):
         return np.broadcast_to(state["level"], (n, 1, 4, 4)).astype(np.float32)
@@ -312,7 +312,8 @@ def test_evaluate_calls_the_generative_hooks(tmp_path, monkeypatch):
     def evaluate(cfg, state, run_dir):
         return {"quality/frechet_distance": 1.5, "run": str(run_dir)}
 
-    monkeypatch.setitem(gans.REGISTRY, "fake", types.SimpleNamespace(sample=sample, evaluate=evaluate))
+    fake = types.SimpleNamespace(sample=sample, evaluate=evaluate)
+    monkeypatch.setattr(trainers, "options", lambda kind: {"fake": fake})
     config = {"seed": 0, "model": {}, "dataset": {"name": "digits"}, "choices": {"model": "fake", "dataset": "digits"}}
     Checkpoints(tmp_path / "checkpoints", config=config).save({"level": np.float32(0.5)}, 7)
     metrics = evaluate_script.evaluate(evaluate_script.parse_args([str(tmp_path), "samples=9"]))

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-import agents
+from scripts import trainers
 from scripts import train
 
 CONF = pathlib.Path(train.CONF_DIR)
@@ -21,7 +21,7 @@ def options(group):
 
 # agent -> the env presets it trains on (the others need a time limit or action masks it lacks)
 AGENT_ENVS = {"reinforce": ["cartpole", "cartpole_v0", "gridworld", "maze"]}
-PAIRS = [(agent, env) for agent in agents.REGISTRY for env in AGENT_ENVS.get(agent, options("env"))]
+PAIRS = [(agent, env) for agent in trainers.options("agent") for env in AGENT_ENVS.get(agent, options("env"))]
 MODEL_PAIRS = [(model, dataset) for model in options("model") for dataset in options("dataset")]
 PLUGIN_PRESETS = {"hydra/launcher": {"local_parallel": "hydra_joblib_launcher", "slurm": "hydra_submitit_launcher",
                                      "ray_cluster": "hydra_ray_launcher"},
@@ -55,15 +55,15 @@ def check(cfg):
 
 
 def test_every_registered_agent_has_a_config_and_every_agent_config_a_module():
-    assert set(options("agent")) == set(agents.REGISTRY)
+    assert set(options("agent")) == set(trainers.options("agent"))
 
 
-@pytest.mark.parametrize("agent", list(agents.REGISTRY))
+@pytest.mark.parametrize("agent", list(trainers.options("agent")))
 def test_agent_configs_compose(agent):
     env = AGENT_ENVS.get(agent, ["cartpole"])[0]
     cfg = composed(f"agent={agent}", f"env={env}")
     kind, module = check(cfg)
-    assert kind == "agent" and module is agents.REGISTRY[agent]
+    assert kind == "agent" and module is trainers.options("agent")[agent]
     assert isinstance(OmegaConf.to_object(cfg.agent), module.Config)  # the schema types the yaml
 
 

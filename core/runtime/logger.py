@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 

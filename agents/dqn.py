@@ -404,6 +404,7 @@ def as_config(agent_cfg):
     if isinstance(agent_cfg, Config):
         return agent_cfg
     fields = OmegaConf.to_container(agent_cfg, resolve=True) if OmegaConf.is_config(agent_cfg) else dict(agent_cfg)
+    fields.pop("_target_", None)  # the schema's pointer back to this class
     return Config(**fields)
 
 

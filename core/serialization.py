@@ -80,9 +80,11 @@ def atomic_write(path, data):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write says which file it was
+            raise OSError(error.errno, error.strerror, path) from error
         raise
     if os.name == "posix":  # persist the rename itself
         fd = os.open(directory, os.O_RDONLY)

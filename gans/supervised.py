@@ -741,7 +741,7 @@ def model_config(cfg) -> Config:
     section = cfg.model
     if isinstance(section, Config):
         return section
-    return Config(**_plain(section))
+    return Config(**{k: v for k, v in _plain(section).items() if k != "_target_"})
 
 
 def train(cfg, run) -> dict:

@@ -35,7 +35,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from scripts import trainers  # noqa: E402
 from core.runtime import sweep  # noqa: E402
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: E402
-from core.runtime.run import Run, run_dir_of_checkpoint  # noqa: E402
+from core.runtime.run import Run, RunDirectoryBusy, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -331,7 +331,8 @@ def train_from_config(cfg, hydra_cfg, multirun):
                   resume=cfg.resume, keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
                   histogram_every=logger.get("histogram_every", 0), overrides=overrides)
     except (OSError, CheckpointError, ConfigError) as e:
-        remove_unused_run_dir(run_dir)
+        if not isinstance(e, RunDirectoryBusy):  # the other run's directory is not ours to remove
+            remove_unused_run_dir(run_dir)
         raise RunFailed(_one_line(e), 2) from None
     try:
         metrics = module.train(cfg, run)
@@ -348,7 +349,7 @@ def train_from_config(cfg, hydra_cfg, multirun):
     except OSError as e:  # a failed write (disk full, permissions): the last good checkpoint stays
         message = _one_line(e)
         run.fail("write-error", message)
-        raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_path}", 1) from None
+        raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_good()}", 1) from None
     status = "interrupted" if run.should_stop() else "completed"
     try:
         run.finish(metrics, status=status)
@@ -414,12 +415,20 @@ def with_resume_overrides(argv):
     if "-m" in argv or "--multirun" in argv:
         raise UsageError("resume=... continues one run; it cannot be combined with -m/--multirun")
     path = Path(resume).expanduser()
-    run_dir = path if path.is_dir() else run_dir_of_checkpoint(path) if path.is_file() else None
+    if not path.exists():
+        raise UsageError(f"no run directory or checkpoint file at {path}")
+    run_dir = path if path.is_dir() else run_dir_of_checkpoint(path)
     saved = run_dir / ".hydra" / "overrides.yaml" if run_dir else None
     if saved is None or not saved.is_file():
-        return argv  # a checkpoint from elsewhere: the command line gives the config, Run reports a bad path
+        return argv  # a checkpoint from elsewhere: the command line gives the config
     given = {_override_key(arg) for arg in argv if "=" in arg}
-    previous = [o for o in yaml.safe_load(saved.read_text()) or [] if _override_key(o) not in given | {"resume"}]
+    # a group chosen anew (agent=dqn) takes none of the saved options of that group along
+    regrouped = tuple(f"{key}." for key in given if key in GROUPS)
+
+    def kept(override):
+        key = _override_key(override)
+        return key not in given | {"resume"} and not key.startswith(regrouped)
+    previous = [o for o in yaml.safe_load(saved.read_text()) or [] if kept(o)]
     run_dir_override = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
     return [*previous, *argv, *run_dir_override]
 

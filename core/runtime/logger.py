@@ -8,6 +8,7 @@
 
 Values may be Python numbers, numpy scalars, 0-d arrays, cupy arrays or core Tensors.
 """
+import contextlib
 import io
 import json
 import math
@@ -151,19 +152,29 @@ def _summary_writer(logdir, flush_secs, filename_suffix):
         def add_event(self, event):
             if self._closed:
                 return
-            self._events.write_event(event)
+            with self._naming_the_file():
+                self._events.write_event(event)
             if time.monotonic() >= self._next_flush:
                 self.flush()
 
         def flush(self):
             if not self._closed:
-                self._events.flush()
+                with self._naming_the_file():
+                    self._events.flush()
                 self._next_flush = time.monotonic() + flush_secs
 
         def close(self):
             if not self._closed:
                 self._closed = True
-                self._events.close()
+                with self._naming_the_file():
+                    self._events.close()
+
+        @contextlib.contextmanager
+        def _naming_the_file(self):
+            try:
+                yield
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, self._events._file_name) from e
 
         def reopen(self):
             pass

@@ -121,7 +121,7 @@ class Checkpoints:
         bad = _first_nan(state)
         if bad:
             raise NonFiniteError(f"refusing to checkpoint step {step}: {bad} holds NaN; "
-                                 f"the last good checkpoint stays {self._last_good()}")
+                                 f"the last good checkpoint stays {self.last_good()}")
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"ckpt_{step}.ckpt"
         save({**state, "step": step, "config": self.config}, path)
@@ -164,7 +164,7 @@ class Checkpoints:
         """The newest checkpoint (last.ckpt) as a dict, or None when there is none."""
         return load(self.last_path) if self.last_path.is_file() else None
 
-    def _last_good(self):
+    def last_good(self):
         if not self.last_path.is_file():
             return "none (no checkpoint was written yet)"
         return f"{self.last_path}" + (f" (step {self.last_saved_step})" if self.last_saved_step is not None else "")
@@ -324,7 +324,7 @@ class Run:
         shown = array.item() if array.ndim == 0 else f"an array with {np.size(array) - np.isfinite(array).sum()} " \
                                                        "non-finite entries"
         raise NonFiniteError(f"{name} is {shown} at step {int(step)}: training stopped; the last good checkpoint is "
-                             f"{self.checkpoints._last_good()}")
+                             f"{self.checkpoints.last_good()}")
 
     def log_histograms(self, module, step, prefix=""):
         """Histograms of `module`'s parameters and gradients every `histogram_every` steps (0: never)."""

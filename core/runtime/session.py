@@ -84,7 +84,7 @@ class Session:
                 raise ConfigError(f"{where} holds no {name!r}; it was saved with other settings: start a new run")
             try:
                 _load_state(obj, state[name])
-            except (KeyError, ValueError, TypeError, IndexError) as e:
+            except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
                 raise ConfigError(f"{where} does not fit this run's {name}: {str(e).splitlines()[0]}") from None
         if any(_is_learning_rate(key) for key in self.run.resume_changes):
             for name, obj in self._objects.items():  # the new rates win over the restored ones

@@ -1,0 +1,226 @@
+"""The run guarantees every trainer gets from the one run session, tried as a user meets them:
+through the CLI in subprocesses, with failures injected (a full disk, a busy directory, a bad
+resume, a failing sweep job, a half-written checkpoint)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import core
+from core.runtime.errors import ConfigError
+from core.runtime.run import Run, RunDirectoryBusy
+
+REPO = Path(__file__).resolve().parents[1]
+# about a second of PPO on CartPole
+PPO = ["agent=ppo", "env=cartpole", "agent.total_timesteps=512", "agent.num_envs=2", "agent.num_steps=64",
+       "agent.batch_size=64", "agent.n_epochs=1", "eval_episodes=1", "quiet=true"]
+
+
+def train(*args, cwd=REPO, limit_file_size=None, timeout=120):
+    """scripts/train.py in a subprocess; `limit_file_size` (bytes) makes every larger file write fail
+    as a full disk would (RLIMIT_FSIZE, with SIGXFSZ ignored so the write returns the error)."""
+    prelude = ""
+    if limit_file_size is not None:
+        prelude = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                   f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_file_size}, {limit_file_size})); ")
+    code = (f"{prelude}import runpy, sys; sys.argv = ['train.py', *sys.argv[1:]]; "
+            f"runpy.run_path({str(REPO / 'scripts' / 'train.py')!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return lines[-1]
+
+
+def snapshot(directory):
+    """Every file under `directory` with its bytes' hash and modification time."""
+    return {str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def metrics(run_dir):
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = train(*PPO, "checkpoint_every=256", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_a_run_ends_by_saying_where_its_results_are(finished_run):
+    run_dir, result = finished_run
+    assert f"run completed: {run_dir}" in result.stdout
+    assert "eval/return_mean" in result.stdout
+    for how in (f"tensorboard --logdir {run_dir}", f"python scripts/plot.py {run_dir}",
+                f"python scripts/evaluate.py {run_dir}"):
+        assert how in result.stdout
+
+
+def test_a_refused_run_changes_nothing_in_the_directory_it_refused(finished_run):
+    run_dir, _ = finished_run
+    before = snapshot(run_dir)
+    result = train(*PPO, "agent.lr=0.01", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    assert "already holds a run's checkpoints" in error_line(result)
+    assert snapshot(run_dir) == before
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    with Run(run_dir, config={}):  # a run in progress holds the directory
+        result = train(*PPO, f"hydra.run.dir={run_dir}")
+        with pytest.raises(RunDirectoryBusy):
+            Run(run_dir, config={})
+    assert result.returncode == 2
+    assert error_line(result) == f"error: {run_dir} is in use by another run; wait for it to finish or choose " \
+                                 "another run directory"
+    assert list(run_dir.iterdir()) == []
+    Run(run_dir, config={}).close()  # free again once the first run ends
+
+
+def test_errors_before_training_starts_leave_no_run_directory(tmp_path):
+    result = train(*PPO, "agent.batch_size=100000", cwd=tmp_path)  # larger than a rollout: refused at setup
+    assert result.returncode == 2
+    assert "is larger than a rollout" in error_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_a_bad_path_names_it(tmp_path):
+    missing = tmp_path / "no-such-run"
+    result = train(f"resume={missing}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == f"error: no run directory or checkpoint file at {missing}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_a_checkpoint_of_another_algorithm_in_one_line(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    result = train("agent=dqn", "env=cartpole", f"resume={checkpoint}", f"hydra.run.dir={tmp_path / 'new'}")
+    assert result.returncode == 2
+    assert "was trained with agent=ppo, this run has agent=dqn" in error_line(result)
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_refuses_a_change_of_shape_in_one_line(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    before = snapshot(run_dir)
+    result = train(f"resume={run_dir}", "agent.hidden=[16]")
+    assert result.returncode == 2
+    line = error_line(result)
+    assert line.startswith("error: resume cannot change agent.hidden=[64, 64]->[16]")
+    assert snapshot(run_dir) == before
+
+
+def test_a_learning_rate_given_with_resume_takes_effect_and_is_recorded(tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(*PPO, "agent.anneal_lr=false", f"hydra.run.dir={run_dir}").returncode == 0
+    first = core.load(run_dir / "checkpoints" / "last.ckpt")
+    assert [g["lr"] for g in first["optimizer"]["param_groups"]] == [0.001]
+    result = train(f"resume={run_dir}", "agent.total_timesteps=1024", "agent.lr=0.0005")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = core.load(run_dir / "checkpoints" / "last.ckpt")
+    assert resumed["step"] > first["step"]
+    assert [g["lr"] for g in resumed["optimizer"]["param_groups"]] == [0.0005]
+    assert resumed["config"]["agent"]["lr"] == 0.0005
+    saved_overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "agent.lr=0.0005" in saved_overrides and "resume=" not in saved_overrides
+    from core.runtime.events import read_run
+    assert any("agent.lr 0.001 -> 0.0005" in text for _, text in read_run(run_dir).texts["resume/text_summary"])
+
+
+def test_stale_checkpoint_temporaries_are_removed_on_resume(finished_run, tmp_path):
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[0], run_dir)
+    for name in ("ckpt_768.ckpt.1a2b3c4d.tmp", ".last.ckpt.4242.tmp"):
+        (run_dir / "checkpoints" / name).write_bytes(b"half a checkpoint")
+    result = train(f"resume={run_dir}", "agent.total_timesteps=1024")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list((run_dir / "checkpoints").glob("*.tmp")) and not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_full_disk_on_a_checkpoint_ends_the_run_in_one_line_with_the_last_good_one_intact(tmp_path):
+    # DQN's checkpoints hold its replay buffer: the first one fits the limit, a later, larger one does not
+    run_dir = tmp_path / "run"
+    start = time.monotonic()
+    result = train("agent=dqn", "env=cartpole", "agent.total_timesteps=4000", "agent.learning_starts=100",
+                   "agent.buffer_size=4000", "checkpoint_every=1000", "logger=none", "quiet=true",
+                   f"hydra.run.dir={run_dir}", limit_file_size=150_000)
+    assert time.monotonic() - start < 60  # it ended instead of hanging
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith(f"error: cannot write {run_dir / 'checkpoints'}/ckpt_") and "File too large" in line
+    assert metrics(run_dir)["status"] == "write-error"
+    good = core.load(run_dir / "checkpoints" / "last.ckpt")  # the last good checkpoint loads
+    assert good["step"] == 1000 or good["step"] > 0
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+
+
+def test_a_full_disk_on_the_event_file_ends_the_run_instead_of_hanging(tmp_path):
+    run_dir = tmp_path / "run"
+    start = time.monotonic()
+    result = train(*PPO, "agent.total_timesteps=20000", "checkpoint_every=0", f"hydra.run.dir={run_dir}",
+                   limit_file_size=20_000, timeout=90)
+    assert time.monotonic() - start < 60
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith(f"error: cannot write {run_dir}/events.out.tfevents.") and "File too large" in line
+    assert metrics(run_dir)["status"] == "write-error"
+
+
+def test_a_failing_sweep_job_is_reported_and_the_others_run(tmp_path):
+    result = train("-m", *PPO, "agent.gamma=0.99,2.0,0.9", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 1
+    jobs = {p.name: metrics(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()}
+    assert {name: m["status"] for name, m in jobs.items()} == {"0": "completed", "1": "failed", "2": "completed"}
+    assert "agent.gamma must be in [0, 1]" in jobs["1"]["error"]
+    assert "sweep: 2 of 3 jobs completed" in result.stdout
+    assert error_line(result).startswith("error: 1 sweep job(s) failed:")
+
+
+def test_session_refuses_a_checkpoint_of_another_trainer(tmp_path):
+    from core import nn
+    with Run(tmp_path / "a", config={}) as run:
+        session = run.session("ppo", "env_steps", 10)
+        session.track(model=nn.Linear(2, 2))
+        session.advance(10)
+        session.finish()
+    with Run(tmp_path / "b", config={}, resume=tmp_path / "a") as run:
+        session = run.session("dqn", "env_steps", 10)
+        with pytest.raises(ConfigError, match="is a checkpoint of ppo, not of dqn"):
+            session.track(model=nn.Linear(2, 2))
+    with Run(tmp_path / "c", config={}, resume=tmp_path / "a") as run:
+        session = run.session("ppo", "env_steps", 10)
+        with pytest.raises(ConfigError, match=r"does not fit this run's model: "):
+            session.track(model=nn.Linear(3, 2))
+
+
+def test_session_cadence_counts_in_the_declared_unit(tmp_path):
+    from core import nn
+    evaluations = []
+    with Run(tmp_path / "run", config={}) as run:
+        session = run.session("ppo", "env_steps", 100, checkpoint_every=30, eval_every=25,
+                              evaluate=lambda: evaluations.append(session.progress) or {"eval/return_mean": 1.0})
+        session.track(model=nn.Linear(2, 2))
+        while session.running():
+            session.advance(10)
+        final = session.finish()
+    assert evaluations == [30, 50, 80, 100]
+    assert sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "checkpoints").glob("ckpt_*.ckpt")) == \
+        [60, 90, 100]  # keep_checkpoints=3 of 30, 60, 90 and the last
+    assert final["train/env_steps"] == 100 and final["train/iterations"] == 10 and final["eval/return_mean"] == 1.0
+    assert len(evaluations) == 4  # the final evaluation reuses the one at step 100
+    assert os.path.exists(tmp_path / "run" / "config.yaml")

@@ -84,22 +84,45 @@ class DataLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = generator if generator is not None else np.random.default_rng(seed)
+        self._order = None  # the current epoch's permutation (shuffle) and its next batch
+        self._next = None
 
     def __len__(self) -> int:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
-        n = len(self.dataset)
-        order = self.generator.permutation(n) if self.shuffle else None
-        fast = isinstance(self.dataset, ArrayDataset)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            if fast:
-                yield self.dataset[order[start:stop] if order is not None else slice(start, stop)]
-            else:
-                indices = order[start:stop].tolist() if order is not None else range(start, stop)
-                yield _collate([self.dataset[i] for i in indices])
+        """The batches of an epoch. An epoch left unfinished (a loop that broke off, a checkpoint
+        restored into the middle of one) is continued rather than restarted."""
+        if self._next is None or self._next >= len(self):
+            self._order = self.generator.permutation(len(self.dataset)) if self.shuffle else None
+            self._next = 0
+        while self._next < len(self):
+            index = self._next
+            self._next += 1  # counted before the caller sees the batch: a checkpoint taken after it resumes past it
+            yield self._batch(index)
+
+    def _batch(self, index):
+        start = index * self.batch_size
+        stop = min(start + self.batch_size, len(self.dataset))
+        order = self._order
+        if isinstance(self.dataset, ArrayDataset):
+            return self.dataset[order[start:stop] if order is not None else slice(start, stop)]
+        return _collate([self.dataset[i] for i in (order[start:stop].tolist() if order is not None else range(start, stop))])
+
+    @property
+    def batches_done(self) -> int:
+        """Batches of the current epoch already handed out."""
+        return 0 if self._next is None or self._next >= len(self) else self._next
+
+    def state_dict(self) -> dict:
+        """Where the iteration stands: the random stream, the current epoch's order and position.
+        Restored with `load_state_dict`, the loader hands out exactly the batches it would have."""
+        return {"generator": self.generator.bit_generator.state, "order": self._order, "next": self._next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.bit_generator.state = state["generator"]
+        self._order, self._next = state["order"], state["next"]
 
 
 def _as_dataset(data: Any) -> Dataset:

@@ -426,3 +426,22 @@ def test_resize_matches_pillow():
     for size in (14, 7):  # integer ratios, where PIL's box filter is the exact area average
         expected = np.asarray(Image.fromarray(big, mode="F").resize((size, size), Image.BOX))
         np.testing.assert_allclose(resize_images(big[None, None], size)[0, 0], expected, atol=1e-3)
+
+
+def test_a_restored_loader_hands_out_the_batches_it_would_have():
+    data = (np.arange(20), np.arange(20) * 10)
+    whole = DataLoader(data, batch_size=3, shuffle=True, seed=5, drop_last=True)
+    expected = [batch[0].tolist() for _ in range(3) for batch in whole]
+    first = DataLoader(data, batch_size=3, shuffle=True, seed=5, drop_last=True)
+    seen = [batch[0].tolist() for batch in first]
+    for batch in first:  # stop in the middle of the second epoch, as a killed run would
+        seen.append(batch[0].tolist())
+        if first.batches_done == 4:
+            break
+    state = first.state_dict()
+    resumed = DataLoader(data, batch_size=3, shuffle=True, seed=99, drop_last=True)
+    resumed.load_state_dict(state)
+    assert resumed.batches_done == 4
+    seen += [batch[0].tolist() for batch in resumed]
+    seen += [batch[0].tolist() for batch in resumed]
+    assert seen == expected

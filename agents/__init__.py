@@ -66,9 +66,8 @@ def summarize_returns(returns, lengths):
 
 
 # the agent modules import the helpers above, so they are imported after them
-from agents import a2c, a3c, baselines, book_checks, dqn, ppo, reinforce, tabular_runner  # noqa: E402
+from agents import a2c, a3c, baselines, dqn, ppo, reinforce, tabular_runner  # noqa: E402
 
-# a config name may be a preset of another module (ppo_native: PPO on the native vectorized CartPole);
-# book_check runs the books' RL fixtures and API demos (no learning)
+# a config name may be a preset of another module (ppo_native: PPO on the native vectorized CartPole)
 REGISTRY = {"reinforce": reinforce, "dqn": dqn, "dqn_fast": dqn, "a2c": a2c, "ppo": ppo, "ppo_native": ppo,
-            "a3c": a3c, "a3c_ray": a3c, "baselines": baselines, "tabular": tabular_runner, "book_check": book_checks}
+            "a3c": a3c, "a3c_ray": a3c, "baselines": baselines, "tabular": tabular_runner}

@@ -22,5 +22,5 @@ REGISTRY = {
     **{name: vae for name in ("vae", "vae_bdl", "vae_conv")},
     **{name: gan for name in ("gan_mtf", "gan_geron", "dcgan", "dcgan_geron", "dcgan_bdl", "dcgan_classic", "cgan")},
     **{name: wgan for name in ("wgan", "wgan_gp", "wgan_gp_bdl")},
-    "supervised": supervised,  # not generative: the books' classification/regression/optimisation experiments
+    "supervised": supervised,  # not generative: the books' classification/regression experiments
 }

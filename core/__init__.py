@@ -1,7 +1,7 @@
 """The lab's tensor/autodiff core on numpy (CPU) and cupy (GPU)."""
 from core.tensor import (  # noqa: F401
     Tensor, arange, as_tensor, bool_, empty, eye, float16, float32, float64, full, full_like, get_default_dtype,
-    int8, int16, int32, int64, linspace, ones, ones_like, set_default_dtype, tensor, uint8, zeros, zeros_like,
+    int8, int16, int32, int64, linspace, ones, ones_like, tensor, uint8, zeros, zeros_like,
 )
 from core.autograd import backward, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from core.ops import *  # noqa: F401,F403

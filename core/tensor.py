@@ -13,14 +13,6 @@ def get_default_dtype():
     return _default_dtype
 
 
-def set_default_dtype(dtype):
-    global _default_dtype
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"default dtype must be a floating type, got {dtype}")
-    _default_dtype = dtype
-
-
 class DeviceShorthands:
     """cpu(), cuda(index), float() and double() as calls of `to(device, dtype)`: shared by Tensor and nn.Module."""
 

@@ -1,5 +1,5 @@
-"""Supervised learning on arrays (classification, regression, autoencoding) from a declarative layer list,
-and optimisation toys: the books' non-generative chapter experiments.
+"""Supervised learning on arrays (classification, regression, autoencoding): the books' non-generative
+chapter experiments, a network from a declarative layer list (`core.nn.build`) trained on image or toy data.
 
     python scripts/train.py model=supervised dataset=digits
     python scripts/train.py experiment=bdl8-mlp-mnist-fit
@@ -12,42 +12,21 @@ Tasks (`task`):
   With `anomaly_class`, training sees only the other classes, and every test example is scored by its
   reconstruction error: the threshold is the highest one whose recall of the anomaly class stays above
   `anomaly_recall` (TFMLP ch. 7), and the flagged examples give true/false positives.
-- "minimize": gradient descent on the point `start` of the objective that `dataset.name` names
-  ("himmelblau", BDL ch. 7); `epochs` counts the steps. Metrics: the point and the function value.
 
 The cross-entropy losses take logits: leave the last layer linear where Keras puts softmax/sigmoid in it
 and uses from_logits=False. That is the same function computed stably (Keras' clipping of probabilities at
 1e-7 is the only difference). The difference losses ("mse" for classification, regression, autoencoding
 with mse) compare the last layer's output as it is, so give it its activation there.
 
-Model (`layers`): a list of dicts, each with a `type`, applied in order; input shapes are inferred from the
-data. Types and keys (defaults in brackets; Keras' defaults, glorot_uniform kernels and zero biases):
-- dense: units, activation [linear], init [glorot_uniform], init_std [0.05], bias [true], l2 [0],
-  activity_l1 [0]. Applies to the last axis, so it also works per time step of a sequence.
-- conv: filters, kernel, stride [1], padding [valid], activation, init, init_std, bias, l2.
-- maxpool / avgpool: size [2], stride [size], padding [valid]. global_avgpool. flatten. reshape: shape
-  (per example; -1 allowed). dropout: rate. batchnorm: momentum [0.99], eps [0.001] (Keras' values).
-  activation: activation. scale: factor (Keras' Lambda(x * factor)). repeat_vector: n.
-- simple_rnn / lstm / gru: units, return_sequences [false], bidirectional [false] (concatenated); input
-  (N, T, features); Keras' initialisation and biases.
-- residual: layers (a nested list), activation [relu] applied after the sum, shortcut [true]: the input is
-  added to the output of `layers`, through a 1×1 conv with the matching stride and channels when the shapes
-  differ (BDL's ResNet-18); false gives the same block without the sum (MTF's "plain" network).
-Activations: linear, relu, elu, selu, tanh, sigmoid, leaky_relu (Keras' layer slope 0.3).
-Inits: glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal (Keras' truncated normals),
-truncated_normal (N(0, init_std) cut at 2 std, TF's truncated_normal), zeros, bdl_numpy (BDL ch. 7's NumPy
-network: kernel N(0, 1/units), bias U[0, 0.1)).
-Penalties, added to the loss as Keras adds a layer's losses: l2 = λ·Σw² of the kernel; activity_l1 =
-λ·Σ|output| divided by the batch size (per example, GM-07). Keras also includes them in val_loss; so does this.
+Model (`layers`): the layer list of `core.nn.build` (core/nn/builder.py lists the types, keys and defaults),
+input shapes inferred from the data. Its l2 and activity penalties are added to the loss, and to the
+validation and test losses, as Keras adds a model's losses (the activity penalty per example, GM-07).
 
 Data (`cfg.dataset`):
 - image datasets of gans/datasets.py (mnist, fashion_mnist, cifar10, digits): images NCHW in
   `dataset.normalize`'s range, labels 0..9. `dataset.split` is the pool to train on.
-- toy datasets (conf/dataset/toy/): moons (sklearn make_moons), iris, breast_cancer, diabetes (sklearn's
-  bundled files; diabetes' targets times `target_scale`), cloud3d (a correlated 3-D Gaussian cloud, inputs =
-  targets), series (MTF ch. 6's synthetic series cut into windows: the `window` values before each time step
-  predict it; targets before `split_time` train, the rest is the test set, as the book's forecast), and the
-  objective himmelblau.
+- toy datasets of gans/toy_datasets.py (conf/dataset/toy/): moons, iris, breast_cancer, diabetes, cloud3d,
+  series (with its own test part, the book's forecast).
 Splits: with `test_fraction` > 0 the pool is split by sklearn's train_test_split(random_state=split_seed), the
 books' own call, so every seed of a run sees the same test set. With test_fraction 0 an image dataset's
 "test" split is the test set (so `dataset.split` must be train). Only the MNIST test file exists offline:
@@ -68,13 +47,12 @@ Logged to TensorBoard: losses/loss every `log_every` steps; per epoch train/loss
 charts/learning_rate; the network summary as text. metrics.json: the last epoch's train/... and val/...,
 val/loss_best and val/accuracy_best, test/loss and test/accuracy (or test/mae, test/mse), model/params,
 train/epochs, train/steps, time/wall_s, and `objective`: what train.py returns to sweepers (test accuracy,
-−test MAE, −test loss for autoencoders, −f for minimize). Checkpoints every `checkpoint_every` epochs, at the
-end and on Ctrl-C hold the network, optimizer, every random stream and the position in the data, so a
-resumed run continues bitwise as an uninterrupted one.
+−test MAE, −test loss for autoencoders). Checkpoints every `checkpoint_every` epochs, at the end and on
+Ctrl-C hold the network, optimizer, every random stream and the position in the data, so a resumed run
+continues bitwise as an uninterrupted one.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -85,35 +63,20 @@ import numpy as np
 import core
 import core.functional as F
 from core import nn, optim
-from core.nn import init as initializers
+from core.nn.builder import Block, parse_layers
 from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from gans.datasets import DATASETS as IMAGE_DATASETS, load_dataset
+from gans.toy_datasets import TOY_DATASETS, load_toy
 
 MAIN_METRIC = "objective"
-TASKS = ("classification", "regression", "autoencoder", "minimize")
+TASKS = ("classification", "regression", "autoencoder")
 TASK_LOSSES = {"classification": ("sparse_ce", "bce", "mse"), "regression": ("mse", "mae", "huber"),
                "autoencoder": ("bce", "mse")}
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "nadam", "adagrad", "adadelta")
 # Keras' (TF 2) default learning rates and decays, used where the config leaves lr / rho null
 KERAS_LR = {"sgd": 0.01, "rmsprop": 1e-3, "adam": 1e-3, "nadam": 1e-3, "adagrad": 1e-3, "adadelta": 1e-3}
 KERAS_RHO = {"rmsprop": 0.9, "adadelta": 0.95}
-ACTIVATIONS = ("linear", "relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu")
-INITS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "truncated_normal", "zeros",
-         "bdl_numpy")
 KEEP_BEST = ("val/loss", "val/accuracy")
-REQUIRED = object()
-_KERNEL = {"activation": "linear", "init": "glorot_uniform", "init_std": 0.05, "bias": True, "l2": 0.0}
-_RECURRENT = {"units": REQUIRED, "return_sequences": False, "bidirectional": False}
-_POOL = {"size": 2, "stride": None, "padding": "valid"}
-LAYER_KEYS = {
-    "dense": {"units": REQUIRED, **_KERNEL, "activity_l1": 0.0},
-    "conv": {"filters": REQUIRED, "kernel": REQUIRED, "stride": 1, "padding": "valid", **_KERNEL},
-    "maxpool": _POOL, "avgpool": _POOL, "global_avgpool": {}, "flatten": {},
-    "reshape": {"shape": REQUIRED}, "dropout": {"rate": REQUIRED}, "batchnorm": {"momentum": 0.99, "eps": 1e-3},
-    "activation": {"activation": REQUIRED}, "scale": {"factor": REQUIRED}, "repeat_vector": {"n": REQUIRED},
-    "simple_rnn": _RECURRENT, "lstm": _RECURRENT, "gru": _RECURRENT,
-    "residual": {"layers": REQUIRED, "activation": "relu", "shortcut": True},
-}
 
 
 def _default_layers():  # HOML ch. 10's MLP
@@ -155,13 +118,11 @@ class Config:
     anomaly_class: Optional[int] = None
     anomaly_recall: float = 0.8
     weight_stats: bool = False
-    start: List[float] = field(default_factory=lambda: [4.0, 0.0])  # minimize: the initial point
     log_every: int = 100
 
     def validate(self):
         _one_of(self, "task", TASKS)
-        if self.task != "minimize":
-            _one_of(self, "loss", TASK_LOSSES[self.task])
+        _one_of(self, "loss", TASK_LOSSES[self.task])
         _one_of(self, "optimizer", OPTIMIZERS)
         for name in ("epochs", "batch_size", "log_every", "huber_delta"):
             if not getattr(self, name) > 0:
@@ -186,11 +147,7 @@ class Config:
             raise ValueError("model.anomaly_class scores reconstruction errors: it needs model.task=autoencoder")
         if not 0 < self.anomaly_recall < 1:
             raise ValueError(f"model.anomaly_recall must be in (0, 1), got {self.anomaly_recall}")
-        if self.task == "minimize":
-            if not self.start:
-                raise ValueError("model.start must give the initial point of model.task=minimize")
-        else:
-            parse_layers(self.layers, "model.layers")
+        parse_layers(self.layers, "model.layers")
 
 
 def _one_of(cfg, name, allowed):
@@ -198,286 +155,7 @@ def _one_of(cfg, name, allowed):
         raise ValueError(f"model.{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
 
 
-def parse_layers(layers, where="layers") -> list[dict]:
-    """The layer dicts with their defaults filled in; ValueError naming the layer for anything unknown."""
-    if not layers:
-        raise ValueError(f"{where} is empty; give at least one layer")
-    specs = []
-    for i, layer in enumerate(layers):
-        here = f"{where}[{i}]"
-        layer = dict(layer)
-        kind = layer.pop("type", None)
-        if kind not in LAYER_KEYS:
-            raise ValueError(f"{here}: type must be one of {', '.join(LAYER_KEYS)}; got {kind!r}")
-        allowed = LAYER_KEYS[kind]
-        unknown = sorted(set(layer) - set(allowed))
-        if unknown:
-            raise ValueError(f"{here}: unknown key {unknown[0]!r} for a {kind} layer; allowed: "
-                             f"{', '.join(allowed) or 'none'}")
-        spec = {"type": kind, **{k: v for k, v in allowed.items() if v is not REQUIRED}, **layer}
-        missing = [k for k, v in allowed.items() if v is REQUIRED and k not in layer]
-        if missing:
-            raise ValueError(f"{here}: a {kind} layer needs {missing[0]!r}")
-        if spec.get("activation") == "softmax":
-            raise ValueError(f"{here}: leave the output layer linear (activation linear): the cross-entropy losses "
-                             "apply the softmax to its logits")
-        if "activation" in spec and spec["activation"] not in ACTIVATIONS:
-            raise ValueError(f"{here}: activation must be one of {', '.join(ACTIVATIONS)}; got {spec['activation']!r}")
-        if "init" in spec and spec["init"] not in INITS:
-            raise ValueError(f"{here}: init must be one of {', '.join(INITS)}; got {spec['init']!r}")
-        for key in ("units", "filters", "n"):
-            if key in spec and not (isinstance(spec[key], int) and spec[key] > 0):
-                raise ValueError(f"{here}: {key} must be a positive integer, got {spec[key]!r}")
-        if kind == "dropout" and not 0 <= spec["rate"] < 1:
-            raise ValueError(f"{here}: rate must be in [0, 1), got {spec['rate']}")
-        if spec.get("padding", "valid") not in ("valid", "same"):
-            raise ValueError(f"{here}: padding must be valid or same, got {spec['padding']!r}")
-        if kind == "residual":
-            spec["layers"] = parse_layers(spec["layers"], f"{here}.layers")
-        specs.append(spec)
-    return specs
-
-
-# ----- the network -----
-class Block(nn.Module):
-    """A Dense or Conv layer with its activation and penalties; `penalty` holds the last forward's
-    activity penalty (per example), `l2` weighs the kernel's Σw²."""
-
-    def __init__(self, layer, activation, l2=0.0, activity_l1=0.0):
-        super().__init__()
-        self.layer, self.activation = layer, activation
-        self.l2, self.activity_l1 = l2, activity_l1
-        self.penalty = None
-
-    def forward(self, x):
-        out = self.activation(self.layer(x))
-        if self.activity_l1:
-            self.penalty = self.activity_l1 * core.abs(out).sum() / out.shape[0]
-        return out
-
-
-class Residual(nn.Module):
-    def __init__(self, body, shortcut, activation):
-        super().__init__()
-        self.body, self.shortcut, self.activation = body, shortcut, activation
-
-    def forward(self, x):
-        out = self.body(x)
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.activation(out)
-
-
-class Lambda(nn.Module):
-    """A parameter-free reshaping or scaling step."""
-
-    def __init__(self, fn, description):
-        super().__init__()
-        self.fn, self.description = fn, description
-
-    def forward(self, x):
-        return self.fn(x)
-
-    def extra_repr(self):
-        return self.description
-
-
-class Network(nn.Sequential):
-    def penalty(self):
-        """The sum of the l2 and activity penalties of the last forward pass (0.0 when there are none)."""
-        total = 0.0
-        for block in self.modules():
-            if isinstance(block, Block):
-                if block.l2:
-                    total = total + block.l2 * (block.layer.weight * block.layer.weight).sum()
-                if block.penalty is not None:
-                    total = total + block.penalty
-        return total
-
-
-def activation(name: str) -> nn.Module:
-    return {"linear": nn.Identity, "relu": nn.ReLU, "elu": nn.ELU, "selu": nn.SELU, "tanh": nn.Tanh,
-            "sigmoid": nn.Sigmoid, "leaky_relu": lambda: nn.LeakyReLU(0.3)}[name]()
-
-
-def init_kernel(layer, spec):
-    weight, bias = layer.weight, layer.bias
-    name = spec["init"]
-    if name == "glorot_uniform":
-        initializers.xavier_uniform_(weight)
-    elif name == "glorot_normal":
-        initializers.variance_scaling_(weight, 1.0, "fan_avg")
-    elif name == "he_uniform":
-        initializers.variance_scaling_(weight, 2.0, "fan_in", "uniform")
-    elif name == "he_normal":
-        initializers.variance_scaling_(weight, 2.0, "fan_in")
-    elif name == "lecun_normal":
-        initializers.variance_scaling_(weight, 1.0, "fan_in")
-    elif name == "truncated_normal":
-        std = spec["init_std"]
-        initializers.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
-    elif name == "zeros":
-        initializers.zeros_(weight)
-    else:  # bdl_numpy: np.random.randn(n_input, n_neurons) * sqrt(1 / n_neurons), bias rand(n_neurons) * 0.1
-        initializers.normal_(weight, 0.0, math.sqrt(1.0 / weight.shape[0]))
-        if bias is not None:
-            initializers.uniform_(bias, 0.0, 0.1)
-        return
-    if bias is not None:
-        initializers.zeros_(bias)
-
-
-def make_layer(spec: dict, shape: tuple) -> nn.Module:
-    """One module for `spec`, given the input shape of one example."""
-    kind = spec["type"]
-    if kind in ("dense", "conv"):
-        if kind == "dense":
-            layer = nn.Linear(shape[-1], spec["units"], bias=spec["bias"])
-        else:
-            if len(shape) != 3:
-                raise ConfigError(f"a conv layer needs (C, H, W) examples, got shape {shape}; reshape first")
-            layer = nn.Conv2d(shape[0], spec["filters"], spec["kernel"], spec["stride"], padding=spec["padding"],
-                              bias=spec["bias"])
-        init_kernel(layer, spec)
-        return Block(layer, activation(spec["activation"]), spec["l2"], spec.get("activity_l1", 0.0))
-    if kind in ("maxpool", "avgpool"):
-        pool = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
-        return pool(spec["size"], spec["stride"], padding=spec["padding"])
-    if kind == "global_avgpool":
-        return nn.GlobalAvgPool2d()
-    if kind == "flatten":
-        return nn.Flatten()
-    if kind == "reshape":
-        target = tuple(spec["shape"])
-        return Lambda(lambda x: x.reshape(x.shape[0], *target), f"shape={target}")
-    if kind == "dropout":
-        return nn.Dropout(spec["rate"])
-    if kind == "batchnorm":
-        if len(shape) not in (1, 3):
-            raise ConfigError(f"batchnorm works on (features,) or (C, H, W) examples, got shape {shape}")
-        norm = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
-        return norm(shape[0], momentum=round(1 - spec["momentum"], 12), eps=spec["eps"])  # Keras: the decay
-    if kind == "activation":
-        return activation(spec["activation"])
-    if kind == "scale":
-        factor = spec["factor"]
-        return Lambda(lambda x: x * factor, f"factor={factor}")
-    if kind == "repeat_vector":
-        n = spec["n"]
-        return Lambda(lambda x: core.broadcast_to(x.unsqueeze(1), (x.shape[0], n, x.shape[1])), f"n={n}")
-    if kind in ("simple_rnn", "lstm", "gru"):
-        if len(shape) != 2:
-            raise ConfigError(f"a {kind} layer needs (time, features) examples, got shape {shape}; reshape first")
-        cls = {"simple_rnn": nn.SimpleRNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
-        layer = cls(shape[-1], spec["units"], batch_first=True, return_sequences=spec["return_sequences"],
-                    init="keras")
-        return nn.Bidirectional(layer) if spec["bidirectional"] else layer  # Bidirectional concatenates
-    # residual
-    body, out_shape = build_network(spec["layers"], shape)
-    shortcut = None
-    if spec["shortcut"]:
-        if out_shape == tuple(shape):
-            shortcut = nn.Identity()
-        elif len(shape) == 3 and len(out_shape) == 3:  # BDL's downsample: a 1x1 conv with the block's stride
-            shortcut = nn.Conv2d(shape[0], out_shape[0], 1, max(round(shape[1] / out_shape[1]), 1), init="keras")
-        if shortcut is None or _output_shape(shortcut, shape) != out_shape:
-            raise ConfigError(f"a residual block maps {tuple(shape)} to {out_shape}; its shortcut cannot match that")
-    return Residual(body, shortcut, activation(spec["activation"]))
-
-
-def _output_shape(layer: nn.Module, shape: tuple) -> tuple:
-    """The output shape per example of `layer` for examples of `shape`, from a dummy batch."""
-    layer.eval()  # the probe must not touch batch-norm statistics
-    with core.no_grad():
-        out = tuple(layer(core.zeros(2, *shape)).shape[1:])
-    layer.train()
-    return out
-
-
-def build_network(specs: list[dict], input_shape) -> tuple[Network, tuple]:
-    """The network of parsed layer specs for examples of `input_shape`, and its output shape per example."""
-    layers, shape = [], tuple(input_shape)
-    for i, spec in enumerate(specs):
-        layer = make_layer(spec, shape)
-        try:
-            shape = _output_shape(layer, shape)
-        except ValueError as e:
-            raise ConfigError(f"layer {i} ({spec['type']}) cannot take examples of shape {shape}: "
-                              f"{str(e).splitlines()[0]}") from None
-        layers.append(layer)
-    return Network(*layers), shape
-
-
 # ----- data -----
-def _moons(n_samples=2000, noise=0.2, seed=100):
-    from sklearn.datasets import make_moons
-    x, y = make_moons(n_samples, noise=noise, random_state=seed)
-    return x.astype(np.float32), y.astype(np.int64), None
-
-
-def _sklearn_bundled(loader):
-    def load():
-        data = loader()
-        return data.data.astype(np.float32), data.target.astype(np.int64), None
-    return load
-
-
-def _diabetes(target_scale=1.0):
-    """sklearn's diabetes regression data; `target_scale` rescales the targets (25..346), e.g. to the scale of
-    a dataset it stands in for."""
-    from sklearn.datasets import load_diabetes
-    data = load_diabetes()
-    return data.data.astype(np.float32), (data.target * target_scale).astype(np.float32), None
-
-
-def _cloud3d(n_samples=80, seed=4):
-    """A centred 3-D Gaussian cloud with standard deviations 1, 0.5 and 0.1 along random orthogonal axes:
-    nearly planar, so a 2-unit linear autoencoder can find the plane (HOML ch. 17; the book does not print
-    its generator)."""
-    rng = np.random.default_rng(seed)
-    axes, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    x = (rng.standard_normal((n_samples, 3)) * [1.0, 0.5, 0.1]) @ axes.T
-    x = (x - x.mean(axis=0)).astype(np.float32)
-    return x, x.copy(), None
-
-
-def _series(length=4 * 365 + 1, baseline=10.0, slope=0.05, amplitude=50.0, period=365, noise=10.0, seed=42,
-            window=20, split_time=1000, pattern="sin"):
-    """MTF ch. 6 (after the TensorFlow time-series course): trend + a yearly pattern + Gaussian noise from
-    np.random.RandomState(seed). The pattern rises as sin(2 s) over the first 40 % of the period s (the book's
-    notebooks; "cos" is the course's cos(2π s)), then decays as exp(-3 s). Each example is the `window` values
-    before a time step, its target the value at that step."""
-    if pattern not in ("cos", "sin"):
-        raise ConfigError(f"dataset.pattern must be cos or sin, got {pattern!r}")
-    time_steps = np.arange(length, dtype=np.float32)
-    season = ((time_steps % period) / period)
-    rise = np.cos(season * 2 * np.pi) if pattern == "cos" else np.sin(season * 2)
-    yearly = np.where(season < 0.4, rise, 1 / np.exp(3 * season))
-    series = baseline + slope * time_steps + amplitude * yearly
-    series = (series + np.random.RandomState(seed).randn(length) * noise).astype(np.float32)
-    x = np.lib.stride_tricks.sliding_window_view(series[:-1], window).copy()
-    y = series[window:]
-    train = np.arange(window, length) < split_time
-    return x[train], y[train], (x[~train], y[~train])
-
-
-def _himmelblau(point):
-    x, y = point[0], point[1]
-    return (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2
-
-
-def _toy_loaders():
-    from sklearn import datasets
-    return {"moons": _moons, "iris": _sklearn_bundled(datasets.load_iris),
-            "breast_cancer": _sklearn_bundled(datasets.load_breast_cancer),
-            "diabetes": _diabetes, "cloud3d": _cloud3d,
-            "series": _series}
-
-
-TOY_DATASETS = ("moons", "iris", "breast_cancer", "diabetes", "cloud3d", "series")
-OBJECTIVES = {"himmelblau": (_himmelblau, ("x", "y"))}
-
-
 @dataclass
 class Part:
     x: np.ndarray
@@ -512,15 +190,11 @@ def load_pool(dataset: dict):
         return x, y, None
     if name not in TOY_DATASETS:
         raise ConfigError(f"unknown dataset.name {name!r} for model=supervised; allowed: "
-                          f"{', '.join(IMAGE_DATASETS + TOY_DATASETS + tuple(OBJECTIVES))}")
-    loader = _toy_loaders()[name]
-    options = {k: v for k, v in dataset.items() if k != "name"}
-    allowed = list(inspect.signature(loader).parameters)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"dataset.{unknown[0]} is not a setting of the {name} dataset; allowed: "
-                          f"{', '.join(allowed) or 'none'}")
-    return loader(**options)
+                          f"{', '.join(IMAGE_DATASETS + TOY_DATASETS)}")
+    try:
+        return load_toy(name, **{k: v for k, v in dataset.items() if k != "name"})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_splits(dataset: dict, args: Config) -> Splits:
@@ -699,7 +373,7 @@ def anomaly_scores(args: Config, model, part: Part, device) -> dict:
             "test/precision": true_positives / max(true_positives + false_positives, 1)}
 
 
-def weight_statistics(model: Network) -> dict:
+def weight_statistics(model: nn.Module) -> dict:
     stats = {}
     for index, layer in enumerate(model):
         if isinstance(layer, Block):
@@ -748,13 +422,14 @@ def train(cfg, run) -> dict:
     args = model_config(cfg)
     dataset = _plain(cfg.dataset)
     core.manual_seed(run.seed)
-    if args.task == "minimize" or dataset.get("name") in OBJECTIVES:
-        return minimize(args, dataset, run)
     device = run.device
     data = load_splits(dataset, args)
-    model, out_shape = build_network(parse_layers(args.layers), data.train.x.shape[1:])
+    try:
+        model = nn.build(args.layers, data.train.x.shape[1:], "model.layers")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     model.to(device)
-    check_outputs(args, out_shape, data)
+    check_outputs(args, model.output_shape, data)
     opt = make_optimizer(args, model.parameters(), cfg.get("optim"))
     base_lr = opt.param_groups[0]["lr"]
     counts = model.parameter_counts()
@@ -868,36 +543,3 @@ def _update_best(state: dict, epoch_metrics: dict, args: Config, model) -> bool:
     if (args.keep_best == "val/loss" and improved) or (args.keep_best == "val/accuracy" and better_accuracy):
         state["best_weights"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     return improved
-
-
-def minimize(args: Config, dataset: dict, run) -> dict:
-    """Plain gradient steps on an objective of a few variables (BDL ch. 7's Himmelblau descent)."""
-    name = dataset.get("name")
-    if name not in OBJECTIVES or args.task != "minimize":
-        raise ConfigError(f"model.task=minimize goes with an objective as the dataset ({', '.join(OBJECTIVES)}); "
-                          f"got task {args.task!r} with dataset {name!r}")
-    function, names = OBJECTIVES[name]
-    if len(args.start) != len(names):
-        raise ConfigError(f"{name} is a function of {len(names)} variables; model.start has {len(args.start)} values")
-    point = nn.Parameter(core.tensor(args.start, device=run.device))
-    opt = make_optimizer(args, [point])
-    step, started = 0, time.perf_counter()
-    if run.resume_state is not None:
-        point.data[...] = core.tensor(run.resume_state["point"], device=run.device).data
-        opt.load_state_dict(run.resume_state["optimizer"])
-        step = run.resume_state["step"]
-    value = function(point)
-    while step < args.epochs and not run.should_stop():
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-        step += 1
-        value = function(point)
-        run.check_finite("opt/f", value.item(), step)
-        if step % args.log_every == 0 or step == 1:
-            run.logger.scalar("opt/f", value.item(), step)
-    run.checkpoints.save({"point": point.detach().numpy(), "optimizer": opt.state_dict(), "step": step}, step)
-    coordinates = point.detach().numpy().tolist()
-    return {"opt/point": coordinates, **{f"opt/{n}": v for n, v in zip(names, coordinates)}, "opt/f": value.item(),
-            "objective": -value.item(),
-            "train/steps": step, "time/wall_s": time.perf_counter() - started}

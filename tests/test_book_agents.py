@@ -1,12 +1,12 @@
-"""The agents that run the books' non-deep experiments: tabular methods (agents/tabular_runner.py), the
-random / scripted baselines (agents/baselines.py) and the fixture checks (agents/book_checks.py)."""
+"""The agents that run the books' non-deep experiments: tabular methods (agents/tabular_runner.py) and the
+random / scripted baselines (agents/baselines.py)."""
 import json
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from agents import baselines, book_checks, tabular_runner
+from agents import baselines, tabular_runner
 from core.runtime.events import read_run
 from core.runtime.run import ConfigError, Run
 
@@ -106,15 +106,3 @@ def test_baseline_errors(tmp_path):
     with pytest.raises(ConfigError, match="reads a CartPole observation"):
         run(tmp_path, baselines, make_cfg(baselines, "lab/GridWorld4x4-v0", policy="angle_sign", episodes=1))
 
-
-# ----- fixture checks -----
-@pytest.mark.parametrize("check", ["dqn_loss", "replay_buffer_demo", "sac_smoke"])
-def test_checks_pass(tmp_path, check):
-    metrics = run(tmp_path, book_checks, make_cfg(book_checks, "CartPole-v1", check=check))
-    assert metrics["check/passed"] == 1.0 and (tmp_path / "check.txt").is_file()
-
-
-def test_sac_smoke_losses_are_finite_and_seeded():
-    first, second = book_checks.sac_smoke_check(0), book_checks.sac_smoke_check(0)
-    assert first == second and np.isfinite(first["check/total_loss"])
-    assert first["check/alpha_loss"] == 0.0  # log alpha starts at 0, as the book's printed alpha loss

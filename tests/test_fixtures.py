@@ -17,7 +17,7 @@ import pytest
 
 import core
 import core.functional as F
-from agents import book_checks, dqn, ppo, reinforce, tabular
+from agents import dqn, ppo, reinforce, tabular
 from agents.actor_critic import n_step_returns
 from agents.buffers import ReplayBuffer
 from agents.schedules import exponential_schedule, linear_schedule
@@ -25,6 +25,7 @@ from core import nn, optim
 from core.metrics import Mean, Precision, Recall
 from gans import autoencoders
 from gans.wgan import critic_step
+from scripts import book_checks
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES_MD = TESTS.parents[1] / "shared" / "experiments" / "fixtures.md"
@@ -186,7 +187,7 @@ def test_fx_pc_8_resnet50_without_top_plus_dense_100():
 
 def test_fx_pc_13_and_fx_pc_31_pacman_networks():
     """FX-PC-13: the Pac-Man CNN, per layer 1,216; 65,815,040; 4,617, total 65,820,873 (FX-CV-13: conv output
-    206x156). FX-PC-31: the MLP with 512 hidden units, 51,614,729. The networks of agents/book_checks.py."""
+    206x156). FX-PC-31: the MLP with 512 hidden units, 51,614,729. The networks of scripts/book_checks.py."""
     metrics = book_checks.qcnn_params_check()
     assert metrics["check/layer_params"] == [1216, 65_815_040, 4617]
     assert metrics["check/param_count"] == 65_820_873 and metrics["check/conv_output_shape"] == [16, 206, 156]
@@ -272,7 +273,7 @@ def test_fx_rl_8_agent_pieces():
 
 def test_fx_rl_9_replay_sampling_shapes():
     """FX-RL-9: sampling B = 4 runs of T = 2 steps gives [4,2,3], [4,2,5], [4,2,3,2]; gather-all gives
-    [slots, stored steps, ...] (agents/book_checks.py's TF-Agents-style buffer). The lab's DQN buffer samples
+    [slots, stored steps, ...] (scripts/book_checks.py's TF-Agents-style buffer). The lab's DQN buffer samples
     transitions: [B, ...obs]."""
     metrics = book_checks.replay_buffer_demo_check(seed=0)
     assert metrics["check/sample_shapes"] == [[4, 2, 3], [4, 2, 5], [4, 2, 3, 2]]

@@ -1,4 +1,5 @@
-"""`core.nn`: modules, layers and initializers (`core.nn.init`).
+"""`core.nn`: modules, layers, initializers (`core.nn.init`) and `build`, a network from a list of layer
+dicts (`core.nn.builder`).
 
 Stateless counterparts of the layers (dropout, batch_norm, layer_norm, activations, losses) live in
 `core.functional`.
@@ -18,3 +19,4 @@ from core.nn.module import (  # noqa: F401
 )
 from core.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm  # noqa: F401
 from core.nn.rnn import GRU, LSTM, Bidirectional, SimpleRNN  # noqa: F401
+from core.nn.builder import build  # noqa: F401

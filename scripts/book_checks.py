@@ -1,9 +1,11 @@
-"""The books' RL fixtures and API demos as runnable checks (`agent=book_check`), no environment needed.
+"""The books' fixtures and API demos as runnable checks: the chapter presets that verify a number the book
+prints rather than train a model. Run through scripts/train.py (registered as `agent=book_check`; the env
+the config names is not used, the presets pass cartpole).
 
     python scripts/train.py experiment=mtf8-ddqn-loss-fixture
-    python scripts/train.py agent=book_check env=cartpole agent.check=sac_smoke
+    python scripts/train.py experiment=bdl7-gd-himmelblau agent.start=[1,0]
 
-Checks (`agent.check`), each writing its numbers to metrics.json under `check/...`:
+Checks (`agent.check`), each writing its numbers to metrics.json:
 - dqn_loss (MTF ch. 8, FX-RL-1): the hand-computed DQN / Double-DQN loss of a Dense(2) Q-network,
   through agents.dqn's TD targets and loss: 9.8 for both;
 - replay_buffer_demo (MTF ch. 8, FX-RL-9): TF-Agents' batched replay buffer (32 slots) sampled as
@@ -11,11 +13,16 @@ Checks (`agent.check`), each writing its numbers to metrics.json under `check/..
 - qcnn_params (TFMLP ch. 14, FX-PC-13 / FX-PC-31 / FX-PC-12): parameter counts of the Pac-Man
   Q-networks (CNN, and the MLP with 512 and 8 hidden units) built from core.nn layers;
 - sac_smoke (MTF ch. 8): one soft actor-critic train step on a random batch with the book's dummy
-  critic; the losses are random (not reproducible), the check is that they are finite.
-The env the config names is not used (train.py needs one: the presets pass cartpole).
+  critic; the losses are random (not reproducible), the check is that they are finite;
+- himmelblau (BDL ch. 7 §7.8, FX-OPT-1/2): plain gradient descent x -= lr·∇f(x) on Himmelblau's function
+  f(x, y) = (x² + y − 11)² + (x + y² − 7)² from `start`, `steps` steps; float32. Metrics opt/point,
+  opt/x, opt/y, opt/f; the TensorBoard curve opt/f every `log_every` steps.
+The first four report `check/...` and `check/passed` (also in check.txt of the run directory).
 """
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import List
 
 import numpy as np
 
@@ -23,17 +30,28 @@ import core
 from core import nn, optim
 from core.distributions import Normal
 
-CHECKS = ("dqn_loss", "replay_buffer_demo", "qcnn_params", "sac_smoke")
+CHECKS = ("dqn_loss", "replay_buffer_demo", "qcnn_params", "sac_smoke", "himmelblau")
 MAIN_METRIC = "check/passed"
 
 
 @dataclass
 class Config:
     check: str = "dqn_loss"
+    # himmelblau only: the initial point, the learning rate and the number of gradient steps
+    start: List[float] = field(default_factory=lambda: [4.0, 0.0])
+    lr: float = 0.01
+    steps: int = 200
+    log_every: int = 1
 
     def validate(self):
         if self.check not in CHECKS:
             raise ValueError(f"agent.check must be one of {', '.join(CHECKS)}, got {self.check!r}")
+        if len(self.start) != 2:
+            raise ValueError(f"agent.start is the initial point (x, y) of Himmelblau's function; got {self.start}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"agent.lr must be a positive finite number, got {self.lr}")
+        if self.steps < 1 or self.log_every < 1:
+            raise ValueError(f"agent.steps and agent.log_every must be >= 1, got {self.steps} and {self.log_every}")
 
 
 # ----- FX-RL-1: DQN / Double-DQN loss -----
@@ -200,14 +218,47 @@ def sac_smoke_check(seed):
             "check/total_loss": sum(losses), "check/passed": float(all(np.isfinite(losses)))}
 
 
+# ----- FX-OPT-1 / FX-OPT-2: gradient descent on Himmelblau's function -----
+def himmelblau(point):
+    x, y = point[0], point[1]
+    return (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2
+
+
+def minimize_himmelblau(args: Config, run) -> dict:
+    """BDL ch. 7's descent: `args.steps` plain gradient steps from `args.start`; resumable."""
+    point = nn.Parameter(core.tensor(list(args.start), device=run.device))
+    opt = optim.SGD([point], lr=args.lr)
+    step, started = 0, time.perf_counter()
+    if run.resume_state is not None:
+        point.data[...] = core.tensor(run.resume_state["point"], device=run.device).data
+        opt.load_state_dict(run.resume_state["optimizer"])
+        step = run.resume_state["step"]
+    value = himmelblau(point)
+    while step < args.steps and not run.should_stop():
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        step += 1
+        value = himmelblau(point)
+        run.check_finite("opt/f", value.item(), step)
+        if step % args.log_every == 0 or step == 1:
+            run.logger.scalar("opt/f", value.item(), step)
+    run.checkpoints.save({"point": point.detach().numpy(), "optimizer": opt.state_dict(), "step": step}, step)
+    x, y = point.detach().numpy().tolist()
+    return {"opt/point": [x, y], "opt/x": x, "opt/y": y, "opt/f": value.item(), "train/steps": step,
+            "time/wall_s": time.perf_counter() - started}
+
+
 def train(cfg, run):
+    args = cfg.agent
+    if args.check == "himmelblau":
+        return minimize_himmelblau(args, run)
     start = time.perf_counter()
-    check = cfg.agent.check
-    if check == "dqn_loss":
+    if args.check == "dqn_loss":
         metrics = dqn_loss_check()
-    elif check == "replay_buffer_demo":
+    elif args.check == "replay_buffer_demo":
         metrics = replay_buffer_demo_check(cfg.seed)
-    elif check == "qcnn_params":
+    elif args.check == "qcnn_params":
         metrics = qcnn_params_check()
     else:
         metrics = sac_smoke_check(cfg.seed)
@@ -215,4 +266,4 @@ def train(cfg, run):
     run.logger.text("check/result", "<pre>" + "\n".join(lines) + "</pre>")
     (run.dir / "check.txt").write_text("\n".join(lines) + "\n")
     run.logger.scalar("check/passed", metrics["check/passed"], 0)
-    return {**metrics, "check/name": check, "time/wall_s": time.perf_counter() - start}
+    return {**metrics, "check/name": args.check, "time/wall_s": time.perf_counter() - start}

@@ -178,7 +178,7 @@ class RunDirectoryBusy(ConfigError):
 # evaluation, logging and checkpoint cadence, the device and learning rates; anything else
 # (architecture, algorithm, seed, data) would make the resumed run another experiment
 RESUMABLE = ("resume", "quiet", "device", "checkpoint_every", "keep_checkpoints", "eval_episodes", "logger.*",
-             "*.total_timesteps", "*.total_episodes", "*.epochs", "*.eval_every", "*.log_every", "*.target_return",
+             "*.total_timesteps", "*.total_episodes", "*.epochs", "*.steps", "*.eval_every", "*.log_every", "*.target_return",
              "*.lr", "*.lr_*", "*_lr", "*.quality.*", "*.grid_size", "*.eval_greedy", "*.capture_video")
 
 

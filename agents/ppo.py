@@ -14,13 +14,13 @@ minimising (SB3's form of the loss, which the zoo's settings were tuned for)
              V_old + clip(V − V_old, ±clip_range_vf) (the PPO paper's code; SB3 keeps only the clipped one)
     loss   = policy − ent_coef·entropy + vf_coef·value
 
-with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`. `ppo_loss` is the
-readable form of this loss; a categorical policy on fused networks uses `CategoricalPPOLoss`, the
-same loss and gradient as one graph node (tested equal), because on CartPole-sized minibatches the
-per-node bookkeeping costs more than the arithmetic. When one minibatch is the whole rollout it is
-not shuffled (the loss is a mean: order does not matter).
+with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`. The loss is
+core.functional.ppo_loss; a categorical policy on fused networks uses its fused form
+(core.functional.fused_categorical_ppo_loss: the same loss and gradient as one graph node), because on
+CartPole-sized minibatches the per-node bookkeeping costs more than the arithmetic. When one minibatch
+is the whole rollout it is not shuffled (the loss is a mean: order does not matter).
 Schedules: `anneal_lr` / `anneal_clip` make the learning rate and ε fall linearly to 0 (the zoo's
-lin_1e-3 and lin_0.2): iteration i of n uses lr·(1 − i/n).
+lin_1e-3 and lin_0.2): iteration i of n uses lr·(1 − i/n) (the lr through core.optim.lr_scheduler).
 `target_kl`: the epochs of an iteration stop at the first minibatch whose approx-KL exceeds
 1.5·target_kl, before its update (SB3's rule).
 Logged per iteration: losses/{policy_loss, value_loss, entropy, approx_kl, old_approx_kl, clipfrac,
@@ -47,16 +47,15 @@ import core
 import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
                                  compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, make_policy, normalize, one_blas_thread, parameter_groups,
-                                 set_lr_fraction, training_envs, valid_indices)
+                                 log_episodes, lr_schedule, make_policy, normalize, one_blas_thread,
+                                 parameter_groups, training_envs, valid_indices)
 from core import optim
-from core.autograd import Function
 from core.backend import get_array_module, to_device
 from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from core.tensor import Tensor
 from envs import VectorStepper
 
-__all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "clipped_surrogate_loss", "CategoricalPPOLoss"]
+__all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_ppo_loss"]
 
 
 @dataclass
@@ -110,102 +109,26 @@ class Config:
             raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
-def clipped_surrogate_loss(logratio, advantages, clip_range):
-    """PPO's policy loss mean(max(−A·r, −A·clip(r, 1 − ε, 1 + ε))) with r = exp(logratio), a Tensor
-    (log π − log π_old); `advantages` an array. Returns (loss, ratio)."""
-    ratio = logratio.exp()
-    negative = Tensor._make(-advantages)
-    return core.maximum(negative * ratio, negative * ratio.clip(1 - clip_range, 1 + clip_range)).mean(), ratio
+def _loss_options(batch, args):
+    return {"vf_coef": args.vf_coef, "ent_coef": args.ent_coef, "old_values": batch["values"],
+            "clip_range_vf": args.clip_range_vf}
 
 
 def ppo_loss(model, batch, clip_range, args):
     """The loss of a minibatch (a dict of arrays: obs, actions, logprobs, values, advantages, returns)
-    and its parts as arrays (policy_loss, value_loss, entropy, and the ratio and log-ratio). Any
-    policy; `CategoricalPPOLoss` computes the same in one graph node."""
+    and its parts as arrays (policy_loss, value_loss, entropy, and the ratio and log-ratio), for any
+    policy: core.functional.ppo_loss of the model's log-probabilities, entropy and values."""
     logprobs, entropy, values = model.evaluate_actions(Tensor._make(batch["obs"]), batch["actions"],
                                                         entropy_grad=args.ent_coef > 0)
-    logratio = logprobs - Tensor._make(batch["logprobs"])
-    policy_loss, ratio = clipped_surrogate_loss(logratio, batch["advantages"], clip_range)
-    returns = Tensor._make(batch["returns"])
-    if args.clip_range_vf is None:
-        value_loss = F.mse_loss(values, returns)
-    else:
-        old = Tensor._make(batch["values"])
-        clipped = old + (values - old).clip(-args.clip_range_vf, args.clip_range_vf)
-        value_loss = core.maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()
-    entropy = entropy.mean()
-    loss = policy_loss + args.vf_coef * value_loss
-    if args.ent_coef:
-        loss = loss - args.ent_coef * entropy
-    return loss, {"policy_loss": policy_loss.data, "value_loss": value_loss.data, "entropy": entropy.data,
-                  "ratio": ratio.data, "logratio": logratio.data}
-
-
-class CategoricalPPOLoss(Function):
-    """`ppo_loss` for a categorical policy as ONE graph node, from the logits and the values, with
-    its analytic gradient: on CartPole-sized minibatches the ~20 small nodes of the readable form
-    cost more in bookkeeping than in arithmetic. Same values and gradients (tested against
-    `ppo_loss`); first-order only. After the call, `parts` holds what `ppo_loss` returns as parts.
-
-    With p = softmax(logits), r = exp(log p_a − log π_old(a)) and n the minibatch size:
-      d loss / d log p_a = (1/n)·r·(d/dr of max(−A·r, −A·clip(r))), chained through log-softmax
-      (d log p_a / d logits = onehot(a) − p); d entropy / d logits = −p·(log p + H);
-      d value loss / d V = (2/n)·(V − R) (with value clipping, the winning term's slope)."""
-
-    def __init__(self, batch, clip_range, args):
-        self.batch, self.clip_range, self.config = batch, clip_range, args
-
-    def forward(self, logits, values):
-        xp, batch, args, eps = get_array_module(logits), self.batch, self.config, self.clip_range
-        n = len(values)
-        z = logits - logits.max(-1, keepdims=True)
-        log_probs = z - xp.log(xp.exp(z).sum(-1, keepdims=True))
-        probs = xp.exp(log_probs)
-        chosen = (batch["actions"][:, None] == xp.arange(logits.shape[-1])).astype(logits.dtype)
-        logratio = (log_probs * chosen).sum(-1) - batch["logprobs"]
-        ratio = xp.exp(logratio)
-        clipped = xp.clip(ratio, 1 - eps, 1 + eps)
-        negative = -batch["advantages"]
-        objective = xp.maximum(negative * ratio, negative * clipped)
-        # which term the max takes (ties split evenly, as core.maximum does) and whether clip passes r
-        unclipped = _share(negative * ratio, negative * clipped, xp)
-        slope = negative * (unclipped + (1 - unclipped) * (clipped == ratio))
-        entropy = -(probs * log_probs).sum(-1)
-        error = values - batch["returns"]
-        if args.clip_range_vf is None:
-            value_losses, value_slope = error * error, 2 * error
-        else:
-            delta = xp.clip(values - batch["values"], -args.clip_range_vf, args.clip_range_vf)
-            clipped_error = batch["values"] + delta - batch["returns"]
-            plain = _share(error * error, clipped_error * clipped_error, xp)
-            value_losses = xp.maximum(error * error, clipped_error * clipped_error)
-            value_slope = 2 * (plain * error + (1 - plain) * clipped_error * (delta == values - batch["values"]))
-        policy_loss, value_loss, mean_entropy = objective.mean(), value_losses.mean(), entropy.mean()
-        self.parts = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": mean_entropy,
-                      "ratio": ratio, "logratio": logratio}
-        self.saved = probs, log_probs, chosen, entropy, slope * ratio / n, value_slope / n
-        return xp.asarray(policy_loss + args.vf_coef * value_loss - args.ent_coef * mean_entropy, dtype=logits.dtype)
-
-    def backward(self, gy):
-        if not self._raw:
-            raise RuntimeError("CategoricalPPOLoss has no second-order gradients")
-        probs, log_probs, chosen, entropy, d_logprob, d_value = self.saved
-        grad_logits = (chosen - probs) * (gy * d_logprob)[:, None]
-        if self.config.ent_coef:
-            grad_logits += (gy * self.config.ent_coef / len(entropy)) * probs * (log_probs + entropy[:, None])
-        return grad_logits.astype(probs.dtype, copy=False), (gy * self.config.vf_coef * d_value).astype(probs.dtype)
-
-
-def _share(a, b, xp):
-    """1 where a > b, 0.5 at ties, 0 where a < b: the gradient share of `a` in max(a, b)."""
-    return xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(a.dtype)
+    return F.ppo_loss(logprobs, entropy, values, batch["logprobs"], batch["advantages"], batch["returns"], clip_range,
+                      **_loss_options(batch, args))
 
 
 def fused_ppo_loss(model, batch, clip_range, args):
-    """`ppo_loss` through CategoricalPPOLoss."""
+    """`ppo_loss` of a categorical policy through core.functional.fused_categorical_ppo_loss (one node)."""
     head, values = model(Tensor._make(batch["obs"]))
-    node = CategoricalPPOLoss(batch, clip_range, args)
-    return node(head, values), node.parts
+    return F.fused_categorical_ppo_loss(head, values, batch["actions"], batch["logprobs"], batch["advantages"],
+                                        batch["returns"], clip_range, **_loss_options(batch, args))
 
 
 def ppo_update(model, optimizer, data, clip_range, args, rng):
@@ -278,7 +201,6 @@ def _train(cfg, run):
     model = build_model(args, envs.single_observation_space, envs.single_action_space, "PPO",
                         core.Generator(derive_seed(cfg.seed, "init"))).to(device)
     optimizer = optim.Adam(parameter_groups(model, args.lr, args.critic_lr), lr=args.lr, eps=args.adam_eps)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
     action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
     minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
     stepper = VectorStepper(envs)
@@ -286,6 +208,7 @@ def _train(cfg, run):
     buffer = RolloutBuffer(args.num_steps, envs, device)
     eval_envs = evaluation_envs(cfg, args, device)
     num_iterations = math.ceil(args.total_timesteps / rollout_size)
+    scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
     iteration = global_step = episodes = 0
     wall_before, to_target = 0.0, None  # to_target: (wall seconds, env steps) when target_return was reached
     evaluation = None  # (iteration, eval metrics) of the last evaluation during training
@@ -294,6 +217,7 @@ def _train(cfg, run):
         state = run.resume_state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         action_generator.set_state(state["action_generator"])
         minibatch_rng.bit_generator.state = state["minibatch_rng"]
         stepper.load_state_dict(state["stepper"])
@@ -310,7 +234,7 @@ def _train(cfg, run):
     def checkpoint():
         nonlocal saved_iteration
         run.checkpoints.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "action_generator": action_generator.get_state(), "minibatch_rng": minibatch_rng.bit_generator.state,
             "stepper": stepper.state_dict(), "rng": get_rng_state(), "iteration": iteration,
             "global_step": global_step, "episodes": episodes, "wall_s": wall(), "to_target": to_target,
@@ -321,11 +245,8 @@ def _train(cfg, run):
     bar.update(global_step)
     episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
     while iteration < num_iterations and episodes < episode_budget and to_target is None and not run.should_stop():
-        remaining = 1.0 - iteration / num_iterations
-        fraction = remaining if args.anneal_lr else 1.0
-        set_lr_fraction(optimizer, base_lrs, fraction)
-        lr = args.lr * fraction
-        clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range
+        lr = scheduler.get_last_lr()[0]
+        clip_range = args.clip_range * (1.0 - iteration / num_iterations) if args.anneal_clip else args.clip_range
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)
         global_step += rollout_size
@@ -336,6 +257,7 @@ def _train(cfg, run):
         data = flatten_rollout(buffer, advantages, returns)
         stats, stopped_early = ppo_update(model, optimizer, data, clip_range, args, minibatch_rng)
         run.check_finite("losses/loss", stats.get("loss", 0.0), global_step)
+        scheduler.step()
         iteration += 1
 
         run.logger.scalars({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, global_step)

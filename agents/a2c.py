@@ -12,7 +12,8 @@ stochastic policy (agents/actor_critic.py: collect_rollout) and makes ONE gradie
 
 with RMSprop (PyTorch's form, alpha 0.99, eps `rms_prop_eps`: SB3's A2C) or Adam, and global-norm
 gradient clipping at `max_grad_norm`. Truncated episodes bootstrap from the value of their true
-final observation; terminated ones do not. `anneal_lr` decays the learning rate linearly to 0.
+final observation; terminated ones do not. `anneal_lr` decays the learning rate linearly to 0
+(core.optim.lr_scheduler). A3C (agents/a3c.py) computes its gradients with this loss too.
 
 Envs, evaluation, checkpoints and resume work as in agents/ppo.py (see there).
 """
@@ -27,8 +28,8 @@ import core
 import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
                                  compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, make_policy, normalize, one_blas_thread, parameter_groups,
-                                 set_lr_fraction, training_envs, valid_indices)
+                                 log_episodes, lr_schedule, make_policy, normalize, one_blas_thread,
+                                 parameter_groups, training_envs, valid_indices)
 from core import optim
 from core.runtime.run import get_rng_state, set_rng_state
 from core.tensor import Tensor
@@ -80,10 +81,9 @@ class Config:
 
 
 def make_optimizer(args, model):
-    groups = parameter_groups(model, args.lr, args.critic_lr)
-    if args.optimizer == "rmsprop":
-        return optim.RMSprop(groups, lr=args.lr, alpha=0.99, eps=args.rms_prop_eps)
-    return optim.Adam(groups, lr=args.lr, eps=args.rms_prop_eps)
+    """RMSprop (alpha 0.99) or Adam, both with eps `rms_prop_eps`, as SB3's A2C."""
+    return optim.create(parameter_groups(model, args.lr, args.critic_lr), args.optimizer, lr=args.lr,
+                        eps=args.rms_prop_eps)
 
 
 def a2c_loss(model, buffer, advantages, returns, args):
@@ -121,12 +121,12 @@ def _train(cfg, run):
                         core.Generator(derive_seed(cfg.seed, "init"))).to(device)
     params = list(model.parameters())
     optimizer = make_optimizer(args, model)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
     action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
     stepper = VectorStepper(envs)
     stepper.reset(seed=cfg.seed)
     buffer = RolloutBuffer(args.num_steps, envs, device)
     num_iterations = math.ceil(args.total_timesteps / rollout_size)
+    scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
     iteration = global_step = episodes = 0
     wall_before = 0.0
     finished = []  # episodes that ended since the last log line
@@ -135,6 +135,7 @@ def _train(cfg, run):
         state = run.resume_state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         action_generator.set_state(state["action_generator"])
         stepper.load_state_dict(state["stepper"])
         set_rng_state(state["rng"])
@@ -151,7 +152,7 @@ def _train(cfg, run):
     def checkpoint():
         nonlocal saved_iteration
         run.checkpoints.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "action_generator": action_generator.get_state(), "stepper": stepper.state_dict(),
             "rng": get_rng_state(), "iteration": iteration, "global_step": global_step, "episodes": episodes,
             "wall_s": wall(), "unlogged_episodes": [list(episode) for episode in finished],
@@ -163,9 +164,7 @@ def _train(cfg, run):
     bar.update(global_step)
     episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
     while iteration < num_iterations and episodes < episode_budget and not run.should_stop():
-        fraction = 1.0 - iteration / num_iterations if args.anneal_lr else 1.0
-        set_lr_fraction(optimizer, base_lrs, fraction)
-        lr = args.lr * fraction
+        lr = scheduler.get_last_lr()[0]
 
         ended = collect_rollout(stepper, model, buffer, action_generator, device)
         finished += ended
@@ -180,6 +179,7 @@ def _train(cfg, run):
         if args.max_grad_norm:
             optim.clip_grad_norm_(params, args.max_grad_norm)
         optimizer.step()
+        scheduler.step()
         iteration += 1
 
         if iteration % log_every == 0 or iteration == num_iterations:

@@ -6,28 +6,32 @@
 
 Each of `num_workers` workers owns an env (`envs_per_worker` copies), a copy of the model and its
 own random streams, and loops: pull the current weights, play `num_steps` steps, compute the
-gradient of
+gradient of A2C's loss (agents/a2c.py: a2c_loss)
 
     A      = R − V(s),  R = n-step return (r + γr' + ... + γⁿV(s_n); 0 after a termination,
              V(true final observation) after a truncation)
     loss   = −mean(A · log π(a|s)) + vf_coef·mean((V(s) − R)²) − ent_coef·entropy
 
-clip it to global norm `max_grad_norm`, and apply it to the shared weights with the shared
-optimizer (Adam or RMSprop), without waiting for the other workers.
+clip it to global norm `max_grad_norm` (core.optim.clip_grad_norm_), and apply it to the shared
+weights with the shared optimizer (core.optim's Adam or RMSprop), without waiting for the other
+workers. `anneal_lr` makes the lr fall linearly to 0 over `total_timesteps` (all workers' env steps;
+core.optim.lr_scheduler.LinearLR stepped to that count).
 
 Backends:
 - "processes": `num_workers` processes (multiprocessing, `start_method` "spawn" by default: a
   fresh interpreter, safe whatever threads the parent runs (TensorBoard's writer thread); "fork"
-  starts faster but copies a parent that may hold locks; "forkserver" is in between). The weights,
-  the optimizer's moments and its step count live in shared memory (multiprocessing RawArrays
-  seen as flat numpy arrays) and every worker updates them in place with no lock: Hogwild!
-  (Recht et al. 2011), as the A3C paper does. Between two steps of one worker, others may write:
-  that staleness is the algorithm. `own_sessions`: Linux's default "autogroup" scheduling gives
-  each session (a terminal, a job) one share of the CPUs, however many processes it runs, so on a
-  machine busy with other sessions N workers in the trainer's session get the CPU of about one;
-  with own_sessions each worker starts a session of its own (setsid) and competes as a separate
-  job would, as Ray's workers do (docs/benchmarks.md shows both). Off by default: it takes more
-  of a shared machine, and Ctrl-Z then suspends the trainer but not its workers.
+  starts faster but copies a parent that may hold locks; "forkserver" is in between). The trainer
+  builds the model and its optimizer as every trainer does, then moves the optimizer into shared
+  memory (core.optim's `share_memory_`): the weights, the optimizer's moments and its step counts,
+  which every worker's copy of the optimizer updates in place with no lock: Hogwild! (Recht et al.
+  2011), as the A3C paper does (only the step counts advance under a lock, so every update counts).
+  Between two steps of one worker, others may write: that staleness is the algorithm.
+  `own_sessions`: Linux's default "autogroup" scheduling gives each session (a terminal, a job) one
+  share of the CPUs, however many processes it runs, so on a machine busy with other sessions N
+  workers in the trainer's session get the CPU of about one; with own_sessions each worker starts a
+  session of its own (setsid) and competes as a separate job would, as Ray's workers do
+  (docs/benchmarks.md shows both). Off by default: it takes more of a shared machine, and Ctrl-Z
+  then suspends the trainer but not its workers.
 - "ray": the same workers as Ray actors, possibly on other machines; a parameter-server actor
   holds the weights and the optimizer, applies each pushed gradient as it arrives (one at a time)
   and answers with the fresh weights. `ray` is the optional extra `rlgen-lab[ray]`; `ray_address`
@@ -42,9 +46,10 @@ update), exit too. A worker that raises sends its traceback and the trainer stop
 raises it; a worker that dies silently (killed) is reported with its exit code.
 
 Checkpoints every `checkpoint_every` global updates and at the end hold a snapshot of the
-shared weights and optimizer state plus the counters; a resumed run continues from them with
-fresh episodes and new random streams (asynchronous training is not reproducible step for step).
-`total_timesteps` (and `total_episodes`, when set) count over all workers and over resumes.
+shared weights (as the model's state dict), the optimizer's state dict and the counters; a resumed
+run continues from them with fresh episodes and new random streams (asynchronous training is not
+reproducible step for step). `total_timesteps` (and `total_episodes`, when set) count over all
+workers and over resumes.
 Logged: charts/episodic_return, charts/episodic_length, charts/SPS, losses/{policy_loss,
 value_loss, entropy}, a3c/updates. Metrics, besides the usual: per worker a3c/worker_updates,
 a3c/worker_env_steps, a3c/worker_cpu_s and a3c/worker_first_update_s / a3c/worker_last_update_s
@@ -52,7 +57,6 @@ a3c/worker_env_steps, a3c/worker_cpu_s and a3c/worker_first_update_s / a3c/worke
 a3c/env_steps_per_s (all workers' env steps over the span from the first update to the last).
 """
 import ctypes
-import math
 import multiprocessing as mp
 import os
 import queue
@@ -69,15 +73,16 @@ import numpy as np
 from omegaconf import OmegaConf
 
 import core
-import core.functional as F
+from agents.a2c import a2c_loss
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
-                                 derive_seed, evaluation_envs, evaluation_metrics, make_envs, make_policy,
-                                 n_step_returns, one_blas_thread, valid_indices)
+                                 derive_seed, evaluation_envs, evaluation_metrics, lr_schedule, make_envs, make_policy,
+                                 n_step_returns, one_blas_thread)
+from core import nn, optim
 from core.runtime.run import ConfigError, NonFiniteError
 from core.tensor import Tensor
 from envs import VectorStepper
 
-__all__ = ["Config", "train", "make_policy", "SharedOptimizer", "max_workers"]
+__all__ = ["Config", "train", "make_policy", "make_optimizer", "apply_gradient", "max_workers"]
 BACKENDS = ("processes", "ray")
 START_METHODS = ("spawn", "forkserver", "fork")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -112,6 +117,7 @@ class Config:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 40.0            # 0: no clipping
+    normalize_advantage: bool = False      # standardise each rollout's advantages (as A2C's option)
     hidden: List[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     init: str = "orthogonal"
@@ -142,93 +148,22 @@ class Config:
         check_each(self, ("eps", "log_every_s"), "> 0", lambda value: value > 0)
 
 
-# ----- flat parameters and the shared optimizer -----
-def flatten_parameters(model):
-    """Make every parameter of `model` a view into one flat float32 array and return it: weights
-    then come in with one copy and gradients go out with one concatenate."""
-    params = list(model.parameters())
-    flat = np.concatenate([p.data.ravel() for p in params]).astype(np.float32)
-    offset = 0
-    for p in params:
-        p.data = flat[offset:offset + p.size].reshape(p.shape)
-        offset += p.size
-    return flat
+# ----- the optimizer: core.optim's, in shared memory (processes) or in the parameter server (Ray) -----
+def make_optimizer(args, params):
+    """Adam (`betas`) or RMSprop (`alpha`) with the config's lr and eps."""
+    options = {"betas": args.betas} if args.optimizer == "adam" else {"alpha": args.alpha}
+    return optim.create(params, args.optimizer, lr=args.lr, eps=args.eps, **options)
 
 
-def flat_gradient(params, out):
-    """Gather the parameters' gradients into the flat array `out` (zeros where a parameter got none)."""
-    grads = [p.grad.data.ravel() if p.grad is not None else np.zeros(p.size, np.float32) for p in params]
-    np.concatenate(grads, out=out)
-    return out
-
-
-def clip_flat_gradient(grad, max_norm):
-    """Scale `grad` in place to global norm <= max_norm (PyTorch's rule); returns the norm before."""
-    norm = math.sqrt(float(grad @ grad))
-    if max_norm and norm > max_norm:
-        grad *= max_norm / (norm + 1e-6)
-    return norm
-
-
-class SharedOptimizer:
-    """Adam or RMSprop (PyTorch's formulas, as core.optim) over flat arrays: the weights, the moments
-    (`moments`: Adam's exp_avg and exp_avg_sq, or RMSprop's square_avg) and the step counts (an
-    int64 array, one slot per worker: the step count is their sum). With shared-memory arrays every
-    worker updates them in place without a lock (Hogwild!): a racing worker may now and then
-    overwrite a moment update, which A3C tolerates by design; a count only its own worker writes
-    loses no step."""
-
-    def __init__(self, kind, params, moments, step_counts, lr, betas=(0.9, 0.999), alpha=0.99, eps=1e-8,
-                 anneal=False, slot=0):
-        self.kind, self.params, self.moments = kind, params, moments
-        self.step_counts, self.slot = step_counts, slot
-        self.lr, self.betas, self.alpha, self.eps, self.anneal = lr, tuple(betas), alpha, eps, anneal
-
-    @classmethod
-    def from_config(cls, args, params, moments, step_counts, slot=0):
-        return cls(args.optimizer, params, moments, step_counts, args.lr, args.betas, args.alpha, args.eps,
-                   args.anneal_lr, slot)
-
-    @property
-    def step_count(self):
-        return int(self.step_counts.sum())
-
-    @staticmethod
-    def num_moments(kind):
-        return 2 if kind == "adam" else 1
-
-    def step(self, grad, progress=0.0):
-        """`progress` in [0, 1]: the fraction of the budget done, for an annealed lr (see `anneal`)."""
-        self.step_counts[self.slot] += 1
-        lr = self.lr * max(0.0, 1.0 - progress) if self.anneal else self.lr
-        if self.kind == "adam":
-            (beta1, beta2), t = self.betas, self.step_count
-            exp_avg, exp_avg_sq = self.moments
-            exp_avg *= beta1
-            exp_avg += (1 - beta1) * grad
-            exp_avg_sq *= beta2
-            exp_avg_sq += (1 - beta2) * grad * grad
-            root = math.sqrt(1 - beta2 ** t)  # bias corrections folded into two scalars, as core.optim.Adam
-            self.params -= (lr * root / (1 - beta1 ** t)) * exp_avg / (np.sqrt(exp_avg_sq) + self.eps * root)
-        else:
-            (square_avg,) = self.moments
-            square_avg *= self.alpha
-            square_avg += (1 - self.alpha) * grad * grad
-            self.params -= lr * grad / (np.sqrt(square_avg) + self.eps)
-
-    def state_dict(self):
-        return {"kind": self.kind, "params": self.params.copy(), "moments": [m.copy() for m in self.moments],
-                "step": self.step_count}
-
-    def load_state_dict(self, state):
-        if state["kind"] != self.kind or state["params"].shape != self.params.shape:
-            raise ValueError(f"checkpoint holds a {state['kind']} optimizer over {state['params'].size} weights, "
-                             f"this run has {self.kind} over {self.params.size}")
-        self.params[...] = state["params"]
-        for moment, saved in zip(self.moments, state["moments"]):
-            moment[...] = saved
-        self.step_counts[...] = 0
-        self.step_counts[0] = state["step"]
+def apply_gradient(optimizer, scheduler, grads, env_steps):
+    """One asynchronous update: `grads` (arrays in the order of the optimizer's parameters, None for
+    none) become the gradients, the lr follows `scheduler` to `env_steps` (all workers' so far), and
+    the optimizer steps."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else Tensor._make(g)
+    scheduler.step(env_steps)
+    optimizer.step()
 
 
 # ----- one worker: env, model copy, random stream; the same code on both backends -----
@@ -242,42 +177,31 @@ class Worker:
         seed = derive_seed(spec["seed"], "worker", rank, spec["generation"])
         self.envs = make_envs(env_cfg, self.args.envs_per_worker, seed % 2**31)
         self.model = build_model(self.args, self.envs.single_observation_space, self.envs.single_action_space, "A3C")
-        self.weights = flatten_parameters(self.model)
         self.params = list(self.model.parameters())
-        self.grad = np.empty_like(self.weights)
         self.generator = core.Generator(derive_seed(seed, "actions"))
         self.stepper = VectorStepper(self.envs)
         self.stepper.reset(seed=seed % 2**31)
         self.buffer = RolloutBuffer(self.args.num_steps, self.envs)
 
     def gradient(self, weights):
-        """(flat gradient, env steps, finished episodes, {loss part: float}) of one rollout."""
-        self.weights[...] = weights  # pull the current shared weights into the local copy
+        """(gradients, env steps, finished episodes, {loss part: float}) of one rollout played with
+        `weights` (arrays in the order of the model's parameters: the current shared ones); the
+        gradients are arrays (None where a parameter got none), clipped to global norm max_grad_norm."""
+        for p, w in zip(self.params, weights):
+            p.data[...] = w  # pull the current shared weights into the local copy
         finished = collect_rollout(self.stepper, self.model, self.buffer, self.generator)
         buffer, args = self.buffer, self.args
         returns = n_step_returns(buffer.rewards, buffer.next_values, buffer.terminated, buffer.truncated, args.gamma)
-        obs = buffer.obs.reshape(-1, *buffer.obs.shape[2:])
-        actions = buffer.actions.reshape(-1, *buffer.actions.shape[2:])
-        returns, values = returns.reshape(-1), buffer.values.reshape(-1)
-        keep = valid_indices(buffer)
-        if keep is not None:
-            obs, actions, returns, values = obs[keep], actions[keep], returns[keep], values[keep]
-        logprobs, entropy, value_pred = self.model.evaluate_actions(Tensor._make(obs), actions,
-                                                                    entropy_grad=args.ent_coef > 0)
-        policy_loss = -(logprobs * Tensor._make(returns - values)).mean()
-        value_loss = F.mse_loss(value_pred, Tensor._make(returns))
-        entropy = entropy.mean()
-        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
+        loss, parts = a2c_loss(self.model, buffer, returns - buffer.values, returns, args)
         if not np.isfinite(loss.data):
             raise FloatingPointError(f"A3C worker {self.rank}: the loss is {float(loss.data)}; lower agent.lr or "
                                      "agent.max_grad_norm")
-        for p in self.params:
-            p.grad = None
+        self.model.zero_grad()
         loss.backward()
-        clip_flat_gradient(flat_gradient(self.params, self.grad), args.max_grad_norm)
-        parts = {"policy_loss": float(policy_loss.data), "value_loss": float(value_loss.data),
-                 "entropy": float(entropy.data)}
-        return self.grad, buffer.num_steps * buffer.num_envs, finished, parts
+        if args.max_grad_norm:
+            optim.clip_grad_norm_(self.params, args.max_grad_norm)
+        grads = [None if p.grad is None else p.grad.data for p in self.params]
+        return grads, buffer.num_steps * buffer.num_envs, finished, {name: float(v.data) for name, v in parts.items()}
 
 
 def worker_vectorization(cfg, args):
@@ -318,24 +242,20 @@ class LossMeter:
 
 # ----- processes backend -----
 class SharedArrays:
-    """The RawArrays the trainer and its workers share, and numpy views of them (`views()`, made
-    again in each process: RawArrays pickle into the children, numpy views do not)."""
+    """The RawArrays the trainer and its workers share besides the optimizer, and numpy views of them
+    (`views()`, made again in each process: RawArrays pickle into the children, numpy views do not)."""
 
-    def __init__(self, ctx, num_weights, num_workers, optimizer):
-        self.raw = {"weights": ctx.RawArray(ctypes.c_float, num_weights),
-                    "moments": ctx.RawArray(ctypes.c_float, num_weights * SharedOptimizer.num_moments(optimizer)),
-                    "opt_step": ctx.RawArray(ctypes.c_int64, num_workers),
-                    "stop": ctx.RawArray(ctypes.c_int64, 1),
+    def __init__(self, ctx, num_workers):
+        self.raw = {"stop": ctx.RawArray(ctypes.c_int64, 1),
                     # per worker: env steps, updates, episodes
                     "counters": ctx.RawArray(ctypes.c_int64, 3 * num_workers),
                     # per worker: time.time() of the first update's start and of the last update's end,
                     # and the CPU seconds the worker used in between
                     "times": ctx.RawArray(ctypes.c_double, 3 * num_workers)}
-        self.num_weights, self.num_workers = num_weights, num_workers
+        self.num_workers = num_workers
 
     def views(self):
         v = {name: np.ctypeslib.as_array(raw) for name, raw in self.raw.items()}
-        v["moments"] = v["moments"].reshape(-1, self.num_weights)
         v["counters"] = v["counters"].reshape(3, self.num_workers)
         v["times"] = v["times"].reshape(3, self.num_workers)
         return v
@@ -350,8 +270,8 @@ def _die_with_parent():
         pass
 
 
-def _process_worker(rank, spec, shared, events, parent_pid):
-    """A worker process's main loop (see the module docstring)."""
+def _process_worker(rank, spec, optimizer, shared, events, parent_pid):
+    """A worker process's main loop (see the module docstring); `optimizer` is the trainer's, in shared memory."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's; it stops us through the flag
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker would inherit the trainer's handler
     if spec["agent"].own_sessions:
@@ -361,15 +281,16 @@ def _process_worker(rank, spec, shared, events, parent_pid):
         s = shared.views()
         args = spec["agent"]
         worker = Worker(rank, spec)
-        optimizer = SharedOptimizer.from_config(args, s["weights"], list(s["moments"]), s["opt_step"], rank)
+        weights = [p.data for group in optimizer.param_groups for p in group["params"]]  # the shared ones
+        scheduler = lr_schedule(optimizer, args.anneal_lr, args.total_timesteps)
         steps_before = args.total_timesteps - spec["budget"][0]  # by earlier runs of a resumed training
         losses, last_report = LossMeter(), time.time()
         with one_blas_thread():  # one per worker: the workers are the parallelism
             while not s["stop"][0] and os.getppid() == parent_pid:
                 started, cpu = time.time(), time.process_time()
-                grad, steps, finished, parts = worker.gradient(s["weights"])
+                grads, steps, finished, parts = worker.gradient(weights)
                 # Hogwild!: straight into the shared weights, no lock
-                optimizer.step(grad, (steps_before + s["counters"][0].sum()) / args.total_timesteps)
+                apply_gradient(optimizer, scheduler, grads, steps_before + int(s["counters"][0].sum()))
                 ended = time.time()
                 if s["times"][0, rank] == 0:
                     s["times"][0, rank], cpu_start = started, cpu
@@ -441,17 +362,17 @@ def _drain(events, on_event, wait):
         pass
 
 
-def _run_processes(cfg, args, run, weights, state, monitor):
+def _run_processes(cfg, args, run, model, state, monitor):
     ctx = mp.get_context(args.start_method)
-    shared = SharedArrays(ctx, weights.size, args.num_workers, args.optimizer)
-    views = shared.views()
-    optimizer = SharedOptimizer.from_config(args, views["weights"], list(views["moments"]), views["opt_step"])
-    views["weights"][...] = weights
+    optimizer = make_optimizer(args, model.parameters())
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+    optimizer.share_memory_(ctx)  # the model's parameters are views of the shared weights from here on
+    shared = SharedArrays(ctx, args.num_workers)
+    views = shared.views()
     spec = worker_spec(cfg, args, monitor.generation, monitor.remaining)
     events = ctx.Queue()
-    processes = [ctx.Process(target=_process_worker, args=(rank, spec, shared, events, os.getpid()),
+    processes = [ctx.Process(target=_process_worker, args=(rank, spec, optimizer, shared, events, os.getpid()),
                              name=f"a3c-worker-{rank}", daemon=True) for rank in range(args.num_workers)]
     errors = []
 
@@ -482,7 +403,7 @@ def _run_processes(cfg, args, run, weights, state, monitor):
                 break
             if all(p.exitcode == 0 for p in processes) or run.should_stop():
                 break
-            monitor.tick(views["counters"], views["times"], lambda: optimizer.state_dict())
+            monitor.tick(views["counters"], views["times"], optimizer.state_dict)
     finally:
         _stop_processes(processes, events, views, on_event)
     if errors:
@@ -493,27 +414,28 @@ def _run_processes(cfg, args, run, weights, state, monitor):
 
 # ----- Ray backend -----
 class ParameterServer:
-    """Holds the weights and the optimizer; applies each pushed gradient as it arrives (an actor
-    runs one method call at a time) and answers with the fresh weights."""
+    """Holds the weights (arrays in the order of the model's parameters) and their optimizer; applies
+    each pushed gradient as it arrives (an actor runs one method call at a time) and answers with the
+    fresh weights."""
 
     def __init__(self, args, weights, num_workers, budget, state=None):
-        self.weights = weights.copy()
-        moments = [np.zeros_like(weights) for _ in range(SharedOptimizer.num_moments(args.optimizer))]
-        self.optimizer = SharedOptimizer.from_config(args, self.weights, moments, np.zeros(1, np.int64))
+        self.params = [nn.Parameter(w) for w in weights]
+        self.optimizer = make_optimizer(args, self.params)
         if state is not None:
             self.optimizer.load_state_dict(state)
+        self.scheduler = lr_schedule(self.optimizer, args.anneal_lr, args.total_timesteps)
         self.budget, self.stop = budget, False
-        self.total_timesteps, self.steps_before = args.total_timesteps, args.total_timesteps - budget[0]
+        self.steps_before = args.total_timesteps - budget[0]
         self.counters = np.zeros((3, num_workers), np.int64)
         self.times = np.zeros((3, num_workers))
         self.events = []
 
     def pull(self):
-        return self.weights
+        return [p.data for p in self.params]
 
-    def push(self, rank, grad, steps, episodes, started, cpu_seconds, losses):
-        """Apply a worker's gradient; returns (fresh weights, whether to stop)."""
-        self.optimizer.step(grad, (self.steps_before + self.counters[0].sum()) / self.total_timesteps)
+    def push(self, rank, grads, steps, episodes, started, cpu_seconds, losses):
+        """Apply a worker's gradients; returns (fresh weights, whether to stop)."""
+        apply_gradient(self.optimizer, self.scheduler, grads, self.steps_before + int(self.counters[0].sum()))
         if self.times[0, rank] == 0:
             self.times[0, rank] = started
         self.times[1:, rank] = time.time(), cpu_seconds
@@ -522,7 +444,7 @@ class ParameterServer:
         if losses:
             self.events.append(("losses", rank, losses))
         self.stop = self.stop or budget_spent(self.counters[0].sum(), self.counters[2].sum(), self.budget)
-        return self.weights, self.stop
+        return self.pull(), self.stop
 
     def request_stop(self):
         self.stop = True
@@ -533,7 +455,8 @@ class ParameterServer:
         return self.counters.copy(), self.times.copy(), events
 
     def state_dict(self):
-        return self.optimizer.state_dict()
+        """(copies of the weights, the optimizer's state dict)."""
+        return [p.data.copy() for p in self.params], self.optimizer.state_dict()
 
 
 class RayWorker:
@@ -550,12 +473,12 @@ class RayWorker:
         with one_blas_thread():
             while not stop:
                 started = time.time()
-                grad, steps, finished, parts = self.worker.gradient(weights)
+                grads, steps, finished, parts = self.worker.gradient(weights)
                 losses.add(parts)
                 report = losses.pop() if started - last_report >= self.log_every_s else None
                 last_report = started if report else last_report
                 episodes = [(e.episodic_return, e.length) for e in finished]
-                weights, stop = ray.get(server.push.remote(self.rank, grad, steps, episodes, started,
+                weights, stop = ray.get(server.push.remote(self.rank, grads, steps, episodes, started,
                                                            time.process_time() - cpu_start, report))
 
 
@@ -591,11 +514,21 @@ def _connect_ray(address, num_workers):
     return ray
 
 
-def _run_ray(cfg, args, run, weights, state, monitor):
+def _run_ray(cfg, args, run, model, state, monitor):
     ray = _connect_ray(args.ray_address, args.num_workers)
+    params = list(model.parameters())
+
+    def snapshot():
+        """The server's optimizer state; its weights go into the trainer's model (for the checkpoint)."""
+        weights, optimizer_state = ray.get(server.state_dict.remote())
+        for p, w in zip(params, weights):
+            p.data[...] = w
+        return optimizer_state
+
     try:
         server = ray.remote(num_cpus=0)(ParameterServer).remote(
-            args, weights, args.num_workers, monitor.remaining, None if state is None else state["optimizer"])
+            args, [p.data for p in params], args.num_workers, monitor.remaining,
+            None if state is None else state["optimizer"])
         spec = worker_spec(cfg, args, monitor.generation, monitor.remaining)
         workers = [ray.remote(num_cpus=1)(RayWorker).remote(rank, spec) for rank in range(args.num_workers)]
         pending = [w.run.remote(server) for w in workers]
@@ -606,7 +539,7 @@ def _run_ray(cfg, args, run, weights, state, monitor):
                 counters, times, events = ray.get(server.progress.remote())
                 for kind, rank, payload in events:
                     monitor.event(kind, rank, payload)
-                monitor.tick(counters, times, lambda: ray.get(server.state_dict.remote()))
+                monitor.tick(counters, times, snapshot)
             ray.get(server.request_stop.remote())
             ray.get(pending)
         except ray.exceptions.RayError as e:
@@ -618,7 +551,7 @@ def _run_ray(cfg, args, run, weights, state, monitor):
         for kind, rank, payload in events:
             monitor.event(kind, rank, payload)
         monitor.finish(counters, times)
-        return ray.get(server.state_dict.remote())
+        return snapshot()
     finally:
         ray.shutdown()
 
@@ -627,8 +560,8 @@ def _run_ray(cfg, args, run, weights, state, monitor):
 class Monitor:
     """The trainer's side of a run, whatever the backend: logging, progress, periodic checkpoints."""
 
-    def __init__(self, cfg, args, run, state, model, weights):
-        self.cfg, self.args, self.run, self.model, self.weights = cfg, args, run, model, weights
+    def __init__(self, cfg, args, run, state, model):
+        self.cfg, self.args, self.run, self.model = cfg, args, run, model
         self.generation = 0 if state is None else state["generation"] + 1  # fresh random streams per resume
         self.base = {"env_steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0} if state is None else state["totals"]
         self.start = time.time()
@@ -678,9 +611,8 @@ class Monitor:
             self.next_checkpoint += self.cfg.checkpoint_every
 
     def checkpoint(self, optimizer_state):
-        """Save the weights (also as the model's state dict, for scripts/evaluate.py), the optimizer
-        and the counters; the model takes the checkpointed weights."""
-        self.weights[...] = optimizer_state["params"]
+        """Save the model (whose parameters are the shared weights, or hold the parameter server's),
+        the optimizer's state and the counters."""
         self.run.checkpoints.save({"model": self.model.state_dict(), "optimizer": optimizer_state,
                                    "totals": self.totals, "generation": self.generation}, self.totals["updates"])
 
@@ -714,14 +646,13 @@ def _train(cfg, run):
     model = build_model(args, probe.single_observation_space, probe.single_action_space, "A3C",
                         core.Generator(derive_seed(cfg.seed, "init")))
     probe.close()
-    weights = flatten_parameters(model)  # the model's parameters are views of `weights` from here on
     state = run.resume_state
-    monitor = Monitor(cfg, args, run, state, model, weights)
-    if not budget_spent(0, 0, monitor.remaining):
+    if state is not None:
+        model.load_state_dict(state["model"])
+    monitor = Monitor(cfg, args, run, state, model)
+    if not budget_spent(0, 0, monitor.remaining):  # else a finished run: only the evaluation is left
         backend = _run_ray if args.backend == "ray" else _run_processes
-        monitor.checkpoint(backend(cfg, args, run, weights, state, monitor))
-    else:
-        weights[...] = state["optimizer"]["params"]  # a finished run: only the evaluation is left
+        monitor.checkpoint(backend(cfg, args, run, model, state, monitor))
     totals = monitor.totals
     metrics = {"train/env_steps": totals["env_steps"], "train/episodes": totals["episodes"],
                "train/updates": totals["updates"], "time/wall_s": totals["wall_s"], **monitor.worker_stats}

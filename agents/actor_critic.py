@@ -33,13 +33,14 @@ import gymnasium as gym
 import numpy as np
 
 import core
+import core.functional as F
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.networks import ACTIVATIONS, INITS, mlp
+from agents.networks import ACTIVATIONS, INITS, linear_params, mlp
 from core import nn
-from core.autograd import Function
 from core.backend import array_module, get_array_module, to_device
 from core.distributions import Categorical, Normal
-from core.ops import log_softmax, sum_rows, where
+from core.optim import lr_scheduler
+from core.ops import log_softmax, where
 from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
@@ -123,63 +124,14 @@ class DiagonalNormal:
         return self.normal.entropy().sum(-1)
 
 
-class MLPFunction(Function):
-    """A stack of Linear layers with tanh or relu between them (and after the last with
-    `activate_output`) as ONE graph node: the layers' arithmetic, without a node per layer. The
-    actor-critic nets are 64 wide and run on batches of a few hundred, where per-node bookkeeping
-    costs as much as the arithmetic. First-order gradients only (RL losses need no more).
-
-    Call as MLPFunction(activation, activate_output)(x, w1, b1, w2, b2, ...), weights (out, in)."""
-
-    def __init__(self, activation, activate_output=False):
-        self.activation, self.activate_output = activation, activate_output
-
-    def forward(self, x, *params):
-        xp = get_array_module(x)
-        self.layer_inputs = []  # saved for backward: each layer's input, i.e. the previous activation
-        h = x
-        last = len(params) // 2 - 1
-        for i in range(last + 1):
-            self.layer_inputs.append(h)
-            h = h @ params[2 * i].T
-            h += params[2 * i + 1]
-            if i < last or self.activate_output:
-                xp.tanh(h, out=h) if self.activation == "tanh" else xp.maximum(h, 0, out=h)
-        self.out = h
-        return h
-
-    def _activation_grad(self, g, h):
-        """g times the activation's derivative, from the activation's output h."""
-        return g * (1 - h * h) if self.activation == "tanh" else g * (h > 0)
-
-    def backward(self, gy):
-        if not self._raw:
-            raise RuntimeError("MLPFunction has no second-order gradients; build the network with fused=False")
-        x, *params = self.args
-        grads = [None] * len(params)
-        g = self._activation_grad(gy, self.out) if self.activate_output else gy
-        for i in reversed(range(len(params) // 2)):
-            grads[2 * i] = g.T @ self.layer_inputs[i]
-            grads[2 * i + 1] = sum_rows(g)
-            if i == 0:
-                break
-            g = self._activation_grad(g @ params[2 * i], self.layer_inputs[i])
-        gx = g @ params[0] if self.needs_grad(0) else None
-        return (gx, *grads)
-
-
-def _linear_params(sequential):
-    return [p for layer in sequential if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]
-
-
 class ActorCritic(nn.Module):
     """A policy head and a value head, on two separate MLPs (`shared=False`, SB3's default for PPO
     and A2C) or on one shared trunk (`shared=True`: the hidden layers feed both heads).
 
     init "orthogonal" (CleanRL / SB3): hidden gain sqrt(2), policy head gain 0.01 (a nearly uniform
     first policy), value head gain 1. forward(obs) returns (policy head output, value of shape (B,)).
-    fused: run each MLP as one MLPFunction node (tanh and relu nets: the same parameters and
-    bitwise the same results, with less bookkeeping per step); fused=False keeps a node per layer.
+    fused: run each MLP as one core.functional.fused_mlp node (tanh and relu nets: the same parameters
+    and bitwise the same results, with less bookkeeping per step); fused=False keeps a node per layer.
     """
 
     def __init__(self, obs_dim, action_dim, distribution="categorical", hidden=(64, 64), activation="tanh",
@@ -207,7 +159,7 @@ class ActorCritic(nn.Module):
 
     def _run(self, net, x, activate_output=False):
         if self.fused:
-            return MLPFunction(self.activation, activate_output)(x, *_linear_params(net))
+            return F.fused_mlp(x, linear_params(net), self.activation, activate_output)
         return net(x)
 
     def _features(self, obs):
@@ -282,10 +234,11 @@ def parameter_groups(model, lr, critic_lr=None):
             {"params": critic, "lr": critic_lr}]
 
 
-def set_lr_fraction(optimizer, base_lrs, fraction):
-    """Every group's lr at `fraction` of its configured rate (linear annealing)."""
-    for group, base in zip(optimizer.param_groups, base_lrs):
-        group["lr"] = base * fraction
+def lr_schedule(optimizer, anneal, total):
+    """The learning-rate schedule of `optimizer`: with `anneal`, every group's lr falls linearly from its
+    configured rate to 0 over `total` scheduler steps (lr·(1 − step/total)), else it stays. Step it once
+    per iteration (A2C, PPO), or jump to a position with `step(epoch)` (A3C: env steps so far)."""
+    return lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0 if anneal else 1.0, total_iters=total)
 
 
 def build_model(args, observation_space, action_space, agent, generator=None):

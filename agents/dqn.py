@@ -29,7 +29,7 @@ exponential schedule (agents/schedules.py) over env steps or finished episodes.
 
 Speed: updates that bootstrap from the same fixed network (the target network between two of its
 updates) are sampled together and their targets come from one batched forward pass; an MLP
-Q-network with relu or tanh runs as one fused graph node (agents.actor_critic.MLPFunction).
+Q-network with relu or tanh runs as one fused graph node (core.functional.fused_mlp).
 
 Envs: `num_envs` and `vectorization` of the agent config, when set, override the env config's.
 Evaluation: `cfg.eval_episodes` episodes at the end, greedy or ε-greedy with `eval_epsilon` (Atari:
@@ -53,13 +53,13 @@ from omegaconf import OmegaConf
 import core
 import core.functional as F
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.actor_critic import (MLPFunction, check_each, derive_seed, evaluate, evaluation_envs, one_blas_thread,
-                                 training_envs)
+from agents.actor_critic import check_each, derive_seed, evaluate, evaluation_envs, one_blas_thread, training_envs
 from agents.buffers import PrioritizedReplayBuffer, ReplayBuffer
-from agents.networks import ACTIVATIONS, INITS, mlp
+from agents.networks import ACTIVATIONS, INITS, linear_params, mlp
 from agents.schedules import SCHEDULES, exponential_schedule, linear_schedule
 from core import nn, optim
 from core.backend import get_array_module, to_device
+from core.ops.linalg import MLP_ACTIVATIONS
 from core.runtime.run import ConfigError, get_rng_state, set_rng_state
 from envs.factory import make_env as make_single_env
 from envs.rollout import VectorStepper
@@ -70,7 +70,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 UNITS = ("step", "episode")
 TARGET_UNITS = ("step", "update", "episode")
 AGGREGATIONS = ("mean", "max")
-FUSED_ACTIVATIONS = ("relu", "tanh")  # what MLPFunction computes
+FUSED_ACTIVATIONS = tuple(MLP_ACTIVATIONS)  # what fused_mlp computes
 
 
 @dataclass
@@ -219,9 +219,7 @@ class QNetwork(nn.Module):
         else:
             x = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
             if self.fused:
-                params = [p for layer in self.features if isinstance(layer, nn.Linear)
-                          for p in (layer.weight, layer.bias)]
-                h = MLPFunction(self.activation, activate_output=self.dueling)(x, *params)
+                h = F.fused_mlp(x, linear_params(self.features), self.activation, activate_output=self.dueling)
             else:
                 h = self.features(x)
                 if self.dueling:
@@ -444,11 +442,8 @@ def _train(cfg, run):
     target_net = q_net.copy() if args.target_network else q_net
     parameters = list(q_net.parameters())
     parameter_pairs = list(zip(target_net.parameters(), parameters))
-    if args.optimizer == "adam":
-        optimizer = optim.Adam(parameters, lr=args.lr, eps=args.optim_eps)
-    else:
-        optimizer = optim.RMSprop(parameters, lr=args.lr, alpha=args.rmsprop_alpha, eps=args.optim_eps,
-                                  centered=args.rmsprop_centered)
+    rmsprop = {"alpha": args.rmsprop_alpha, "centered": args.rmsprop_centered} if args.optimizer == "rmsprop" else {}
+    optimizer = optim.create(parameters, args.optimizer, lr=args.lr, eps=args.optim_eps, **rmsprop)
     buffer = make_buffer(args, obs_space, num_envs)
     epsilon_at = epsilon_schedule(args)
     beta_at = linear_schedule(args.per_beta_start, args.per_beta_end, args.total_timesteps)

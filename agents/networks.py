@@ -39,3 +39,8 @@ def mlp(in_dim, hidden, out_dim, activation="tanh", init="torch", out_gain=1.0, 
         if not is_output:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def linear_params(sequential):
+    """(weight₁, bias₁, weight₂, bias₂, ...) of an `mlp`'s Linear layers: what core.functional.fused_mlp takes."""
+    return [p for layer in sequential if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]

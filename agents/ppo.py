@@ -14,13 +14,13 @@ minimising (SB3's form of the loss, which the zoo's settings were tuned for)
              V_old + clip(V − V_old, ±clip_range_vf) (the PPO paper's code; SB3 keeps only the clipped one)
     loss   = policy − ent_coef·entropy + vf_coef·value
 
-with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`. `ppo_loss` is the
-readable form of this loss; a categorical policy on fused networks uses `CategoricalPPOLoss`, the
-same loss and gradient as one graph node (tested equal), because on CartPole-sized minibatches the
-per-node bookkeeping costs more than the arithmetic. When one minibatch is the whole rollout it is
-not shuffled (the loss is a mean: order does not matter).
+with Adam (eps `adam_eps`) and global-norm gradient clipping at `max_grad_norm`. The loss is
+core.functional.ppo_loss; a categorical policy on fused networks uses its fused form
+(core.functional.fused_categorical_ppo_loss: the same loss and gradient as one graph node), because on
+CartPole-sized minibatches the per-node bookkeeping costs more than the arithmetic. When one minibatch
+is the whole rollout it is not shuffled (the loss is a mean: order does not matter).
 Schedules: `anneal_lr` / `anneal_clip` make the learning rate and ε fall linearly to 0 (the zoo's
-lin_1e-3 and lin_0.2): iteration i of n uses lr·(1 − i/n).
+lin_1e-3 and lin_0.2): iteration i of n uses lr·(1 − i/n) (the lr through core.optim.lr_scheduler).
 `target_kl`: the epochs of an iteration stop at the first minibatch whose approx-KL exceeds
 1.5·target_kl, before its update (SB3's rule).
 Logged per iteration: losses/{policy_loss, value_loss, entropy, approx_kl, old_approx_kl, clipfrac,
@@ -46,10 +46,9 @@ import core
 import core.functional as F
 from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
                                  compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, make_policy, normalize, one_blas_thread, parameter_groups,
-                                 set_lr_fraction, training_envs, valid_indices)
+                                 log_episodes, lr_schedule, make_policy, normalize, one_blas_thread,
+                                 parameter_groups, training_envs, valid_indices)
 from core import optim
-from core.autograd import Function
 from core.backend import get_array_module, to_device
 from core.runtime.errors import ConfigError
 from core.tensor import Tensor
@@ -57,7 +56,7 @@ from envs import VectorStepper
 
 CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 
-__all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "clipped_surrogate_loss", "CategoricalPPOLoss"]
+__all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_ppo_loss"]
 
 
 @dataclass
@@ -111,102 +110,26 @@ class Config:
             raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
-def clipped_surrogate_loss(logratio, advantages, clip_range):
-    """PPO's policy loss mean(max(−A·r, −A·clip(r, 1 − ε, 1 + ε))) with r = exp(logratio), a Tensor
-    (log π − log π_old); `advantages` an array. Returns (loss, ratio)."""
-    ratio = logratio.exp()
-    negative = Tensor._make(-advantages)
-    return core.maximum(negative * ratio, negative * ratio.clip(1 - clip_range, 1 + clip_range)).mean(), ratio
+def _loss_options(batch, args):
+    return {"vf_coef": args.vf_coef, "ent_coef": args.ent_coef, "old_values": batch["values"],
+            "clip_range_vf": args.clip_range_vf}
 
 
 def ppo_loss(model, batch, clip_range, args):
     """The loss of a minibatch (a dict of arrays: obs, actions, logprobs, values, advantages, returns)
-    and its parts as arrays (policy_loss, value_loss, entropy, and the ratio and log-ratio). Any
-    policy; `CategoricalPPOLoss` computes the same in one graph node."""
+    and its parts as arrays (policy_loss, value_loss, entropy, and the ratio and log-ratio), for any
+    policy: core.functional.ppo_loss of the model's log-probabilities, entropy and values."""
     logprobs, entropy, values = model.evaluate_actions(Tensor._make(batch["obs"]), batch["actions"],
                                                         entropy_grad=args.ent_coef > 0)
-    logratio = logprobs - Tensor._make(batch["logprobs"])
-    policy_loss, ratio = clipped_surrogate_loss(logratio, batch["advantages"], clip_range)
-    returns = Tensor._make(batch["returns"])
-    if args.clip_range_vf is None:
-        value_loss = F.mse_loss(values, returns)
-    else:
-        old = Tensor._make(batch["values"])
-        clipped = old + (values - old).clip(-args.clip_range_vf, args.clip_range_vf)
-        value_loss = core.maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()
-    entropy = entropy.mean()
-    loss = policy_loss + args.vf_coef * value_loss
-    if args.ent_coef:
-        loss = loss - args.ent_coef * entropy
-    return loss, {"policy_loss": policy_loss.data, "value_loss": value_loss.data, "entropy": entropy.data,
-                  "ratio": ratio.data, "logratio": logratio.data}
-
-
-class CategoricalPPOLoss(Function):
-    """`ppo_loss` for a categorical policy as ONE graph node, from the logits and the values, with
-    its analytic gradient: on CartPole-sized minibatches the ~20 small nodes of the readable form
-    cost more in bookkeeping than in arithmetic. Same values and gradients (tested against
-    `ppo_loss`); first-order only. After the call, `parts` holds what `ppo_loss` returns as parts.
-
-    With p = softmax(logits), r = exp(log p_a − log π_old(a)) and n the minibatch size:
-      d loss / d log p_a = (1/n)·r·(d/dr of max(−A·r, −A·clip(r))), chained through log-softmax
-      (d log p_a / d logits = onehot(a) − p); d entropy / d logits = −p·(log p + H);
-      d value loss / d V = (2/n)·(V − R) (with value clipping, the winning term's slope)."""
-
-    def __init__(self, batch, clip_range, args):
-        self.batch, self.clip_range, self.config = batch, clip_range, args
-
-    def forward(self, logits, values):
-        xp, batch, args, eps = get_array_module(logits), self.batch, self.config, self.clip_range
-        n = len(values)
-        z = logits - logits.max(-1, keepdims=True)
-        log_probs = z - xp.log(xp.exp(z).sum(-1, keepdims=True))
-        probs = xp.exp(log_probs)
-        chosen = (batch["actions"][:, None] == xp.arange(logits.shape[-1])).astype(logits.dtype)
-        logratio = (log_probs * chosen).sum(-1) - batch["logprobs"]
-        ratio = xp.exp(logratio)
-        clipped = xp.clip(ratio, 1 - eps, 1 + eps)
-        negative = -batch["advantages"]
-        objective = xp.maximum(negative * ratio, negative * clipped)
-        # which term the max takes (ties split evenly, as core.maximum does) and whether clip passes r
-        unclipped = _share(negative * ratio, negative * clipped, xp)
-        slope = negative * (unclipped + (1 - unclipped) * (clipped == ratio))
-        entropy = -(probs * log_probs).sum(-1)
-        error = values - batch["returns"]
-        if args.clip_range_vf is None:
-            value_losses, value_slope = error * error, 2 * error
-        else:
-            delta = xp.clip(values - batch["values"], -args.clip_range_vf, args.clip_range_vf)
-            clipped_error = batch["values"] + delta - batch["returns"]
-            plain = _share(error * error, clipped_error * clipped_error, xp)
-            value_losses = xp.maximum(error * error, clipped_error * clipped_error)
-            value_slope = 2 * (plain * error + (1 - plain) * clipped_error * (delta == values - batch["values"]))
-        policy_loss, value_loss, mean_entropy = objective.mean(), value_losses.mean(), entropy.mean()
-        self.parts = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": mean_entropy,
-                      "ratio": ratio, "logratio": logratio}
-        self.saved = probs, log_probs, chosen, entropy, slope * ratio / n, value_slope / n
-        return xp.asarray(policy_loss + args.vf_coef * value_loss - args.ent_coef * mean_entropy, dtype=logits.dtype)
-
-    def backward(self, gy):
-        if not self._raw:
-            raise RuntimeError("CategoricalPPOLoss has no second-order gradients")
-        probs, log_probs, chosen, entropy, d_logprob, d_value = self.saved
-        grad_logits = (chosen - probs) * (gy * d_logprob)[:, None]
-        if self.config.ent_coef:
-            grad_logits += (gy * self.config.ent_coef / len(entropy)) * probs * (log_probs + entropy[:, None])
-        return grad_logits.astype(probs.dtype, copy=False), (gy * self.config.vf_coef * d_value).astype(probs.dtype)
-
-
-def _share(a, b, xp):
-    """1 where a > b, 0.5 at ties, 0 where a < b: the gradient share of `a` in max(a, b)."""
-    return xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(a.dtype)
+    return F.ppo_loss(logprobs, entropy, values, batch["logprobs"], batch["advantages"], batch["returns"], clip_range,
+                      **_loss_options(batch, args))
 
 
 def fused_ppo_loss(model, batch, clip_range, args):
-    """`ppo_loss` through CategoricalPPOLoss."""
+    """`ppo_loss` of a categorical policy through core.functional.fused_categorical_ppo_loss (one node)."""
     head, values = model(Tensor._make(batch["obs"]))
-    node = CategoricalPPOLoss(batch, clip_range, args)
-    return node(head, values), node.parts
+    return F.fused_categorical_ppo_loss(head, values, batch["actions"], batch["logprobs"], batch["advantages"],
+                                        batch["returns"], clip_range, **_loss_options(batch, args))
 
 
 def ppo_update(model, optimizer, data, clip_range, args, rng):
@@ -279,7 +202,6 @@ def _train(cfg, run):
     model = build_model(args, envs.single_observation_space, envs.single_action_space, "PPO",
                         core.Generator(derive_seed(cfg.seed, "init"))).to(device)
     optimizer = optim.Adam(parameter_groups(model, args.lr, args.critic_lr), lr=args.lr, eps=args.adam_eps)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
     action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
     minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
     stepper = VectorStepper(envs)
@@ -287,18 +209,18 @@ def _train(cfg, run):
     buffer = RolloutBuffer(args.num_steps, envs, device)
     eval_envs = evaluation_envs(cfg, args, device)
     num_iterations = math.ceil(args.total_timesteps / rollout_size)
+    scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
 
     session = run.session("ppo", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
                           target=args.target_return,
                           evaluate=lambda: evaluation_metrics(model, eval_envs, cfg, args, device))
-    session.track(model=model, optimizer=optimizer, action_generator=action_generator, minibatch_rng=minibatch_rng,
-                  stepper=stepper)
+    session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
+                  minibatch_rng=minibatch_rng, stepper=stepper)
     while session.running():
-        remaining = 1.0 - session.iterations / num_iterations
-        fraction = remaining if args.anneal_lr else 1.0
-        set_lr_fraction(optimizer, base_lrs, fraction)
-        clip_range = args.clip_range * remaining if args.anneal_clip else args.clip_range
+        lr = scheduler.get_last_lr()[0]
+        clip_range = args.clip_range * (1.0 - session.iterations / num_iterations) if args.anneal_clip \
+            else args.clip_range
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)
         mean_return = log_episodes(run, finished, session.progress + rollout_size)
@@ -307,11 +229,12 @@ def _train(cfg, run):
         data = flatten_rollout(buffer, advantages, returns)
         stats, stopped_early = ppo_update(model, optimizer, data, clip_range, args, minibatch_rng)
         session.check_finite("losses/loss", stats.get("loss", 0.0))
+        scheduler.step()
 
         step = session.progress + rollout_size
         session.log({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, step)
         session.log({"losses/explained_variance": explained_variance(data["values"], data["returns"]),
-                     "charts/learning_rate": args.lr * fraction, "charts/clip_range": clip_range,
+                     "charts/learning_rate": lr, "charts/clip_range": clip_range,
                      "charts/early_stop": float(stopped_early), "charts/SPS": session.sps()}, step)
         run.log_histograms(model, step)
         if mean_return is not None:

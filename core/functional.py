@@ -2,13 +2,13 @@
 import math as _math
 
 from core.ops import (  # noqa: F401  (re-exported: F.relu, F.conv2d, ...)
-    adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, elu, gelu, global_avg_pool2d,
-    global_max_pool2d, leaky_relu, linear, log_softmax, logsumexp, max_pool2d, one_hot, relu, selu, sigmoid, silu,
-    softmax, softplus, tanh,
+    adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, elu, fused_mlp, gelu,
+    global_avg_pool2d, global_max_pool2d, leaky_relu, linear, log_softmax, logsumexp, max_pool2d, mlp, one_hot, relu,
+    selu, sigmoid, silu, softmax, softplus, tanh,
 )
-from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, where as _where
+from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, maximum as _maximum, where as _where
 from core.ops._util import pair as _pair
-from core.ops.loss import Huber as _Huber, SquaredError as _SquaredError
+from core.ops.loss import CategoricalPPOLoss as _CategoricalPPOLoss, Huber as _Huber, SquaredError as _SquaredError
 from core.ops.reduce import normalize as _normalize
 from core.random import default_generator as _default_generator
 from core.tensor import Tensor as _Tensor
@@ -175,6 +175,62 @@ def gaussian_kl(mu, logvar, reduction="mean"):
     if kl.ndim > 1:
         kl = kl.sum(tuple(range(1, kl.ndim)))
     return _reduce(kl, reduction)
+
+
+# ----- PPO (Schulman et al. 2017): composed, and fused for categorical policies -----
+
+
+def _clipped_surrogate(logratio, advantages, clip_range):
+    ratio = _exp(logratio)
+    negative = -advantages
+    return _maximum(ratio * negative, _clip(ratio, 1 - clip_range, 1 + clip_range) * negative), ratio
+
+
+def ppo_clip_loss(logratio, advantages, clip_range, reduction="mean"):
+    """PPO's clipped surrogate objective as a loss, max(−A·r, −A·clip(r, 1 − ε, 1 + ε)) with
+    r = exp(logratio) (logratio = log π − log π_old, a Tensor), A = advantages and ε = clip_range."""
+    return _reduce(_clipped_surrogate(logratio, advantages, clip_range)[0], reduction)
+
+
+def _check_value_clipping(old_values, clip_range_vf):
+    if clip_range_vf is not None and old_values is None:
+        raise ValueError("ppo_loss: clip_range_vf needs old_values (the values recorded with the rollout)")
+
+
+def ppo_loss(logprobs, entropy, values, old_logprobs, advantages, returns, clip_range, vf_coef=0.5, ent_coef=0.0,
+             old_values=None, clip_range_vf=None):
+    """PPO's loss for any policy: ppo_clip_loss(logprobs − old_logprobs) + vf_coef·value − ent_coef·mean entropy,
+    where value = mean((V − R)²), or with clip_range_vf the pessimistic mean of max((V − R)², (V_c − R)²),
+    V_c = V_old + clip(V − V_old, ±clip_range_vf). logprobs, entropy and values are Tensors of the batch
+    (entropy without gradient is fine when ent_coef is 0); the rest are arrays. Returns (loss, parts):
+    parts holds arrays for the logs, policy_loss, value_loss, entropy (means) and per sample ratio and logratio.
+    `fused_categorical_ppo_loss` computes the same for a categorical policy from its logits."""
+    _check_value_clipping(old_values, clip_range_vf)
+    logratio = logprobs - old_logprobs
+    objective, ratio = _clipped_surrogate(logratio, advantages, clip_range)
+    policy_loss = objective.mean()
+    if clip_range_vf is None:
+        value_loss = mse_loss(values, returns)
+    else:
+        clipped = old_values + _clip(values - old_values, -clip_range_vf, clip_range_vf)
+        value_loss = _maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()
+    mean_entropy = entropy.mean()
+    loss = policy_loss + vf_coef * value_loss
+    if ent_coef:
+        loss = loss - ent_coef * mean_entropy
+    return loss, {"policy_loss": policy_loss.data, "value_loss": value_loss.data, "entropy": mean_entropy.data,
+                  "ratio": ratio.data, "logratio": logratio.data}
+
+
+def fused_categorical_ppo_loss(logits, values, actions, old_logprobs, advantages, returns, clip_range, vf_coef=0.5,
+                               ent_coef=0.0, old_values=None, clip_range_vf=None):
+    """`ppo_loss` of a categorical policy over `logits` (log π = log_softmax(logits) at `actions`, its
+    entropy) as ONE graph node with the same values and gradients (first order only): on CartPole-sized
+    minibatches the ~20 nodes of the composed form cost more in bookkeeping than in arithmetic."""
+    _check_value_clipping(old_values, clip_range_vf)
+    node = _CategoricalPPOLoss(actions, old_logprobs, advantages, returns, clip_range, vf_coef, ent_coef, old_values,
+                               clip_range_vf)
+    return node(logits, values), node.parts
 
 
 # ----- dropout and normalisation (behind core.nn's Dropout, BatchNorm and LayerNorm) -----

@@ -198,27 +198,18 @@ def norm_layer(kind: str, channels: int, hw, keras: bool = False) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r}; allowed: batch, layer, none")
 
 
-_OPTIMIZER_CLASSES = {"adam": optim.Adam, "rmsprop": optim.RMSprop, "sgd": optim.SGD}
-
-
 def make_optimizer(optim_cfg, args, params, lr: float):
     """The optimizer of one network. With an `optim=<name>` group in the run config, that optimizer and its
     settings (its own lr included) serve every network of the model; otherwise the model's `optimizer`
     with learning rate `lr` and its betas/eps (Adam) or rho/eps (RMSprop, no momentum), Keras' style."""
     params = list(params)
     if optim_cfg is not None:
-        settings = plain(optim_cfg)
-        name = settings.pop("name")
-        if name not in _OPTIMIZER_CLASSES:
-            raise ConfigError(f"optim={name} is not available to generative models; allowed: {', '.join(OPTIMIZERS)}")
-        if "betas" in settings:
-            settings["betas"] = tuple(settings["betas"])
-        return _OPTIMIZER_CLASSES[name](params, **settings)
-    if args.optimizer == "adam":
-        return optim.Adam(params, lr=lr, betas=tuple(args.betas), eps=args.eps)
-    if args.optimizer == "rmsprop":
-        return optim.RMSprop(params, lr=lr, alpha=args.rho, eps=args.eps)
-    return optim.SGD(params, lr=lr)
+        try:
+            return optim.create(params, **plain(optim_cfg))
+        except ValueError as e:
+            raise ConfigError(f"optim: {e}") from None
+    options = {"adam": {"betas": args.betas, "eps": args.eps}, "rmsprop": {"alpha": args.rho, "eps": args.eps}}
+    return optim.create(params, args.optimizer, lr=lr, **options.get(args.optimizer, {}))
 
 
 # ----- the training session -----

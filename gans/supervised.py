@@ -386,24 +386,18 @@ def weight_statistics(model: nn.Module) -> dict:
 # ----- optimisers -----
 def make_optimizer(args: Config, params, optim_cfg=None):
     """The model's optimizer with Keras' defaults where lr / rho are null; an `optim=<name>` group in the run
-    config replaces it (core.runtime.run.make_optimizer)."""
+    config replaces it."""
     if optim_cfg is not None:
-        from core.runtime.run import make_optimizer as from_group
-        return from_group(params, optim_cfg)
+        return optim.create(params, **_plain(optim_cfg))
     name = args.optimizer
     lr = args.lr if args.lr is not None else KERAS_LR[name]
     rho = args.rho if args.rho is not None else KERAS_RHO.get(name)
-    if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=args.momentum, nesterov=args.nesterov)
-    if name == "rmsprop":
-        return optim.RMSprop(params, lr=lr, alpha=rho, eps=args.eps, momentum=args.momentum)
-    if name == "adam":
-        return optim.Adam(params, lr=lr, betas=tuple(args.betas), eps=args.eps)
-    if name == "nadam":
-        return optim.Nadam(params, lr=lr, betas=tuple(args.betas), eps=args.eps)
-    if name == "adagrad":
-        return optim.Adagrad(params, lr=lr, initial_accumulator_value=args.initial_accumulator, eps=args.eps)
-    return optim.Adadelta(params, lr=lr, rho=rho, eps=args.eps)
+    adam = {"betas": args.betas, "eps": args.eps}
+    options = {"sgd": {"momentum": args.momentum, "nesterov": args.nesterov},
+               "rmsprop": {"alpha": rho, "eps": args.eps, "momentum": args.momentum}, "adam": adam, "nadam": adam,
+               "adagrad": {"initial_accumulator_value": args.initial_accumulator, "eps": args.eps},
+               "adadelta": {"rho": rho, "eps": args.eps}}
+    return optim.create(params, name, lr=lr, **options[name])
 
 
 def learning_rate(args: Config, base_lr: float, epoch: int) -> float:

@@ -1,5 +1,6 @@
 """The actor-critic building blocks: GAE and n-step returns (hand-computed, with a truncated
-episode), bootstrapping at truncation inside real rollouts, the fused MLP, policies, spaces, evaluation."""
+episode), bootstrapping at truncation inside real rollouts, the fused MLP in the model, policies, spaces,
+evaluation, the lr schedule."""
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
 from agents.actor_critic import (ActorCritic, RolloutBuffer, collect_rollout, compute_gae, derive_seed,
                                  distribution_for, evaluate, explained_variance, make_envs, make_policy,
-                                 n_step_returns, normalize, parameter_groups, set_lr_fraction)
+                                 lr_schedule, n_step_returns, normalize, parameter_groups)
 from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
@@ -211,8 +212,14 @@ def test_a_critic_learning_rate_puts_the_critic_in_a_group_of_its_own():
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.actor.parameters()}
     assert len(parameter_groups(model, 1e-3)) == 1
     optimizer = core.optim.Adam(groups, lr=1e-3)
-    set_lr_fraction(optimizer, [1e-3, 3e-3], 0.5)  # annealing keeps the two rates' ratio
+    schedule = lr_schedule(optimizer, anneal=True, total=4)
+    schedule.step()
+    schedule.step()  # halfway: annealing keeps the two rates' ratio
     assert [group["lr"] for group in optimizer.param_groups] == [5e-4, 1.5e-3]
+    other = ActorCritic(4, 2, hidden=[8])
+    constant = lr_schedule(core.optim.Adam(parameter_groups(other, 1e-3, 3e-3), lr=1e-3), anneal=False, total=4)
+    constant.step()
+    assert constant.get_last_lr() == [1e-3, 3e-3]
     with pytest.raises(ConfigError, match=r"agent.critic_lr needs separate actor and critic networks"):
         parameter_groups(ActorCritic(4, 2, hidden=[8], shared=True), 1e-3, 3e-3)
 

@@ -1,6 +1,9 @@
 """Optimizers against their update formulas written out in numpy, step by step; parameter groups,
-missing gradients, state dicts; learning-rate schedules; gradient clipping."""
+missing gradients, state dicts, parameter ownership, optimizers from config names, one optimizer shared
+by processes; learning-rate schedules; gradient clipping."""
 import math
+import multiprocessing
+import pickle
 
 import numpy as np
 import pytest
@@ -315,6 +318,94 @@ def test_momentum_turned_on_later_gets_a_buffer():
     np.testing.assert_allclose(a.data, [1.0 - 0.1 - 0.1 - 0.15])
 
 
+def test_a_model_moved_after_the_optimizer_was_built_stops_the_step_in_one_line():
+    model = nn.Linear(3, 2)
+    opt = optim.Adam(model.parameters())
+    model.double()
+    model(core.zeros(1, 3, dtype=core.float64)).sum().backward()
+    with pytest.raises(RuntimeError, match=r"^parameter 0 of group 0 was replaced by an array of shape \(2, 3\), "
+                                           r"dtype float64 on cpu; the optimizer holds shape \(2, 3\), dtype float32 "
+                                           r"on cpu\. Build the optimizer after model.to\(...\)$"):
+        opt.step()
+
+
+def test_create_builds_the_optimizer_a_config_names():
+    for name, cls in optim.OPTIMIZERS.items():
+        opt = optim.create([core.tensor([1.0], requires_grad=True)], name.upper(), lr=0.5)
+        assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.5
+    adam = optim.create([core.tensor([1.0], requires_grad=True)], "adam", betas=[0.8, 0.9])  # a config's list
+    assert adam.param_groups[0]["betas"] == (0.8, 0.9)
+    with pytest.raises(ValueError, match=r"^unknown optimizer 'adamax'; allowed: sgd, rmsprop, adagrad, adadelta, "
+                                         r"adam, adamw, nadam$"):
+        optim.create([core.tensor([1.0], requires_grad=True)], "adamax")
+    with pytest.raises(ValueError, match=r"^optimizer rmsprop has no option rho; allowed: lr, alpha, eps, "
+                                         r"weight_decay, momentum, centered$"):
+        optim.create([core.tensor([1.0], requires_grad=True)], "rmsprop", rho=0.9)
+
+
+def _step_shared(optimizer, steps, gradient):
+    """What a process does with a shared optimizer in the test below: `steps` steps of a constant gradient."""
+    for _ in range(steps):
+        for p in optimizer.param_groups[0]["params"]:
+            p.grad = core.tensor(np.full(p.shape, gradient, p.dtype))
+        optimizer.step()
+
+
+def test_a_shared_optimizer_is_one_optimizer_in_every_process():
+    ctx = multiprocessing.get_context("spawn")  # the children get the optimizer pickled, as A3C's workers do
+
+    def make():
+        model = nn.Linear(3, 2, generator=core.Generator(0))
+        return model, optim.Adam(model.parameters(), lr=0.01, betas=(0.8, 0.9), amsgrad=True)
+
+    model, opt = make()
+    opt.share_memory_(ctx)
+    reference_model, reference = make()
+    child = ctx.Process(target=_step_shared, args=(opt, 3, 1.0))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    _step_shared(opt, 2, -0.5)  # the trainer's process continues the child's weights, moments and counts
+    _step_shared(reference, 3, 1.0)
+    _step_shared(reference, 2, -0.5)
+    for got, expected in zip(model.parameters(), reference_model.parameters()):
+        np.testing.assert_array_equal(got.data, expected.data)
+    for name, expected in reference.state_dict()["state"][0].items():
+        np.testing.assert_array_equal(opt.state_dict()["state"][0][name], expected)
+    # two processes at once (Hogwild!): the values race, the step counts lose nothing
+    children = [ctx.Process(target=_step_shared, args=(opt, 100, 0.1)) for _ in range(2)]
+    for c in children:
+        c.start()
+    for c in children:
+        c.join()
+    assert [c.exitcode for c in children] == [0, 0]
+    assert opt.state_dict()["state"][0]["step"].tolist() == [205, 205]
+
+
+def test_a_shared_optimizer_cannot_grow_after_sharing():
+    a = core.tensor([1.0], requires_grad=True)
+    opt = optim.SGD([a], lr=0.1).share_memory_()
+    with pytest.raises(RuntimeError, match=r"add parameter groups before share_memory_\(\)"):
+        opt.add_param_group({"params": [core.tensor([2.0], requires_grad=True)]})
+    opt.param_groups[0]["momentum"] = 0.9
+    a.grad = core.tensor([1.0])
+    with pytest.raises(RuntimeError, match=r"parameter group 0 needs optimizer state \['momentum_buffer'\] but was "
+                                           r"shared with \[\]; set its options before share_memory_\(\)"):
+        opt.step()
+
+
+def test_a_pickled_model_and_optimizer_are_a_working_copy():
+    model = nn.Linear(3, 2, generator=core.Generator(1))
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    _step_shared(opt, 1, 1.0)
+    copy_model, copy_opt = pickle.loads(pickle.dumps((model, opt)))
+    _step_shared(copy_opt, 2, 1.0)
+    _step_shared(opt, 2, 1.0)
+    for got, expected in zip(copy_model.parameters(), model.parameters()):
+        assert got is not expected
+        np.testing.assert_array_equal(got.data, expected.data)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: optim.SGD([p], lr=-1.0), "invalid lr"),
     (lambda p: optim.Adam([p], betas=(0.9, 1.0)), "invalid betas"),
@@ -534,6 +625,17 @@ def test_scheduler_state_dict_resumes_the_sequence():
         sched2.step()
         got.append(opt2.param_groups[0]["lr"])
     assert got == expected
+
+
+def test_scheduler_steps_to_an_epoch():
+    opt = optim.SGD([core.tensor([0.0], requires_grad=True)], lr=0.1)
+    sched = lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=1000)
+    sched.step(250)  # e.g. env steps counted elsewhere
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.075) and sched.last_epoch == 250
+    sched.step()
+    assert sched.last_epoch == 251
+    sched.step(5000)
+    assert sched.get_last_lr() == [0.0]
 
 
 def test_scheduler_resume_needs_initial_lr():

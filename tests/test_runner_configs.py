@@ -129,10 +129,10 @@ def test_a_group_the_trainer_does_not_use_is_refused(overrides, message):
 
 def test_optimizer_presets_build_optimizers():
     from agents.networks import mlp
-    from core.runtime.run import make_optimizer
+    from core import optim
     for option in options("optim"):
         cfg = compose_config([f"optim={option}"])
-        opt = make_optimizer(mlp(2, [3], 1).parameters(), cfg.optim)
+        opt = optim.create(mlp(2, [3], 1).parameters(), **cfg.optim)
         assert type(opt).__name__.lower() == option and opt.param_groups[0]["lr"] == cfg.optim.lr
 
 

@@ -9,7 +9,7 @@ from core.ops.conv import (  # noqa: F401
     global_max_pool2d, max_pool2d,
 )
 from core.ops._util import sum_rows  # noqa: F401  (bias gradients: BLAS column sums on raw arrays)
-from core.ops.linalg import linear, matmul  # noqa: F401
+from core.ops.linalg import fused_mlp, linear, matmul, mlp  # noqa: F401
 from core.ops.reduce import (  # noqa: F401
     all, any, argmax, argmin, cumsum, log_softmax, logsumexp, max, mean, min, norm, softmax, std, sum, var,
 )

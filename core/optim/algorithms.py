@@ -4,6 +4,8 @@ Each follows PyTorch's formulas and defaults (docstrings give the formula; `g` i
 after coupled weight decay, `t` the parameter's own step count). Every update works on whole flat
 buffers with in-place ufuncs (`out=`), so one step costs a handful of array operations.
 """
+import inspect
+
 import numpy as np
 
 from core.backend import get_array_module
@@ -315,6 +317,25 @@ class Nadam(Optimizer):
         xp.divide(m, tmp, out=g)
         g *= -c["avg_coef"]
         p += g
+
+
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad, "adadelta": Adadelta, "adam": Adam, "adamw": AdamW,
+              "nadam": Nadam}
+
+
+def create(params, name, **options):
+    """The optimizer a config names: `name` (sgd, rmsprop, adagrad, adadelta, adam, adamw, nadam; any case)
+    over `params`, with `options` its constructor's keywords (lr, betas, eps, ...). The one place where
+    config names become classes: every trainer's optimizer setting and the `optim=` presets go through it.
+    An unknown name or option raises one line listing the allowed ones."""
+    cls = OPTIMIZERS.get(str(name).lower())
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    allowed = list(inspect.signature(cls).parameters)[1:]
+    unknown = [key for key in options if key not in allowed]
+    if unknown:
+        raise ValueError(f"optimizer {name} has no option {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return cls(params, **options)
 
 
 def _xp(array):

@@ -2,6 +2,8 @@
 
 Call `scheduler.step()` once per epoch (or per update, for per-step schedules) after
 `optimizer.step()`. Construction already applies the schedule's value for step 0.
+`scheduler.step(epoch)` jumps to step `epoch` (for a schedule over a count kept elsewhere, e.g. the
+env steps of all of A3C's workers).
 
 Every schedule here is a closed form of the step counter `last_epoch` and the group's initial lr
 (stored in the group as "initial_lr"), so resuming from `state_dict()` gives exactly the same
@@ -36,8 +38,8 @@ class LRScheduler:
     def get_lr(self):
         return [self._lr(base, self.last_epoch) for base in self.base_lrs]
 
-    def step(self):
-        self.last_epoch += 1
+    def step(self, epoch=None):
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         lrs = self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr

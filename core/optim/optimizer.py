@@ -11,12 +11,20 @@ count, moments) does not advance. Such steps update the contiguous runs of param
 have gradients, one run at a time. Every updated parameter's `_version` is bumped, so a graph
 built before the step refuses to backpropagate through the stale values.
 
-Build the optimizer after `model.to(device / dtype)`: the optimizer owns the parameters' storage.
-A parameter whose `.data` is later replaced by an array of the same shape, dtype and device
-(e.g. `p.data = new_array`) is noticed at the next step and its new values are adopted; a replaced
-array on another device or of another dtype is an error.
+Parameter ownership, one rule for every trainer (as in PyTorch): the module owns its parameters,
+the Tensor objects that `state_dict`, `load_state_dict` and `to` work on; the optimizer holds
+references to them. Move the model first (`model.to(device / dtype)`), then build the optimizer.
+The optimizer only lays the values out: it copies them into its flat buffer and points each
+parameter's `.data` at its slice, so the parameters stay the same objects and modules keep working.
+Change values in place afterwards (`load_state_dict`, `p.data[...] = ...`). A `.data` replaced by
+another array is noticed at the next step: one of the same shape, dtype and device is copied into
+the buffer; one on another device or of another dtype (`model.to(...)` after the optimizer was built)
+stops the step with one line that says so. `share_memory_()` moves the buffers into shared memory,
+for optimizers in several processes that update one model (A3C).
 """
 import contextlib
+import ctypes
+import multiprocessing
 
 import numpy as np
 
@@ -30,7 +38,7 @@ class _FlatGroup:
     scalar state (step counts and the like), all flat."""
 
     __slots__ = ("index", "params", "views", "sizes", "offsets", "xp", "param", "grad", "tmp", "state",
-                 "scalars", "uniform")
+                 "scalars", "uniform", "shared")
 
     def __init__(self, index, params, state_init, scalar_init):
         self.index = index
@@ -48,23 +56,74 @@ class _FlatGroup:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
         with _device_of(first):
             self.param = xp.concatenate([p.data for p in params], axis=None)
-            self.grad = xp.empty_like(self.param)
-            self.tmp = xp.empty_like(self.param)
+        self.shared = None  # name -> (shared memory block, dtype, shape) once in shared memory
+        self.make_scratch()
         self.state = {}
         self.sync_state(state_init)
-        self.views = []
-        for p, start, stop in zip(params, self.offsets, self.offsets[1:]):
-            view = self.param[start:stop].reshape(p.shape)
-            p.data = view
-            self.views.append(view)
+        self.point_params()
         self.scalars = {"step": np.zeros(len(params), dtype=np.int64)}
         self.scalars.update({name: np.full(len(params), init, dtype=np.float64) for name, init in scalar_init.items()})
         self.uniform = True  # every parameter has the same scalar state, so coefficients are plain floats
+
+    def make_scratch(self):
+        """The gradient and scratch buffers: every process has its own."""
+        with _device_of(self.param):
+            self.grad = self.xp.empty_like(self.param)
+            self.tmp = self.xp.empty_like(self.param)
+
+    def point_params(self):
+        """Make every parameter's `.data` a view of its slice of the flat buffer."""
+        self.views = []
+        for p, start, stop in zip(self.params, self.offsets, self.offsets[1:]):
+            view = self.param[start:stop].reshape(p.shape)
+            p.data = view
+            self.views.append(view)
+
+    def share_memory_(self, ctx):
+        """Move the parameters, the state buffers and the scalar state into shared memory blocks of `ctx`."""
+        if self.xp is not np:
+            raise ValueError(f"parameter group {self.index} is on {backend.device_of(self.param)}; only CPU "
+                             "parameters can be shared between processes")
+        self.shared = {}
+
+        def move(name, array):
+            block = ctx.RawArray(ctypes.c_byte, max(array.nbytes, 1))
+            self.shared[name] = (block, array.dtype, array.shape)
+            view = _view(block, array.dtype, array.shape)
+            view[...] = array
+            return view
+
+        self.param = move("param", self.param)
+        self.state = {name: move("state/" + name, buf) for name, buf in self.state.items()}
+        self.scalars = {name: move("scalars/" + name, v) for name, v in self.scalars.items()}
+        self.point_params()
+
+    def __getstate__(self):
+        """Pickled (to start a process, or by deepcopy) with its parameters; a shared group sends its shared
+        memory blocks, not copies, so that the other process updates the same values."""
+        skip = {"xp", "views", "grad", "tmp"} | ({"param", "state", "scalars"} if self.shared else set())
+        return {name: getattr(self, name) for name in self.__slots__ if name not in skip}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+        if self.shared:
+            arrays = {name: _view(*spec) for name, spec in self.shared.items()}
+            self.param = arrays.pop("param")
+            self.state = {name.removeprefix("state/"): v for name, v in arrays.items() if name.startswith("state/")}
+            self.scalars = {name.removeprefix("scalars/"): v for name, v in arrays.items()
+                            if name.startswith("scalars/")}
+        self.xp = backend.get_array_module(self.param)
+        self.make_scratch()
+        self.point_params()
 
     def sync_state(self, wanted):
         """Make the state buffers exactly `wanted` (name -> initial value): a hyperparameter change
         (e.g. momentum turned on by a scheduler) can call for a buffer, which starts at its initial value."""
         if wanted.keys() != self.state.keys():
+            if self.shared:
+                raise RuntimeError(f"parameter group {self.index} needs optimizer state {sorted(wanted)} but was "
+                                   f"shared with {sorted(self.state)}; set its options before share_memory_()")
             with _device_of(self.param):
                 self.state = {name: self.state[name] if name in self.state else self.xp.full_like(self.param, init)
                               for name, init in wanted.items()}
@@ -79,6 +138,11 @@ class _FlatGroup:
                 f"{backend.device_of(view)}. Build the optimizer after model.to(...)")
         view[...] = p.data
         p.data = view
+
+
+def _view(block, dtype, shape):
+    """A numpy array of `dtype` and `shape` over a shared memory block."""
+    return np.frombuffer(block, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 def _device_of(array):
@@ -102,6 +166,7 @@ class Optimizer:
         self.param_groups = []
         self._flats = []
         self._seen = set()
+        self._lock = None  # shared optimizers advance their step counts under this lock
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -121,6 +186,8 @@ class Optimizer:
         """Add a group: a dict with "params" and optional per-group hyperparameters."""
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict with a 'params' entry, got {type(param_group).__name__}")
+        if self._lock is not None:
+            raise RuntimeError("this optimizer is in shared memory; add parameter groups before share_memory_()")
         params = param_group.get("params")
         params = [params] if isinstance(params, Tensor) else list(params or ())
         if not params:
@@ -146,6 +213,30 @@ class Optimizer:
         self._seen |= ids
         self.param_groups.append(group)
         self._flats.append(flat)
+
+    def share_memory_(self, ctx=None):
+        """Move the parameters' values, the optimizer state and the step counts into shared memory, as
+        PyTorch's `Tensor.share_memory_`, and return self. Passed to processes started with `ctx` (a
+        multiprocessing context, by default multiprocessing's), the optimizer is the same one there: its
+        parameters are views of the shared values, and every process's `step` updates them and the state
+        in place without waiting for the others (Hogwild!, Recht et al. 2011: a racing process may now and
+        then overwrite another's update). The step counts advance under a lock, so none is lost. Every
+        process keeps its own gradient buffer and learning rates (`param_groups`). CPU parameters only."""
+        if self._lock is None:
+            ctx = ctx or multiprocessing.get_context()
+            for flat in self._flats:
+                flat.share_memory_(ctx)
+            self._lock = ctx.Lock()
+        return self
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_seen"]  # ids: meaningless in another process
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._seen = {id(p) for group in self.param_groups for p in group["params"]}
 
     def zero_grad(self, set_to_none=True):
         """Clear the gradients: set them to None (default), or to zero arrays."""
@@ -201,7 +292,13 @@ class Optimizer:
     def _advance(self, group, flat, first, last):
         """Advance the scalar state of parameters first..last-1 by one step; return the update
         coefficients: floats when those parameters share their scalar state, else per-element arrays."""
-        if flat.uniform:
+        if self._lock is None:
+            return self._advance_scalars(group, flat, first, last, flat.uniform)
+        with self._lock:  # other processes advance the same counts; whether they stayed uniform is read anew
+            return self._advance_scalars(group, flat, first, last, False)
+
+    def _advance_scalars(self, group, flat, first, last, uniform):
+        if uniform:
             scalars = {name: v[first].item() for name, v in flat.scalars.items()}
         else:
             scalars = {name: v[first:last].copy() for name, v in flat.scalars.items()}

@@ -43,19 +43,6 @@ LAST = "last.ckpt"
 _PERIODIC = re.compile(r"^ckpt_(\d+)\.ckpt$")
 
 
-def make_optimizer(params, optim_cfg):
-    """The core.optim optimizer an `optim` config names (conf/optim/*.yaml): `name` picks the class
-    (adam, adamw, sgd, rmsprop, ...), every other key is passed on (`betas` as a tuple)."""
-    from core import optim
-    options = dict(optim_cfg)
-    name = options.pop("name")
-    classes = {cls.__name__.lower(): cls for cls in vars(optim).values()
-               if isinstance(cls, type) and issubclass(cls, optim.Optimizer) and cls is not optim.Optimizer}
-    if name not in classes:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(sorted(classes))}")
-    if "betas" in options:
-        options["betas"] = tuple(options["betas"])
-    return classes[name](params, **options)
 
 
 def resolve_resume(path):

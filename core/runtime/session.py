@@ -207,5 +207,6 @@ def _set_learning_rates(obj, rates):
             group["lr"] = lr
             if "initial_lr" in group:
                 group["initial_lr"] = lr
-    else:
+    else:  # a schedule: new base rates, and the optimizer's rates where the schedule now puts them
         obj.base_lrs = list(rates)
+        obj.step(obj.last_epoch)

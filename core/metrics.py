@@ -32,39 +32,39 @@ class _Ratio:
 
 
 class _BinaryCounts(_Ratio):
+    """True positives over the positives that `_counted` picks: the predicted ones (precision) or the
+    actual ones (recall)."""
+
     def __init__(self, threshold=0.5):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
         super().__init__()
 
-    def _outcomes(self, y_true, y_pred):
+    def update(self, y_true, y_pred):
         truth, predicted = to_numpy(y_true).astype(bool).ravel(), (to_numpy(y_pred) > self.threshold).ravel()
         if truth.shape != predicted.shape:
             raise ValueError(f"y_true and y_pred must have the same number of entries, got {truth.size} and "
                              f"{predicted.size}")
-        true_positives = float(np.sum(truth & predicted))
-        return true_positives, float(np.sum(~truth & predicted)), float(np.sum(truth & ~predicted))
+        self.numerator += float(np.sum(truth & predicted))
+        self.denominator += float(np.sum(self._counted(truth, predicted)))
+        return self
 
 
 class Precision(_BinaryCounts):
     """TP / (TP + FP) over every batch since the last reset."""
 
-    def update(self, y_true, y_pred):
-        true_positives, false_positives, _ = self._outcomes(y_true, y_pred)
-        self.numerator += true_positives
-        self.denominator += true_positives + false_positives
-        return self
+    @staticmethod
+    def _counted(truth, predicted):
+        return predicted  # TP + FP
 
 
 class Recall(_BinaryCounts):
     """TP / (TP + FN) over every batch since the last reset."""
 
-    def update(self, y_true, y_pred):
-        true_positives, _, false_negatives = self._outcomes(y_true, y_pred)
-        self.numerator += true_positives
-        self.denominator += true_positives + false_negatives
-        return self
+    @staticmethod
+    def _counted(truth, predicted):
+        return truth  # TP + FN
 
 
 class Mean(_Ratio):

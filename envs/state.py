@@ -152,20 +152,15 @@ def _set_sync_state(env, state):
 
 # ----- single gymnasium env -----
 
-def _get_time_limit(w):
-    return {"elapsed_steps": w._elapsed_steps}
+def _attributes(**keys):
+    """(get, set) of a wrapper whose episode state is plain attributes: saved key -> attribute name."""
+    def get(w):
+        return {key: getattr(w, name) for key, name in keys.items()}
 
-
-def _set_time_limit(w, s):
-    w._elapsed_steps = s["elapsed_steps"]
-
-
-def _get_order(w):
-    return {"has_reset": w._has_reset}
-
-
-def _set_order(w, s):
-    w._has_reset = s["has_reset"]
+    def set_(w, s):
+        for key, name in keys.items():
+            setattr(w, name, s[key])
+    return get, set_
 
 
 def _get_checker(w):
@@ -205,14 +200,6 @@ def _set_frame_stack(w, s):
     w.obs_queue.extend(np.array(obs) for obs in s["obs_queue"])
 
 
-def _get_seed(w):
-    return {"pending_seed": w.pending_seed}
-
-
-def _set_seed(w, s):
-    w.pending_seed = s["pending_seed"]
-
-
 def _get_gif(w):
     return {"episode_id": w.episode_id}
 
@@ -224,11 +211,11 @@ def _set_gif(w, s):
 
 # wrapper class -> (get, set); None for wrappers without episode state
 _WRAPPERS = {
-    TimeLimit: (_get_time_limit, _set_time_limit),
-    OrderEnforcing: (_get_order, _set_order),
+    TimeLimit: _attributes(elapsed_steps="_elapsed_steps"),
+    OrderEnforcing: _attributes(has_reset="_has_reset"),
     RecordEpisodeStatistics: (_get_statistics, _set_statistics),
     FrameStackObservation: (_get_frame_stack, _set_frame_stack),
-    SeedFirstReset: (_get_seed, _set_seed),
+    SeedFirstReset: _attributes(pending_seed="pending_seed"),
     RecordEpisodeGif: (_get_gif, _set_gif),
     PassiveEnvChecker: (_get_checker, _set_checker),
     ActionRepeat: None,

@@ -10,7 +10,6 @@ column compares it with N x the single-worker rate (target >= 0.8 up to the numb
 Rounds are interleaved (1, 2, 4, Ray, 1, 2, 4, Ray, ...) so that load from other processes hits
 every setting alike; the table shows the median over rounds. --write puts it into docs/benchmarks.md.
 """
-import argparse
 import importlib.util
 import os
 import pathlib
@@ -21,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents import a3c  # noqa: E402
-from scripts.benchutil import load_note, machine, train_preset, write_section  # noqa: E402
+from scripts.benchutil import bench_parser, load_note, machine, publish, train_preset  # noqa: E402
 
 
 def throughput(num_workers, steps_per_worker, backend, own_sessions=False):
@@ -36,13 +35,12 @@ def throughput(num_workers, steps_per_worker, backend, own_sessions=False):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps-per-worker", type=int, default=15_000)
     parser.add_argument("--ray-workers", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true")
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     use_ray = not args.no_ray and importlib.util.find_spec("ray") is not None
 
@@ -85,10 +83,7 @@ def main():
                 "Ray, local instance (vs one worker in its own session)"
         lines.append(f"| {backend} | {n} | {rate:,.0f} | {scaling:.2f} | {verdict} | "
                      f"{median((backend, n), 1):,.0f} | {median((backend, n), 2):.2f} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section("bench_a3c", "## A3C throughput\n\n" + table)
+    publish(args, "bench_a3c", "## A3C throughput", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ gradient with create_graph, then the backward of its squared norm to the input a
 out the time spent waiting for a core, which the wall clock counts for whichever side was unlucky.
 Targets: a DCGAN training step <= 1.5x PyTorch's time (issue 3), a WGAN-GP iteration too (issue 7).
 """
-import argparse
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
-from scripts.benchutil import interleaved_best, machine, ratio, single_thread, write_section  # noqa: E402
+from scripts.benchutil import bench_parser, interleaved_best, machine, publish, ratio, single_thread  # noqa: E402
 
 torch = single_thread()
 import core  # noqa: E402
@@ -47,6 +46,30 @@ LAYERS = [
 ]
 
 
+def passes(forward, params, gy, no_grad, input_grad):
+    """The three timed calls of one library: forward without a graph, forward+backward, and the
+    gradient penalty's second order. `params` are (input, weight, bias); `input_grad(y, x)` is that
+    library's gradient of y with respect to x with create_graph."""
+    x = params[0]
+
+    def fwd():
+        with no_grad():
+            forward()
+
+    def fwd_bwd():
+        for p in params:
+            p.grad = None
+        forward().backward(gy)
+
+    def second_order():
+        for p in params:
+            p.grad = None
+        (gx,) = input_grad((forward() * gy).sum(), x)
+        (gx * gx).sum().backward()
+
+    return [fwd, fwd_bwd, second_order]
+
+
 def measure(batch, transposed, c_in, c_out, size, k, stride, padding, torch_padding, output_padding, repeat, clock):
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, c_in, size, size)).astype(np.float32)
@@ -59,22 +82,9 @@ def measure(batch, transposed, c_in, c_out, size, k, stride, padding, torch_padd
     else:
         ours = lambda: conv2d(x, w, b, stride, padding)  # noqa: E731
     gy = core.tensor(rng.standard_normal(ours().shape).astype(np.float32))
-
-    def ours_fwd():
-        with core.no_grad():
-            ours()
-
-    def ours_fb():
-        x.grad = w.grad = b.grad = None
-        ours().backward(gy)
-
-    def ours_2nd():
-        x.grad = w.grad = b.grad = None
-        (gx,) = core.grad((ours() * gy).sum(), [x], create_graph=True)
-        (gx * gx).sum().backward()
-
+    fns = passes(ours, (x, w, b), gy, core.no_grad, lambda y, x: core.grad(y, [x], create_graph=True))
     if torch is None:
-        return interleaved_best([ours_fwd, ours_fb, ours_2nd], repeat, clock=clock) + [None, None, None]
+        return interleaved_best(fns, repeat, clock=clock) + [None, None, None]
     import torch.nn.functional as tf
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
     if transposed:
@@ -83,23 +93,9 @@ def measure(batch, transposed, c_in, c_out, size, k, stride, padding, torch_padd
         theirs = lambda: tf.conv2d(tx, tw, tb, stride, torch_padding)  # noqa: E731
     tgy = torch.tensor(gy.numpy())
     assert tuple(theirs().shape) == gy.shape
-
-    def theirs_fwd():
-        with torch.no_grad():
-            theirs()
-
-    def theirs_fb():
-        tx.grad = tw.grad = tb.grad = None
-        theirs().backward(tgy)
-
-    def theirs_2nd():
-        tx.grad = tw.grad = tb.grad = None
-        (gx,) = torch.autograd.grad((theirs() * tgy).sum(), tx, create_graph=True)
-        (gx * gx).sum().backward()
-
-    fwd, fb, second, t_fwd, t_fb, t_second = interleaved_best(
-        [ours_fwd, ours_fb, ours_2nd, theirs_fwd, theirs_fb, theirs_2nd], repeat, clock=clock)
-    return fwd, fb, second, t_fwd, t_fb, t_second
+    fns += passes(theirs, (tx, tw, tb), tgy, torch.no_grad,
+                  lambda y, x: torch.autograd.grad(y, x, create_graph=True))
+    return interleaved_best(fns, repeat, clock=clock)
 
 
 def table(repeat, clock):
@@ -122,17 +118,12 @@ def table(repeat, clock):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per row (the best is reported)")
     parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time, not the wall clock")
     args = parser.parse_args()
     clock = time.process_time if args.cpu_time else time.perf_counter
-    text = "## Convolutions (GANs on MNIST)\n\n" + table(args.repeat, clock)
-    print()
-    print(text)
-    if args.write:
-        write_section("bench_conv", text)
+    publish(args, "bench_conv", "## Convolutions (GANs on MNIST)", table(args.repeat, clock))
 
 
 if __name__ == "__main__":

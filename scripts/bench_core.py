@@ -4,14 +4,15 @@
 
 Target (issue 2): the 4->64->64->2 MLP forward+backward at batch 256 takes <= 0.7x PyTorch's time.
 """
-import argparse
 import functools
 import sys
 
 import numpy as np
 
 sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
-from scripts.benchutil import best_time, interleaved_best, machine, ratio, single_thread, write_section  # noqa: E402
+from scripts.benchutil import (  # noqa: E402
+    bench_parser, best_time, interleaved_best, machine, publish, ratio, single_thread,
+)
 
 torch = single_thread()
 import core  # noqa: E402
@@ -90,9 +91,7 @@ def us(v):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
-    args = parser.parse_args()
+    args = bench_parser(__doc__.splitlines()[0]).parse_args()
     lines = [f"Machine: {machine()}; one BLAS thread on both sides; minimum over 7 repeats (the MLP: best of 15 "
              f"interleaved blocks of {MLP_CALLS} steps).", "",
              "| op | ours fwd (µs) | torch fwd (µs) | ratio | ours fwd+bwd (µs) | torch fwd+bwd (µs) | ratio |",
@@ -104,11 +103,8 @@ def main():
     verdict = "" if theirs is None else (" — target ≤ 0.70x: " + ("met" if mine / theirs <= 0.7 else "NOT met"))
     lines += ["", f"MLP 4→64→64→2, batch 256, forward+backward (MSE): ours {us(mine)} µs, torch {us(theirs)} µs, "
               f"ratio {ratio(mine, theirs) if theirs else 'n/a'}{verdict}"]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section("bench_core", "## Core: per-op overhead and small-MLP forward+backward "
-                      "(`scripts/bench_core.py`)\n\n" + table)
+    publish(args, "bench_core", "## Core: per-op overhead and small-MLP forward+backward (`scripts/bench_core.py`)",
+            "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ Wall-clock is the training loop (SB3: `learn`) without start-up; CPU is that pro
 the same span. The evaluation return is the mean of 10 greedy (deterministic) episodes after training.
 --write puts the tables into docs/benchmarks.md (section bench_dqn).
 """
-import json
 import pathlib
 import statistics
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.benchutil import lab_run, load_note, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
+from scripts.benchutil import lab_run, load_note, machine, rl_main, summary  # noqa: E402
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1
 ZOO = dict(total_timesteps=50_000, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000,
@@ -60,11 +59,11 @@ NAMES = {"sb3": "Stable-Baselines3 DQN (DummyVecEnv of gymnasium CartPole)",
          "zoo": "lab DQN, gymnasium CartPole (SyncVectorEnv)", "zoo-native": "lab DQN, native vectorized CartPole"}
 
 
-def tables(results, seeds, machine_line):
+def tables(results, seeds):
     sb3 = results.get("sb3")
     lines = [f"DQN on CartPole-v1 with rl-baselines3-zoo's settings (one env, 50,000 steps, lr 2.3e-3, batch 64, "
              f"buffer 100,000, learning starts 1,000, γ 0.99, target update every 10 steps, 128 updates every 256 "
-             f"steps, ε 1 → 0.04 over 16 %, 256-256 MLP); seeds {seeds}, mean ± std; {machine_line}; "
+             f"steps, ε 1 → 0.04 over 16 %, 256-256 MLP); seeds {seeds}, mean ± std; {machine()}; "
              "one thread each." + load_note(), "",
              "| implementation | wall-clock | CPU time | wall vs SB3 | eval return per seed | mean eval return |",
              "|---|---:|---:|---:|---|---:|"]
@@ -91,16 +90,7 @@ def tables(results, seeds, machine_line):
 
 
 def main():
-    args = rl_parser(__doc__.splitlines()[0], RUNS).parse_args()
-    if args.one:  # a single measurement, in this (fresh) process
-        print(json.dumps(RUNS[args.one](args.seeds[0])))
-        return
-
-    results = measure_all(__file__, ["zoo", "zoo-native", "fast"], args)
-    table = tables(results, args.seeds, machine())
-    print(table)
-    if args.write:
-        write_section("bench_dqn", "## DQN on CartPole\n\n" + table)
+    rl_main(__file__, __doc__.splitlines()[0], RUNS, tables, "bench_dqn", "## DQN on CartPole")
 
 
 if __name__ == "__main__":

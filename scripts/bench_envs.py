@@ -6,7 +6,6 @@ Random actions (drawn up front, not timed), so episodes are short and resets are
 native env runs in float64 (gymnasium's numbers, bit for bit) and in float32 (env.native_dtype=float32).
 Target (issue 5): >= 50 million env steps/s at 65,536 envs. --write puts the table into docs/benchmarks.md.
 """
-import argparse
 import itertools
 import sys
 
@@ -15,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
 from envs.cartpole import NativeCartPoleVectorEnv  # noqa: E402
-from scripts.benchutil import best_time, machine, write_section  # noqa: E402
+from scripts.benchutil import bench_parser, best_time, machine, publish  # noqa: E402
 
 
 def steps_per_second(env, num_envs, xp, sync=lambda: None):
@@ -33,10 +32,9 @@ def steps_per_second(env, num_envs, xp, sync=lambda: None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 1024, 65536])
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
 
     variants = [(mode, dtype) for dtype in ("float64", "float32") for mode in ("next_step", "same_step")]
@@ -58,10 +56,7 @@ def main():
     verdict = "met" if largest >= 50e6 else "missed"
     lines += ["", f"Target: >= 50 M env steps/s at {max(args.num_envs):,} envs: {verdict} "
                   f"(best {largest / 1e6:.1f} M)."]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section("envs", "## Native vectorized environments\n\n" + table)
+    publish(args, "envs", "## Native vectorized environments", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ the same output size: k5 → 2 (+ output_padding 1 when transposed, stride 2), k
 the same steps with torch.autograd. Ours and PyTorch's blocks alternate, so load from other processes on
 a shared machine hits both alike. Target (issue 7): ≤ 1.5× PyTorch's time.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)) + "/..")
-from scripts.benchutil import interleaved_best, machine, ratio, single_thread, write_section  # noqa: E402
+from scripts.benchutil import bench_parser, interleaved_best, machine, publish, ratio, single_thread  # noqa: E402
 
 torch = single_thread()
 import core  # noqa: E402
@@ -156,16 +155,11 @@ def table(steps, repeat):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="DCGAN steps per timed block")
     parser.add_argument("--repeat", type=int, default=3, help="timed blocks per row (the best is reported)")
     args = parser.parse_args()
-    text = "## GAN training (MNIST-sized)\n\n" + table(args.steps, args.repeat)
-    print()
-    print(text)
-    if args.write:
-        write_section("bench_gan", text)
+    publish(args, "bench_gan", "## GAN training (MNIST-sized)", table(args.steps, args.repeat))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Rows: an Adam step over a 100-tensor model (50 Linear(64, 64) layers), the RL-si
 forward of that MLP at batch 8). Single-threaded BLAS on both sides; each time is the minimum over
 rounds in which ours and PyTorch alternate. Targets (issue 3): every row <= 0.5x PyTorch's time.
 """
-import argparse
 import os
 import sys
 
@@ -16,7 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads its BLA
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from scripts.benchutil import best_time, machine, ratio, single_thread, write_section  # noqa: E402
+from scripts.benchutil import bench_parser, best_time, machine, publish, ratio, single_thread  # noqa: E402
 
 torch = single_thread()
 import core  # noqa: E402
@@ -125,14 +124,9 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
-    args = parser.parse_args()
+    args = bench_parser(__doc__.splitlines()[0]).parse_args()
     rows = [adam_100_tensors(), mlp_train_step(64), mlp_train_step(256), acting()]
-    text = "### Optimizer, MLP training step and acting path (CPU)\n\n" + table(rows)
-    print(text)
-    if args.write:
-        write_section("bench_optim", text)
+    publish(args, "bench_optim", "### Optimizer, MLP training step and acting path (CPU)", table(rows))
 
 
 if __name__ == "__main__":

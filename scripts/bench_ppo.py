@@ -14,14 +14,13 @@ processes hits every row alike):
 Wall-clock is the training loop (SB3: `learn`), without start-up; the evaluation return is the mean
 of 10 greedy (deterministic) episodes after training. --write puts the tables into docs/benchmarks.md.
 """
-import json
 import pathlib
 import statistics
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.benchutil import lab_run, load_note, machine, measure_all, rl_parser, summary, write_section  # noqa: E402
+from scripts.benchutil import lab_run, load_note, machine, rl_main, summary  # noqa: E402
 
 ZOO = dict(n_envs=8, total_timesteps=100_000, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
            lr=1e-3, clip_range=0.2, ent_coef=0.0)
@@ -57,20 +56,15 @@ RUNS = {"sb3": run_sb3, "zoo": lambda seed: lab_run("ppo", "ppo", seed),
         "native": lambda seed: lab_run("ppo", "ppo_native", seed)}
 
 
-def main():
-    args = rl_parser(__doc__.splitlines()[0], RUNS).parse_args()
-    if args.one:  # a single measurement, in this (fresh) process
-        print(json.dumps(RUNS[args.one](args.seeds[0])))
-        return
-
-    results = measure_all(__file__, ["zoo", "zoo-native", "native"], args)
+def tables(results, seeds):
     sb3 = {key: statistics.mean(r[key] for r in results["sb3"]) for key in ("wall_s", "cpu_s")} if "sb3" in results \
         else None
     names = {"sb3": "Stable-Baselines3 PPO (DummyVecEnv of gymnasium CartPole)",
              "zoo": "lab PPO, gymnasium SyncVectorEnv", "zoo-native": "lab PPO, native vectorized CartPole"}
     lines = [f"PPO on CartPole-v1 with rl-baselines3-zoo's settings (8 envs, 100,000 steps, n_steps 32, batch 256, "
-             f"20 epochs, γ 0.98, λ 0.8, lr lin_1e-3, clip lin_0.2); seeds {args.seeds}, mean ± std; "
-             f"{machine()}" + (f", {results['sb3'][0]['versions']}" if sb3 else "") + "; one thread each; CPU time is the process's own." + load_note(), "",
+             f"20 epochs, γ 0.98, λ 0.8, lr lin_1e-3, clip lin_0.2); seeds {seeds}, mean ± std; "
+             f"{machine()}" + (f", {results['sb3'][0]['versions']}" if sb3 else "")
+             + "; one thread each; CPU time is the process's own." + load_note(), "",
              "| implementation | wall-clock | vs SB3 | CPU time | vs SB3 | eval return (10 greedy episodes) |",
              "|---|---:|---:|---:|---:|---:|"]
     for kind in [k for k in ("sb3", "zoo", "zoo-native") if k in results]:
@@ -92,15 +86,16 @@ def main():
                   f"evaluations included; {len(reached)} of {len(native)} seeds reached it.", "",
               "| seed | time to 500 | env steps |", "|---:|---:|---:|"]
     lines += [f"| {seed} | {r['to_target_s']:.2f} s | {r['to_target_steps']:,} |" if r["to_target_s"] is not None
-              else f"| {seed} | not reached | |" for seed, r in zip(args.seeds, native)]
+              else f"| {seed} | not reached | |" for seed, r in zip(seeds, native)]
     lines.append(f"| mean | {summary([r['to_target_s'] for r in reached], ' s', 2)} | |")
     under = len(reached) == len(native) and all(r["to_target_s"] < 5 for r in reached)
     lines += ["", "Target: under 5 s on this 2-core CPU (PureJaxRL needs about 7-8 s on an A100 GPU): "
                   + ("met for every seed." if under else "missed.")]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section("bench_ppo", "## PPO on CartPole\n\n" + table)
+    return "\n".join(lines)
+
+
+def main():
+    rl_main(__file__, __doc__.splitlines()[0], RUNS, tables, "bench_ppo", "## PPO on CartPole")
 
 
 if __name__ == "__main__":

@@ -112,16 +112,42 @@ def summary(values, unit="", digits=1):
     return f"{statistics.mean(values):.{digits}f}{spread}{unit}"
 
 
+def bench_parser(description):
+    """A benchmark's command line with the `--write` they all have; `publish` reads it."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
+    return parser
+
+
+def publish(args, section, title, table):
+    """Print the table under its title; with --write it also becomes the section `section` of docs/benchmarks.md."""
+    text = f"{title}\n\n{table}"
+    print(f"\n{text}")
+    if args.write:
+        write_section(section, text)
+
+
 # ----- the RL benchmarks: comparisons with Stable-Baselines3 (bench_dqn, bench_ppo), lab runs (and bench_a3c) -----
 def rl_parser(description, kinds):
     """Their command line; `--one KIND` is the child process that `measure` starts."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = bench_parser(description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sb3-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"))
     parser.add_argument("--skip-sb3", action="store_true")
-    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     parser.add_argument("--one", choices=tuple(kinds), help=argparse.SUPPRESS)
     return parser
+
+
+def rl_main(script, description, runs, tables, section, title):
+    """A whole RL comparison: `runs` maps each kind ("sb3" and the lab's) to a function of the seed that
+    returns its result dict. As the child process (`--one KIND`) it prints that one result as JSON;
+    otherwise it measures every kind for every seed and publishes `tables(results, seeds)`."""
+    args = rl_parser(description, runs).parse_args()
+    if args.one:
+        print(json.dumps(runs[args.one](args.seeds[0])))
+        return
+    results = measure_all(script, [kind for kind in runs if kind != "sb3"], args)
+    publish(args, section, title, tables(results, args.seeds))
 
 
 def measure(script, kind, seed, python=sys.executable):

@@ -1,40 +1,20 @@
 """A2C: learning CartPole with the zoo's settings, the loss by hand, determinism and exact resume,
 bad input."""
-import pathlib
-from itertools import chain, repeat
+import functools
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from agent_runs import agent_cfg, last_model, train_agent
 
 import core
 from agents import a2c
 from agents.actor_critic import ActorCritic, RolloutBuffer
-from core.runtime.run import ConfigError, Run
+from core.runtime.run import ConfigError
 from envs import make_vector_env
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def make_cfg(preset="a2c", env=None, seed=0, eval_episodes=10, **agent):
-    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
-    values.pop("defaults")
-    env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None, **(env or {})}
-    return OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": eval_episodes, "checkpoint_every": 0,
-                             "env": env, "agent": OmegaConf.merge(OmegaConf.structured(a2c.Config), values, agent)})
-
-
-def train(cfg, run_dir, resume=None, stop_after=None):
-    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as run:
-        if stop_after is not None:
-            answers = chain(repeat(False, stop_after), repeat(True))
-            run.should_stop = lambda: next(answers)
-        return a2c.train(cfg, run)
-
-
-def last_model(run_dir):
-    return core.load(pathlib.Path(run_dir) / "checkpoints" / "last.ckpt")["model"]
+make_cfg = functools.partial(agent_cfg, a2c, "a2c")
+train = functools.partial(train_agent, a2c)
 
 
 def test_zoo_settings_learn_cartpole(tmp_path):

@@ -1,14 +1,14 @@
 """PPO: the clipped objective's gradient by hand, learning CartPole (native preset and the zoo's
 settings), determinism, exact resume, schedules and diagnostics in the logs, bad input."""
+import functools
 import json
 import math
-import pathlib
 import subprocess
 import sys
-from itertools import chain, repeat
 
 import numpy as np
 import pytest
+from agent_runs import ROOT, agent_cfg, last_model, train_agent
 from omegaconf import OmegaConf
 
 import core
@@ -19,28 +19,8 @@ from core.runtime.events import read_scalars
 from core.runtime.run import ConfigError, Run
 from core.tensor import Tensor
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def make_cfg(preset=None, env=None, seed=0, eval_episodes=10, **agent):
-    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml") if preset else OmegaConf.create()
-    values.pop("defaults", None)
-    env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None, **(env or {})}
-    return OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": eval_episodes, "checkpoint_every": 0,
-                             "env": env, "agent": OmegaConf.merge(OmegaConf.structured(ppo.Config), values, agent)})
-
-
-def train(cfg, run_dir, resume=None, stop_after=None):
-    """Train in `run_dir`; with `stop_after` iterations, stop there as a Ctrl-C would."""
-    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as run:
-        if stop_after is not None:
-            answers = chain(repeat(False, stop_after), repeat(True))
-            run.should_stop = lambda: next(answers)
-        return ppo.train(cfg, run)
-
-
-def last_model(run_dir):
-    return core.load(pathlib.Path(run_dir) / "checkpoints" / "last.ckpt")["model"]
+make_cfg = functools.partial(agent_cfg, ppo)
+train = functools.partial(train_agent, ppo)
 
 
 def test_clipped_surrogate_gradient_by_hand():

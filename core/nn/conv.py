@@ -5,13 +5,12 @@ rule with strides too (ceil(H / stride), the odd padding row/column at the botto
 transposed conv with "same" gives H * stride. Weights are PyTorch-shaped: Conv2d (out, in/groups, kh, kw),
 ConvTranspose2d (in, out/groups, kh, kw). init "torch" (default) or "keras": see `core.nn.init`.
 """
-from core.nn import init as initializers
-from core.nn.module import Module, Parameter
+from core.nn.layers import _WeightBias
+from core.nn.module import Module
 from core.ops.conv import (
     adaptive_avg_pool2d, adaptive_max_pool2d, as_pair, avg_pool2d, conv2d, conv_transpose2d, global_avg_pool2d,
     global_max_pool2d, max_pool2d,
 )
-from core.tensor import empty
 
 
 def _check_padding(padding):
@@ -22,7 +21,7 @@ def _check_padding(padding):
     return padding
 
 
-class _ConvNd(Module):
+class _ConvNd(_WeightBias):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, init, dtype,
                  device, generator, weight_shape):
         super().__init__()
@@ -33,14 +32,8 @@ class _ConvNd(Module):
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride, self.dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
         self.padding = _check_padding(padding)
-        self.weight = Parameter(empty(*weight_shape, *self.kernel_size, dtype=dtype, device=device))
-        self.bias = Parameter(empty(out_channels, dtype=dtype, device=device)) if bias else None
-        self.reset_parameters(init, generator)
-
-    def reset_parameters(self, init=None, generator=None):
-        self.init = initializers.check_init(init or self.init)
-        default = initializers.keras_default_ if self.init == "keras" else initializers.torch_default_
-        default(self.weight, self.bias, generator)
+        self._create_parameters((*weight_shape, *self.kernel_size), out_channels if bias else None, init, dtype,
+                                device, generator)
 
     def _check_input(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -8,21 +8,31 @@ from core.ops import flatten, linear, reshape
 from core.tensor import Tensor, empty
 
 
-class Linear(Module):
-    """y = x @ weight.T + bias with weight (out_features, in_features), as PyTorch; one fused op.
-    `init="torch"` (default) or `"keras"` (glorot_uniform weight, zero bias): see `core.nn.init`."""
+class _WeightBias(Module):
+    """A layer with a `weight` and an optional `bias`, initialised as PyTorch's (init "torch") or Keras'
+    (init "keras") Dense/Conv defaults: Linear and the convolutions."""
 
-    def __init__(self, in_features, out_features, bias=True, init="torch", dtype=None, device="cpu", generator=None):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(empty(out_features, in_features, dtype=dtype, device=device))
-        self.bias = Parameter(empty(out_features, dtype=dtype, device=device)) if bias else None
+    def _create_parameters(self, weight_shape, bias_size, init, dtype, device, generator):
+        """The parameters, then their initial values; `bias_size` None: no bias."""
+        self.weight = Parameter(empty(*weight_shape, dtype=dtype, device=device))
+        self.bias = None if bias_size is None else Parameter(empty(bias_size, dtype=dtype, device=device))
         self.reset_parameters(init, generator)
 
     def reset_parameters(self, init=None, generator=None):
         self.init = initializers.check_init(init or self.init)
         default = initializers.keras_default_ if self.init == "keras" else initializers.torch_default_
         default(self.weight, self.bias, generator)
+
+
+class Linear(_WeightBias):
+    """y = x @ weight.T + bias with weight (out_features, in_features), as PyTorch; one fused op.
+    `init="torch"` (default) or `"keras"` (glorot_uniform weight, zero bias): see `core.nn.init`."""
+
+    def __init__(self, in_features, out_features, bias=True, init="torch", dtype=None, device="cpu", generator=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._create_parameters((out_features, in_features), out_features if bias else None, init, dtype, device,
+                                generator)
 
     def forward(self, x):
         try:

@@ -163,32 +163,27 @@ class Module(DeviceShorthands):
                 registry.pop(name, None)
         self._non_persistent.discard(name)
 
-    def register_parameter(self, name, param):
+    def _register_as(self, method, registry, cls, name, value):
+        """What `method` (register_parameter, register_buffer, add_module) does: `value`, a `cls` or None,
+        becomes the attribute `name`, held in `registry` and in no other."""
         _check_name(self, name)
-        if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"register_parameter({name!r}) needs a Parameter or None, got {type(param).__name__}")
-        self._unregister(name, keep=self._parameters)
-        self._parameters[name] = param
-        self.__dict__[name] = param
+        if value is not None and not isinstance(value, cls):
+            raise TypeError(f"{method}({name!r}) needs a {cls.__name__} or None, got {type(value).__name__}")
+        self._unregister(name, keep=registry)
+        registry[name] = value
+        self.__dict__[name] = value
+
+    def register_parameter(self, name, param):
+        self._register_as("register_parameter", self._parameters, Parameter, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """State that is saved (unless `persistent=False`) and moved with the module but not trained."""
-        _check_name(self, name)
-        if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"register_buffer({name!r}) needs a Tensor or None, got {type(tensor).__name__}")
-        self._unregister(name, keep=self._buffers)
-        self._buffers[name] = tensor
+        self._register_as("register_buffer", self._buffers, Tensor, name, tensor)
         if not persistent:
             self._non_persistent.add(name)
-        self.__dict__[name] = tensor
 
     def add_module(self, name, module):
-        _check_name(self, name)
-        if module is not None and not isinstance(module, Module):
-            raise TypeError(f"add_module({name!r}) needs a Module or None, got {type(module).__name__}")
-        self._unregister(name, keep=self._modules)
-        self._modules[name] = module
-        self.__dict__[name] = module
+        self._register_as("add_module", self._modules, Module, name, module)
 
     def register_forward_hook(self, hook):
         """Call `hook(module, args, output)` after every forward; a non-None return replaces the output.
@@ -448,7 +443,29 @@ def _format_shape(output):
 
 
 # ----- containers -----
-class Sequential(Module):
+class _List(Module):
+    """The list side shared by Sequential, ModuleList and ParameterList: the entries of the registry that
+    `_entries()` gives (submodules unless overridden), in order; `append` registers the next one under
+    "0", "1", ... with `_register`."""
+
+    def _entries(self):
+        return self._modules
+
+    def _register(self, name, module):
+        self.add_module(name, module)
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries().values())
+
+    def append(self, item):
+        self._register(str(len(self)), item)
+        return self
+
+
+class Sequential(_List):
     """Calls its modules in order. `Sequential(a, b, c)` names them "0", "1", "2";
     `Sequential({"fc": a, "act": b})` keeps the given names."""
 
@@ -471,18 +488,8 @@ class Sequential(Module):
             return Sequential(dict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
 
-    def __len__(self):
-        return len(self._modules)
 
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-
-class ModuleList(Module):
+class ModuleList(_List):
     """A list of submodules, registered under "0", "1", ... (no forward: iterate it yourself)."""
 
     def __init__(self, modules=()):
@@ -512,16 +519,6 @@ class ModuleList(Module):
         items = list(self._modules.values())
         items.insert(index, module)
         self._renumber(items)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules):
         for module in modules:
@@ -576,7 +573,7 @@ class ModuleDict(_Dict):
             self.add_module(key, module)
 
 
-class ParameterList(Module):
+class ParameterList(_List):
     """A list of parameters registered under "0", "1", ..."""
 
     def __init__(self, parameters=()):
@@ -584,18 +581,14 @@ class ParameterList(Module):
         for param in parameters:
             self.append(param)
 
+    def _entries(self):
+        return self._parameters
+
+    def _register(self, name, param):
+        self.register_parameter(name, param if isinstance(param, Parameter) else Parameter(param))
+
     def __getitem__(self, index):
         return list(self._parameters.values())[index]
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters.values())
-
-    def append(self, param):
-        self.register_parameter(str(len(self)), param if isinstance(param, Parameter) else Parameter(param))
-        return self
 
 
 class ParameterDict(_Dict):

@@ -83,7 +83,7 @@ def atomic_write(path, data):
     except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(error, OSError) and error.filename is None:  # a failed write says which file it was
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:  # name the file
             raise OSError(error.errno, error.strerror, path) from error
         raise
     if os.name == "posix":  # persist the rename itself

@@ -2,6 +2,9 @@
 
     python scripts/train.py model=ae_stacked dataset=fashion_mnist
 
+Trained in epochs (`checkpoint_every` counts epochs; the bar and the logs count update steps), see
+gans/common.py.
+
 Architectures (`arch`):
 - "dense": Flatten → Dense(hidden..., activation) → Dense(code_size, code_activation) → Dense(reversed
   hidden..., activation) → Dense(C·H·W) → sigmoid. Presets: ae_mtf (MTF ch. 3: 784-64-784, relu, MSE, Adam),
@@ -35,9 +38,9 @@ from core import nn
 import core.functional as F
 from core.runtime.errors import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, activation, batch, dense_layers, interpolate,
-    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, random_images,
-    restore,
+    ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, activation, batch, dense_layers, epoch_session, interpolate,
+    load_data, log_step, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
+    random_images, restore,
 )
 from gans.quality import evaluate_quality
 
@@ -45,7 +48,6 @@ ARCHS = ("dense", "tied", "conv")
 LOSSES = ("bce", "mse")
 NOISES = ("none", "dropout", "gaussian")
 SPARSITIES = ("none", "l1", "kl")
-ARCH_KEYS = ("arch", "hidden", "code_size", "activation", "code_activation", "conv_channels")
 
 
 @dataclass
@@ -230,12 +232,13 @@ def train(cfg, run) -> dict:
 
     # the same real images in every grid: originals over their reconstructions
     shown = random_images(data.images, args.grid_size, run.seed)
-    session = Session(args, run, modules={"autoencoder": model}, optimizers={"autoencoder": opt}, data=data,
-                      arch_keys=ARCH_KEYS, checkpoint_every=cfg.checkpoint_every)
-    grids = SampleGrids(run, data.normalize)
+    session, batches = epoch_session(run, cfg, args, data, "autoencoder", reconstructor(model, data, device), model)
+    session.track(autoencoder=model, optimizer=opt, data=batches)
+    grids = SampleGrids(session, data.normalize)
+    logged = {}
 
-    for epoch in session.epochs():
-        for index in session.batches():
+    for epoch in batches.epochs():
+        for index in batches:
             x = batch(data.images, index, device)
             logits, code = model(x)
             recon = reconstruction_loss(args.loss, logits, x)
@@ -248,14 +251,13 @@ def train(cfg, run) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            session.log_step(losses)
+            logged = log_step(session, losses, args.log_every)
 
         model.eval()
         with core.no_grad():
             grids.write("reconstructions", originals_over_reconstructions(shown, reconstruct(model, shown, device)),
                         epoch, nrow=8)
         model.train()
-        session.checkpoint()
 
     grids.gif("reconstructions")
     model.eval()
@@ -264,7 +266,7 @@ def train(cfg, run) -> dict:
         codes = model.encode(core.tensor(shown[:2 * pairs], device=device))
         grids.still("latent_interpolation", model.decode(interpolate(codes[:pairs], codes[pairs:], 10)).sigmoid(),
                     nrow=10)
-    return session.finish(reconstructor(model, data, device))
+    return session.finish(logged)
 
 
 def reconstruct(model: Autoencoder, images: np.ndarray, device="cpu") -> core.Tensor:

@@ -1,26 +1,34 @@
-"""Pieces every generative trainer shares: configs, data, layers and optimizers by name, the training
-session (resume, NaN guard, logging, checkpoints, Ctrl-C), sample grids and their GIF, latent
-interpolation, and restoring a trained model from a checkpoint for the `sample`/`evaluate` hooks.
+"""Pieces every generative trainer shares: configs, data, layers and optimizers by name, the epochs of
+shuffled batches they train on inside the run session (core.runtime.session), sample grids and their
+GIF, latent interpolation, and restoring a trained model from a checkpoint for the `sample`/`evaluate`
+hooks.
+
+The session's unit is the epoch: `checkpoint_every` counts epochs (default 1, 0: only at the end and
+on Ctrl-C) and the metrics report `train/epochs`; the progress bar, the TensorBoard x-axis and the
+checkpoint file numbers count update steps (`train/steps`). A checkpoint holds each network and
+optimizer under its trainer's name ("generator", "g_optimizer", ...), the data's order and the place
+in the current epoch ("data"), and the session's counters and random streams ("session"), so a run
+stopped inside an epoch resumes bitwise as the uninterrupted one.
 
 A trainer receives the whole composed run config (`cfg.model` holds its Config fields, `cfg.dataset`,
-`cfg.optim`, `cfg.seed`, `cfg.checkpoint_every`) and reads top to bottom like this (see gans/gan.py):
+`cfg.optim`, `cfg.seed`, `cfg.checkpoint_every`) and reads top to bottom like this (see gans/vae.py):
 
     args = model_config(Config, cfg)
     data = load_data(cfg.dataset, args.normalize)
     ... build networks and optimizers ...
-    session = Session(args, run, modules={...}, optimizers={...}, data=data, ...)
-    for epoch in session.epochs():            # starts at the resumed epoch, ends early after Ctrl-C
-        for index in session.batches():       # skips what a resumed epoch already did
+    session, batches = epoch_session(run, cfg, args, data, "vae", generate, model)
+    session.track(vae=model, optimizer=opt, data=batches)   # restored here when resuming
+    logged = {}
+    for epoch in batches.epochs():            # from the resumed epoch on; counts each completed one
+        for index in batches:                 # the rest of the epoch; ends early after Ctrl-C
             ... one training step ...
-            session.log_step({"losses/d": d_loss, "losses/g": g_loss})
-        grids.write("fixed_noise", generator(fixed_z), epoch)
-        session.checkpoint()                  # every `checkpoint_every` epochs, at the end and on Ctrl-C
-    return session.finish(generate)           # final losses + sample quality
+            logged = log_step(session, {"losses/loss": loss}, args.log_every)
+        grids.write("samples", decoder(fixed_z), epoch)
+    return session.finish(logged)             # last checkpoint, final losses + sample quality
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -30,7 +38,7 @@ import numpy as np
 import core
 from core import nn, optim
 from core.runtime.logger import save_gif
-from core.runtime.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.errors import ConfigError
 from gans.datasets import CLASS_NAMES, ChecksumError, load_dataset
 from gans.quality import QualityConfig, evaluate_quality, get_classifier, to_unit_range
 
@@ -213,165 +221,129 @@ def make_optimizer(optim_cfg, args, params, lr: float):
 
 
 # ----- the training session -----
-class Session:
-    """Counters, resume, logging, the NaN guard and checkpoints around a trainer's own loop.
+CHECKPOINT_EVERY = 1  # epochs between checkpoints unless the run's checkpoint_every says otherwise
 
-    modules / optimizers: name -> object; their state goes into every checkpoint with the random
-    streams (the global ones, which give noise and dropout, and the numpy generator that orders the
-    data) and the position in the current epoch, so a resumed run continues bitwise as it would have.
-    data: the training data (its size sets the batches; its dataset, the quality classifier, which is
-        trained or loaded here, before training, so that a missing file stops the run at once).
-    arch_keys: model config fields a checkpoint must agree on to be resumed (latent size, architecture).
-    checkpoint_every: epochs between checkpoints (0: only at the end and on Ctrl-C).
+
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    """Full batches in one pass over the data (at least one)."""
+    return max(n_items // batch_size, 1)
+
+
+def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, model, conditional: bool = False):
+    """(session, batches) of an image model: a run session in epochs (`checkpoint_every` default 1)
+    whose bar counts update steps, and the shuffled batches of `data` (see `Batches`), which the
+    trainer tracks as "data" with its networks and optimizers.
+
+    The session's evaluation (at the end unless stopped early) is the sample quality of
+    `generate(n, rng)` with `model` in eval mode (see gans.quality.evaluate_quality), logged under
+    quality/*. The quality classifier is trained or loaded here, before training, so that a missing
+    file stops the run at once."""
+    if args.quality.enabled:
+        try:
+            get_classifier(data.dataset, args.quality, data.shape, run.device)
+        except (FileNotFoundError, ChecksumError) as e:
+            raise ConfigError(f"the quality classifier cannot be trained: {e} (or set "
+                              "model.quality.classifier_split, or model.quality.enabled=false)") from None
+
+    def evaluate():
+        was_training = model.training
+        model.eval()
+        quality = evaluate_quality(generate, data, args.quality, run.device, run.seed, conditional)
+        model.train(was_training)
+        session.log({tag: float(value) for tag, value in quality.items()})
+        return quality
+
+    session = run.session(name, "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
+                          checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate if args.quality.enabled else None,
+                          steps_per_unit=steps_per_epoch(len(data), args.batch_size))
+    return session, Batches(session, data, args.batch_size)
+
+
+class Batches:
+    """The training data's shuffled batches, epoch after epoch (full batches only, as the books'
+    `drop_remainder`), and the place reached in the current epoch. Tracked by the session as "data",
+    so a run stopped inside an epoch resumes with the very batches it would have had next.
+
+        for epoch in batches.epochs():    # the session counts each completed epoch (checkpoints, evaluation)
+            for index in batches:         # the rest of this epoch's batches; ends early after Ctrl-C
+                ... one update ...
+                log_step(session, losses, args.log_every)
     """
 
-    def __init__(self, args, run, modules: dict, optimizers: dict, data: Data, arch_keys=(), checkpoint_every: int = 1):
-        self.args, self.run, self.data = args, run, data
-        self.modules, self.optimizers = modules, optimizers
-        self.n_items, self.data_shape, self.arch_keys = len(data), tuple(data.shape), tuple(arch_keys)
-        self.checkpoint_every = checkpoint_every
-        if args.quality.enabled:
-            try:
-                get_classifier(data.dataset, args.quality, data.shape, run.device)
-            except (FileNotFoundError, ChecksumError) as e:
-                raise ConfigError(f"the quality classifier cannot be trained: {e} (or set "
-                                  "model.quality.classifier_split, or model.quality.enabled=false)") from None
-        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
-        self.order = None  # the current epoch's permutation of the data
-        self.data_rng = np.random.default_rng([run.seed, 1])
-        self.stopped = False
-        self.last_losses = {}
-        self.bar = None
-        self.start_time = time.perf_counter()
-        if run.resume_state is not None:
-            self._restore(run.resume_state)
+    def __init__(self, session, data: Data, batch_size: int):
+        self.session = session
+        self.n_items, self.shape = len(data), tuple(data.shape)
+        self.size = min(batch_size, self.n_items)
+        self.per_epoch = steps_per_epoch(self.n_items, batch_size)
+        self.rng = np.random.default_rng([session.run.seed, 1])  # orders the data
+        self.position = 0  # steps done in the current epoch
+        self.order = None  # the current epoch's permutation of the data, drawn at its first batch
 
-    # --- loops ---
     def epochs(self):
-        """Epoch numbers from the resumed one on; ends early after Ctrl-C / SIGTERM."""
-        self.bar = self.run.logger.progress(self.args.epochs * self.batches_per_epoch, "train")
-        self.bar.update(self.step)
-        try:
-            while self.epoch < self.args.epochs and not self.stopped:
-                yield self.epoch
-                if self.epoch_complete:
-                    self.epoch += 1
-                    self.batch_in_epoch, self.order = 0, None
-        finally:
-            self.bar.close()
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return max(self.n_items // self.args.batch_size, 1)
-
-    @property
-    def epoch_complete(self) -> bool:
-        return self.batch_in_epoch >= self.batches_per_epoch
+        """The current epoch's number (from 0) while the session runs; after each epoch done whole the
+        session counts it, then checkpoints and evaluates when due. Ends early after Ctrl-C / SIGTERM."""
+        while self.session.running():
+            yield self.session.progress
+            if self.position < self.per_epoch:  # stopped inside the epoch: the session's finish saves it
+                return
+            self.position, self.order = 0, None
+            self.session.advance(1)
 
     def steps(self):
-        """Step numbers within the current epoch (`batches_per_epoch` of them), continuing where a resumed
-        epoch stopped; ends early after Ctrl-C / SIGTERM."""
-        while not self.epoch_complete:
-            if self.run.should_stop():
-                self.stopped = True
-                return
-            yield self.batch_in_epoch
-            self.batch_in_epoch += 1
+        """Step numbers within the current epoch (`per_epoch` of them), from where it stands; ends
+        early after Ctrl-C / SIGTERM."""
+        while self.position < self.per_epoch and self.session.running():
+            yield self.position
+            self.position += 1
 
-    def batches(self):
-        """Index arrays of the shuffled batches of the current epoch (full batches only, as the books'
-        `drop_remainder`), continuing where a resumed epoch stopped."""
+    def __iter__(self):
+        """Index arrays of the rest of the current epoch's batches."""
         if self.order is None:
-            self.order = self.data_rng.permutation(self.n_items)
-        size = min(self.args.batch_size, self.n_items)
+            self.order = self.rng.permutation(self.n_items)
         for k in self.steps():
-            yield self.order[k * size:(k + 1) * size]
+            yield self.order[k * self.size:(k + 1) * self.size]
 
     def random_batch(self, size: int) -> np.ndarray:
         """Indices of a random batch (no repeats inside it), for trainers that draw several batches per
         step (WGAN critics); drawn from the data stream, so resume reproduces them."""
-        return self.data_rng.choice(self.n_items, min(size, self.n_items), replace=False)
+        return self.rng.choice(self.n_items, min(size, self.n_items), replace=False)
 
-    # --- logging ---
-    def log_step(self, losses: dict):
-        """Count one step; stop with a clear error on a non-finite loss (before any checkpoint of the bad
-        state); log to TensorBoard every `log_every` steps."""
-        self.step += 1
-        values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
-        for tag, value in values.items():
-            self.run.check_finite(tag, value, self.step)
-        self.last_losses = values
-        if self.step % self.args.log_every == 0 or self.step == 1:
-            self.run.logger.scalars(values, self.step)
-            self.bar.set_postfix({tag.split("/")[-1]: v for tag, v in values.items()})
-        self.bar.update(1)
+    def state_dict(self) -> dict:
+        return {"shape": self.shape, "items": self.n_items, "position": self.position, "order": self.order,
+                "rng": self.rng.bit_generator.state}
 
-    # --- checkpoints ---
-    def checkpoint(self):
-        """Save at the end of every `checkpoint_every`-th epoch, of the last one, and after Ctrl-C."""
-        last = self.epoch == self.args.epochs - 1 and self.epoch_complete
-        periodic = self.checkpoint_every and self.epoch_complete and (self.epoch + 1) % self.checkpoint_every == 0
-        if last or periodic or self.stopped:
-            self.run.checkpoints.save(self.state(), self.step)
+    def load_state_dict(self, state: dict):
+        if tuple(state["shape"]) != self.shape or state["items"] != self.n_items:
+            raise ValueError(f"it was trained on {state['items']} images of shape {tuple(state['shape'])}, the "
+                             f"dataset gives {self.n_items} of shape {self.shape}; use the same dataset to resume it")
+        self.position, self.order = state["position"], state["order"]
+        self.rng.bit_generator.state = state["rng"]
 
-    def state(self) -> dict:
-        return {
-            "data_shape": self.data_shape,
-            "modules": {name: m.state_dict() for name, m in self.modules.items()},
-            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
-            "rng": {"global": get_rng_state(), "data": self.data_rng.bit_generator.state},
-            "counters": {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch},
-            "order": self.order,
-        }
 
-    def _restore(self, state: dict):
-        saved = state["config"]["model"]
-        for key in self.arch_keys:
-            ours, theirs = getattr(self.args, key), saved.get(key)
-            if ours != theirs:
-                raise ConfigError(f"the checkpoint was trained with model.{key}={theirs} but the config has "
-                                  f"model.{key}={ours}; set model.{key}={theirs} to resume it, or start a new run")
-        if tuple(state["data_shape"]) != self.data_shape:
-            raise ConfigError(f"the checkpoint was trained on images of shape {tuple(state['data_shape'])} but the "
-                              f"dataset gives {self.data_shape}; use the same dataset and image_size to resume it")
-        for name, module in self.modules.items():
-            module.load_state_dict(state["modules"][name])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        set_rng_state(state["rng"]["global"])
-        self.data_rng.bit_generator.state = state["rng"]["data"]
-        counters = state["counters"]
-        self.epoch, self.step, self.batch_in_epoch = counters["epoch"], counters["step"], counters["batch_in_epoch"]
-        self.order = state["order"]
-
-    # --- the end ---
-    def finish(self, generate: Callable, conditional: bool = False) -> dict:
-        """Final metrics: the last losses, counters, wall time, and (unless stopped early) the sample quality
-        of `generate(n, rng)` (see `gans.quality.evaluate_quality`), also logged to TensorBoard."""
-        metrics = dict(self.last_losses)
-        if self.args.quality.enabled and not self.stopped:
-            for module in self.modules.values():
-                module.eval()
-            quality = evaluate_quality(generate, self.data, self.args.quality, self.run.device, self.run.seed,
-                                       conditional)
-            self.run.logger.scalars({k: float(v) for k, v in quality.items()}, self.step)
-            metrics.update(quality)
-        metrics["train/steps"] = self.step
-        metrics["train/epochs"] = self.epoch + self.epoch_complete
-        metrics["time/wall_s"] = time.perf_counter() - self.start_time
-        return metrics
+def log_step(session, losses: dict, log_every: int) -> dict:
+    """Count one update step and return its losses as numbers: a non-finite one stops training with a
+    clear error (before any checkpoint of the bad state); every `log_every` steps (and at the first)
+    they go to TensorBoard and beside the bar."""
+    session.step()
+    values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
+    for tag, value in values.items():
+        session.check_finite(tag, value)
+    if session.steps % log_every == 0 or session.steps == 1:
+        session.log(values)
+        session.show(**{tag.split("/")[-1]: v for tag, v in values.items()})
+    return values
 
 
 def restore(config_cls, build: Callable, cfg, state: dict, device="cpu"):
     """(model Config, modules by name, pixel range) of a checkpoint of the run config `cfg`:
-    `build(args, data_shape, n_classes, normalize)` makes the networks, which get the checkpoint's
-    weights and are put in eval mode."""
+    `build(args, image_shape, n_classes, normalize)` makes the networks, which get the checkpoint's
+    weights (saved under the same names) and are put in eval mode."""
     args = model_config(config_cls, cfg)
     dataset = plain(cfg.dataset)
     normalize = value_range(args.normalize, dataset)
-    modules = build(args, tuple(state["data_shape"]), len(CLASS_NAMES[dataset["name"]]), normalize)
+    modules = build(args, tuple(state["data"]["shape"]), len(CLASS_NAMES[dataset["name"]]), normalize)
     for name, module in modules.items():
-        module.load_state_dict(state["modules"][name])
+        module.load_state_dict(state[name])
         module.to(device).eval()
     return args, modules, normalize
 
@@ -386,18 +358,16 @@ def latent_tensor(z, latent_size: int) -> core.Tensor:
 
 # ----- images written during training -----
 class SampleGrids:
-    """Image grids as PNG files under `samples/` and as TensorBoard images under `samples/<name>`;
-    `gif(name)` animates the PNGs of one name (one per epoch) into `samples/<name>.gif`."""
+    """Image grids as PNG files under `samples/` and as TensorBoard images under `samples/<name>`, at the
+    session's update step like the losses; `gif(name)` animates the PNGs of one name (one per epoch)
+    into `samples/<name>.gif`."""
 
-    def __init__(self, run, normalize: str):
-        self.run, self.normalize = run, normalize
-        self.directory = run.dir / "samples"
+    def __init__(self, session, normalize: str):
+        self.session, self.normalize = session, normalize
+        self.directory = session.run.dir / "samples"
 
     def write(self, name: str, images, epoch: int, nrow: Optional[int] = None):
-        path = self.directory / f"{name}_epoch{epoch + 1:04d}.png"
-        self.run.logger.image_grid(f"samples/{name}", to_unit_range(images, self.normalize), epoch + 1, nrow=nrow,
-                                   path=path, value_range=(0.0, 1.0))
-        return path
+        return self._grid(name, images, self.directory / f"{name}_epoch{epoch + 1:04d}.png", nrow)
 
     def gif(self, name: str, fps: int = 4):
         frames = sorted(self.directory.glob(f"{name}_epoch*.png"))
@@ -405,9 +375,11 @@ class SampleGrids:
 
     def still(self, name: str, images, nrow: Optional[int] = None):
         """One grid written once (latent interpolations)."""
-        path = self.directory / f"{name}.png"
-        self.run.logger.image_grid(f"samples/{name}", to_unit_range(images, self.normalize), self.run.logger.last_step,
-                                   nrow=nrow, path=path, value_range=(0.0, 1.0))
+        return self._grid(name, images, self.directory / f"{name}.png", nrow)
+
+    def _grid(self, name, images, path, nrow):
+        self.session.run.logger.image_grid(f"samples/{name}", to_unit_range(images, self.normalize),
+                                           self.session.global_step, nrow=nrow, path=path, value_range=(0.0, 1.0))
         return path
 
 

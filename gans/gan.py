@@ -2,6 +2,9 @@
 
     python scripts/train.py model=dcgan dataset=mnist
 
+Trained in epochs (`checkpoint_every` counts epochs; the bar and the logs count update steps), see
+gans/common.py.
+
 Architectures (`arch`):
 - "mlp": dense generator and discriminator from `g_hidden`/`d_hidden` (units) and
   `g_activations`/`d_activations` (one per layer); presets gan_mtf (MTF ch. 10) and gan_geron (HOML ch. 17).
@@ -47,17 +50,15 @@ from core import nn
 import core.functional as F
 from core.runtime.errors import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, check_image_shape, dense_layers, interpolate,
-    keras_batch_norm, latent_tensor, load_data, make_optimizer, model_config, norm_layer, one_of, output_activation,
-    positive, restore,
+    ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, batch, check_image_shape, dense_layers, epoch_session,
+    interpolate, keras_batch_norm, latent_tensor, load_data, log_step, make_optimizer, model_config, norm_layer,
+    one_of, output_activation, positive, restore,
 )
 from gans.quality import evaluate_quality, to_unit_range
 
 ARCHS = ("mlp", "dcgan", "dcgan_tf", "dcgan_geron", "dcgan_bdl")
 UPDATES = ("simultaneous", "alternating")
 NOISES = ("normal", "uniform")
-# fields a checkpoint must agree on to be resumed or sampled
-ARCH_KEYS = ("arch", "latent_size", "conditional", "width", "g_hidden", "g_activations", "d_hidden", "d_activations")
 
 
 @dataclass
@@ -368,15 +369,16 @@ def train(cfg, run) -> dict:
     fixed_z = draw_noise(args.noise, args.grid_size, args.latent_size, core.Generator(run.seed + 1), device)
     fixed_labels = core.tensor(np.arange(args.grid_size) % n_classes, device=device) if n_classes else None
 
-    session = Session(args, run, modules={"generator": G, "discriminator": D},
-                      optimizers={"generator": opt_g, "discriminator": opt_d}, data=data, arch_keys=ARCH_KEYS,
-                      checkpoint_every=cfg.checkpoint_every)
-    grids = SampleGrids(run, data.normalize)
+    session, batches = epoch_session(run, cfg, args, data, "gan", generator_sampler(G, args.noise, device), G,
+                                     conditional=bool(n_classes))
+    session.track(generator=G, discriminator=D, g_optimizer=opt_g, d_optimizer=opt_d, data=batches)
+    grids = SampleGrids(session, data.normalize)
     size = min(args.batch_size, len(data))
     g_loss = None  # until the first G step (alternating with d_steps > 1)
+    logged = {}
 
-    for epoch in session.epochs():
-        for index in session.batches():
+    for epoch in batches.epochs():
+        for index in batches:
             real = batch(data.images, index, device)
             real_labels = batch(data.labels, index, device) if n_classes else None
             z = draw_noise(args.noise, size, args.latent_size, device=device)
@@ -389,16 +391,16 @@ def train(cfg, run) -> dict:
                 with core.no_grad(), eval_mode(G, args.eval_fakes):
                     fake = G(z, fake_labels)
                 d_loss = discriminator_step(D, opt_d, real, real_labels, fake, fake_labels, args.real_label)
-                if session.batch_in_epoch % args.d_steps == args.d_steps - 1:
+                if batches.position % args.d_steps == args.d_steps - 1:
                     z = draw_noise(args.noise, size, args.latent_size, device=device)
                     g_loss = generator_step(G, D, opt_g, z, draw_labels(size, n_classes, device=device))
-            session.log_step({"losses/d": d_loss} if g_loss is None else {"losses/d": d_loss, "losses/g": g_loss})
+            losses = {"losses/d": d_loss} if g_loss is None else {"losses/d": d_loss, "losses/g": g_loss}
+            logged = log_step(session, losses, args.log_every)
 
         G.eval()  # grids with BN's moving statistics, as the TF tutorial's generate_and_save_images
         with core.no_grad():
             grids.write("fixed_noise", G(fixed_z, fixed_labels), epoch, nrow=n_classes or None)
         G.train()
-        session.checkpoint()
 
     grids.gif("fixed_noise")
     G.eval()
@@ -407,7 +409,7 @@ def train(cfg, run) -> dict:
         path_labels = core.tensor(np.repeat(np.arange(pairs) % n_classes, 10), device=device) if n_classes else None
         grids.still("latent_interpolation", G(interpolate(fixed_z[:pairs], fixed_z[pairs:2 * pairs], 10), path_labels),
                     nrow=10)
-    return session.finish(generator_sampler(G, args.noise, device), conditional=bool(n_classes))
+    return session.finish(logged)
 
 
 def generator_sampler(G: Generator, noise: str, device="cpu"):

@@ -2,6 +2,9 @@
 
     python scripts/train.py model=vae dataset=fashion_mnist
 
+Trained in epochs (`checkpoint_every` counts epochs; the bar and the logs count update steps), see
+gans/common.py.
+
 The encoder gives μ and γ = log σ² of a diagonal Gaussian q(z | x); a code z = μ + exp(γ/2)·ε, ε ~ N(0, I)
 (the reparameterisation, so gradients flow through μ and γ) is decoded into Bernoulli logits per pixel.
 The loss is the negative ELBO: reconstruction = Σ_pixels BCE(logits, x) per image, plus
@@ -29,13 +32,13 @@ from core import nn
 import core.functional as F
 from core.runtime.errors import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, dense_layers, interpolate, latent_tensor,
-    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive, random_images, restore,
+    ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
+    load_data, log_step, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
+    random_images, restore,
 )
 from gans.quality import evaluate_quality
 
 ARCHS = ("dense", "conv")
-ARCH_KEYS = ("arch", "hidden", "latent_size", "activation", "conv_channels")
 
 
 @dataclass
@@ -153,19 +156,20 @@ def train(cfg, run) -> dict:
 
     fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)
     shown = random_images(data.images, args.grid_size, run.seed)
-    session = Session(args, run, modules={"vae": model}, optimizers={"vae": opt}, data=data, arch_keys=ARCH_KEYS,
-                      checkpoint_every=cfg.checkpoint_every)
-    grids = SampleGrids(run, data.normalize)
+    session, batches = epoch_session(run, cfg, args, data, "vae", decoder_sampler(model, device), model)
+    session.track(vae=model, optimizer=opt, data=batches)
+    grids = SampleGrids(session, data.normalize)
+    logged = {}
 
-    for epoch in session.epochs():
-        for index in session.batches():
+    for epoch in batches.epochs():
+        for index in batches:
             x = batch(data.images, index, device)
             logits, mu, logvar = model(x)
             loss, recon, kl = vae_loss(logits, x, mu, logvar, args.recon_reduction, args.beta)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            session.log_step({"losses/loss": loss, "losses/recon": recon, "losses/kl": kl})
+            logged = log_step(session, {"losses/loss": loss, "losses/recon": recon, "losses/kl": kl}, args.log_every)
 
         model.eval()
         with core.no_grad():
@@ -174,7 +178,6 @@ def train(cfg, run) -> dict:
             grids.write("reconstructions", originals_over_reconstructions(shown, model.decode(mu).sigmoid()), epoch,
                         nrow=8)
         model.train()
-        session.checkpoint()
 
     grids.gif("samples")
     grids.gif("reconstructions")
@@ -183,7 +186,7 @@ def train(cfg, run) -> dict:
         pairs = min(8, len(shown) // 2)
         mu, _ = model.encode(core.tensor(shown[:2 * pairs], device=device))
         grids.still("latent_interpolation", model.decode(interpolate(mu[:pairs], mu[pairs:], 10)).sigmoid(), nrow=10)
-    return session.finish(decoder_sampler(model, device))
+    return session.finish(logged)
 
 
 def decoder_sampler(model: VAE, device="cpu"):

@@ -3,6 +3,9 @@
     python scripts/train.py model=wgan_gp dataset=mnist
     python scripts/train.py model=wgan dataset=mnist dataset.classes=[7]
 
+Trained in epochs (`checkpoint_every` counts epochs; the bar and the logs count update steps), see
+gans/common.py.
+
 The critic outputs an unbounded score C(x). Per generator step the critic is updated `n_critic` times on
 random real batches and fresh fakes; its loss is mean C(fake) − mean C(real) (MTF writes it as mean(y·C(x))
 with labels −1 for real and +1 for fake: the same thing), and the generator's is −mean C(G(z)).
@@ -40,8 +43,8 @@ import core
 from core import nn
 from core.runtime.errors import ConfigError
 from gans.common import (
-    OPTIMIZERS, SampleGrids, Session, TrainConfig, batch, interpolate, keras_batch_norm, latent_tensor, load_data,
-    make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
+    OPTIMIZERS, SampleGrids, TrainConfig, batch, epoch_session, interpolate, keras_batch_norm, latent_tensor,
+    load_data, log_step, make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
 )
 from gans.gan import (
     Discriminator, Generator, check_generator, discriminator_net, draw_noise, eval_mode, frozen, generator_net,
@@ -52,7 +55,6 @@ from gans.quality import evaluate_quality, to_unit_range
 ARCHS = ("wgan_mtf", "dcgan", "dcgan_bdl")
 PENALTIES = ("gp", "clip")
 NORMS = ("none", "layer", "batch")
-ARCH_KEYS = ("arch", "latent_size", "width", "critic_norm")
 
 
 @dataclass
@@ -212,10 +214,9 @@ def train(cfg, run) -> dict:
     bn_eval = args.bn_eval and args.critic_norm == "batch"
 
     fixed_z = draw_noise("normal", args.grid_size, args.latent_size, core.Generator(run.seed + 1), device)
-    session = Session(args, run, modules={"generator": G, "critic": C},
-                      optimizers={"generator": opt_g, "critic": opt_c}, data=data, arch_keys=ARCH_KEYS,
-                      checkpoint_every=cfg.checkpoint_every)
-    grids = SampleGrids(run, data.normalize)
+    session, batches = epoch_session(run, cfg, args, data, "wgan", generator_sampler(G, "normal", device), G)
+    session.track(generator=G, critic=C, g_optimizer=opt_g, c_optimizer=opt_c, data=batches)
+    grids = SampleGrids(session, data.normalize)
     size = min(args.batch_size, len(data))
     half = size // 2
 
@@ -223,18 +224,19 @@ def train(cfg, run) -> dict:
         with core.no_grad(), eval_mode(G, args.eval_fakes):
             return G(draw_noise("normal", n, args.latent_size, device=device))
 
-    for epoch in session.epochs():
+    logged = {}
+    for epoch in batches.epochs():
         # one generator step per batch-sized share of the data; the critic draws its own random batches
-        for _ in session.steps():
+        for _ in batches.steps():
             totals = {"losses/critic_real": 0.0, "losses/critic_fake": 0.0, "losses/gp": 0.0}
             for _ in range(args.n_critic):
                 gp = None
                 if args.separate_real_fake:  # MTF: an update on half a batch of reals, then one on fakes
-                    real = batch(data.images, session.random_batch(half), device)
+                    real = batch(data.images, batches.random_batch(half), device)
                     real_loss = critic_update(C, opt_c, -C(real).mean(), to_clip, args.clip_value)
                     fake_loss = critic_update(C, opt_c, C(fakes(half)).mean(), to_clip, args.clip_value)
                 else:
-                    real = batch(data.images, session.random_batch(size), device)
+                    real = batch(data.images, batches.random_batch(size), device)
                     real_loss, fake_loss, gp = critic_step(C, opt_c, real, fakes(size), args, to_clip, bn_eval)
                 totals["losses/critic_real"] += real_loss.item() / args.n_critic
                 totals["losses/critic_fake"] += fake_loss.item() / args.n_critic
@@ -249,20 +251,19 @@ def train(cfg, run) -> dict:
                       "losses/wasserstein": -critic_terms}
             if args.penalty != "gp":
                 del losses["losses/gp"]
-            session.log_step(losses)
+            logged = log_step(session, losses, args.log_every)
 
         G.eval()
         with core.no_grad():
             grids.write("fixed_noise", G(fixed_z), epoch)
         G.train()
-        session.checkpoint()
 
     grids.gif("fixed_noise")
     G.eval()
     with core.no_grad():
         pairs = min(8, args.grid_size // 2)
         grids.still("latent_interpolation", G(interpolate(fixed_z[:pairs], fixed_z[pairs:2 * pairs], 10)), nrow=10)
-    return session.finish(generator_sampler(G, "normal", device))
+    return session.finish(logged)
 
 
 # ----- hooks for scripts/evaluate.py -----

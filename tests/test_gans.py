@@ -1,7 +1,10 @@
 """Generative models (gans/): parameter counts of the books' architectures, the gradient penalty, the VAE
 and sparsity losses, learning on real MNIST (quality improves over the untrained model), resume,
 divergence and bad-input errors. Models are built and trained from the composed Hydra configs."""
+import itertools
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from core.ops.conv import conv2d
 from core.runtime.run import ConfigError, NonFiniteError, Run
 from scripts import trainers
 from gans import autoencoders, gan, vae, wgan
-from gans.common import model_config, value_range
+from gans.common import Batches, load_data, model_config, plain, value_range
 from scripts.train import CONF_DIR, register_configs
 
 register_configs()
@@ -39,11 +42,11 @@ def mnist(mnist_root, quality_cache):
             f"model.quality.cache_dir={quality_cache}"]
 
 
-def train(name, run_dir, *overrides, run_cls=Run, resume=None):
+def train(name, run_dir, *overrides, resume=None):
     cfg = compose_config(name, *overrides)
     OmegaConf.to_object(cfg.model).validate()
-    with run_cls(run_dir, config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed, quiet=True,
-                 resume=resume) as run:
+    with Run(run_dir, config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed, quiet=True,
+             resume=resume) as run:
         return cfg, trainers.options("model")[name].train(cfg, run)
 
 
@@ -263,27 +266,35 @@ def test_eval_fakes_makes_the_discriminators_fakes_with_moving_statistics(name, 
 
 
 # ----- resume, divergence, bad input -----
-class StopAfter(Run):
-    """A Run whose stop flag rises (as after Ctrl-C) once `should_stop` was asked `calls` times."""
+def ctrl_c_during_generator_step(monkeypatch, n):
+    """A real SIGINT (what Ctrl-C sends) while the n-th generator step runs."""
+    calls = itertools.count(1)
+    step = gan.generator_step
 
-    calls = 7
+    def interrupted(*args):
+        if next(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*args)
 
-    def should_stop(self):
-        self.calls -= 1
-        return self.calls < 0 or super().should_stop()
+    monkeypatch.setattr(gan, "generator_step", interrupted)
 
 
-def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_path):
-    overrides = [*mnist, "dataset.limit=160", "dataset.image_size=16", "model.width=4", "model.epochs=2",
-                 "model.batch_size=32", "model.quality.enabled=false"]  # dropout in D, BN in G: all rng restored
+def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_path, monkeypatch):
+    # dropout in D, BN in G, a third epoch's shuffle after the resume: every random stream must be restored
+    overrides = [*mnist, "dataset.limit=160", "dataset.image_size=16", "model.width=4", "model.epochs=3",
+                 "model.batch_size=32", "model.quality.enabled=false"]
     train("dcgan_geron", tmp_path / "whole", *overrides)
-    _, stopped = train("dcgan_geron", tmp_path / "part", *overrides, run_cls=StopAfter)
-    assert stopped["train/steps"] == 7  # mid-way through the second epoch of 5 batches
+    with monkeypatch.context() as patch:
+        ctrl_c_during_generator_step(patch, 7)
+        _, stopped = train("dcgan_geron", tmp_path / "part", *overrides)
+    assert (stopped["train/steps"], stopped["train/epochs"]) == (7, 1)  # mid-way through the second epoch of 5
+    saved = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")
+    assert (saved["step"], saved["session"]["progress"], saved["data"]["position"]) == (7, 1, 2)
     _, resumed = train("dcgan_geron", tmp_path / "part", *overrides, resume=tmp_path / "part")
-    assert resumed["train/steps"] == 10
-    whole = core.load(tmp_path / "whole" / "checkpoints" / "last.ckpt")["modules"]
-    part = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")["modules"]
-    for net in whole:
+    assert (resumed["train/steps"], resumed["train/epochs"]) == (15, 3)
+    whole = core.load(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    part = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")
+    for net in ("generator", "discriminator"):
         for key, value in whole[net].items():
             np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
 
@@ -303,15 +314,26 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(mnist, tmp_p
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("ckpt_*")) == ["ckpt_5.ckpt"]
     state = core.load(checkpoints / "last.ckpt")
-    assert state["counters"] == {"epoch": 0, "step": 5, "batch_in_epoch": 5}
-    assert all(np.isfinite(v.numpy()).all() for v in state["modules"]["autoencoder"].values())
+    assert (state["session"]["progress"], state["session"]["steps"], state["data"]["position"]) == (1, 5, 0)
+    assert all(np.isfinite(v.numpy()).all() for v in state["autoencoder"].values())
 
 
 def test_resuming_with_another_latent_size_says_so(mnist, tmp_path):
     overrides = [*mnist, "dataset.limit=64", "model.epochs=1", "model.quality.enabled=false"]
     train("vae", tmp_path / "run", *overrides)
-    with pytest.raises(ConfigError, match=r"trained with model.latent_size=10 but the config has model.latent_size=12"):
+    with pytest.raises(ConfigError, match=r"resume cannot change model.latent_size=10->12"):
         train("vae", tmp_path / "run", *overrides, "model.latent_size=12", resume=tmp_path / "run")
+
+
+def test_resume_refuses_the_data_order_of_other_data(mnist, tmp_path):
+    """The batches' saved order fits only the data it shuffled (the dataset files may change under a run)."""
+    cfg, _ = train("vae", tmp_path / "run", *mnist, "dataset.limit=64", "model.epochs=1", "model.quality.enabled=false")
+    state = core.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    fewer = load_data({**plain(cfg.dataset), "limit": 32}, "01")
+    with Run(tmp_path / "other", quiet=True) as run:
+        batches = Batches(run.session("vae", "epochs", 1), fewer, 32)
+        with pytest.raises(ValueError, match=r"trained on 64 images of shape \(1, 28, 28\), the dataset gives 32 of"):
+            batches.load_state_dict(state["data"])
 
 
 def test_sample_hooks_check_the_latent_size_and_give_unit_range_images(mnist, tmp_path):

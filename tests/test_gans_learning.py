@@ -92,5 +92,5 @@ def test_every_preset_trains_from_its_config(name, overrides, mnist, tmp_path):
     assert metrics["train/steps"] == 2 and all(math.isfinite(v) for k, v in metrics.items() if k.startswith("losses/"))
     state = core.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
     images = trainers.options("model")[name].sample(cfg, state, 3)
-    assert images.shape[0] == 3 and images.shape[1:] == state["data_shape"]
+    assert images.shape[0] == 3 and images.shape[1:] == state["data"]["shape"]
     assert 0 <= images.min() and images.max() <= 1

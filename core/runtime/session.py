@@ -17,6 +17,21 @@ supervised models: epochs; tabular methods: iterations). A checkpoint holds ever
 state, the global random streams, the counters and `session.extra` (plain values the trainer wants
 carried over), so a resumed run continues bitwise as the uninterrupted one.
 
+Update steps inside a unit: a trainer whose unit is coarse (an epoch of batches) passes
+`steps_per_unit` and calls `session.step()` after each update. The budget and the cadences stay in
+the unit; the bar, the TensorBoard x-axis, the checkpoint file numbers and the non-finite messages
+count steps (`session.global_step`), and a run stopped inside a unit is checkpointed where it stopped
+(the trainer tracks its place in the unit, e.g. in `extra`; gans/common.py's Batches does):
+
+    session = run.session("vae", "epochs", epochs, steps_per_unit=batches_per_epoch)
+    session.track(model=model, optimizer=optimizer, data=batches)
+    while session.running():
+        for index in batches:                     # the rest of this epoch; ends early when stopped
+            ... one update ...
+            session.step()
+            session.log({"losses/loss": loss})    # at session.global_step
+        if the epoch was completed: session.advance(1)   # else finish() saves the place reached
+
 Tracked objects: anything with `state_dict`/`load_state_dict` (modules, optimizers, schedulers,
 envs steppers, buffers), core Generators (`get_state`/`set_state`) and numpy Generators.
 """
@@ -31,16 +46,17 @@ from core.runtime.rng import get_rng_state, set_rng_state
 
 class Session:
     def __init__(self, run, name, unit, total, checkpoint_every=None, checkpoint_default=0, eval_every=0,
-                 evaluate=None, episodes=None, target=None):
+                 evaluate=None, episodes=None, target=None, steps_per_unit=None):
         self.run, self.name, self.unit = run, name, unit
         self.total = total
+        self.steps_per_unit = steps_per_unit  # None: the trainer counts no steps inside a unit
         # the run's checkpoint_every (None: the trainer's default); 0: only at the end and on Ctrl-C
         self.checkpoint_every = checkpoint_default if checkpoint_every is None else checkpoint_every
         self.eval_every = eval_every or 0
         self.evaluate_fn = evaluate
         self.episode_budget = math.inf if episodes is None else episodes
         self.target = target  # stop at the first evaluation whose eval/return_mean reaches it
-        self.progress = self.episodes = self.iterations = 0
+        self.progress = self.episodes = self.iterations = self.steps = 0
         self.extra = {}
         self.evaluation = None  # (progress, metrics) of the newest evaluation
         self.to_target = None  # (wall seconds, progress) when the target was reached
@@ -59,8 +75,12 @@ class Session:
         if self.run.resume_state is not None:
             self._restore(self.run.resume_state)
         self._start, self._start_progress = time.perf_counter(), self.progress
-        self._bar = self.run.logger.progress(self.total, self.name)
-        self._bar.update(min(self.progress, self.total))
+        if self.steps_per_unit is None:
+            self._bar = self.run.logger.progress(self.total, self.name)
+            self._bar.update(min(self.progress, self.total))
+        else:
+            self._bar = self.run.logger.progress(self.total * self.steps_per_unit, self.name)
+            self._bar.update(self.steps)
 
     def state_dict(self):
         """The checkpoint: each tracked object's state under its name (as a PyTorch user would save
@@ -68,8 +88,9 @@ class Session:
         return {
             **{name: _state_of(obj) for name, obj in self._objects.items()},
             "session": {"name": self.name, "unit": self.unit, "progress": self.progress, "episodes": self.episodes,
-                        "iterations": self.iterations, "extra": self.extra, "rng": get_rng_state(),
-                        "wall_s": self.wall(), "to_target": self.to_target, "evaluation": self.evaluation},
+                        "iterations": self.iterations, "steps": self.steps, "extra": self.extra,
+                        "rng": get_rng_state(), "wall_s": self.wall(), "to_target": self.to_target,
+                        "evaluation": self.evaluation},
         }
 
     def _restore(self, state):
@@ -90,11 +111,12 @@ class Session:
             for name, obj in self._objects.items():  # the new rates win over the restored ones
                 _set_learning_rates(obj, fresh_lrs[name])
         self.progress, self.episodes, self.iterations = saved["progress"], saved["episodes"], saved["iterations"]
+        self.steps = saved["steps"]
         self.extra = saved["extra"]
         set_rng_state(saved["rng"])
         self._wall_before = saved["wall_s"]
         self.to_target, self.evaluation = saved["to_target"], saved["evaluation"]
-        self._saved_at = self.progress
+        self._saved_at = self.global_step
 
     # ----- the loop -----
     def running(self):
@@ -108,11 +130,23 @@ class Session:
         self.progress += amount
         self.episodes += episodes
         self.iterations += 1
-        self._bar.update(min(self.progress, self.total) - self._bar.n)
+        if self.steps_per_unit is None:
+            self._bar.update(min(self.progress, self.total) - self._bar.n)
         if self.eval_every and self.progress // self.eval_every > before // self.eval_every:
             self.evaluate()
         if self.checkpoint_every and self.progress // self.checkpoint_every > before // self.checkpoint_every:
             self.checkpoint()
+
+    def step(self):
+        """Count one update step inside the current unit (see the module docstring)."""
+        self.steps += 1
+        self._bar.update(1)
+
+    @property
+    def global_step(self):
+        """Where the run stands for logs and checkpoints: the update steps when the trainer counts
+        them, else the progress in the unit."""
+        return self.progress if self.steps_per_unit is None else self.steps
 
     def wall(self):
         """Training seconds so far, over every resumed part of the run."""
@@ -124,8 +158,8 @@ class Session:
 
     # ----- logging -----
     def log(self, values, step=None):
-        """TensorBoard scalars at `step` (default: the current progress)."""
-        self.run.logger.scalars(values, self.progress if step is None else step)
+        """TensorBoard scalars at `step` (default: `global_step`)."""
+        self.run.logger.scalars(values, self.global_step if step is None else step)
 
     def show(self, **values):
         """Live values beside the progress bar."""
@@ -133,7 +167,7 @@ class Session:
 
     def check_finite(self, name, value):
         """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf."""
-        self.run.check_finite(name, value, self.progress)
+        self.run.check_finite(name, value, self.global_step)
 
     # ----- evaluation and checkpoints -----
     def evaluate(self):
@@ -146,18 +180,21 @@ class Session:
         return metrics
 
     def checkpoint(self):
-        self.run.checkpoints.save(self.state_dict(), self.progress)
-        self._saved_at = self.progress
+        self.run.checkpoints.save(self.state_dict(), self.global_step)
+        self._saved_at = self.global_step
 
     def finish(self, metrics=None):
         """Close the bar, write the last checkpoint and return the final metrics: the trainer's
         `metrics`, the counters, the wall time and (unless stopped early) the final evaluation,
         reused when the newest one saw this very policy."""
         self._bar.close()
-        if self._saved_at != self.progress:
+        if self._saved_at != self.global_step:
             self.checkpoint()
         result = {f"train/{self.unit}": self.progress, "train/episodes": self.episodes,
-                  "train/iterations": self.iterations, **(metrics or {}), "time/wall_s": self.wall()}
+                  "train/iterations": self.iterations}
+        if self.steps_per_unit is not None:
+            result["train/steps"] = self.steps
+        result.update({**(metrics or {}), "time/wall_s": self.wall()})
         if self.to_target is not None:
             result.update({"time/to_target_s": self.to_target[0], "train/to_target_steps": self.to_target[1]})
         if self.evaluate_fn is None or self.run.should_stop():

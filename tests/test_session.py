@@ -1,7 +1,10 @@
-"""The training session (core/runtime/session.py): tracked plain dicts, and runs bounded by episodes only."""
+"""The training session (core/runtime/session.py): tracked plain dicts, runs bounded by episodes only, the
+non-finite guard."""
+import numpy as np
 import pytest
 
 from core import load
+from core.runtime.errors import NonFiniteError
 from core.runtime.run import Run
 
 
@@ -44,3 +47,15 @@ def test_a_session_needs_a_budget(tmp_path):
     with Run(tmp_path / "run", quiet=True, tensorboard=False) as run, \
             pytest.raises(ValueError, match="session 'endless' needs a budget: total \\(env_steps\\) or episodes"):
         run.session("endless", "env_steps", None)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), np.float32("nan"), np.array([1.0, np.inf])])
+def test_check_finite_passes_finite_values_and_stops_at_the_first_bad_one(tmp_path, bad):
+    with Run(tmp_path / "run", quiet=True, tensorboard=False) as run:
+        session = run.session("checked", "env_steps", 10)
+        session.track()
+        session.advance(3)
+        for good in (0.5, np.float32(2.0), np.ones(3)):
+            session.check_finite("losses/loss", good)
+        with pytest.raises(NonFiniteError, match="losses/loss is .* at step 3"):
+            session.check_finite("losses/loss", bad)

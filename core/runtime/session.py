@@ -144,8 +144,10 @@ class Session:
         self._bar.set_postfix(values)
 
     def check_finite(self, name, value):
-        """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf."""
-        self.run.check_finite(name, value, self.progress)
+        """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf.
+        A finite Python float passes without an array conversion (DQN checks every update)."""
+        if not (isinstance(value, float) and math.isfinite(value)):
+            self.run.check_finite(name, value, self.progress)
 
     # ----- evaluation and checkpoints -----
     def evaluate(self):

@@ -11,10 +11,15 @@ Policies (`agent.policy`):
 The run plays `episodes` episodes (the first reset seeded with `seed`, the next ones continuing
 the env's random stream), or stops after `total_timesteps` env steps when that is set (an episode
 cut short by it is not counted). The played episodes are the measurement, as in the books: their
-return mean / std (population) / min / max go to metrics.json as `eval/...`, each episode to
-TensorBoard as `charts/episodic_return`. There is nothing to checkpoint but the step count.
+return mean / std (population) / min / max are the session's evaluation (`eval/...` in
+metrics.json), each episode goes to TensorBoard as `charts/episodic_return`.
+
+The session (core/runtime/session.py) counts env steps, one iteration per episode; its progress bar
+counts episodes when there is no step budget. A checkpoint (at the end, on Ctrl-C, and every
+`checkpoint_every` env steps when that is set) falls between two episodes and holds the returns so
+far and the action and env random streams: a resumed run plays on as an uninterrupted one (exactly
+so on gymnasium's own envs; an Atari emulator keeps a random state of its own).
 """
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -52,8 +57,8 @@ def make_env(env_cfg, render_mode=None):
 
 
 def make_policy(cfg, state, env, greedy=True, generator=None):
-    """`act(observation) -> action` of `cfg.agent.policy` (random actions drawn with `generator`,
-    a core.Generator, else with a fixed numpy stream)."""
+    """`act(observation) -> action` of `cfg.agent.policy` (random actions drawn with `generator`, a
+    core.Generator or a numpy Generator, else with a fixed numpy stream)."""
     if cfg.agent.policy == "angle_sign":
         space = env.observation_space
         if not (isinstance(space, gym.spaces.Box) and space.shape == (4,) and env.action_space.n == 2):
@@ -61,43 +66,42 @@ def make_policy(cfg, state, env, greedy=True, generator=None):
                               f"{env.spec.id} has {space} and {env.action_space}")
         return lambda obs: 0 if obs[POLE_ANGLE] < 0 else 1
     n = int(env.action_space.n)
-    if generator is not None:
-        return lambda obs: int(generator.integers(0, n).item())
-    rng = np.random.default_rng(0 if state is None else state.get("seed", 0))
-    return lambda obs: int(rng.integers(n))
+    generator = np.random.default_rng(0) if generator is None else generator
+    return lambda obs: int(generator.integers(0, n).item())
 
 
 def train(cfg, run):
     args = cfg.agent
-    start = time.perf_counter()
     env = make_env(cfg.env)
-    act = make_policy(cfg, {"seed": cfg.seed}, env)
-    budget = args.total_timesteps
-    returns, lengths, steps = [], [], 0
-    bar = run.logger.progress(budget or args.episodes, args.policy)
-    obs, _ = env.reset(seed=cfg.seed)
-    total, length = 0.0, 0
-    while (len(returns) < args.episodes if budget is None else steps < budget) and not run.should_stop():
-        obs, reward, terminated, truncated, info = env.step(act(obs))
-        total, length, steps = total + float(reward), length + 1, steps + 1
-        if budget is not None:
-            bar.update(1)
-        if terminated or truncated:
-            episode_return = float(info["episode"]["r"]) if "episode" in info else total
-            returns.append(episode_return)
-            lengths.append(length)
-            run.logger.scalar("charts/episodic_return", episode_return, steps)
-            run.logger.scalar("charts/episodic_length", length, steps)
-            if budget is None:
-                bar.update(1)
-            bar.set_postfix(ret=episode_return)
+    actions = np.random.default_rng(cfg.seed)  # the random policy's draws
+    act = make_policy(cfg, None, env, generator=actions)
+    played = {"returns": [], "lengths": []}
+    obs, _ = env.reset(seed=cfg.seed)  # seeds the env's random stream; the next episodes continue it
+
+    def measurement():
+        returns = played["returns"]
+        if not returns:
+            return {}
+        return {**summarize_returns(returns, played["lengths"]), "eval/return_min": float(np.min(returns)),
+                "eval/return_max": float(np.max(returns))}
+
+    session = run.session("baselines", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
+                          episodes=None if args.total_timesteps else args.episodes, evaluate=measurement)
+    session.track(played=played, actions=actions, env_random=env.unwrapped.np_random)
+    first = session.progress == 0  # its reset is the seeded one above
+    while session.running():
+        if not first:
             obs, _ = env.reset()
-            total, length = 0.0, 0
-    bar.close()
-    run.checkpoints.save({"seed": cfg.seed, "env_steps": steps, "episodes": len(returns)}, steps)
-    metrics = {"train/env_steps": steps, "train/episodes": len(returns), "time/wall_s": time.perf_counter() - start}
-    if returns:
-        metrics.update(summarize_returns(returns, lengths))
-        metrics.update({"eval/return_min": float(np.min(returns)), "eval/return_max": float(np.max(returns))})
-        run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, steps)
-    return metrics
+        first, total, length, done = False, 0.0, 0, False
+        while not done and session.progress + length < session.total:
+            obs, reward, terminated, truncated, info = env.step(act(obs))
+            total, length, done = total + float(reward), length + 1, terminated or truncated
+        if done:
+            episode_return = float(info["episode"]["r"]) if "episode" in info else total
+            played["returns"].append(episode_return)
+            played["lengths"].append(length)
+            session.log({"charts/episodic_return": episode_return, "charts/episodic_length": length},
+                        session.progress + length)
+            session.show(ret=episode_return)
+        session.advance(length, episodes=int(done))
+    return session.finish()

@@ -4,6 +4,7 @@
     buffer.add(t.obs, actions, t.reward, t.next_obs, t.terminated, t.truncated, t.valid)  # one vector step
     batch = buffer.sample(64, rng)       # rng: a numpy Generator
     target = batch.rewards + batch.discounts * max_a Q_target(batch.next_obs, a)
+    buffer = make_replay_buffer(dqn_config, obs_space, num_envs)   # what an agents.dqn config asks for
 
 How it is stored. The buffer is one ring of *entries*, one per observation an env was in: its
 newest frame, and, once the env has acted from it, the action, reward and how the step ended.
@@ -31,6 +32,8 @@ from that row's `obs`.
 from typing import NamedTuple
 
 import numpy as np
+
+from core.runtime.errors import ConfigError
 
 
 class Batch(NamedTuple):
@@ -365,3 +368,18 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         super().load_state_dict(state)
         self.tree.set(np.arange(len(state["priorities"])), state["priorities"])
         self.max_priority = float(state["max_priority"])
+
+
+def make_replay_buffer(args, obs_space, num_envs):
+    """The replay buffer an agents.dqn Config asks for (uniform or prioritized, n-step); the Nature
+    CNN's stacked frames (k, 84, 84) keep each frame once."""
+    frames = args.network == "nature_cnn"
+    kwargs = dict(obs_dtype=obs_space.dtype if frames else np.float32, num_envs=num_envs, n_step=args.n_step,
+                  gamma=args.gamma, frame_stack=obs_space.shape[0] if frames else 1)
+    try:
+        if args.prioritized:
+            return PrioritizedReplayBuffer(args.buffer_size, obs_space.shape, alpha=args.per_alpha, eps=args.per_eps,
+                                           **kwargs)
+        return ReplayBuffer(args.buffer_size, obs_space.shape, **kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -37,12 +37,11 @@ a greedy agent that never presses FIRE plays until the time limit), in raw rewar
 seed + 10_000 + k as scripts/evaluate.py replays them; with `eval_every` also every that many env
 steps, and with `target_return` training stops at the first evaluation that reaches it (metrics
 time/to_target_s and train/to_target_steps).
-Checkpoints (networks, optimizer, replay buffer, envs, every random generator, counters) every
-`cfg.checkpoint_every` thousand env steps (0: only at the end), on Ctrl-C and at the end; a resumed
-run ends bitwise identical to an uninterrupted one on CPU.
+Checkpoints (q_net, target_net, optimizer, replay buffer, envs, every random generator, the
+update counters) every `checkpoint_every` env steps (default 100,000; 0: only at the end), on
+Ctrl-C and at the end; a resumed run ends bitwise identical to an uninterrupted one on CPU.
 """
 import math
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -54,23 +53,22 @@ import core
 import core.functional as F
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
 from agents.actor_critic import check_each, derive_seed, evaluate, evaluation_envs, one_blas_thread, training_envs
-from agents.buffers import PrioritizedReplayBuffer, ReplayBuffer
-from agents.networks import ACTIVATIONS, INITS, linear_params, mlp
-from agents.schedules import SCHEDULES, exponential_schedule, linear_schedule
-from core import nn, optim
+from agents.buffers import make_replay_buffer
+from agents.networks import ACTIVATIONS, INITS, EpsilonGreedy, QNetwork, as_input, forward_in_chunks, select_actions
+from agents.schedules import SCHEDULES, epsilon_schedule, linear_schedule
+from core import optim
 from core.backend import get_array_module, to_device
-from core.ops.linalg import MLP_ACTIVATIONS
-from core.runtime.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.errors import ConfigError
 from envs.factory import make_env as make_single_env
 from envs.rollout import VectorStepper
 
+CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 NETWORKS = ("mlp", "nature_cnn")
 LOSSES = ("huber", "mse")
 OPTIMIZERS = ("adam", "rmsprop")
 UNITS = ("step", "episode")
 TARGET_UNITS = ("step", "update", "episode")
 AGGREGATIONS = ("mean", "max")
-FUSED_ACTIVATIONS = tuple(MLP_ACTIVATIONS)  # what fused_mlp computes
 
 
 @dataclass
@@ -141,24 +139,15 @@ class Config:
                 raise ValueError(f"agent.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.vectorization not in (None, "sync", "async", "native"):
             raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
-        if self.num_envs is not None and self.num_envs < 1:
-            raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
-        check_each(self, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
-        for name in ("total_timesteps", "n_step", "target_update_interval", "buffer_size", "batch_size", "train_freq",
-                     "gradient_steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_starts", "eval_every", "epsilon_decay_duration", "max_grad_norm", "per_alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"agent.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "optim_eps", "huber_delta", "per_eps", "epsilon_decay", "tau"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"agent.{name} must be a positive finite number, got {value}")
-        for name in ("gamma", "tau", "rmsprop_alpha", "exploration_fraction", "epsilon_start", "epsilon_end",
-                     "eval_epsilon", "per_beta_start", "per_beta_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
+        check_each(self, ("num_envs", "total_episodes"), ">= 1 or null", lambda value: value is None or value >= 1)
+        check_each(self, ("total_timesteps", "n_step", "target_update_interval", "buffer_size", "batch_size",
+                          "train_freq", "gradient_steps", "log_every"), ">= 1", lambda value: value >= 1)
+        check_each(self, ("learning_starts", "eval_every", "epsilon_decay_duration", "max_grad_norm", "per_alpha"),
+                   ">= 0", lambda value: value >= 0)
+        check_each(self, ("lr", "optim_eps", "huber_delta", "per_eps", "epsilon_decay", "tau"),
+                   "a positive finite number", lambda value: value > 0 and math.isfinite(value))
+        check_each(self, ("gamma", "tau", "rmsprop_alpha", "exploration_fraction", "epsilon_start", "epsilon_end",
+                          "eval_epsilon", "per_beta_start", "per_beta_end"), "in [0, 1]", lambda value: 0 <= value <= 1)
         if self.batch_size > self.buffer_size:
             raise ValueError(f"agent.batch_size ({self.batch_size}) cannot exceed agent.buffer_size "
                              f"({self.buffer_size})")
@@ -169,94 +158,6 @@ class Config:
                              "(episodes from epsilon_start to epsilon_end)")
         if self.target_return is not None and self.eval_every < 1:
             raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
-
-
-def epsilon_schedule(args):
-    """ε as a function of env steps or finished episodes (`args.epsilon_unit`)."""
-    if args.epsilon_schedule == "exponential":
-        return exponential_schedule(args.epsilon_start, args.epsilon_end, args.epsilon_decay)
-    duration = args.epsilon_decay_duration or args.exploration_fraction * args.total_timesteps
-    return linear_schedule(args.epsilon_start, args.epsilon_end, duration)
-
-
-# ----- Q-networks -----
-class QNetwork(nn.Module):
-    """Observation -> one Q-value per action: an MLP or the Nature CNN (Mnih et al. 2015: conv 8x8/4
-    32, 4x4/2 64, 3x3/1 64, dense 512, on uint8 frames scaled by 1/255), with a plain linear head or a
-    dueling one (V and A heads on the last hidden layer). Parameters as `mlp` / nn layers make them."""
-
-    def __init__(self, obs_shape, num_actions, args, generator=None):
-        super().__init__()
-        self.dueling, self.aggregation = args.dueling, args.dueling_aggregation
-        self.activation = args.activation
-        self.cnn = args.network == "nature_cnn"
-        layer_init = "keras" if args.init == "keras" else "torch"
-        if self.cnn:
-            if len(obs_shape) != 3:
-                raise ConfigError(f"network=nature_cnn needs image observations (channels, height, width), got "
-                                  f"shape {tuple(obs_shape)}")
-            self.features = nature_cnn(obs_shape, layer_init, generator)
-            width = 512
-        else:
-            in_dim = int(np.prod(obs_shape))
-            if args.dueling:  # hidden layers with the activation after the last, then the two heads
-                self.features = mlp(in_dim, args.hidden[:-1], args.hidden[-1], args.activation, args.init,
-                                    generator=generator)
-                width = args.hidden[-1]
-            else:
-                self.features = mlp(in_dim, args.hidden, num_actions, args.activation, args.init, generator=generator)
-        if args.dueling:
-            self.value = nn.Linear(width, 1, init=layer_init, generator=generator)
-            self.advantage = nn.Linear(width, num_actions, init=layer_init, generator=generator)
-        elif self.cnn:
-            self.head = nn.Linear(width, num_actions, init=layer_init, generator=generator)
-        self.fused = not self.cnn and args.activation in FUSED_ACTIVATIONS
-
-    def forward(self, x):
-        """Q-values (B, actions) of a float32 batch (B, *obs_shape); frames in 0..255."""
-        if self.cnn:
-            h = self.features(x * (1.0 / 255))
-        else:
-            x = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
-            if self.fused:
-                h = F.fused_mlp(x, linear_params(self.features), self.activation, activate_output=self.dueling)
-            else:
-                h = self.features(x)
-                if self.dueling:
-                    h = ACTIVATIONS[self.activation]()(h)
-        if self.dueling:
-            return dueling_q(self.value(h), self.advantage(h), self.aggregation)
-        return self.head(h) if self.cnn else h
-
-    def greedy(self, obs):
-        """argmax_a Q(obs, a) for a batch of observations (an array on the network's device); no graph."""
-        with core.no_grad():
-            return self(as_input(obs)).data.argmax(axis=1)
-
-
-def dueling_q(value, advantage, aggregation="mean"):
-    """Q = V + (A − mean_a A), or V + (A − max_a A): V of shape (B, 1), A (B, actions)."""
-    baseline = advantage.mean(axis=1, keepdims=True) if aggregation == "mean" else \
-        advantage.max(axis=1, keepdims=True)
-    return value + (advantage - baseline)
-
-
-def nature_cnn(obs_shape, layer_init="torch", generator=None):
-    channels, height, width = obs_shape
-    layers = []
-    for c_in, c_out, kernel, stride in ((channels, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)):
-        layers += [nn.Conv2d(c_in, c_out, kernel, stride, init=layer_init, generator=generator), nn.ReLU()]
-        height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
-    if height < 1 or width < 1:
-        raise ConfigError(f"network=nature_cnn needs frames of at least 36x36, got {tuple(obs_shape[1:])}")
-    return nn.Sequential(*layers, nn.Flatten(),
-                         nn.Linear(64 * height * width, 512, init=layer_init, generator=generator), nn.ReLU())
-
-
-def as_input(obs, device=None):
-    """A float32 network input from an array of observations (uint8 frames too: the network scales them),
-    on `device` (None: where the array is)."""
-    return core.as_tensor(get_array_module(obs).asarray(obs, dtype=np.float32), device=device)
 
 
 # ----- the TD loss -----
@@ -276,20 +177,11 @@ def bootstrap_targets(q_net, target_net, batch, double_q=False, device="cpu"):
     batch's n-step rewards and discounts (γ^m, 0 after a termination)."""
     with core.no_grad():
         next_obs = as_input(batch.next_obs, device)
-        next_q_target = _forward_in_chunks(target_net, next_obs)
-        next_q_online = _forward_in_chunks(q_net, next_obs) if double_q else None
+        next_q_target = forward_in_chunks(target_net, next_obs)
+        next_q_online = forward_in_chunks(q_net, next_obs) if double_q else None
     xp = get_array_module(next_q_target)
     targets = td_targets(xp.asarray(batch.rewards), xp.asarray(batch.discounts), next_q_target, next_q_online)
     return targets.astype(np.float32, copy=False)
-
-
-def _forward_in_chunks(net, x, rows=2048):
-    """net(x).data over row blocks: the hidden activations of a block stay in cache (20-25 % faster
-    than one forward over the 8,192 next observations of a 128-update round)."""
-    if len(x) <= rows:
-        return net(x).data
-    blocks = [net(x[first:first + rows]).data for first in range(0, len(x), rows)]
-    return get_array_module(blocks[0]).concatenate(blocks)
 
 
 def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delta=1.0, device="cpu",
@@ -335,34 +227,6 @@ def update_target(parameter_pairs, tau):
             target_param.data += tau * param.data
 
 
-class EpsilonGreedy:
-    """A Q-network's ε-greedy policy, in the interface agents.actor_critic.evaluate drives (`greedy`,
-    and `act` whose first result is the actions, drawn with a core.Generator)."""
-
-    def __init__(self, q_net, epsilon, num_actions):
-        self.q_net, self.epsilon, self.num_actions = q_net, epsilon, num_actions
-
-    def greedy(self, obs):
-        return self.q_net.greedy(obs)
-
-    def act(self, obs, generator):
-        device, shape = core.backend.device_of(obs), (len(obs),)
-        explore = generator.uniform(shape, device=device).data < self.epsilon
-        random = generator.integers(0, self.num_actions, shape, device=device).data
-        return (get_array_module(obs).where(explore, random, self.q_net.greedy(obs)),)
-
-
-def select_actions(q_net, obs, epsilon, rng, num_actions, device="cpu"):
-    """ε-greedy actions (numpy ints) for a batch of observations. The random draws are the same
-    whatever ε is (runs stay reproducible), and the network runs only when some env acts greedily."""
-    explore, uniform = rng.random((2, len(obs)))
-    actions = (uniform * num_actions).astype(np.int64)
-    greedy = explore >= epsilon
-    if greedy.any():
-        actions = np.where(greedy, to_device(q_net.greedy(to_device(obs, device)), "cpu"), actions)
-    return actions
-
-
 # ----- environments and policies -----
 def check_spaces(action_space, observation_space, env_id):
     if not isinstance(action_space, gym.spaces.Discrete):
@@ -402,22 +266,8 @@ def as_config(agent_cfg):
     if isinstance(agent_cfg, Config):
         return agent_cfg
     fields = OmegaConf.to_container(agent_cfg, resolve=True) if OmegaConf.is_config(agent_cfg) else dict(agent_cfg)
-    fields.pop("_target_", None)  # the schema's pointer back to this class
+    fields.pop("_target_", None)  # the schema's name (scripts/trainers.py), not a hyperparameter
     return Config(**fields)
-
-
-def make_buffer(args, obs_space, num_envs):
-    """The replay buffer the config asks for; stacked Atari frames (k, 84, 84) keep each frame once."""
-    kwargs = dict(obs_dtype=obs_space.dtype if args.network == "nature_cnn" else np.float32, num_envs=num_envs,
-                  n_step=args.n_step, gamma=args.gamma,
-                  frame_stack=obs_space.shape[0] if args.network == "nature_cnn" else 1)
-    try:
-        if args.prioritized:
-            return PrioritizedReplayBuffer(args.buffer_size, obs_space.shape, alpha=args.per_alpha, eps=args.per_eps,
-                                           **kwargs)
-        return ReplayBuffer(args.buffer_size, obs_space.shape, **kwargs)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 # ----- training -----
@@ -434,8 +284,7 @@ def _train(cfg, run):
     envs = training_envs(cfg, args, device)
     check_spaces(envs.single_action_space, envs.single_observation_space, cfg.env.id)
     eval_envs = evaluation_envs(cfg, args, device)
-    num_envs, num_actions = envs.num_envs, int(envs.single_action_space.n)
-    obs_space = envs.single_observation_space
+    num_envs, num_actions, obs_space = envs.num_envs, int(envs.single_action_space.n), envs.single_observation_space
     host = (lambda array: array) if getattr(envs, "xp", np) is np else (lambda array: to_device(array, "cpu"))
 
     q_net = QNetwork(obs_space.shape, num_actions, args).to(device)
@@ -444,81 +293,57 @@ def _train(cfg, run):
     parameter_pairs = list(zip(target_net.parameters(), parameters))
     rmsprop = {"alpha": args.rmsprop_alpha, "centered": args.rmsprop_centered} if args.optimizer == "rmsprop" else {}
     optimizer = optim.create(parameters, args.optimizer, lr=args.lr, eps=args.optim_eps, **rmsprop)
-    buffer = make_buffer(args, obs_space, num_envs)
+    buffer = make_replay_buffer(args, obs_space, num_envs)
     epsilon_at = epsilon_schedule(args)
     beta_at = linear_schedule(args.per_beta_start, args.per_beta_end, args.total_timesteps)
     rng = np.random.default_rng(derive_seed(cfg.seed, "dqn"))  # exploration and replay sampling
     stepper = VectorStepper(envs)
     stepper.reset(seed=cfg.seed)
-    counters = {"global_step": 0, "episodes": 0, "updates": 0, "since_train": 0, "since_target": 0,
-                "since_eval": 0, "since_checkpoint": 0}
-    wall_before, evaluation = 0.0, None
-    to_target = None  # [wall seconds, env steps] when an evaluation first reached target_return
+    counters = {"updates": 0, "since_train": 0, "since_target": 0}  # env steps / episodes since the last round
 
-    if run.resume_state is not None:
-        state = run.resume_state
-        q_net.load_state_dict(state["q_net"])
-        if args.target_network:
-            target_net.load_state_dict(state["target_net"])
-        optimizer.load_state_dict(state["optimizer"])
-        buffer.load_state_dict(state["buffer"])
-        stepper.load_state_dict(state["stepper"])
-        rng.bit_generator.state = state["rng"]
-        set_rng_state(state["global_rng"])
-        counters.update(state["counters"])
-        wall_before, to_target = state["wall_s"], state["to_target"]
+    def evaluate_now():
+        policy = EpsilonGreedy(q_net, args.eval_epsilon, num_actions)
+        returns, lengths = evaluate(policy, eval_envs, greedy=args.eval_epsilon == 0, seed=cfg.seed + EVAL_SEED_OFFSET,
+                                    generator=core.Generator(derive_seed(cfg.seed, "evaluation")), device=device)
+        return summarize_returns(returns, lengths)
 
-    start, start_step = time.perf_counter(), counters["global_step"]
-    saved_step = None
+    session = run.session("dqn", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
+                          checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
+                          target=args.target_return, evaluate=evaluate_now)
+    session.track(q_net=q_net, **({"target_net": target_net} if args.target_network else {}), optimizer=optimizer,
+                  buffer=buffer, stepper=stepper, rng=rng, counters=counters)
 
-    def wall():
-        return wall_before + time.perf_counter() - start
-
-    def checkpoint():
-        nonlocal saved_step
-        run.checkpoints.save({
-            "q_net": q_net.state_dict(), "target_net": target_net.state_dict() if args.target_network else None,
-            "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(), "stepper": stepper.state_dict(),
-            "rng": rng.bit_generator.state, "global_rng": get_rng_state(), "counters": dict(counters),
-            "wall_s": wall(), "to_target": to_target,
-        }, counters["global_step"])
-        saved_step = counters["global_step"]
-
-    # Updates that bootstrap from the same fixed network (the target network between two of its
-    # updates) are sampled together, their targets computed in one forward pass. Prioritized replay
-    # (priorities change after each update), Double DQN and bootstrapping from the online network
-    # need the current online network: one update at a time.
+    # updates sampled together (Speed, above) need a fixed bootstrap network: not so with PER, Double DQN, no target net
     one_at_a_time = args.prioritized or args.double_q or not args.target_network
     obs_bytes = int(np.prod(obs_space.shape)) * (1 if args.network == "nature_cnn" else 4)
     max_together = max(1, (64 << 20) // (2 * obs_bytes * args.batch_size))  # at most 64 MB of observations
 
-    def learn(num_updates):
+    def learn(num_updates, step):
         while num_updates > 0:
             together = 1 if one_at_a_time else min(num_updates, max_together)
             if args.target_network and args.target_update_unit == "update":
                 interval = args.target_update_interval
                 together = min(together, interval - counters["updates"] % interval)
             if args.prioritized:
-                batch = buffer.sample(args.batch_size, rng, beta_at(counters["global_step"]))
+                batch = buffer.sample(args.batch_size, rng, beta_at(step))
             else:
                 batch = buffer.sample(together * args.batch_size, rng)
             targets = bootstrap_targets(q_net, target_net, batch, args.double_q, device)
             if args.regress_all_actions:
                 with core.no_grad():
-                    q_others = _forward_in_chunks(target_net, as_input(batch.obs, device))
+                    q_others = forward_in_chunks(target_net, as_input(batch.obs, device))
             for first in range(0, together * args.batch_size, args.batch_size):
                 rows = slice(first, first + args.batch_size)
                 gradient_step(batch.obs[rows], batch.actions[rows], targets[rows],
                               batch.weights[rows] if args.prioritized else None, batch.indices[rows],
-                              q_others[rows] if args.regress_all_actions else None)
+                              q_others[rows] if args.regress_all_actions else None, step)
             num_updates -= together
 
-    def gradient_step(obs, actions, targets, weights, indices, q_others):
+    def gradient_step(obs, actions, targets, weights, indices, q_others, step):
         loss, td_errors, q_taken = td_loss(q_net, obs, actions, targets, weights, args.loss, args.huber_delta, device,
                                            q_others)
         loss_value = float(loss.data)
-        if not math.isfinite(loss_value):
-            run.check_finite("losses/td_loss", loss_value, counters["global_step"])
+        session.check_finite("losses/td_loss", loss_value)
         optimizer.zero_grad()
         loss.backward()
         if args.max_grad_norm:
@@ -531,44 +356,27 @@ def _train(cfg, run):
                 counters["updates"] % args.target_update_interval == 0:
             update_target(parameter_pairs, args.tau)
         if counters["updates"] % args.log_every == 0:
-            run.logger.scalars({"losses/td_loss": loss_value, "losses/q_values": float(q_taken.mean()),
-                                "charts/learning_rate": args.lr}, counters["global_step"])
+            session.log({"losses/td_loss": loss_value, "losses/q_values": float(q_taken.mean()),
+                         "charts/learning_rate": args.lr}, step)
 
-    def evaluate_now():
-        policy = EpsilonGreedy(q_net, args.eval_epsilon, num_actions)
-        returns, lengths = evaluate(policy, eval_envs, greedy=args.eval_epsilon == 0, seed=cfg.seed + EVAL_SEED_OFFSET,
-                                    generator=core.Generator(derive_seed(cfg.seed, "evaluation")), device=device)
-        metrics = summarize_returns(returns, lengths)
-        run.logger.scalars({k: v for k, v in metrics.items() if k != "eval/episodes"}, counters["global_step"])
-        return metrics
-
-    steps_per_checkpoint = cfg.checkpoint_every * 1000
-    bar = run.logger.progress(args.total_timesteps, "dqn")
-    bar.update(min(counters["global_step"], args.total_timesteps))
     last_return = float("nan")
-    episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
-    while counters["global_step"] < args.total_timesteps and counters["episodes"] < episode_budget and \
-            to_target is None and not run.should_stop():
+    while session.running():
+        step = session.progress + num_envs  # env steps once this vector step is taken
         # 1. act and store
-        if counters["global_step"] < args.learning_starts:
-            epsilon = 1.0
-        else:
-            epsilon = epsilon_at(counters["global_step"] if args.epsilon_unit == "step" else counters["episodes"])
+        epsilon = 1.0 if session.progress < args.learning_starts else \
+            epsilon_at(session.progress if args.epsilon_unit == "step" else session.episodes)
         actions = select_actions(q_net, stepper.obs, epsilon, rng, num_actions, device)
         t = stepper.step(actions)
         terminated, truncated = host(t.terminated), host(t.truncated)
         if not args.bootstrap_on_truncation:
             terminated, truncated = terminated | truncated, np.zeros_like(truncated)
         buffer.add(host(t.obs), actions, host(t.reward), host(t.next_obs), terminated, truncated, host(t.valid))
-        for name in ("global_step", "since_target", "since_eval", "since_checkpoint"):
-            counters[name] += num_envs
+        counters["since_target"] += num_envs
         finished = stepper.pop_finished_episodes()
         for episode in finished:
-            counters["episodes"] += 1
             last_return = episode.episodic_return
-            run.logger.scalars({"charts/episodic_return": episode.episodic_return,
-                                "charts/episodic_length": episode.length, "charts/epsilon": epsilon},
-                               counters["global_step"])
+            session.log({"charts/episodic_return": episode.episodic_return, "charts/episodic_length": episode.length,
+                         "charts/epsilon": epsilon}, step)
         counters["since_train"] += num_envs if args.train_freq_unit == "step" else len(finished)
 
         # 2. track the online network
@@ -577,39 +385,16 @@ def _train(cfg, run):
             counters["since_target"] %= args.target_update_interval
             update_target(parameter_pairs, args.tau)
         elif args.target_network and args.target_update_unit == "episode" and \
-                counters["episodes"] // args.target_update_interval > \
-                (counters["episodes"] - len(finished)) // args.target_update_interval:
+                (session.episodes + len(finished)) // args.target_update_interval > \
+                session.episodes // args.target_update_interval:
             update_target(parameter_pairs, args.tau)
 
         # 3. learn
         if counters["since_train"] >= args.train_freq:
             rounds, counters["since_train"] = divmod(counters["since_train"], args.train_freq)
-            if counters["global_step"] > args.learning_starts:
-                learn(rounds * args.gradient_steps)
-                run.logger.scalar("charts/SPS", (counters["global_step"] - start_step) / (time.perf_counter() - start),
-                                  counters["global_step"])
-                bar.update(min(counters["global_step"], args.total_timesteps) - bar.n)
-                bar.set_postfix(ret=last_return, eps=epsilon)
-
-        if args.eval_every and counters["since_eval"] >= args.eval_every:
-            counters["since_eval"] %= args.eval_every
-            evaluation = evaluate_now()
-            if args.target_return is not None and evaluation["eval/return_mean"] >= args.target_return:
-                to_target = [wall(), counters["global_step"]]
-        if steps_per_checkpoint and counters["since_checkpoint"] >= steps_per_checkpoint:
-            counters["since_checkpoint"] %= steps_per_checkpoint
-            checkpoint()
-    bar.update(min(counters["global_step"], args.total_timesteps) - bar.n)
-    bar.close()
-    if saved_step != counters["global_step"]:
-        checkpoint()
-    metrics = {"train/env_steps": counters["global_step"], "train/episodes": counters["episodes"],
-               "train/updates": counters["updates"], "time/wall_s": wall()}
-    if to_target is not None:
-        metrics.update({"time/to_target_s": to_target[0], "train/to_target_steps": to_target[1]})
-    if run.should_stop():
-        return metrics
-    if to_target is None or evaluation is None:  # else the network is the one just evaluated
-        evaluation = evaluate_now()
-    metrics.update(evaluation)
-    return metrics
+            if step > args.learning_starts:
+                learn(rounds * args.gradient_steps, step)
+                session.log({"charts/SPS": session.sps()}, step)
+                session.show(ret=last_return, eps=epsilon)
+        session.advance(num_envs, episodes=len(finished))
+    return session.finish({"train/updates": counters["updates"]})

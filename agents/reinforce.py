@@ -17,18 +17,18 @@ where A_t is built from the discounted return G_t = Σ_k γ^k r_{t+k} of the ste
 A truncated episode (CartPole-v1's 500-step limit) is treated like a terminated one: its return
 is what it collected, nothing is bootstrapped.
 
-The budget is `total_timesteps` env steps: training stops at the first batch boundary past it.
-Checkpoints are written every `checkpoint_every` iterations (0: only at the end), on Ctrl-C, and at
-the end, always at a batch boundary, where no episode is in flight. The envs are reset at every
-batch with seeds drawn from the run's seeded generator, whose state is checkpointed with the
-networks, the optimizers and every random generator, so a resumed run ends bitwise identical to
-an uninterrupted one (CPU).
+The session counts env steps (core/runtime/session.py): the budget is `total_timesteps` env steps,
+and training stops at the first batch boundary past it. Checkpoints are written every
+`checkpoint_every` env steps (default 50,000, about 100 batches of mid-length CartPole episodes;
+0: only at the end), on Ctrl-C, and at the end, always at a batch boundary, where no episode is in
+flight. The envs are reset at every batch with seeds drawn from the run's seeded generator, whose
+state is checkpointed with the networks (`policy`, `value`), the optimizers and every random
+generator, so a resumed run ends bitwise identical to an uninterrupted one (CPU).
 
 Evaluation at the end: `cfg.eval_episodes` episodes on a fresh env seeded `seed + 10_000 + k`,
 with the greedy action (argmax of the logits) when `eval_greedy`, else sampled from the policy.
 `cfg.env.num_envs` is not used: the batch size in episodes is `episodes_per_batch`.
 """
-import time
 from dataclasses import dataclass, field
 from typing import List
 
@@ -41,10 +41,11 @@ from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper
 from agents.networks import ACTIVATIONS, INITS, mlp
 from core import optim
 from core.distributions import Categorical
-from core.runtime.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.errors import ConfigError
 from envs import factory
 
 BASELINES = ("none", "mean", "value")
+CHECKPOINT_EVERY = 50_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 
 
 @dataclass
@@ -191,56 +192,36 @@ def train(cfg, run):
     envs = [make_env(cfg.env) for _ in range(args.episodes_per_batch)]
     encode = observation_encoder(envs[0].observation_space)[1]
     policy = build_policy(args, envs[0]).to(device)
-    value_net = build_network(args, envs[0], 1).to(device) if args.baseline == "value" else None
     optimizer = optim.Adam(policy.parameters(), lr=args.lr)
-    value_optimizer = optim.Adam(value_net.parameters(), lr=args.value_lr) if value_net is not None else None
     action_generator = core.Generator(cfg.seed)
     env_seeds = np.random.default_rng(cfg.seed)  # the envs' reset seeds, batch after batch
-    iteration = global_step = episodes = 0
-    wall_before = 0.0  # wall time of the run before a resume
+    tracked = {"policy": policy, "optimizer": optimizer, "action_generator": action_generator, "env_seeds": env_seeds}
+    if args.baseline == "value":
+        value_net = build_network(args, envs[0], 1).to(device)
+        value_optimizer = optim.Adam(value_net.parameters(), lr=args.value_lr)
+        tracked.update(value=value_net, value_optimizer=value_optimizer)
 
-    if run.resume_state is not None:
-        state = run.resume_state
-        policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        if value_net is not None:
-            value_net.load_state_dict(state["value"])
-            value_optimizer.load_state_dict(state["value_optimizer"])
-        action_generator.set_state(state["action_generator"])
-        env_seeds.bit_generator.state = state["env_seeds"]
-        set_rng_state(state["rng"])
-        iteration, global_step, episodes = state["iteration"], state["global_step"], state["episodes"]
-        wall_before = state["wall_s"]
+    def evaluate():
+        eval_env = make_env(cfg.env)
+        act = make_policy(cfg, {"policy": policy.state_dict()}, eval_env, greedy=args.eval_greedy,
+                          generator=core.Generator(cfg.seed + EVAL_SEED_OFFSET))
+        result = evaluate_policy(eval_env, act, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
+        return summarize_returns(result["returns"], result["lengths"])
 
-    start, start_step = time.perf_counter(), global_step
-    saved_iteration = None
-
-    def checkpoint():
-        nonlocal saved_iteration
-        run.checkpoints.save({
-            "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-            "value": value_net.state_dict() if value_net is not None else None,
-            "value_optimizer": value_optimizer.state_dict() if value_net is not None else None,
-            "action_generator": action_generator.get_state(), "env_seeds": env_seeds.bit_generator.state,
-            "rng": get_rng_state(), "iteration": iteration, "global_step": global_step, "episodes": episodes,
-            "wall_s": wall_before + time.perf_counter() - start,
-        }, iteration)
-        saved_iteration = iteration
-
-    bar = run.logger.progress(args.total_timesteps, "reinforce")
-    bar.update(min(global_step, args.total_timesteps))
-    while global_step < args.total_timesteps and not run.should_stop():
+    session = run.session("reinforce", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
+                          checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate)
+    session.track(**tracked)
+    while session.running():
         seeds = env_seeds.integers(2**31, size=len(envs))
         trajectories = play_episodes(envs, seeds, policy, encode, action_generator, device)
         rewards = [t["rewards"] for t in trajectories]
         lengths = [len(r) for r in rewards]
+        step = session.progress + sum(lengths)
         # in lockstep, when episode i ends every env has taken min(length_j, length_i) steps
-        ends = [global_step + sum(min(other, length) for other in lengths) for length in lengths]
+        ends = [session.progress + sum(min(other, length) for other in lengths) for length in lengths]
         for end, trajectory in sorted(zip(ends, trajectories), key=lambda pair: pair[0]):
-            run.logger.scalar("charts/episodic_return", trajectory["return"], end)
-            run.logger.scalar("charts/episodic_length", len(trajectory["rewards"]), end)
-        global_step += sum(lengths)
-        episodes += len(lengths)
+            session.log({"charts/episodic_return": trajectory["return"],
+                         "charts/episodic_length": len(trajectory["rewards"])}, end)
 
         if args.normalize_returns:
             returns = np.concatenate(discount_and_normalize_rewards(rewards, args.gamma))
@@ -262,43 +243,24 @@ def train(cfg, run):
         policy_loss = -(dist.log_prob(actions) * advantages).mean()
         entropy = dist.entropy().mean()
         loss = policy_loss - args.ent_coef * entropy
-        run.check_finite("losses/policy_loss", loss, global_step)  # before any update touches the weights
-        if value_net is not None:
-            run.check_finite("losses/value_loss", value_loss, global_step)
+        session.check_finite("losses/policy_loss", loss)  # before any update touches the weights
+        if args.baseline == "value":
+            session.check_finite("losses/value_loss", value_loss)
 
         optimizer.zero_grad()
         loss.backward()
         if args.max_grad_norm:
             optim.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
         optimizer.step()
-        if value_net is not None:
+        if args.baseline == "value":
             value_optimizer.zero_grad()
             value_loss.backward()
             value_optimizer.step()
-            run.logger.scalar("losses/value_loss", value_loss, global_step)
-        iteration += 1
+            session.log({"losses/value_loss": value_loss}, step)
 
-        batch_return = float(np.mean([t["return"] for t in trajectories]))
-        sps = (global_step - start_step) / (time.perf_counter() - start)
-        run.logger.scalars({"losses/policy_loss": policy_loss, "losses/entropy": entropy,
-                            "charts/learning_rate": args.lr, "charts/SPS": sps}, global_step)
-        run.log_histograms(policy, global_step, prefix="policy/")
-        bar.update(min(global_step, args.total_timesteps) - bar.n)
-        bar.set_postfix(ret=batch_return, it=iteration)
-        if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
-            checkpoint()
-    bar.close()
-    if saved_iteration != iteration:
-        checkpoint()
-    metrics = {"train/env_steps": global_step, "train/episodes": episodes, "train/iterations": iteration,
-               "time/wall_s": wall_before + time.perf_counter() - start}
-    if run.should_stop():
-        return metrics
-
-    eval_env = make_env(cfg.env)
-    act = make_policy(cfg, {"policy": policy.state_dict()}, eval_env, greedy=args.eval_greedy,
-                      generator=core.Generator(cfg.seed + EVAL_SEED_OFFSET))
-    result = evaluate_policy(eval_env, act, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
-    metrics.update(summarize_returns(result["returns"], result["lengths"]))
-    run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, global_step)
-    return metrics
+        session.log({"losses/policy_loss": policy_loss, "losses/entropy": entropy, "charts/learning_rate": args.lr,
+                     "charts/SPS": session.sps()}, step)
+        run.log_histograms(policy, step, prefix="policy/")
+        session.show(ret=float(np.mean([t["return"] for t in trajectories])), it=session.iterations + 1)
+        session.advance(sum(lengths), episodes=len(lengths))
+    return session.finish()

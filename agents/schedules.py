@@ -5,7 +5,8 @@
     beta = linear_schedule(0.4, 1.0, duration=total_steps)    # PER β annealed to 1 (HOML ch. 18)
 
 `t` is whatever the caller counts (env steps, episodes, gradient updates); the functions work on
-Python numbers and on numpy arrays of t alike.
+Python numbers and on numpy arrays of t alike. `epsilon_schedule(args)` builds the ε schedule an
+agent config describes (agents/dqn.py's fields).
 """
 import numpy as np
 
@@ -38,3 +39,13 @@ def exponential_schedule(start: float, end: float, decay: float):
 
 
 SCHEDULES = ("linear", "exponential")
+
+
+def epsilon_schedule(args):
+    """ε as a function of env steps or finished episodes (`args.epsilon_unit`): `args.epsilon_schedule`
+    exponential (start, end, decay) or linear (start, end, over `epsilon_decay_duration`, else over
+    `exploration_fraction` of `total_timesteps`)."""
+    if args.epsilon_schedule == "exponential":
+        return exponential_schedule(args.epsilon_start, args.epsilon_end, args.epsilon_decay)
+    duration = args.epsilon_decay_duration or args.exploration_fraction * args.total_timesteps
+    return linear_schedule(args.epsilon_start, args.epsilon_end, duration)

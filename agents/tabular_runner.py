@@ -18,6 +18,10 @@ envs/toy.py); q_learning and the bandit only interact with the env.
 
 `gamma` null means the env's own discount (`env.unwrapped.discount`, the book's γ).
 
+The session (core/runtime/session.py) counts iterations: the method is one iteration, as the
+functions of agents/tabular.py run to their end. The checkpoint (`last.ckpt`, written at the end)
+holds the method's tables under "tables" (V, Q, policy, ...), which make_policy and resume read.
+
 Outputs: metrics.json holds the final values under `tabular/...` (V per state, Q per state and
 action with -inf for unavailable actions, the greedy policy, method-specific numbers) besides the
 `eval/...` of `eval_episodes` greedy episodes (seeded `seed + 10_000 + k`; an env without a time
@@ -26,7 +30,6 @@ values and the policy out as the book's grid where the env has one. TensorBoard 
 learning curves: the bandit's running average reward, Q-learning's max |Q − Q*| against
 Q-Value Iteration, Q-Value Iteration's change per iteration.
 """
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -194,7 +197,7 @@ def format_table(env, out):
 
 def make_policy(cfg, state, env, greedy=True, generator=None):
     """The greedy action of the saved table, per observation (the table has no stochastic policy)."""
-    policy = np.asarray(state["policy"])
+    policy = np.asarray(state["tables"]["policy"])
     if len(policy) == 1:  # the bandit: one arm whatever the (constant) observation
         return lambda obs: int(policy[0])
     return lambda obs: int(policy[int(obs)])
@@ -206,23 +209,26 @@ def _plain(value):
 
 def train(cfg, run):
     args = cfg.agent
-    start = time.perf_counter()
     env = make_env(cfg.env)
-    out = run_method(args, env, cfg.env.id, cfg.seed, run.logger)
-    (run.dir / "values.txt").write_text(format_table(env, out))
-    run.logger.text("tabular/values", "<pre>" + format_table(env, out) + "</pre>")
-    run.checkpoints.save({key: np.asarray(value) for key, value in out.items()}, 0)
+    tables = {}  # V, Q, the greedy policy and the method's own results, as numpy arrays
 
-    metrics = {f"tabular/{key}": _plain(value) for key, value in out.items()}
+    def evaluate():
+        eval_env = make_env(cfg.env)
+        if eval_env.spec.max_episode_steps is None:
+            eval_env = gym.wrappers.TimeLimit(eval_env, args.eval_horizon)
+        act = make_policy(cfg, {"tables": tables}, eval_env)
+        result = evaluate_policy(eval_env, act, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
+        return summarize_returns(result["returns"], result["lengths"])
+
+    session = run.session("tabular", "iterations", 1, checkpoint_every=cfg.get("checkpoint_every"), evaluate=evaluate)
+    session.track(tables=tables)
+    while session.running():  # one iteration: the method runs to its end
+        out = run_method(args, env, cfg.env.id, cfg.seed, run.logger)
+        tables.update({key: np.asarray(value) for key, value in out.items()})
+        session.advance(1)
+    if tables:  # else stopped before the method ran
+        (run.dir / "values.txt").write_text(format_table(env, tables))
+        run.logger.text("tabular/values", "<pre>" + format_table(env, tables) + "</pre>")
     steps = args.steps if args.method in ("q_learning", "bandit_egreedy") else 0
-    metrics.update({"tabular/method": args.method, "train/env_steps": steps})
-
-    eval_env = make_env(cfg.env)
-    if eval_env.spec.max_episode_steps is None:
-        eval_env = gym.wrappers.TimeLimit(eval_env, args.eval_horizon)
-    act = make_policy(cfg, out, eval_env)
-    result = evaluate_policy(eval_env, act, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
-    metrics.update(summarize_returns(result["returns"], result["lengths"]))
-    metrics["time/wall_s"] = time.perf_counter() - start
-    run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, steps)
-    return metrics
+    return session.finish({**{f"tabular/{key}": _plain(value) for key, value in tables.items()},
+                           "tabular/method": args.method, "train/env_steps": steps})

@@ -1,5 +1,6 @@
 """The agents that run the books' non-deep experiments: tabular methods (agents/tabular_runner.py) and the
 random / scripted baselines (agents/baselines.py)."""
+import itertools
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from agents import baselines, tabular_runner
+from core import load
 from core.runtime.events import read_run
 from core.runtime.run import ConfigError, Run
 
@@ -17,8 +19,11 @@ def make_cfg(module, env_id, seed=0, eval_episodes=3, max_episode_steps=None, **
                              "env": {"id": env_id, "num_envs": 1, "max_episode_steps": max_episode_steps}})
 
 
-def run(tmp_path, module, cfg):
-    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True) as r:
+def run(tmp_path, module, cfg, resume=None, stop_after=None):
+    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as r:
+        if stop_after is not None:  # what Ctrl-C does, after `stop_after` loop iterations
+            calls = itertools.count()
+            r.should_stop = lambda: next(calls) >= stop_after
         metrics = module.train(cfg, r)
         r.finish(metrics)
     return metrics
@@ -37,6 +42,8 @@ def test_policy_evaluation_and_iteration_on_the_gridworld(tmp_path):
     assert metrics["tabular/evaluations"] == 3
     # the optimal policy walks to the nearest terminal: the return is minus that distance, at most 3 steps
     assert -3 <= metrics["eval/return_mean"] <= -1 and metrics["eval/length_mean"] <= 3
+    act = tabular_runner.make_policy(cfg, load(tmp_path / "iter" / "checkpoints" / "last.ckpt"), None)
+    assert [act(state) for state in range(16)] == metrics["tabular/policy"]  # what scripts/evaluate.py plays
     saved = json.loads((tmp_path / "iter" / "metrics.json").read_text())
     assert saved["tabular/V"] == pytest.approx([0, -1, -2, -3, -1, -2, -3, -2, -2, -3, -2, -1, -3, -2, -1, 0])
 
@@ -98,6 +105,16 @@ def test_random_policy_with_a_step_budget(tmp_path):
     assert 8 < metrics["eval/return_mean"] < 40  # random CartPole: about 22
     again = run(tmp_path / "again", baselines, cfg)
     assert again["eval/return_mean"] == metrics["eval/return_mean"]  # seeded
+
+
+def test_a_stopped_baseline_run_resumes_as_the_uninterrupted_one(tmp_path):
+    cfg = make_cfg(baselines, "CartPole-v1", policy="random", episodes=30)
+    whole = run(tmp_path / "whole", baselines, cfg)
+    stopped = run(tmp_path / "part", baselines, cfg, stop_after=10)  # one loop iteration per episode
+    assert stopped["train/episodes"] == 10 and "eval/return_mean" not in stopped
+    resumed = run(tmp_path / "part", baselines, cfg, resume=tmp_path / "part")
+    assert {k: v for k, v in resumed.items() if not k.startswith("time/")} == \
+        {k: v for k, v in whole.items() if not k.startswith("time/")}
 
 
 def test_baseline_errors(tmp_path):

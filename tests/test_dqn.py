@@ -1,5 +1,5 @@
-"""DQN pieces (agents/dqn.py, agents/schedules.py): the books' loss and target fixtures (FX-RL-1, FX-RL-8),
-ε and β schedules (FX-RL-7), Q-networks, target updates, configs and bad input."""
+"""DQN pieces (agents/dqn.py, agents/networks.py, agents/schedules.py): the books' loss and target fixtures
+(FX-RL-1, FX-RL-8), ε and β schedules (FX-RL-7), Q-networks, target updates, configs and bad input."""
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -7,11 +7,10 @@ from omegaconf import OmegaConf
 import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
 from agents.buffers import Batch
-from agents.dqn import (Config, QNetwork, bootstrap_targets, dueling_q, epsilon_schedule, make_env, make_policy,
-                        select_actions, td_loss, td_targets, train, update_target)
+from agents.dqn import Config, bootstrap_targets, make_env, make_policy, td_loss, td_targets, train, update_target
 from agents.actor_critic import evaluate
-from agents.networks import ACTIVATIONS
-from agents.schedules import exponential_schedule, linear_schedule
+from agents.networks import ACTIVATIONS, QNetwork, dueling_q, select_actions
+from agents.schedules import epsilon_schedule, exponential_schedule, linear_schedule
 from core import nn
 from core.runtime.run import ConfigError, Run
 from envs.factory import make_vector_env

@@ -20,7 +20,8 @@ import core.functional as F
 from agents import dqn, reinforce, tabular
 from agents.actor_critic import n_step_returns
 from agents.buffers import ReplayBuffer
-from agents.schedules import exponential_schedule, linear_schedule
+from agents.networks import dueling_q
+from agents.schedules import epsilon_schedule, exponential_schedule, linear_schedule
 from core import nn, optim
 from core.metrics import Mean, Precision, Recall
 from gans import autoencoders
@@ -249,7 +250,7 @@ def test_fx_rl_7_epsilon_and_beta_schedules():
     beta = linear_schedule(0.4, 1.0, 10_000)
     assert (beta(0), beta(10_000)) == (pytest.approx(0.4), pytest.approx(1.0))
     mtf_args = dqn.Config(epsilon_schedule="exponential", epsilon_start=1.0, epsilon_end=0.01, epsilon_decay=0.995)
-    assert dqn.epsilon_schedule(mtf_args)(919) == 0.01
+    assert epsilon_schedule(mtf_args)(919) == 0.01
 
 
 def test_fx_rl_8_agent_pieces():
@@ -259,7 +260,7 @@ def test_fx_rl_8_agent_pieces():
     r, gamma = np.array([1.0]), np.array([0.9])
     assert dqn.td_targets(r, gamma, np.array([[5.0, 2.0]])) == pytest.approx([5.5])
     assert dqn.td_targets(r, gamma, np.array([[5.0, 2.0]]), np.array([[1.0, 3.0]])) == pytest.approx([2.8])
-    q = dqn.dueling_q(core.tensor([[1.0]]), core.tensor([[2.0, 0.0]]), aggregation="max")
+    q = dueling_q(core.tensor([[1.0]]), core.tensor([[2.0, 0.0]]), aggregation="max")
     np.testing.assert_array_equal(q.numpy(), [[1.0, -1.0]])
     for ratio, advantage, expected in ((1.5, 1.0, -1.2), (0.5, -1.0, 0.8)):
         loss = F.ppo_clip_loss(t64([math.log(ratio)]), np.array([advantage]), 0.2)

@@ -50,7 +50,7 @@ def wait_for(path_glob, proc, timeout=60):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "reinforce"
-    result = train(run_dir, *SHORT, "checkpoint_every=10")
+    result = train(run_dir, *SHORT, "checkpoint_every=3000")  # REINFORCE counts env steps
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -72,14 +72,12 @@ def test_train_writes_the_run_directory(finished_run):
     assert metrics["status"] == "completed"
     assert metrics["train/env_steps"] >= 12000 and metrics["eval/episodes"] == 3
     assert {"eval/return_mean", "eval/return_std", "time/wall_s"} <= set(metrics)
-    checkpoints = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
-    iterations = metrics["train/iterations"]
-    periodic = [f"ckpt_{i}.ckpt" for i in range(10, iterations + 1, 10)]
-    if iterations % 10:
-        periodic.append(f"ckpt_{iterations}.ckpt")  # the final checkpoint
-    assert checkpoints == sorted(periodic[-3:] + ["last.ckpt"])  # keep_checkpoints=3
+    steps = sorted(int(p.stem.removeprefix("ckpt_")) for p in (finished_run / "checkpoints").glob("ckpt_*.ckpt"))
+    assert len(steps) == 3 and steps[-1] == metrics["train/env_steps"]  # keep_checkpoints=3, the final one last
+    assert all(a // 3000 < b // 3000 for a, b in zip(steps, steps[1:]))  # one per 3,000 env steps crossed
     state = core.load(finished_run / "checkpoints" / "last.ckpt")
-    assert state["step"] == iterations and state["global_step"] == metrics["train/env_steps"]
+    assert state["step"] == state["session"]["progress"] == metrics["train/env_steps"]
+    assert state["session"]["iterations"] == metrics["train/iterations"]
     assert state["config"]["choices"]["agent"] == "reinforce" and state["config"]["agent"]["lr"] == 0.01
 
 
@@ -106,7 +104,7 @@ def test_evaluate_reproduces_the_final_evaluation(finished_run):
     metrics = read_metrics(finished_run)
     assert evaluation["eval/episodes"] == 3 and evaluation["eval/seed"] == 10_000
     assert evaluation["eval/return_mean"] == metrics["eval/return_mean"]  # same policy, same seeds
-    assert evaluation["step"] == metrics["train/iterations"]
+    assert evaluation["step"] == metrics["train/env_steps"]
 
 
 def test_evaluate_records_a_gif_headlessly(tiny_run):
@@ -234,7 +232,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "interrupted" and "eval/return_mean" not in metrics
     state = core.load(run_dir / "checkpoints" / "last.ckpt")
-    assert state["step"] == metrics["train/iterations"] and state["global_step"] == metrics["train/env_steps"] < 100_000
+    assert state["step"] == state["session"]["progress"] == metrics["train/env_steps"] < 100_000
 
 
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -243,11 +241,12 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
                    "checkpoint_every=1", "quiet=true")
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error: losses/policy_loss is nan at step ")
-    assert last_line.endswith(f"the last good checkpoint is {tmp_path / 'checkpoints' / 'last.ckpt'} (step 1)")
-    assert "Traceback" not in result.stderr
     state = core.load(tmp_path / "checkpoints" / "last.ckpt")
-    assert state["step"] == 1
+    assert state["session"]["iterations"] == 1  # the checkpoint of the one update before the loss went NaN
+    assert last_line.startswith(f"error: losses/policy_loss is nan at step {state['step']}")
+    assert last_line.endswith(f"the last good checkpoint is {tmp_path / 'checkpoints' / 'last.ckpt'} "
+                              f"(step {state['step']})")
+    assert "Traceback" not in result.stderr
     assert all(np.isfinite(p.numpy()).all() for p in state["policy"].values())
     assert read_metrics(tmp_path)["status"] == "non-finite"
 

@@ -33,7 +33,11 @@ count steps (`session.global_step`), and a run stopped inside a unit is checkpoi
         if the epoch was completed: session.advance(1)   # else finish() saves the place reached
 
 Tracked objects: anything with `state_dict`/`load_state_dict` (modules, optimizers, schedulers,
-envs steppers, buffers), core Generators (`get_state`/`set_state`) and numpy Generators.
+envs steppers, buffers), core Generators (`get_state`/`set_state`), numpy Generators, and plain
+dicts (an algorithm's own counters, computed tables), saved as they are and restored in place.
+
+`total=None` means no budget in the unit: the episode budget (`episodes`, then required) ends the
+run, and the progress bar counts episodes.
 """
 import math
 import time
@@ -47,8 +51,11 @@ from core.runtime.rng import get_rng_state, set_rng_state
 class Session:
     def __init__(self, run, name, unit, total, checkpoint_every=None, checkpoint_default=0, eval_every=0,
                  evaluate=None, episodes=None, target=None, steps_per_unit=None):
+        if total is None and episodes is None:
+            raise ValueError(f"session {name!r} needs a budget: total ({unit}) or episodes")
         self.run, self.name, self.unit = run, name, unit
-        self.total = total
+        self.total = math.inf if total is None else total
+        self._bar_counts_episodes = total is None
         self.steps_per_unit = steps_per_unit  # None: the trainer counts no steps inside a unit
         # the run's checkpoint_every (None: the trainer's default); 0: only at the end and on Ctrl-C
         self.checkpoint_every = checkpoint_default if checkpoint_every is None else checkpoint_every
@@ -75,12 +82,13 @@ class Session:
         if self.run.resume_state is not None:
             self._restore(self.run.resume_state)
         self._start, self._start_progress = time.perf_counter(), self.progress
-        if self.steps_per_unit is None:
-            self._bar = self.run.logger.progress(self.total, self.name)
-            self._bar.update(min(self.progress, self.total))
-        else:
+        if self._bar_counts_episodes:
+            self._bar = self.run.logger.progress(self.episode_budget, self.name)
+        elif self.steps_per_unit is not None:
             self._bar = self.run.logger.progress(self.total * self.steps_per_unit, self.name)
-            self._bar.update(self.steps)
+        else:
+            self._bar = self.run.logger.progress(self.total, self.name)
+        self._update_bar()
 
     def state_dict(self):
         """The checkpoint: each tracked object's state under its name (as a PyTorch user would save
@@ -130,8 +138,7 @@ class Session:
         self.progress += amount
         self.episodes += episodes
         self.iterations += 1
-        if self.steps_per_unit is None:
-            self._bar.update(min(self.progress, self.total) - self._bar.n)
+        self._update_bar()
         if self.eval_every and self.progress // self.eval_every > before // self.eval_every:
             self.evaluate()
         if self.checkpoint_every and self.progress // self.checkpoint_every > before // self.checkpoint_every:
@@ -147,6 +154,13 @@ class Session:
         """Where the run stands for logs and checkpoints: the update steps when the trainer counts
         them, else the progress in the unit."""
         return self.progress if self.steps_per_unit is None else self.steps
+
+    def _update_bar(self):
+        if self.steps_per_unit is not None:
+            done = self.steps
+        else:
+            done = self.episodes if self._bar_counts_episodes else self.progress
+        self._bar.update(min(done, self._bar.total) - self._bar.n)
 
     def wall(self):
         """Training seconds so far, over every resumed part of the run."""
@@ -166,8 +180,10 @@ class Session:
         self._bar.set_postfix(values)
 
     def check_finite(self, name, value):
-        """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf."""
-        self.run.check_finite(name, value, self.global_step)
+        """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf.
+        A finite Python float passes without an array conversion (DQN checks every update)."""
+        if not (isinstance(value, float) and math.isfinite(value)):
+            self.run.check_finite(name, value, self.global_step)
 
     # ----- evaluation and checkpoints -----
     def evaluate(self):
@@ -204,6 +220,8 @@ class Session:
 
 
 def _state_of(obj):
+    if isinstance(obj, dict):
+        return dict(obj)
     if hasattr(obj, "state_dict"):
         return obj.state_dict()
     if hasattr(obj, "get_state"):
@@ -214,7 +232,10 @@ def _state_of(obj):
 
 
 def _load_state(obj, state):
-    if hasattr(obj, "load_state_dict"):
+    if isinstance(obj, dict):  # in place: the trainer holds this very dict
+        obj.clear()
+        obj.update(state)
+    elif hasattr(obj, "load_state_dict"):
         obj.load_state_dict(state)
     elif hasattr(obj, "set_state"):
         obj.set_state(state)

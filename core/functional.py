@@ -3,8 +3,8 @@ import math as _math
 
 from core.ops import (  # noqa: F401  (re-exported: F.relu, F.conv2d, ...)
     adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, elu, fused_mlp, gelu,
-    global_avg_pool2d, global_max_pool2d, leaky_relu, linear, log_softmax, logsumexp, max_pool2d, mlp, one_hot, relu,
-    selu, sigmoid, silu, softmax, softplus, tanh,
+    global_avg_pool2d, global_max_pool2d, leaky_relu, linear, log_softmax, logsigmoid, logsumexp, max_pool2d, mlp,
+    one_hot, relu, selu, sigmoid, silu, softmax, softplus, tanh,
 )
 from core.ops import abs as _abs, clip as _clip, exp as _exp, log as _log, maximum as _maximum, where as _where
 from core.ops._util import pair as _pair
@@ -163,7 +163,8 @@ def _weighted_nll(name, logp, target, axis, reduction, weight, ignore_index, smo
     if reduction == "sum":
         return -total
     if reduction == "mean":
-        return total * (-1.0 / count if count else float("nan"))
+        # nothing counted (every target ignored, or of weight 0): NaN, the mean of nothing, with zero gradient
+        return total * (-1.0 / count) if count else total + float("nan")
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 

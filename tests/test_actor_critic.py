@@ -89,10 +89,12 @@ def test_rollout_bootstraps_truncation_from_the_true_final_observation(mode):
 
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_fused_mlp_matches_layer_by_layer(shared, activation):
+@pytest.mark.parametrize("scale", [1.0, 0.0, 1e3], ids=["normal", "zero", "saturating"])
+def test_fused_mlp_matches_layer_by_layer(shared, activation, scale):
+    # scale 0: with the zero initial biases every pre-activation is exactly 0, relu's kink
     models = [ActorCritic(4, 3, hidden=[16, 8], activation=activation, shared=shared, generator=core.Generator(5),
                           fused=fused).double() for fused in (True, False)]
-    x = core.tensor(np.random.default_rng(0).standard_normal((6, 4)), requires_grad=True)
+    x = core.tensor(np.random.default_rng(0).standard_normal((6, 4)) * scale, requires_grad=True)
     results = []
     for model in models:
         x.grad = None

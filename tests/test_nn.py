@@ -490,6 +490,7 @@ ACTIVATIONS = [
     (nn.GELU("tanh"), lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
     (nn.Tanh(), np.tanh),
     (nn.Sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
+    (nn.LogSigmoid(), lambda x: -np.log1p(np.exp(-x))),
     (nn.Softplus(2.0), lambda x: np.log1p(np.exp(2 * x)) / 2),
     (nn.SiLU(), lambda x: x / (1 + np.exp(-x))),
     (nn.Softmax(1), lambda x: np.exp(x) / np.exp(x).sum(1, keepdims=True)),

@@ -6,7 +6,7 @@ Stateless counterparts of the layers (dropout, batch_norm, layer_norm, activatio
 """
 from core.nn import init  # noqa: F401
 from core.nn.activation import (  # noqa: F401
-    ELU, GELU, LeakyReLU, LogSoftmax, ReLU, SELU, SiLU, Sigmoid, Softmax, Softplus, Tanh,
+    ELU, GELU, LeakyReLU, LogSigmoid, LogSoftmax, ReLU, SELU, SiLU, Sigmoid, Softmax, Softplus, Tanh,
 )
 from core.nn.conv import (  # noqa: F401
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d, GlobalAvgPool2d, GlobalMaxPool2d,

@@ -63,6 +63,11 @@ class Sigmoid(Module):
         return ops.sigmoid(x)
 
 
+class LogSigmoid(Module):
+    def forward(self, x):
+        return ops.logsigmoid(x)
+
+
 class Softplus(Module):
     """log(1 + exp(beta * x)) / beta."""
 

@@ -1,8 +1,8 @@
 """All tensor ops, grouped by kind in the modules of this package."""
 from core.ops.elementwise import (  # noqa: F401
     abs, add, cast, clip, cos, div, elu, eq, erf, exp, ge, gelu, gt, isfinite, le, leaky_relu, log, log1p,
-    logical_and, logical_not, logical_or, lt, maximum, minimum, mul, ne, neg, pow, relu, selu, sigmoid, silu, sin,
-    softplus, sqrt, square, sub, tanh, to_device, where,
+    logical_and, logical_not, logical_or, logsigmoid, lt, maximum, minimum, mul, ne, neg, pow, relu, selu, sigmoid,
+    silu, sin, softplus, sqrt, square, sub, tanh, to_device, where,
 )
 from core.ops.conv import (  # noqa: F401
     adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d, conv_transpose2d, global_avg_pool2d,

@@ -60,7 +60,16 @@ def unbroadcast(g, shape):
     return sum_to(g, shape)
 
 
-def check_device(*tensors):
-    kinds = {type(t.data) for t in tensors}
-    if len(kinds) > 1:
-        raise RuntimeError("expected all tensors on the same device, got " + ", ".join(sorted({t.device for t in tensors})))
+def check_device(op, *tensors):
+    """Raise unless every operand is a Tensor and all are on one device (the operands are inspected only on failure)."""
+    try:
+        if len({type(t.data) for t in tensors}) <= 1:
+            return
+    except AttributeError:  # no .data at all: a scalar, a list
+        pass
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: operand {i} is a {type(t).__module__}.{type(t).__qualname__}, not a Tensor; "
+                            "wrap it with core.tensor(...)")
+    raise RuntimeError(f"{op}: expected all tensors on the same device, got "
+                       + " and ".join(sorted({t.device for t in tensors})))

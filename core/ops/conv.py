@@ -68,8 +68,8 @@ import numpy as np
 
 from core.autograd import Function, is_grad_enabled
 from core.ops._util import check_device, xp_of
-from core.ops.reduce import max as _max, mean
-from core.ops.shape import reshape, stack
+from core.ops.reduce import Max, max as _max, mean
+from core.ops.shape import concatenate, reshape
 from core.tensor import Tensor
 
 
@@ -179,7 +179,7 @@ def _check_conv(op, x, weight, bias, groups, transposed):
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"{op}: bias must have shape ({out_channels},), got {bias.shape}")
     args = (x, weight) if bias is None else (x, weight, bias)
-    check_device(*args)
+    check_device(op, *args)
     return args
 
 
@@ -631,25 +631,28 @@ def global_max_pool2d(x, keepdims=False):
 
 
 def _adaptive(op, x, output_size, reduce, pool):
+    """Pooling to a fixed output size; `reduce(cell)` pools a whole (N, C, h, w) cell to (N, C, 1, 1)."""
     _check_4d(op, x)
     oh, ow = as_pair(output_size, f"{op} output_size")
     h, w = x.shape[2:]
     if (oh, ow) == (1, 1):
-        return reduce(x, axis=(2, 3), keepdims=True)
+        return reduce(x)
     if h % oh == 0 and w % ow == 0:  # equal windows: an ordinary pooling
         return pool(x, (h // oh, w // ow))
     # PyTorch's uneven windows: cell i covers [floor(i*H/oh), ceil((i+1)*H/oh))
-    cells = [reduce(x[:, :, i * h // oh:-(-(i + 1) * h // oh), j * w // ow:-(-(j + 1) * w // ow)], axis=(2, 3))
+    cells = [reduce(x[:, :, i * h // oh:-(-(i + 1) * h // oh), j * w // ow:-(-(j + 1) * w // ow)])
              for i in range(oh) for j in range(ow)]
-    return reshape(stack(cells, axis=2), x.shape[:2] + (oh, ow))
+    return reshape(concatenate(cells, axis=2), x.shape[:2] + (oh, ow))
 
 
 def adaptive_avg_pool2d(x, output_size):
     """Average pooling to a fixed output size (PyTorch's window rule)."""
-    return _adaptive("adaptive_avg_pool2d", x, output_size, mean, avg_pool2d)
+    return _adaptive("adaptive_avg_pool2d", x, output_size, lambda cell: mean(cell, axis=(2, 3), keepdims=True),
+                     avg_pool2d)
 
 
 def adaptive_max_pool2d(x, output_size):
-    """Max pooling to a fixed output size (PyTorch's window rule)."""
-    return _adaptive("adaptive_max_pool2d", x, output_size, _max, max_pool2d)
-
+    """Max pooling to a fixed output size (PyTorch's window rule). As in max_pool2d the gradient of a window
+    goes to its first maximum in row-major order, whether the windows are even or not."""
+    return _adaptive("adaptive_max_pool2d", x, output_size,
+                     lambda cell: Max((2, 3), keepdims=True, first=True)(cell), max_pool2d)

@@ -72,11 +72,16 @@ class Pow(Function):
 
     def backward(self, gy):
         x, p = self.args
+        x_is_zero = self.inputs[0].data == 0
         gx = gp = None
         if self.needs_grad(0):
-            gx = unbroadcast(gy * p * x ** (p - 1), x.shape)
+            # at x = 0, p = 0, p * x ** (p - 1) is 0 * inf = NaN though d(x ** 0)/dx = 0: the exponent 1 there
+            # gives p * x = 0, whose own derivatives are finite too
+            undefined = x_is_zero & (self.inputs[1].data == 0)
+            gx = unbroadcast(gy * p * x ** where(undefined, 1.0, p - 1), x.shape)
         if self.needs_grad(1):
-            gp = unbroadcast(gy * self.output * log(x), p.shape)
+            # d(0 ** p)/dp = 0 for p > 0: out * log(x) would be 0 * -inf
+            gp = unbroadcast(gy * self.output * log(where(x_is_zero, 1.0, x)), p.shape)
         return gx, gp
 
 
@@ -92,7 +97,11 @@ class PowConst(Function):
     def backward(self, gy):
         (x,) = self.args
         c = self.c
-        return gy * (2 * x) if c == 2 else gy * (c * x ** (c - 1))
+        if c == 2:
+            return gy * (2 * x)
+        if c == 0:  # x ** 0 is constant: not 0 * x ** -1, which is NaN at 0 (and x ** 1's second derivative)
+            return gy * 0.0
+        return gy * (c * x ** (c - 1))
 
 
 class AddScalar(Function):
@@ -220,15 +229,28 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
-    saves_inputs = False
+    """1 / (1 + exp(-x)), accurate to rounding over the whole range, and so is its derivative y (1 - y) with
+    1 - y = exp(-x) y, free of cancellation for large x. (The tanh form 0.5 tanh(x/2) + 0.5 loses relative
+    accuracy below about -20 and is 0 from about -38.) exp(-x) overflows below about -709 (-88 in float32):
+    y is then exp(x), subnormal or 0, and 1 - y is 1."""
 
     def forward(self, x):
-        # tanh form: exact and overflow-free for any x
-        return xp_of(x).tanh(x * 0.5) * 0.5 + 0.5
+        xp = xp_of(x)
+        with np.errstate(over="ignore"):
+            self.e = e = xp.exp(-x)
+            y = 1 / (1 + e)
+            if xp is not np or not y.all():  # exp(-x) overflowed (cupy is not asked: that would wait for the GPU)
+                y = xp.where(y == 0, xp.exp(x), y)
+        return y
 
     def backward(self, gy):
         y = self.output
-        return gy * y * (1 - y)
+        if self._raw:
+            with np.errstate(invalid="ignore"):  # where exp(-x) = inf, inf * 0 is NaN and fmin takes 1
+                complement = xp_of(y).fmin(self.e * y, 1)
+        else:  # differentiable, for higher orders
+            complement = sigmoid(-self.args[0])
+        return gy * y * complement
 
 
 class _Masked(Function):
@@ -441,6 +463,12 @@ class Softplus(Function):
         return gy * sigmoid(self.args[0])
 
 
+def logsigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x): accurate and finite over the whole range (log of a sigmoid that
+    underflows would be -inf)."""
+    return -Softplus()(-x)
+
+
 def softplus(x, beta=1.0):
     """log(1 + exp(beta x)) / beta."""
     if beta == 1.0:
@@ -449,8 +477,11 @@ def softplus(x, beta=1.0):
 
 
 def elu(x, alpha=1.0):
-    # exp of min(x, 0) keeps the unused branch finite, so its zero gradient stays zero (not inf * 0)
-    return where(x.data > 0, x, alpha * (exp(minimum(x, 0.0)) - 1))
+    """x for x > 0, alpha (exp(x) - 1) otherwise; at 0 the derivative is the left one, alpha (1 for the smooth
+    alpha = 1). The exp sees only the non-positive part, so the unused branch stays finite and its zero gradient
+    stays zero (not inf * 0); not minimum(x, 0), whose tie at 0 would halve the derivative there."""
+    positive = x.data > 0
+    return where(positive, x, alpha * (exp(where(positive, 0.0, x)) - 1))
 
 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805

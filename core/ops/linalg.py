@@ -21,7 +21,7 @@ class MatMul(Function):
 
 
 def matmul(a, b):
-    check_device(a, b)
+    check_device("matmul", a, b)
     if a.ndim == 1 and b.ndim == 1:
         return squeeze(MatMul()(unsqueeze(a, 0), unsqueeze(b, 1)))
     if a.ndim == 1:

@@ -1,7 +1,9 @@
-"""Reductions and normalisations along axes: sum, max, mean, var, logsumexp, softmax, cumsum."""
+"""Reductions and normalisations along axes: sum, max, mean, var, std, norm, logsumexp, softmax, cumsum."""
+import math
+
 from core.autograd import Function, no_grad
 from core.ops._util import wrap, xp_of
-from core.ops.elementwise import exp, log, sqrt, abs
+from core.ops.elementwise import abs, exp, log, where
 from core.ops.shape import broadcast_to, flip, reshape
 
 
@@ -14,6 +16,11 @@ def _axes(axis, ndim):
 
 def _keep_shape(shape, axes):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _drop_axes(y, axes):
+    """A keepdims result without its reduced axes."""
+    return y.reshape([n for i, n in enumerate(y.shape) if i not in axes])
 
 
 class Sum(Function):
@@ -33,24 +40,62 @@ class Sum(Function):
 
 
 class Max(Function):
-    """max (or min) over axes; the gradient is shared evenly among tied extremes."""
+    """max (or min) over axes; the gradient is shared evenly among tied extremes, or with `first` goes whole to
+    the first of them in row-major order over the axes (max pooling's convention)."""
 
-    def __init__(self, axes, keepdims, largest=True):
-        self.axes, self.keepdims, self.largest = axes, keepdims, largest
+    def __init__(self, axes, keepdims, largest=True, first=False):
+        self.axes, self.keepdims, self.largest, self.first = axes, keepdims, largest, first
 
     def forward(self, x):
         if x.size == 0:
             raise ValueError(f"{'max' if self.largest else 'min'} of an empty tensor of shape {x.shape}")
         y = x.max(axis=self.axes, keepdims=True) if self.largest else x.min(axis=self.axes, keepdims=True)
-        hit = (x == y).astype(x.dtype)
-        self.share = hit / hit.sum(axis=self.axes, keepdims=True)
-        return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape) if i not in self.axes])
+        hit = x == y
+        if self.first:
+            self.share = _first_true(hit, self.axes).astype(x.dtype)
+        else:
+            hit = hit.astype(x.dtype)
+            self.share = hit / hit.sum(axis=self.axes, keepdims=True)
+        return y if self.keepdims else _drop_axes(y, self.axes)
 
     def backward(self, gy):
         shape = self.inputs[0].shape
         if not self.keepdims:
             gy = reshape(gy, _keep_shape(shape, self.axes))
         return broadcast_to(gy, shape) * self.const(self.share)
+
+
+def _first_true(mask, axes):
+    """mask with only its first True kept along `axes` (taken together, row-major)."""
+    xp = xp_of(mask)
+    axes = sorted(axes)
+    ends = list(range(mask.ndim - len(axes), mask.ndim))
+    moved = xp.moveaxis(mask, axes, ends)
+    flat = moved.reshape(moved.shape[:mask.ndim - len(axes)] + (-1,))
+    first = flat & (flat.cumsum(axis=-1) == 1)
+    return xp.moveaxis(first.reshape(moved.shape), ends, axes)
+
+
+class Norm(Function):
+    """Euclidean norm over axes. Where the norm is 0 its gradient x / norm is taken as 0 (as PyTorch takes
+    it), not 0 / 0 = NaN; so is the second derivative there."""
+
+    def __init__(self, axes, keepdims):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        y = xp_of(x).sqrt((x * x).sum(axis=self.axes, keepdims=True))
+        self.nonzero = y > 0
+        return y if self.keepdims else _drop_axes(y, self.axes)
+
+    def backward(self, gy):
+        (x,) = self.args
+        y = self.output
+        if not self.keepdims:
+            shape = _keep_shape(x.shape, self.axes)
+            gy, y = reshape(gy, shape), reshape(y, shape)
+        nonzero = self.nonzero
+        return x * where(nonzero, gy / where(nonzero, y, 1.0), 0.0)
 
 
 class LogSoftmax(Function):
@@ -146,7 +191,7 @@ class Mean(Sum):
         n = 1
         for a in self.axes:
             n *= shape[a]
-        return Sum.backward(self, gy * (1.0 / n))
+        return Sum.backward(self, gy * (1.0 / n if n else 0.0))  # the mean of nothing: NaN, an empty gradient
 
 
 def mean(x, axis=None, keepdims=False):
@@ -161,18 +206,26 @@ def min(x, axis=None, keepdims=False):
     return Max(_axes(axis, x.ndim), keepdims, False)(x)
 
 
-def var(x, axis=None, keepdims=False, correction=1):
-    """Variance with PyTorch's default Bessel correction (correction=0 gives the biased estimate)."""
-    axes = _axes(axis, x.ndim)
+def _deviations(x, axes):
+    """x minus its mean over axes, and the number of values each mean is taken over."""
     n = 1
     for a in axes:
         n *= x.shape[a]
-    d = x - mean(x, axes, keepdims=True)
+    return x - mean(x, axes, keepdims=True), n
+
+
+def var(x, axis=None, keepdims=False, correction=1):
+    """Variance with PyTorch's default Bessel correction (correction=0 gives the biased estimate)."""
+    axes = _axes(axis, x.ndim)
+    d, n = _deviations(x, axes)
     return sum(d * d, axes, keepdims) * (1.0 / (n - correction) if n > correction else float("nan"))
 
 
 def std(x, axis=None, keepdims=False, correction=1):
-    return sqrt(var(x, axis, keepdims, correction))
+    """sqrt(var), as the norm of the deviations: its gradient is 0 (not 0 / 0) on a constant row."""
+    axes = _axes(axis, x.ndim)
+    d, n = _deviations(x, axes)
+    return Norm(axes, keepdims)(d) * (1.0 / math.sqrt(n - correction) if n > correction else float("nan"))
 
 
 def logsumexp(x, axis=None, keepdims=False):
@@ -187,7 +240,7 @@ def logsumexp(x, axis=None, keepdims=False):
 def norm(x, ord=2, axis=None, keepdims=False):
     """Vector norm over axes (2, 1 or inf)."""
     if ord == 2:
-        return sqrt(sum(x * x, axis, keepdims))
+        return Norm(_axes(axis, x.ndim), keepdims)(x)
     if ord == 1:
         return sum(abs(x), axis, keepdims)
     if ord in (float("inf"), "inf"):

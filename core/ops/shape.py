@@ -244,7 +244,7 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 def concatenate(tensors, axis=0):
     tensors = list(tensors)
-    check_device(*tensors)
+    check_device("concatenate", *tensors)
     return Concatenate(axis)(*tensors)
 
 
@@ -293,21 +293,37 @@ def flip(x, axis=None):
     return Flip(axes)(x)
 
 
-def take_along_axis(x, indices, axis):
-    """numpy's take_along_axis; backward scatters with repeated indices accumulating."""
+def _pick_along_axis(op, x, indices, axis, broadcast):
+    """x[..., indices, ...] along `axis` as one fancy index: an arange grid per other axis, of x's sizes where
+    the indices broadcast against x (numpy), of the indices' sizes otherwise (PyTorch's gather). Backward
+    scatters, repeated indices accumulating."""
     idx = indices.data if isinstance(indices, Tensor) else x.xp.asarray(indices)
     if idx.ndim != x.ndim:
-        raise ValueError(f"take_along_axis: indices of rank {idx.ndim} for a tensor of rank {x.ndim}")
+        raise ValueError(f"{op}: indices of rank {idx.ndim} for a tensor of rank {x.ndim}")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must be integers, got {idx.dtype}")
     axis = axis % x.ndim
+    sizes = x.shape if broadcast else idx.shape
+    if broadcast:
+        others = [(n, m) for i, (n, m) in enumerate(zip(x.shape, idx.shape)) if i != axis]
+        if any(n != m and 1 not in (n, m) for n, m in others):
+            raise ValueError(f"{op}: indices of shape {idx.shape} do not broadcast against the tensor's shape "
+                             f"{x.shape} outside axis {axis}")
     xp = x.xp
-    grids = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (x.ndim - i - 1)) for i, n in enumerate(idx.shape)]
+    grids = [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (x.ndim - i - 1)) for i, n in enumerate(sizes)]
     grids[axis] = idx
     return GetItem(tuple(grids))(x)
 
 
+def take_along_axis(x, indices, axis):
+    """numpy's take_along_axis: outside `axis` the indices and x broadcast against each other."""
+    return _pick_along_axis("take_along_axis", x, indices, axis, broadcast=True)
+
+
 def gather(x, dim, index):
-    """PyTorch's gather(input, dim, index)."""
-    return take_along_axis(x, index, dim)
+    """PyTorch's gather(input, dim, index): no broadcasting; outside `dim` the index may be smaller than input,
+    and picks from its leading part."""
+    return _pick_along_axis("gather", x, index, dim, broadcast=False)
 
 
 def one_hot(indices, num_classes, dtype=None):

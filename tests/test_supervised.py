@@ -45,14 +45,15 @@ MLP = [layer("flatten"), layer("dense", units=64, **RELU), layer("dense", units=
     (["model=supervised", "dataset=digits"], "SGD", 0.01),  # HOML ch. 10's default
     (["experiment=bdl9-l2-moons"], "Adam", 1e-3),  # names only the optimizer: Keras' default lr, not SGD's
     (["experiment=bdl8-mlp-mnist-fit"], "Adam", 0.01),  # a preset's own lr wins
+    (["experiment=bdl8-mlp-mnist-fit", "optim=rmsprop"], "RMSprop", 1e-3),  # an optim group replaces the model's
 ])
-def test_a_preset_without_lr_gets_keras_default_for_its_optimizer(overrides, optimizer, lr):
+def test_a_preset_gets_keras_default_lr_unless_it_or_an_optim_group_sets_one(overrides, optimizer, lr):
     from hydra import compose, initialize_config_dir
     from scripts import train as cli
     cli.register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    opt = S.make_optimizer(config_object(S.Config, cfg.model), [core.nn.Parameter(core.tensor([1.0]))])
+    opt = S.make_optimizer(config_object(S.Config, cfg.model), [core.nn.Parameter(core.tensor([1.0]))], cfg.optim)
     assert type(opt).__name__ == optimizer and opt.param_groups[0]["lr"] == lr
 
 

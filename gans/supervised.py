@@ -36,25 +36,27 @@ test set itself with `validate_on_test` (as several books do). `standardize` sca
 training part's mean and std. `center_crop` keeps the central fraction of each image, `random_flip` flips
 training images left-right with probability 0.5.
 
-Training: `epochs` passes over the training part in shuffled batches (the last one may be smaller, as Keras),
-or `steps_per_epoch` batches from a stream of shuffled passes. `lr_milestones` multiply the learning rate by
-`lr_gamma` at those epochs. `early_stopping_patience` stops after that many epochs without a lower val loss;
+Training: `epochs` passes over the training part in shuffled batches of core.data.DataLoader (the last one may
+be smaller, as Keras), or `steps_per_epoch` batches from its shuffled passes one after another. `lr_milestones`
+multiply the learning rate by `lr_gamma` at those epochs. `early_stopping_patience` stops after that many epochs
+without a lower val loss (a resumed early-stopped run stays stopped);
 `keep_best` ("val/loss" or "val/accuracy") evaluates the test set with the weights of the best epoch.
 `mc_dropout_samples` adds MC-Dropout test accuracy (dropout on, softmax averaged, HOML ch. 11).
 `weight_stats` reports min/max/mean of every kernel (`weights/<layer index>/...`, BDL ch. 9).
 
-Logged to TensorBoard: losses/loss every `log_every` steps; per epoch train/loss, train/accuracy, val/...,
-charts/learning_rate; the network summary as text. metrics.json: the last epoch's train/... and val/...,
-val/loss_best and val/accuracy_best, test/loss and test/accuracy (or test/mae, test/mse), model/params,
-train/epochs, train/steps, time/wall_s, and `objective`: what train.py returns to sweepers (test accuracy,
-−test MAE, −test loss for autoencoders). Checkpoints every `checkpoint_every` epochs, at the end and on
-Ctrl-C hold the network, optimizer, every random stream and the position in the data, so a resumed run
-continues bitwise as an uninterrupted one.
+The run session (core/runtime/session.py) counts epochs: `checkpoint_every` is in epochs (default 1), and its
+final evaluation is the test set's. Logged to TensorBoard, at the optimizer step: losses/loss every `log_every`
+steps; per epoch train/loss, train/accuracy, val/..., charts/learning_rate; test/... at the end; the network
+summary as text. metrics.json: the last epoch's train/... and val/..., val/loss_best and val/accuracy_best,
+test/loss and test/accuracy (or test/mae, test/mse), model/params, train/epochs, train/steps, time/wall_s, and
+`objective`: what train.py returns to sweepers (test accuracy, −test MAE, −test loss for autoencoders).
+Checkpoints (periodic, at the end, and on Ctrl-C also inside an epoch) hold the network, optimizer, the global
+random stream, the loader (its generator, pass order and position) and the unfinished epoch's sums, so a
+resumed run continues bitwise as an uninterrupted one.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -63,8 +65,10 @@ import numpy as np
 import core
 import core.functional as F
 from core import nn, optim
+from core.data import DataLoader
 from core.nn.builder import Block, parse_layers
-from core.runtime.run import ConfigError, get_rng_state, set_rng_state
+from core.runtime.config import config_object, plain
+from core.runtime.errors import ConfigError
 from gans.datasets import DATASETS as IMAGE_DATASETS, load_dataset
 from gans.toy_datasets import TOY_DATASETS, load_toy
 
@@ -172,13 +176,6 @@ class Splits:
     test: Part
 
 
-def _plain(section) -> dict:
-    if hasattr(section, "_metadata"):  # an OmegaConf node
-        from omegaconf import OmegaConf
-        return OmegaConf.to_container(section, resolve=True)
-    return dict(section)
-
-
 def load_pool(dataset: dict):
     """(x, y, test or None) of the dataset config: the pool to train on and, for a fixed split, the test part."""
     name = dataset.get("name")
@@ -236,29 +233,6 @@ def center_crop(images: np.ndarray, fraction: float) -> np.ndarray:
     ch, cw = max(int(round(h * fraction)), 1), max(int(round(w * fraction)), 1)
     top, left = (h - ch) // 2, (w - cw) // 2
     return np.ascontiguousarray(images[:, :, top:top + ch, left:left + cw])
-
-
-class BatchStream:
-    """Shuffled batches from passes over n examples, a new permutation per pass; its position and the
-    generator's state are all a checkpoint needs to continue it."""
-
-    def __init__(self, n: int, batch_size: int, rng: np.random.Generator):
-        self.n, self.batch_size, self.rng = n, batch_size, rng
-        self.order, self.position = None, 0
-
-    def next(self) -> np.ndarray:
-        if self.order is None or self.position >= self.n:
-            self.order, self.position = self.rng.permutation(self.n), 0
-        index = self.order[self.position:self.position + self.batch_size]
-        self.position += len(index)
-        return index
-
-    def state(self) -> dict:
-        return {"order": self.order, "position": self.position, "rng": self.rng.bit_generator.state}
-
-    def restore(self, state: dict):
-        self.order, self.position = state["order"], state["position"]
-        self.rng.bit_generator.state = state["rng"]
 
 
 # ----- losses and evaluation -----
@@ -405,19 +379,18 @@ def learning_rate(args: Config, base_lr: float, epoch: int) -> float:
 
 
 # ----- training -----
-def model_config(cfg) -> Config:
-    section = cfg.model
-    if isinstance(section, Config):
-        return section
-    return Config(**{k: v for k, v in _plain(section).items() if k != "_target_"})
+def batches(loader: DataLoader):
+    """The loader's batches without end: shuffled passes one after another, so `steps_per_epoch` may end an
+    epoch inside a pass (each pass draws its permutation when its first batch is taken, as Keras' repeat)."""
+    while True:
+        yield from loader
 
 
 def train(cfg, run) -> dict:
-    args = model_config(cfg)
-    dataset = _plain(cfg.dataset)
+    args = config_object(Config, cfg.model)
     core.manual_seed(run.seed)
     device = run.device
-    data = load_splits(dataset, args)
+    data = load_splits(plain(cfg.dataset), args)
     try:
         model = nn.build(args.layers, data.train.x.shape[1:], "model.layers")
     except ValueError as e:
@@ -428,100 +401,80 @@ def train(cfg, run) -> dict:
     base_lr = opt.param_groups[0]["lr"]
     counts = model.parameter_counts()
     run.logger.text("model/summary", model.summary(data.train.x.shape[1:], print_fn=None))
+    loader = DataLoader((data.train.x, data.train.y), batch_size=args.batch_size, shuffle=True,
+                        generator=np.random.default_rng([run.seed, 1]))
+    steps_per_epoch = args.steps_per_epoch or len(loader)
 
-    stream = BatchStream(len(data.train), args.batch_size, np.random.default_rng([run.seed, 1]))
-    steps_per_epoch = args.steps_per_epoch or math.ceil(len(data.train) / args.batch_size)
-    state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "sums": [0.0, 0, 0], "best": {}, "best_weights": None,
-             "bad_epochs": 0, "last": {}, "wall_s": 0.0}
-    if run.resume_state is not None:
-        saved = run.resume_state
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"])
-        stream.restore(saved["stream"])
-        state = saved["progress"]
-    started = time.perf_counter() - state["wall_s"]
+    def test_metrics():  # the session's final evaluation: the test set, with the best epoch's weights if kept
+        if args.keep_best and state["best_weights"] is not None:
+            model.load_state_dict(state["best_weights"])
+        metrics = {f"test/{k}": v for k, v in evaluate(args, model, data.test, device).items()}
+        if args.mc_dropout_samples:
+            metrics["test/accuracy_mc"] = mc_dropout_accuracy(model, data.test, args.mc_dropout_samples, device)
+        if args.anomaly_class is not None:
+            metrics.update(anomaly_scores(args, model, data.test, device))
+        if args.weight_stats:
+            metrics.update(weight_statistics(model))
+        metrics["objective"] = (metrics["test/accuracy"] if args.task == "classification"
+                                else -metrics["test/mae"] if args.task == "regression" else -metrics["test/loss"])
+        session.log({k: v for k, v in metrics.items() if k.startswith("test/")}, state["steps"])
+        return metrics
 
-    def save():
-        state["wall_s"] = time.perf_counter() - started
-        run.checkpoints.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": get_rng_state(),
-                              "stream": stream.state(), "progress": state}, state["step"])
-
-    bar = run.logger.progress(args.epochs * steps_per_epoch, "train")
-    bar.update(state["step"])
-    stopped = early_stop = False
-    while state["epoch"] < args.epochs and not (stopped or early_stop):
-        lr = learning_rate(args, base_lr, state["epoch"])
+    session = run.session("supervised", "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
+                          checkpoint_default=1, evaluate=test_metrics)
+    # what an epoch carries besides the tracked objects: optimizer steps, the unfinished epoch's batches and sums
+    # (loss x examples, correct predictions, examples), the best validation values and weights, early stopping
+    session.extra.update(steps=0, batch_in_epoch=0, sums=[0.0, 0, 0], best={}, best_weights=None, bad_epochs=0,
+                         last={})
+    session.track(model=model, optimizer=opt, data=loader)
+    state = session.extra
+    stream = batches(loader)
+    patience = args.early_stopping_patience
+    while session.running() and not (patience and state["bad_epochs"] >= patience):
+        lr = learning_rate(args, base_lr, session.progress)
         for group in opt.param_groups:
             group["lr"] = lr
-        sums = state["sums"]  # loss × examples, correct predictions, examples of this epoch
-        while state["batch_in_epoch"] < steps_per_epoch:
-            if run.should_stop():
-                stopped = True
-                break
-            index = stream.next()
-            xb = data.train.x[index]
-            if args.random_flip:  # drawn from the data stream's generator, so a checkpoint covers it
-                flip = stream.rng.random(len(xb)) < 0.5
+        sums = state["sums"]
+        while state["batch_in_epoch"] < steps_per_epoch and not run.should_stop():
+            xb, yb = next(stream)
+            if args.random_flip:  # drawn from the loader's generator, so a checkpoint covers it
+                flip = loader.generator.random(len(xb)) < 0.5
                 xb = np.where(flip[:, None, None, None], xb[..., ::-1], xb)
-            x, y = core.tensor(xb, device=device), core.tensor(data.train.y[index], device=device)
+            x, y = core.tensor(xb, device=device), core.tensor(yb, device=device)
             out = model(x)
             loss = task_loss(args, out, x, y) + model.penalty()
             opt.zero_grad()
             loss.backward()
             opt.step()
             value = loss.item()
-            state["step"] += 1
+            state["steps"] += 1
             state["batch_in_epoch"] += 1
-            run.check_finite("losses/loss", value, state["step"])
-            sums[0] += value * len(index)
-            sums[2] += len(index)
+            run.check_finite("losses/loss", value, state["steps"])  # named by the optimizer step, not the epoch
+            sums[0] += value * len(xb)
+            sums[2] += len(xb)
             if args.task == "classification":
                 sums[1] += correct(args, out, y)
-            if state["step"] % args.log_every == 0 or state["step"] == 1:
-                run.logger.scalar("losses/loss", value, state["step"])
-                bar.set_postfix(loss=value)
-            bar.update(1)
-        if stopped:
+            if state["steps"] % args.log_every == 0 or state["steps"] == 1:
+                session.log({"losses/loss": value}, state["steps"])
+                session.show(step=state["steps"], loss=value)
+        if state["batch_in_epoch"] < steps_per_epoch:  # stopped inside the epoch: save where it stands
+            session.checkpoint()
             break
-
         epoch_metrics = {"train/loss": sums[0] / sums[2], "charts/learning_rate": lr}
         if args.task == "classification":
             epoch_metrics["train/accuracy"] = sums[1] / sums[2]
         if data.val is not None:
             epoch_metrics.update({f"val/{k}": v for k, v in evaluate(args, model, data.val, device).items()})
-            improved = _update_best(state, epoch_metrics, args, model)
-            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-            early_stop = bool(args.early_stopping_patience) and state["bad_epochs"] >= args.early_stopping_patience
-        run.logger.scalars(epoch_metrics, state["step"])
-        state.update(last=epoch_metrics, epoch=state["epoch"] + 1, batch_in_epoch=0, sums=[0.0, 0, 0])
-        last = state["epoch"] == args.epochs or early_stop
-        if last or (cfg.checkpoint_every and state["epoch"] % cfg.checkpoint_every == 0):
-            save()
-    bar.close()
-    if stopped:
-        save()
-        return {**state["last"], "train/epochs": state["epoch"], "train/steps": state["step"],
-                "time/wall_s": time.perf_counter() - started}
+            state["bad_epochs"] = 0 if _update_best(state, epoch_metrics, args, model) else state["bad_epochs"] + 1
+        session.log(epoch_metrics, state["steps"])
+        state.update(last=epoch_metrics, batch_in_epoch=0, sums=[0.0, 0, 0])
+        session.advance(1)
 
     metrics = {**state["last"], **{f"val/{k}_best": v for k, v in state["best"].items()}}
     metrics.pop("charts/learning_rate", None)
-    if args.keep_best and state["best_weights"] is not None:
-        model.load_state_dict(state["best_weights"])
-    metrics.update({f"test/{k}": v for k, v in evaluate(args, model, data.test, device).items()})
-    if args.mc_dropout_samples:
-        metrics["test/accuracy_mc"] = mc_dropout_accuracy(model, data.test, args.mc_dropout_samples, device)
-    if args.anomaly_class is not None:
-        metrics.update(anomaly_scores(args, model, data.test, device))
-    if args.weight_stats:
-        metrics.update(weight_statistics(model))
     metrics.update({"model/params": counts["total"], "model/trainable_params": counts["trainable"],
-                    "train/epochs": state["epoch"], "train/steps": state["step"],
-                    "time/wall_s": time.perf_counter() - started})
-    metrics["objective"] = (metrics["test/accuracy"] if args.task == "classification"
-                            else -metrics["test/mae"] if args.task == "regression" else -metrics["test/loss"])
-    run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("test/")}, state["step"])
-    return metrics
+                    "train/steps": state["steps"]})
+    return session.finish(metrics)
 
 
 def _update_best(state: dict, epoch_metrics: dict, args: Config, model) -> bool:

@@ -15,12 +15,11 @@ Checks (`agent.check`), each writing its numbers to metrics.json:
 - sac_smoke (MTF ch. 8): one soft actor-critic train step on a random batch with the book's dummy
   critic; the losses are random (not reproducible), the check is that they are finite;
 - himmelblau (BDL ch. 7 §7.8, FX-OPT-1/2): plain gradient descent x -= lr·∇f(x) on Himmelblau's function
-  f(x, y) = (x² + y − 11)² + (x + y² − 7)² from `start`, `steps` steps; float32. Metrics opt/point,
-  opt/x, opt/y, opt/f; the TensorBoard curve opt/f every `log_every` steps.
+  f(x, y) = (x² + y − 11)² + (x + y² − 7)² from `start`, `steps` steps (the run session's unit; resumable);
+  float32. Metrics opt/point, opt/x, opt/y, opt/f; the TensorBoard curve opt/f every `log_every` steps.
 The first four report `check/...` and `check/passed` (also in check.txt of the run directory).
 """
 import math
-import time
 from dataclasses import dataclass, field
 from typing import List
 
@@ -29,6 +28,7 @@ import numpy as np
 import core
 from core import nn, optim
 from core.distributions import Normal
+from core.runtime.config import config_object
 
 CHECKS = ("dqn_loss", "replay_buffer_demo", "qcnn_params", "sac_smoke", "himmelblau")
 MAIN_METRIC = "check/passed"
@@ -224,46 +224,52 @@ def himmelblau(point):
     return (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2
 
 
-def minimize_himmelblau(args: Config, run) -> dict:
+def minimize_himmelblau(args: Config, cfg, run) -> dict:
     """BDL ch. 7's descent: `args.steps` plain gradient steps from `args.start`; resumable."""
-    point = nn.Parameter(core.tensor(list(args.start), device=run.device))
+    params = nn.ParameterDict({"point": nn.Parameter(core.tensor(list(args.start), device=run.device))})
+    point = params["point"]
     opt = optim.SGD([point], lr=args.lr)
-    step, started = 0, time.perf_counter()
-    if run.resume_state is not None:
-        point.data[...] = core.tensor(run.resume_state["point"], device=run.device).data
-        opt.load_state_dict(run.resume_state["optimizer"])
-        step = run.resume_state["step"]
+    session = run.session("himmelblau", "steps", args.steps, checkpoint_every=cfg.get("checkpoint_every"))
+    session.track(params=params, optimizer=opt)
     value = himmelblau(point)
-    while step < args.steps and not run.should_stop():
+    while session.running():
         opt.zero_grad()
         value.backward()
         opt.step()
-        step += 1
         value = himmelblau(point)
-        run.check_finite("opt/f", value.item(), step)
+        step = session.progress + 1
+        run.check_finite("opt/f", value.item(), step)  # the step just taken (the session counts it below)
         if step % args.log_every == 0 or step == 1:
-            run.logger.scalar("opt/f", value.item(), step)
-    run.checkpoints.save({"point": point.detach().numpy(), "optimizer": opt.state_dict(), "step": step}, step)
+            session.log({"opt/f": value.item()}, step)
+        session.advance(1)
     x, y = point.detach().numpy().tolist()
-    return {"opt/point": [x, y], "opt/x": x, "opt/y": y, "opt/f": value.item(), "train/steps": step,
-            "time/wall_s": time.perf_counter() - started}
+    return session.finish({"opt/point": [x, y], "opt/x": x, "opt/y": y, "opt/f": value.item()})
 
 
-def train(cfg, run):
-    args = cfg.agent
-    if args.check == "himmelblau":
-        return minimize_himmelblau(args, run)
-    start = time.perf_counter()
+def run_check(args: Config, seed, run) -> dict:
+    """One of the one-shot checks; its numbers also go to check.txt and TensorBoard."""
     if args.check == "dqn_loss":
         metrics = dqn_loss_check()
     elif args.check == "replay_buffer_demo":
-        metrics = replay_buffer_demo_check(cfg.seed)
+        metrics = replay_buffer_demo_check(seed)
     elif args.check == "qcnn_params":
         metrics = qcnn_params_check()
     else:
-        metrics = sac_smoke_check(cfg.seed)
+        metrics = sac_smoke_check(seed)
     lines = [f"{key}: {value}" for key, value in sorted(metrics.items())]
     run.logger.text("check/result", "<pre>" + "\n".join(lines) + "</pre>")
     (run.dir / "check.txt").write_text("\n".join(lines) + "\n")
     run.logger.scalar("check/passed", metrics["check/passed"], 0)
-    return {**metrics, "check/name": args.check, "time/wall_s": time.perf_counter() - start}
+    return {**metrics, "check/name": args.check}
+
+
+def train(cfg, run):
+    args = config_object(Config, cfg.agent)
+    if args.check == "himmelblau":
+        return minimize_himmelblau(args, cfg, run)
+    session = run.session(args.check, "checks", 1)
+    session.track()
+    if session.running():  # a resumed finished check reports its saved numbers
+        session.extra["metrics"] = run_check(args, cfg.seed, run)
+        session.advance(1)
+    return session.finish(session.extra.get("metrics"))

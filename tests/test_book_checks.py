@@ -86,3 +86,12 @@ def test_the_himmelblau_preset_runs_through_the_cli(tmp_path):
     assert metrics["opt/point"] == [3.584428310394287, -1.8481264114379883]  # the float32 point, as before the move
     assert metrics["status"] == "completed"
     assert len(read_run(tmp_path).scalars["opt/f"]) == 200  # the preset's curve: every step
+
+
+def test_a_resumed_finished_check_reports_its_numbers_without_running_again(tmp_path):
+    first = run(tmp_path, make_cfg(check="replay_buffer_demo"))
+    (tmp_path / "check.txt").unlink()
+    again = run(tmp_path, make_cfg(check="replay_buffer_demo"), resume=str(tmp_path))
+    assert not (tmp_path / "check.txt").exists()  # the check did not run again
+    first.pop("time/wall_s"), again.pop("time/wall_s")
+    assert again == first and again["train/checks"] == 1 and again["check/passed"] == 1.0

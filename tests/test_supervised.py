@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import core
+from core.runtime.config import config_object
 from core.runtime.events import read_run
 from core.runtime.run import ConfigError, Run
 from gans import supervised as S
@@ -44,14 +45,15 @@ MLP = [layer("flatten"), layer("dense", units=64, **RELU), layer("dense", units=
     (["model=supervised", "dataset=digits"], "SGD", 0.01),  # HOML ch. 10's default
     (["experiment=bdl9-l2-moons"], "Adam", 1e-3),  # names only the optimizer: Keras' default lr, not SGD's
     (["experiment=bdl8-mlp-mnist-fit"], "Adam", 0.01),  # a preset's own lr wins
+    (["experiment=bdl8-mlp-mnist-fit", "optim=rmsprop"], "RMSprop", 1e-3),  # an optim group replaces the model's
 ])
-def test_a_preset_without_lr_gets_keras_default_for_its_optimizer(overrides, optimizer, lr):
+def test_a_preset_gets_keras_default_lr_unless_it_or_an_optim_group_sets_one(overrides, optimizer, lr):
     from hydra import compose, initialize_config_dir
     from scripts import train as cli
     cli.register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    opt = S.make_optimizer(S.model_config(cfg), [core.nn.Parameter(core.tensor([1.0]))])
+    opt = S.make_optimizer(config_object(S.Config, cfg.model), [core.nn.Parameter(core.tensor([1.0]))], cfg.optim)
     assert type(opt).__name__ == optimizer and opt.param_groups[0]["lr"] == lr
 
 
@@ -147,28 +149,47 @@ def test_anomaly_scores_mc_dropout_and_best_weights(tmp_path):
 
 
 class StopAfter(Run):
-    """A run that receives Ctrl-C after `steps` training steps."""
+    """A run that receives Ctrl-C after `steps` training steps (counted by the loss check each step makes)."""
 
     def __init__(self, *args, steps, **kwargs):
         super().__init__(*args, **kwargs)
-        self.calls, self.steps = 0, steps
+        self.checks, self.steps = 0, steps
 
-    def should_stop(self):
-        self.calls += 1
-        return self.calls > self.steps
+    def check_finite(self, name, value, step):
+        super().check_finite(name, value, step)
+        self.checks += 1
+        if self.checks == self.steps:
+            self.request_stop()
 
 
-def test_resuming_after_ctrl_c_mid_epoch_ends_like_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("checkpoint_every,steps_per_epoch,stop", [
+    (0, None, 40),  # 26 steps per epoch: stops in epoch 2
+    (1, 20, 30),  # epochs of 20 steps across passes of 26 batches; the stop's checkpoint replaces epoch 1's
+])
+def test_resuming_after_ctrl_c_mid_epoch_ends_like_an_uninterrupted_run(tmp_path, checkpoint_every, steps_per_epoch,
+                                                                         stop):
     dataset = {"name": "digits"}
     layers = [layer("flatten"), layer("dropout", rate=0.3), *MLP[1:]]  # dropout draws from the global stream
-    model = dict(layers=layers, optimizer="adam", batch_size=50, random_flip=True, validation_split=0.1, epochs=3)
+    model = dict(layers=layers, optimizer="adam", batch_size=50, random_flip=True, validation_split=0.1, epochs=3,
+                 steps_per_epoch=steps_per_epoch, checkpoint_every=checkpoint_every)
     whole = train(tmp_path, dataset, name="whole", **model)
-    with StopAfter(tmp_path / "part", seed=0, quiet=True, steps=40) as run:  # 26 steps per epoch: stops in epoch 2
+    with StopAfter(tmp_path / "part", seed=0, quiet=True, steps=stop) as run:
         stopped = S.train(run_config(dataset, **model), run)
-    assert stopped["train/steps"] == 40 and "test/accuracy" not in stopped
+    assert stopped["train/steps"] == stop and "test/accuracy" not in stopped
+    assert core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")["session"]["extra"]["steps"] == stop
     resumed = train(tmp_path, dataset, name="part", resume=str(tmp_path / "part"), **model)
     for key in ("test/accuracy", "test/loss", "val/loss", "train/loss", "train/steps"):
         assert resumed[key] == whole[key], key
+
+
+def test_an_early_stopped_run_stays_stopped_when_resumed(tmp_path):
+    model = dict(task="regression", loss="mse", layers=[layer("dense", units=8, **RELU), layer("dense", units=1)],
+                 optimizer="sgd", lr=0.05, epochs=40, test_fraction=0.25, validation_split=0.25, standardize=True,
+                 early_stopping_patience=2)
+    first = train(tmp_path, {"name": "diabetes", "target_scale": 0.01}, **model)
+    assert first["train/epochs"] < 40
+    resumed = train(tmp_path, {"name": "diabetes", "target_scale": 0.01}, resume=str(tmp_path / "run"), **model)
+    assert resumed["train/epochs"] == first["train/epochs"] and resumed["test/mse"] == first["test/mse"]
 
 
 # ----- presets through the CLI -----

@@ -362,7 +362,7 @@ def make_optimizer(args: Config, params, optim_cfg=None):
     """The model's optimizer with Keras' defaults where lr / rho are null; an `optim=<name>` group in the run
     config replaces it."""
     if optim_cfg is not None:
-        return optim.create(params, **_plain(optim_cfg))
+        return optim.create(params, **plain(optim_cfg))
     name = args.optimizer
     lr = args.lr if args.lr is not None else KERAS_LR[name]
     rho = args.rho if args.rho is not None else KERAS_RHO.get(name)

@@ -1,5 +1,5 @@
-"""What A2C, PPO and A3C share: actor-critic networks, policies, config checks, envs, the losses'
-small pieces, vectorized evaluation and the run session (rollouts are in agents/rollout.py).
+"""What A2C, PPO and A3C share: actor-critic networks, policies, config checks, envs, vectorized
+evaluation and the run session (rollouts, advantages and returns are in agents/rollout.py).
 
     model = ActorCritic(obs_dim, action_dim, "categorical", hidden=[64, 64], shared=False)
     session = agent_session(run, cfg, args, "ppo", model, device)   # env steps, evaluation of `model`
@@ -272,22 +272,6 @@ def make_envs(env_cfg, num_envs, seed, device="cpu", vectorization=None, evaluat
     return make_vector_env(env_cfg.id, num_envs, seed=seed, vectorization=vectorization or env_cfg.vectorization,
                            device=device, autoreset_mode="same_step",
                            native_dtype=env_cfg.get("native_dtype", "float64"), **options)
-
-
-# ----- loss pieces -----
-def normalize(x, eps=1e-8):
-    """(x − mean) / (std + eps) of an array, with the sample std (ddof 1) as SB3 and CleanRL use;
-    a single element is only centred."""
-    if x.size < 2:
-        return x - x.mean()
-    return (x - x.mean()) / (x.std(ddof=1) + eps)
-
-
-def explained_variance(predictions, targets):
-    """1 − Var(targets − predictions) / Var(targets): 1 is perfect, 0 no better than the mean; nan
-    when the targets are constant."""
-    var = float(targets.var())
-    return float("nan") if var == 0 else 1.0 - float((targets - predictions).var()) / var
 
 
 # ----- evaluation -----

@@ -43,9 +43,10 @@ import numpy as np
 
 import core.functional as F
 from agents.actor_critic import (agent_session, check_actor_critic_config, check_each, check_vectorization,
-                                 derive_seed, explained_variance, log_episodes, lr_schedule, make_policy, normalize,
-                                 parameter_groups, with_one_blas_thread)
-from agents.rollout import collect_rollout, compute_gae, start_rollouts, valid_indices
+                                 derive_seed, log_episodes, lr_schedule, make_policy, parameter_groups,
+                                 with_one_blas_thread)
+from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
+                            valid_indices)
 from core import optim
 from core.backend import get_array_module, to_device
 from core.runtime.config import config_object

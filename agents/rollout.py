@@ -1,5 +1,6 @@
 """On-policy rollouts of the actor-critic agents (A2C, PPO, A3C's workers): their storage, their
-collection from a vector env, and the advantages and returns computed from them.
+collection from a vector env, the advantages and returns computed from them, their standardisation
+and the critic's explained variance.
 
     model, stepper, buffer, generator = start_rollouts(cfg, args, device, "PPO")
     episodes = collect_rollout(stepper, model, buffer, generator)          # fills buffer, steps the envs
@@ -132,3 +133,18 @@ def valid_indices(buffer):
     if bool(to_device(valid.all(), "cpu")):
         return None
     return get_array_module(valid).flatnonzero(valid)
+
+
+def normalize(x, eps=1e-8):
+    """(x − mean) / (std + eps) of an array, with the sample std (ddof 1) as SB3 and CleanRL use;
+    a single element is only centred."""
+    if x.size < 2:
+        return x - x.mean()
+    return (x - x.mean()) / (x.std(ddof=1) + eps)
+
+
+def explained_variance(predictions, targets):
+    """1 − Var(targets − predictions) / Var(targets): 1 is perfect, 0 no better than the mean; nan
+    when the targets are constant."""
+    var = float(targets.var())
+    return float("nan") if var == 0 else 1.0 - float((targets - predictions).var()) / var

@@ -14,26 +14,25 @@ with RMSprop (PyTorch's form, alpha 0.99, eps `rms_prop_eps`: SB3's A2C) or Adam
 gradient clipping at `max_grad_norm`. Truncated episodes bootstrap from the value of their true
 final observation; terminated ones do not. `anneal_lr` decays the learning rate linearly to 0
 (core.optim.lr_scheduler). A3C (agents/a3c.py) computes its gradients with this loss too.
+Logged about every 1000 env steps: losses/{policy_loss, value_loss, entropy, explained_variance},
+charts/{learning_rate, SPS, episodic_return, episodic_length}.
 
-Envs, evaluation, checkpoints and resume work as in agents/ppo.py (see there).
+Envs, evaluation (`eval_every` env steps, `target_return`), checkpoints (every `checkpoint_every`
+env steps, default 100,000) and resume (bitwise exact on CPU) work as in agents/ppo.py (see there).
 """
 import math
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from omegaconf import OmegaConf
-
-import core
 import core.functional as F
-from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
-                                 compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, lr_schedule, make_policy, normalize, one_blas_thread,
-                                 parameter_groups, training_envs, valid_indices)
+from agents.actor_critic import (agent_session, check_actor_critic_config, check_each, check_one_of,
+                                 check_vectorization, log_episodes, lr_schedule, make_policy, parameter_groups,
+                                 with_one_blas_thread)
+from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
+                            valid_indices)
 from core import optim
-from core.runtime.run import get_rng_state, set_rng_state
+from core.runtime.config import config_object
 from core.tensor import Tensor
-from envs import EpisodeStats, VectorStepper
 
 __all__ = ["Config", "train", "make_policy"]
 OPTIMIZERS = ("rmsprop", "adam")
@@ -64,17 +63,16 @@ class Config:
     shared: bool = False
     distribution: str = "auto"             # auto | categorical | gaussian
     log_std_init: float = 0.0
+    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
+    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     eval_greedy: bool = True
 
     def validate(self):
         check_actor_critic_config(self)
-        if self.num_envs is not None and self.num_envs < 1:
-            raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
-        if self.vectorization not in (None, "sync", "async", "native"):
-            raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
+        check_each(self, ("num_envs",), ">= 1 or null", lambda value: value is None or value >= 1)
+        check_vectorization(self)
         check_each(self, ("gamma", "gae_lambda"), "in [0, 1]", lambda value: 0 <= value <= 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"agent.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        check_one_of(self, "optimizer", OPTIMIZERS)
         check_each(self, ("rms_prop_eps",), "> 0", lambda value: value > 0)
         check_each(self, ("critic_lr",), "a positive finite number or null",
                    lambda value: value is None or (value > 0 and math.isfinite(value)))
@@ -106,103 +104,45 @@ def a2c_loss(model, buffer, advantages, returns, args):
     return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
 
+@with_one_blas_thread
 def train(cfg, run):
-    with one_blas_thread():
-        return _train(cfg, run)
-
-
-def _train(cfg, run):
-    args = OmegaConf.to_object(cfg.agent)  # the Config dataclass: plain attribute reads in the hot loop
+    args = config_object(Config, cfg.agent)  # plain attribute reads in the hot loop
     device = run.device
-    core.manual_seed(cfg.seed)
-    envs = training_envs(cfg, args, device)
-    rollout_size = args.num_steps * envs.num_envs
-    model = build_model(args, envs.single_observation_space, envs.single_action_space, "A2C",
-                        core.Generator(derive_seed(cfg.seed, "init"))).to(device)
+    model, stepper, buffer, action_generator = start_rollouts(cfg, args, device, "A2C")
+    rollout_size = args.num_steps * buffer.num_envs
     params = list(model.parameters())
     optimizer = make_optimizer(args, model)
-    action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
-    stepper = VectorStepper(envs)
-    stepper.reset(seed=cfg.seed)
-    buffer = RolloutBuffer(args.num_steps, envs, device)
-    num_iterations = math.ceil(args.total_timesteps / rollout_size)
-    scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
-    iteration = global_step = episodes = 0
-    wall_before = 0.0
-    finished = []  # episodes that ended since the last log line
-
-    if run.resume_state is not None:
-        state = run.resume_state
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        action_generator.set_state(state["action_generator"])
-        stepper.load_state_dict(state["stepper"])
-        set_rng_state(state["rng"])
-        iteration, global_step, episodes = state["iteration"], state["global_step"], state["episodes"]
-        wall_before = state["wall_s"]
-        finished = [EpisodeStats(*episode) for episode in state["unlogged_episodes"]]
-
-    start, start_step = time.perf_counter(), global_step
-    saved_iteration = None
-
-    def wall():
-        return wall_before + time.perf_counter() - start
-
-    def checkpoint():
-        nonlocal saved_iteration
-        run.checkpoints.save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "action_generator": action_generator.get_state(), "stepper": stepper.state_dict(),
-            "rng": get_rng_state(), "iteration": iteration, "global_step": global_step, "episodes": episodes,
-            "wall_s": wall(), "unlogged_episodes": [list(episode) for episode in finished],
-        }, iteration)
-        saved_iteration = iteration
-
+    scheduler = lr_schedule(optimizer, args.anneal_lr, math.ceil(args.total_timesteps / rollout_size))
     log_every = max(1, 1000 // rollout_size)  # A2C's iterations are tiny: log about every 1000 steps
-    bar = run.logger.progress(num_iterations * rollout_size, "a2c")
-    bar.update(global_step)
-    episode_budget = args.total_episodes if args.total_episodes is not None else math.inf
-    while iteration < num_iterations and episodes < episode_budget and not run.should_stop():
-        lr = scheduler.get_last_lr()[0]
 
-        ended = collect_rollout(stepper, model, buffer, action_generator, device)
-        finished += ended
-        episodes += len(ended)
-        global_step += rollout_size
+    session = agent_session(run, cfg, args, "a2c", model, device)
+    session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
+                  stepper=stepper)
+    unlogged = session.extra.setdefault("unlogged_episodes", [])  # (return, length) of those ended since the last log
+    while session.running():
+        lr = scheduler.get_last_lr()[0]
+        finished = collect_rollout(stepper, model, buffer, action_generator, device)
+        unlogged += [list(episode) for episode in finished]
         advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values, buffer.terminated,
                                           buffer.truncated, args.gamma, args.gae_lambda)
         loss, parts = a2c_loss(model, buffer, advantages, returns, args)
-        run.check_finite("losses/loss", loss, global_step)  # before the update touches the weights
+        session.check_finite("losses/loss", loss)  # before the update touches the weights
         optimizer.zero_grad()
         loss.backward()
         if args.max_grad_norm:
             optim.clip_grad_norm_(params, args.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        iteration += 1
 
-        if iteration % log_every == 0 or iteration == num_iterations:
-            mean_return = log_episodes(run, finished, global_step)
-            finished = []
-            run.logger.scalars({f"losses/{name}": value for name, value in parts.items()}, global_step)
-            run.logger.scalars({
-                "losses/explained_variance": explained_variance(buffer.values, returns),
-                "charts/learning_rate": lr,
-                "charts/SPS": (global_step - start_step) / (time.perf_counter() - start)}, global_step)
-            run.log_histograms(model, global_step)
-            bar.update(global_step - bar.n)
+        step = session.progress + rollout_size
+        if (session.iterations + 1) % log_every == 0 or step >= args.total_timesteps:
+            mean_return = log_episodes(run, unlogged, step)
+            unlogged.clear()
+            session.log({f"losses/{name}": value for name, value in parts.items()}, step)
+            session.log({"losses/explained_variance": explained_variance(buffer.values, returns),
+                         "charts/learning_rate": lr, "charts/SPS": session.sps()}, step)
+            run.log_histograms(model, step)
             if mean_return is not None:
-                bar.set_postfix(ret=mean_return)
-        if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
-            checkpoint()
-    bar.close()
-    if saved_iteration != iteration:
-        checkpoint()
-    metrics = {"train/env_steps": global_step, "train/episodes": episodes, "train/iterations": iteration,
-               "time/wall_s": wall()}
-    if run.should_stop():
-        return metrics
-    metrics.update(evaluation_metrics(model, evaluation_envs(cfg, args, device), cfg, args, device))
-    run.logger.scalars({k: v for k, v in metrics.items() if k.startswith("eval/")}, global_step)
-    return metrics
+                session.show(ret=mean_return)
+        session.advance(rollout_size, episodes=len(finished))
+    return session.finish()

@@ -1,31 +1,15 @@
-"""What A2C, PPO and A3C share: actor-critic networks, policies, rollout storage, GAE and n-step
-returns, losses' small pieces and vectorized evaluation.
+"""What A2C, PPO and A3C share: actor-critic networks, policies, config checks, envs, vectorized
+evaluation and the run session (rollouts, advantages and returns are in agents/rollout.py).
 
     model = ActorCritic(obs_dim, action_dim, "categorical", hidden=[64, 64], shared=False)
-    buffer = RolloutBuffer(num_steps, stepper.envs)
-    episodes = collect_rollout(stepper, model, buffer, generator)          # fills buffer, steps the envs
-    advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values,
-                                      buffer.terminated, buffer.truncated, gamma, gae_lambda)
-
-Termination vs truncation. Every stored step t has `next_values[t]` = V(the observation its action
-led to), and the two flags decide how it is used:
-- terminated: the episode really ended, the future is worth 0: δ_t = r_t − V(s_t);
-- truncated (time limit): the episode was cut, the future is still worth V(s'_t), where s'_t is the
-  true final observation (never the reset one): δ_t = r_t + γ·V(s'_t) − V(s_t);
-- either one ends the GAE / n-step chain: nothing flows back from the next episode.
-collect_rollout fills next_values with V(obs_{t+1}) (the next stored step's value) and, at truncated
-steps, with V(true final observation), computed when the truncation happens.
-
-Steps that are not transitions (gymnasium's NEXT_STEP autoreset: the step that only resets an env)
-have `valid` False; they stay in the arrays so the time axis is regular, and the agents drop them
-before any loss (`valid_indices`). The agents create their envs with SAME_STEP autoreset, where
-every step is valid and no env step is wasted.
+    session = agent_session(run, cfg, args, "ppo", model, device)   # env steps, evaluation of `model`
 
 Policies: `Categorical` over logits for Discrete action spaces, `DiagonalNormal` (a state-independent
 learned log-std, as in SB3 and CleanRL) for 1-D Box action spaces; Gaussian actions are clipped to
 the space's bounds only when sent to the env (the stored action and its log-prob are the sampled ones).
 """
 import contextlib
+import functools
 import math
 import zlib
 
@@ -37,7 +21,7 @@ import core.functional as F
 from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
 from agents.networks import ACTIVATIONS, INITS, linear_params, mlp
 from core import nn
-from core.backend import array_module, get_array_module, to_device
+from core.backend import get_array_module, to_device
 from core.distributions import Categorical, Normal
 from core.optim import lr_scheduler
 from core.ops import log_softmax, where
@@ -46,6 +30,7 @@ from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
 
 DISTRIBUTIONS = ("auto", "categorical", "gaussian")
+CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 
 
 # ----- config checks -----
@@ -57,17 +42,30 @@ def check_each(args, names, allowed, ok):
             raise ValueError(f"agent.{name} must be {allowed}, got {value}")
 
 
+def check_one_of(args, name, allowed):
+    """ValueError when `agent.<name>` is not one of `allowed`."""
+    if getattr(args, name) not in allowed:
+        raise ValueError(f"agent.{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+
+
+def check_vectorization(args, allowed=("sync", "async", "native")):
+    """ValueError when `agent.vectorization` is neither one of `allowed` nor null."""
+    if args.vectorization not in (None, *allowed):
+        raise ValueError(f"agent.vectorization must be {', '.join(allowed)} or null, got {args.vectorization!r}")
+
+
 def check_actor_critic_config(args):
-    """The checks A2C, PPO and A3C share: step budget, learning rate, loss weights, network, policy."""
+    """The checks A2C, PPO and A3C share: budgets, learning rate, loss weights, network, policy, evaluation."""
     check_each(args, ("total_timesteps", "num_steps"), ">= 1", lambda value: value >= 1)
     check_each(args, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
     check_each(args, ("lr",), "a positive finite number", lambda value: value > 0 and math.isfinite(value))
-    check_each(args, ("ent_coef", "vf_coef", "max_grad_norm"), ">= 0", lambda value: value >= 0)
+    check_each(args, ("ent_coef", "vf_coef", "max_grad_norm", "eval_every"), ">= 0", lambda value: value >= 0)
     if any(width < 1 for width in args.hidden) or (args.shared and not args.hidden):
         raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(args.hidden)}")
     for name, allowed in (("activation", ACTIVATIONS), ("init", INITS), ("distribution", DISTRIBUTIONS)):
-        if getattr(args, name) not in allowed:
-            raise ValueError(f"agent.{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+        check_one_of(args, name, allowed)
+    if args.target_return is not None and args.eval_every < 1:
+        raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
 # ----- seeds -----
@@ -276,115 +274,6 @@ def make_envs(env_cfg, num_envs, seed, device="cpu", vectorization=None, evaluat
                            native_dtype=env_cfg.get("native_dtype", "float64"), **options)
 
 
-# ----- rollouts -----
-class RolloutBuffer:
-    """`num_steps` steps of a vector env, arrays of shape (num_steps, num_envs, ...) on `device`:
-    obs, actions, logprobs, values, rewards, next_values, terminated, truncated, valid."""
-
-    def __init__(self, num_steps, envs, device="cpu"):
-        xp = array_module(device)
-        n = envs.num_envs
-        space = envs.single_action_space
-        discrete = isinstance(space, gym.spaces.Discrete)
-        self.num_steps, self.num_envs = num_steps, n
-        self.obs = xp.zeros((num_steps, n, *envs.single_observation_space.shape), dtype=np.float32)
-        self.actions = xp.zeros((num_steps, n, *(() if discrete else space.shape)),
-                                dtype=np.int64 if discrete else np.float32)
-        for name in ("logprobs", "values", "rewards", "next_values"):
-            setattr(self, name, xp.zeros((num_steps, n), dtype=np.float32))
-        for name in ("terminated", "truncated", "valid"):
-            setattr(self, name, xp.zeros((num_steps, n), dtype=bool))
-
-
-def collect_rollout(stepper, model, buffer, generator, device="cpu"):
-    """Fill `buffer` with `buffer.num_steps` steps of `model`'s stochastic policy on `stepper`
-    (an envs.VectorStepper already reset); actions are drawn with `generator` (a core.Generator).
-    The model and the buffer live on `device`, the envs wherever they are (arrays move between the
-    two when they differ). Returns the episodes that ended meanwhile (envs.EpisodeStats)."""
-    action_space = stepper.envs.single_action_space
-    env_device = getattr(stepper.envs, "device", "cpu")
-    for t in range(buffer.num_steps):
-        obs = to_device(stepper.obs, device)
-        actions, logprobs, values = model.act(obs, generator)
-        step = stepper.step(env_actions(to_device(actions, env_device), action_space))
-        buffer.obs[t] = obs
-        buffer.actions[t] = actions
-        buffer.logprobs[t] = logprobs
-        buffer.values[t] = values
-        buffer.rewards[t] = to_device(step.reward, device)
-        buffer.terminated[t] = to_device(step.terminated, device)
-        buffer.truncated[t] = to_device(step.truncated, device)
-        buffer.valid[t] = to_device(step.valid, device)
-        # a truncated episode is worth V(its true final observation): computed now, while we have it
-        if to_device(step.truncated, "cpu").any():
-            with core.no_grad():
-                buffer.next_values[t] = model.value(as_batch(to_device(step.next_obs, device))).data
-    with core.no_grad():
-        last_value = model.value(as_batch(to_device(stepper.obs, device))).data
-    xp = get_array_module(buffer.values)
-    following = xp.concatenate([buffer.values[1:], last_value[None]])
-    buffer.next_values[...] = xp.where(buffer.truncated, buffer.next_values, following)
-    return stepper.pop_finished_episodes()
-
-
-def compute_gae(rewards, values, next_values, terminated, truncated, gamma, gae_lambda):
-    """GAE(λ) advantages and λ-returns (advantages + values), arrays (T, N) in time order.
-
-    δ_t = r_t + γ·(1 − terminated_t)·next_values_t − values_t
-    A_t = δ_t + γ·λ·(1 − done_t)·A_{t+1},  done = terminated | truncated,  A_T = 0
-    (λ = 1 gives the n-step returns of `n_step_returns`, λ = 0 the one-step TD targets)."""
-    dtype = values.dtype
-    deltas = rewards + gamma * (1 - terminated.astype(dtype)) * next_values - values
-    carry = (gamma * gae_lambda) * (1 - (terminated | truncated).astype(dtype))
-    advantages = get_array_module(values).empty_like(values)
-    running = 0.0
-    for t in reversed(range(len(values))):
-        running = deltas[t] + carry[t] * running
-        advantages[t] = running
-    return advantages, advantages + values
-
-
-def n_step_returns(rewards, next_values, terminated, truncated, gamma):
-    """Bootstrapped discounted returns of a rollout, arrays (T, N): R_t = r_t + γ·(1 − terminated_t)·B_t
-    where B_t = next_values_t at the last step or where the episode ended (terminated or truncated),
-    else R_{t+1}. This is A3C's target: each step sums the rewards up to the rollout's (or the
-    episode's) end and bootstraps from the value there."""
-    dtype = next_values.dtype
-    xp = get_array_module(next_values)
-    continues = 1 - terminated.astype(dtype)
-    done = terminated | truncated
-    returns = xp.empty_like(next_values)
-    running = next_values[-1]
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + gamma * continues[t] * xp.where(done[t], next_values[t], running)
-        returns[t] = running
-    return returns
-
-
-def valid_indices(buffer):
-    """Flat (step-major) indices of the stored steps that are real transitions; None when all are."""
-    valid = buffer.valid.reshape(-1)
-    if bool(to_device(valid.all(), "cpu")):
-        return None
-    return get_array_module(valid).flatnonzero(valid)
-
-
-# ----- loss pieces -----
-def normalize(x, eps=1e-8):
-    """(x − mean) / (std + eps) of an array, with the sample std (ddof 1) as SB3 and CleanRL use;
-    a single element is only centred."""
-    if x.size < 2:
-        return x - x.mean()
-    return (x - x.mean()) / (x.std(ddof=1) + eps)
-
-
-def explained_variance(predictions, targets):
-    """1 − Var(targets − predictions) / Var(targets): 1 is perfect, 0 no better than the mean; nan
-    when the targets are constant."""
-    var = float(targets.var())
-    return float("nan") if var == 0 else 1.0 - float((targets - predictions).var()) / var
-
-
 # ----- evaluation -----
 def evaluate(model, envs, greedy=True, generator=None, seed=None, device="cpu"):
     """One episode in every env of the vector env `envs` (reset with `seed`), all stepped together;
@@ -418,6 +307,15 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
+def with_one_blas_thread(train):
+    """`train(cfg, run)` run inside `one_blas_thread()` (a decorator for an agent's train)."""
+    @functools.wraps(train)
+    def wrapped(cfg, run):
+        with one_blas_thread():
+            return train(cfg, run)
+    return wrapped
+
+
 def training_envs(cfg, args, device):
     """The training vector env: the env config, with the agent's `num_envs` / `vectorization` when
     the agent config sets them (a preset like the zoo's names its own env count). The envs live on
@@ -444,14 +342,33 @@ def evaluation_metrics(model, envs, cfg, args, device):
 
 
 def log_episodes(run, episodes, step):
-    """Mean return and length of the episodes that ended since the last call (one point per
-    iteration: a native env ends hundreds of episodes per iteration). Returns the mean return or None."""
+    """Mean return and length of `episodes` ((return, length) pairs such as envs.EpisodeStats: those
+    that ended since the last call; one point per log line, as a native env ends hundreds of episodes
+    per iteration). Returns the mean return or None."""
     if not episodes:
         return None
-    mean_return = float(np.mean([e.episodic_return for e in episodes]))
-    run.logger.scalars({"charts/episodic_return": mean_return,
-                        "charts/episodic_length": float(np.mean([e.length for e in episodes]))}, step)
+    returns, lengths = zip(*episodes)
+    mean_return = float(np.mean(returns))
+    run.logger.scalars({"charts/episodic_return": mean_return, "charts/episodic_length": float(np.mean(lengths))}, step)
     return mean_return
+
+
+def agent_session(run, cfg, args, name, model, device="cpu", snapshot=False):
+    """The run session of an actor-critic agent (core.runtime.session): `args.total_timesteps` env steps
+    and `args.total_episodes`, a checkpoint every `checkpoint_every` env steps (default CHECKPOINT_EVERY),
+    greedy evaluation of `model` every `args.eval_every` env steps and at the end, a stop at
+    `args.target_return`. `snapshot`: evaluate a copy of the weights taken when the evaluation starts
+    (A3C: the workers go on changing the shared ones meanwhile)."""
+    eval_envs = evaluation_envs(cfg, args, device)
+    evaluated = model.copy() if snapshot else model
+
+    def evaluate():
+        if snapshot:
+            evaluated.load_state_dict(model.state_dict())
+        return evaluation_metrics(evaluated, eval_envs, cfg, args, device)
+    return run.session(name, "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
+                       checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
+                       target=args.target_return, evaluate=evaluate)
 
 
 def make_policy(cfg, state, env, greedy=True, generator=None):

@@ -4,7 +4,7 @@
     python scripts/train.py agent=ppo_native env=cartpole   # the lab's fastest preset (native vectorized CartPole)
 
 Each iteration collects `num_steps` steps from each of the `num_envs` envs with the current
-stochastic policy (agents/actor_critic.py: collect_rollout), computes GAE(λ) advantages and
+stochastic policy (agents/rollout.py: collect_rollout), computes GAE(λ) advantages and
 λ-returns, then makes `n_epochs` passes over the rollout in shuffled minibatches of `batch_size`,
 minimising (SB3's form of the loss, which the zoo's settings were tuned for)
 
@@ -40,21 +40,18 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
-from omegaconf import OmegaConf
 
-import core
 import core.functional as F
-from agents.actor_critic import (RolloutBuffer, build_model, check_actor_critic_config, check_each, collect_rollout,
-                                 compute_gae, derive_seed, evaluation_envs, evaluation_metrics, explained_variance,
-                                 log_episodes, lr_schedule, make_policy, normalize, one_blas_thread,
-                                 parameter_groups, training_envs, valid_indices)
+from agents.actor_critic import (agent_session, check_actor_critic_config, check_each, check_vectorization,
+                                 derive_seed, log_episodes, lr_schedule, make_policy, parameter_groups,
+                                 with_one_blas_thread)
+from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
+                            valid_indices)
 from core import optim
 from core.backend import get_array_module, to_device
+from core.runtime.config import config_object
 from core.runtime.errors import ConfigError
 from core.tensor import Tensor
-from envs import VectorStepper
-
-CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 
 __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_ppo_loss"]
 
@@ -96,18 +93,13 @@ class Config:
     def validate(self):
         check_actor_critic_config(self)
         check_each(self, ("batch_size", "n_epochs"), ">= 1", lambda value: value >= 1)
-        if self.num_envs is not None and self.num_envs < 1:
-            raise ValueError(f"agent.num_envs must be >= 1 or null, got {self.num_envs}")
-        if self.vectorization not in (None, "sync", "async", "native"):
-            raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
+        check_each(self, ("num_envs",), ">= 1 or null", lambda value: value is None or value >= 1)
+        check_vectorization(self)
         check_each(self, ("gamma", "gae_lambda"), "in [0, 1]", lambda value: 0 <= value <= 1)
         check_each(self, ("clip_range", "adam_eps"), "> 0", lambda value: value > 0)
         check_each(self, ("clip_range_vf", "target_kl"), "> 0 or null", lambda value: value is None or value > 0)
-        check_each(self, ("eval_every",), ">= 0", lambda value: value >= 0)
         check_each(self, ("critic_lr",), "a positive finite number or null",
                    lambda value: value is None or (value > 0 and math.isfinite(value)))
-        if self.target_return is not None and self.eval_every < 1:
-            raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
 def _loss_options(batch, args):
@@ -185,36 +177,21 @@ def flatten_rollout(buffer, advantages, returns):
     return data if keep is None else {k: v[keep] for k, v in data.items()}
 
 
+@with_one_blas_thread
 def train(cfg, run):
-    with one_blas_thread():
-        return _train(cfg, run)
-
-
-def _train(cfg, run):
-    args = OmegaConf.to_object(cfg.agent)  # the Config dataclass: plain attribute reads in the hot loops
+    args = config_object(Config, cfg.agent)  # plain attribute reads in the hot loops
     device = run.device
-    core.manual_seed(cfg.seed)
-    envs = training_envs(cfg, args, device)
-    rollout_size = args.num_steps * envs.num_envs
+    model, stepper, buffer, action_generator = start_rollouts(cfg, args, device, "PPO")
+    rollout_size = args.num_steps * buffer.num_envs
     if args.batch_size > rollout_size:
         raise ConfigError(f"agent.batch_size {args.batch_size} is larger than a rollout (num_steps {args.num_steps} "
-                          f"x {envs.num_envs} envs = {rollout_size})")
-    model = build_model(args, envs.single_observation_space, envs.single_action_space, "PPO",
-                        core.Generator(derive_seed(cfg.seed, "init"))).to(device)
+                          f"x {buffer.num_envs} envs = {rollout_size})")
     optimizer = optim.Adam(parameter_groups(model, args.lr, args.critic_lr), lr=args.lr, eps=args.adam_eps)
-    action_generator = core.Generator(derive_seed(cfg.seed, "actions"))
     minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
-    stepper = VectorStepper(envs)
-    stepper.reset(seed=cfg.seed)
-    buffer = RolloutBuffer(args.num_steps, envs, device)
-    eval_envs = evaluation_envs(cfg, args, device)
     num_iterations = math.ceil(args.total_timesteps / rollout_size)
     scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
 
-    session = run.session("ppo", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
-                          checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
-                          target=args.target_return,
-                          evaluate=lambda: evaluation_metrics(model, eval_envs, cfg, args, device))
+    session = agent_session(run, cfg, args, "ppo", model, device)
     session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
                   minibatch_rng=minibatch_rng, stepper=stepper)
     while session.running():

@@ -9,7 +9,8 @@ from agent_runs import agent_cfg, last_model, train_agent
 
 import core
 from agents import a2c
-from agents.actor_critic import ActorCritic, RolloutBuffer
+from agents.actor_critic import ActorCritic, build_model
+from agents.rollout import RolloutBuffer
 from core.runtime.run import ConfigError
 from envs import make_vector_env
 
@@ -71,11 +72,17 @@ def test_an_episode_budget_stops_at_the_first_update_that_reaches_it(tmp_path):
     assert 10 <= metrics["train/episodes"] < 18 and metrics["train/env_steps"] < 5000  # one 8 x 5-step rollout past it
 
 
+def test_evaluations_every_eval_every_env_steps_stop_at_the_target(tmp_path):
+    # 8 envs x 5 steps: an evaluation after every 10th update; any CartPole policy returns >= 8
+    metrics = train(make_cfg(total_timesteps=100_000, eval_every=400, target_return=1.0), tmp_path)
+    assert metrics["train/to_target_steps"] == metrics["train/env_steps"] == 400
+
+
 def test_bad_input_fails_clearly(tmp_path):
     with pytest.raises(ConfigError, match=r"distribution='categorical' needs a Discrete action space, the env has Box"):
         train(make_cfg(env={"id": "Pendulum-v1"}, distribution="categorical"), tmp_path)
     with pytest.raises(ConfigError, match="A2C acts in Discrete or 1-D Box action spaces; the env has MultiBinary"):
-        a2c.build_model(a2c.Config(), gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiBinary(3), "A2C")
+        build_model(a2c.Config(), gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiBinary(3), "A2C")
     with pytest.raises(ValueError, match="agent.optimizer must be one of rmsprop, adam, got 'sgd'"):
         a2c.Config(optimizer="sgd").validate()
     with pytest.raises(ValueError, match="agent.num_steps must be >= 1"):

@@ -18,8 +18,9 @@ from gymnasium.envs.classic_control import CartPoleEnv
 from omegaconf import OmegaConf
 
 import core
-from agents import a3c
+from agents import a3c, a3c_workers
 from agents.actor_critic import lr_schedule
+from agents.workers import WorkerError, max_workers
 from core.runtime.run import ConfigError, Run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -67,12 +68,12 @@ def alive(pid):
 
 
 def test_worker_count_limits():
-    with pytest.raises(ValueError, match=rf"agent.num_workers must be between 1 and {a3c.max_workers()} "
+    with pytest.raises(ValueError, match=rf"agent.num_workers must be between 1 and {max_workers()} "
                                          rf"\(4 x the {os.cpu_count()} CPUs of this machine\), got 0"):
         a3c.Config(num_workers=0).validate()
-    with pytest.raises(ValueError, match=rf"got {a3c.max_workers() + 1}$"):
-        a3c.Config(num_workers=a3c.max_workers() + 1).validate()
-    a3c.Config(num_workers=a3c.max_workers()).validate()
+    with pytest.raises(ValueError, match=rf"got {max_workers() + 1}$"):
+        a3c.Config(num_workers=max_workers() + 1).validate()
+    a3c.Config(num_workers=max_workers()).validate()
     with pytest.raises(ValueError, match="agent.start_method must be one of spawn, forkserver, fork"):
         a3c.Config(start_method="thread").validate()
 
@@ -80,7 +81,7 @@ def test_worker_count_limits():
 @pytest.mark.parametrize("kind", ["adam", "rmsprop"])
 def test_the_optimizer_is_core_optims_from_the_config(kind):
     args = a3c.Config(optimizer=kind, lr=0.01, betas=[0.8, 0.9], alpha=0.9, eps=1e-6)
-    optimizer = a3c.make_optimizer(args, [core.nn.Parameter(np.zeros(3, np.float32))])
+    optimizer = a3c_workers.make_optimizer(args, [core.nn.Parameter(np.zeros(3, np.float32))])
     group = optimizer.param_groups[0]
     assert type(optimizer) is (core.optim.Adam if kind == "adam" else core.optim.RMSprop)
     assert group["lr"] == 0.01 and group["eps"] == 1e-6
@@ -92,9 +93,9 @@ def test_annealed_lr_falls_linearly_to_zero_over_all_workers_env_steps():
     steps = []
     for env_steps in (0, 500, 1000, 2000):
         param = core.nn.Parameter(np.zeros(3, np.float32))
-        optimizer = a3c.make_optimizer(args, [param])
+        optimizer = a3c_workers.make_optimizer(args, [param])
         scheduler = lr_schedule(optimizer, args.anneal_lr, args.total_timesteps)
-        a3c.apply_gradient(optimizer, scheduler, [np.ones(3, np.float32)], env_steps)
+        a3c_workers.apply_gradient(optimizer, scheduler, [np.ones(3, np.float32)], env_steps)
         steps.append(-param.data[0])  # RMSprop with alpha 0, eps 0: a step of lr
     np.testing.assert_allclose(steps, [0.1, 0.05, 0.0, 0.0], rtol=1e-6)
 
@@ -103,9 +104,9 @@ def test_the_parameter_server_steps_core_optim_with_each_pushed_gradient():
     # the Ray backend's two sides, called directly (no Ray needed): 10 rollouts of 20 steps use up 200 env steps
     cfg = make_cfg(num_steps=20, anneal_lr=True, total_timesteps=200)
     args = OmegaConf.to_object(cfg.agent)
-    worker = a3c.Worker(0, a3c.worker_spec(cfg, args, 0, (200, None)))
+    worker = a3c_workers.Worker(0, a3c_workers.worker_spec(cfg, args, 0, (200, None)))
     initial = [p.data.copy() for p in worker.params]
-    server = a3c.ParameterServer(args, initial, 1, (200, None))
+    server = a3c_workers.ParameterServer(args, initial, 1, (200, None))
     weights, stop, pushes = server.pull(), False, 0
     while not stop:
         grads, steps, finished, parts = worker.gradient(weights)
@@ -128,7 +129,7 @@ def test_workers_learn_cartpole_concurrently(tmp_path):
     # every worker kept updating while the others did: their update periods overlap
     first, last = metrics["a3c/worker_first_update_s"], metrics["a3c/worker_last_update_s"]
     assert max(first) < min(last)
-    assert metrics["train/updates"] == sum(updates)
+    assert metrics["train/iterations"] == sum(updates)  # the session counts every worker's updates
     state = core.load(tmp_path / "checkpoints" / "last.ckpt")
     act = a3c.make_policy(OmegaConf.create({"agent": OmegaConf.to_container(make_cfg().agent)}), state,
                           gym.make("CartPole-v1"))
@@ -141,27 +142,35 @@ def test_an_episode_budget_stops_the_workers(tmp_path):
     assert 30 <= metrics["train/episodes"] < 40 and metrics["train/env_steps"] < 5000
 
 
+def test_an_evaluation_that_reaches_the_target_stops_the_workers(tmp_path):
+    # eval_every counts all workers' env steps; any CartPole policy returns >= 8, so the first evaluation stops
+    metrics = train(make_cfg(total_timesteps=1_000_000, eval_every=2000, target_return=1.0), tmp_path)
+    assert 2000 <= metrics["train/to_target_steps"] < 4000 and metrics["train/env_steps"] < 50_000
+
+
 def test_a_crashing_worker_is_reported_not_hung_on(tmp_path):
     started = time.time()
-    with pytest.raises(a3c.WorkerError, match=r"(?s)A3C worker \d failed:.*RuntimeError: the env broke at step 31"):
+    with pytest.raises(WorkerError, match=r"(?s)A3C worker \d failed:.*RuntimeError: the env broke at step 31"):
         train(make_cfg(f"{__name__}:CrashingCartPole-v0", total_timesteps=10_000), tmp_path)
     assert time.time() - started < 60
     assert multiprocessing.active_children() == []  # every worker process was joined
 
 
 def test_stop_and_resume_finish_the_budget(tmp_path):
-    cfg = make_cfg(total_timesteps=4000, num_steps=10, checkpoint_every=20)
+    cfg = make_cfg(total_timesteps=4000, num_steps=10, checkpoint_every=200)  # env steps: about 20 updates
     with Run(tmp_path, config=OmegaConf.to_container(cfg), quiet=True) as run:
         run.should_stop = lambda: (tmp_path / "checkpoints" / "last.ckpt").exists()  # stop after the first one
         stopped = a3c.train(cfg, run)
     saved = core.load(tmp_path / "checkpoints" / "last.ckpt")
-    assert "eval/return_mean" not in stopped and 0 < saved["totals"]["env_steps"] < 4000
-    assert saved["generation"] == 0 and saved["totals"]["env_steps"] == stopped["train/env_steps"]
+    assert "eval/return_mean" not in stopped and 0 < saved["session"]["progress"] < 4000
+    assert saved["session"]["extra"]["generation"] == 0 and saved["session"]["progress"] == stopped["train/env_steps"]
     metrics = train(cfg, tmp_path, resume=tmp_path)
     resumed = core.load(tmp_path / "checkpoints" / "last.ckpt")
-    assert resumed["generation"] == 1 and metrics["train/env_steps"] >= 4000 and "eval/return_mean" in metrics
+    assert resumed["session"]["extra"]["generation"] == 1 and metrics["train/env_steps"] >= 4000
+    assert "eval/return_mean" in metrics
     # the shared step counts lost no update to the races between the workers
-    assert optimizer_steps(resumed) == metrics["train/updates"] > optimizer_steps(saved) == saved["totals"]["updates"]
+    assert optimizer_steps(resumed) == metrics["train/iterations"] > optimizer_steps(saved) \
+        == saved["session"]["iterations"]
 
 
 def optimizer_steps(checkpoint):

@@ -8,9 +8,10 @@ from omegaconf import OmegaConf
 
 import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
-from agents.actor_critic import (ActorCritic, RolloutBuffer, collect_rollout, compute_gae, derive_seed,
-                                 distribution_for, evaluate, explained_variance, make_envs, make_policy,
-                                 lr_schedule, n_step_returns, normalize, parameter_groups)
+from agents.actor_critic import (ActorCritic, derive_seed, distribution_for, evaluate, lr_schedule, make_envs,
+                                 make_policy, parameter_groups)
+from agents.rollout import (RolloutBuffer, collect_rollout, compute_gae, explained_variance, n_step_returns,
+                            normalize)
 from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env

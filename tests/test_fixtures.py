@@ -18,9 +18,9 @@ import pytest
 import core
 import core.functional as F
 from agents import dqn, reinforce, tabular
-from agents.actor_critic import n_step_returns
 from agents.buffers import ReplayBuffer
 from agents.networks import dueling_q
+from agents.rollout import n_step_returns
 from agents.schedules import epsilon_schedule, exponential_schedule, linear_schedule
 from core import nn, optim
 from core.metrics import Mean, Precision, Recall

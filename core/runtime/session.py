@@ -131,13 +131,14 @@ class Session:
         return (self.progress < self.total and self.episodes < self.episode_budget and self.to_target is None
                 and not self.run.should_stop())
 
-    def advance(self, amount, episodes=0):
-        """Count `amount` units of work (and the episodes that ended in them), then evaluate and
-        checkpoint when their cadence is due."""
+    def advance(self, amount, episodes=0, iterations=1):
+        """Count `amount` units of work (and the episodes that ended in them, and the trainer's
+        iterations: one per call, unless a trainer that polls work done elsewhere, as A3C's workers'
+        updates, counts them itself), then evaluate and checkpoint when their cadence is due."""
         before = self.progress
         self.progress += amount
         self.episodes += episodes
-        self.iterations += 1
+        self.iterations += iterations
         self._update_bar()
         if self.eval_every and self.progress // self.eval_every > before // self.eval_every:
             self.evaluate()

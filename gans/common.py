@@ -250,6 +250,7 @@ class Session:
         self.data_rng = np.random.default_rng([run.seed, 1])
         self.stopped = False
         self.last_losses = {}
+        self._unread = []  # (step, losses) of the steps whose losses were not read yet
         self.bar = None
         self.start_time = time.perf_counter()
         if run.resume_state is not None:
@@ -283,9 +284,10 @@ class Session:
         while not self.epoch_complete:
             if self.run.should_stop():
                 self.stopped = True
-                return
+                break
             yield self.batch_in_epoch
             self.batch_in_epoch += 1
+        self._read_losses()  # before the epoch's samples and checkpoint
 
     def batches(self):
         """Index arrays of the shuffled batches of the current epoch (full batches only, as the books'
@@ -303,21 +305,32 @@ class Session:
 
     # --- logging ---
     def log_step(self, losses: dict):
-        """Count one step; stop with a clear error on a non-finite loss (before any checkpoint of the bad
-        state); log to TensorBoard every `log_every` steps."""
+        """Count one step. Its losses stay where they are (no GPU step waits for the host) until every
+        `log_every`-th step and the end of the epoch; then they are read and checked in order (a non-finite
+        one stops the run with a clear error naming its step, before any sample or checkpoint of the bad
+        state), and the logged step's go to TensorBoard."""
         self.step += 1
-        values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
-        for tag, value in values.items():
-            self.run.check_finite(tag, value, self.step)
-        self.last_losses = values
+        self._unread.append((self.step, {tag: v.detach() if isinstance(v, core.Tensor) else v
+                                         for tag, v in losses.items()}))
         if self.step % self.args.log_every == 0 or self.step == 1:
-            self.run.logger.scalars(values, self.step)
-            self.bar.set_postfix({tag.split("/")[-1]: v for tag, v in values.items()})
+            self._read_losses()
+            self.run.logger.scalars(self.last_losses, self.step)
+            self.bar.set_postfix({tag.split("/")[-1]: v for tag, v in self.last_losses.items()})
         self.bar.update(1)
+
+    def _read_losses(self):
+        """Read the unread steps' losses to the host (one wait for a GPU) and check them in order."""
+        for step, losses in self._unread:
+            values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
+            for tag, value in values.items():
+                self.run.check_finite(tag, value, step)
+            self.last_losses = values
+        self._unread = []
 
     # --- checkpoints ---
     def checkpoint(self):
         """Save at the end of every `checkpoint_every`-th epoch, of the last one, and after Ctrl-C."""
+        self._read_losses()
         last = self.epoch == self.args.epochs - 1 and self.epoch_complete
         periodic = self.checkpoint_every and self.epoch_complete and (self.epoch + 1) % self.checkpoint_every == 0
         if last or periodic or self.stopped:
@@ -357,6 +370,7 @@ class Session:
     def finish(self, generate: Callable, conditional: bool = False) -> dict:
         """Final metrics: the last losses, counters, wall time, and (unless stopped early) the sample quality
         of `generate(n, rng)` (see `gans.quality.evaluate_quality`), also logged to TensorBoard."""
+        self._read_losses()
         metrics = dict(self.last_losses)
         if self.args.quality.enabled and not self.stopped:
             for module in self.modules.values():

@@ -236,10 +236,11 @@ def train(cfg, run) -> dict:
                 else:
                     real = batch(data.images, session.random_batch(size), device)
                     real_loss, fake_loss, gp = critic_step(C, opt_c, real, fakes(size), args, to_clip, bn_eval)
-                totals["losses/critic_real"] += real_loss.item() / args.n_critic
-                totals["losses/critic_fake"] += fake_loss.item() / args.n_critic
+                # float64 sums where the losses are (on a GPU no critic step waits for the host)
+                totals["losses/critic_real"] += real_loss.detach().double() / args.n_critic
+                totals["losses/critic_fake"] += fake_loss.detach().double() / args.n_critic
                 if gp is not None:
-                    totals["losses/gp"] += gp.item() / args.n_critic
+                    totals["losses/gp"] += gp.detach().double() / args.n_critic
             g_loss = generator_step(G, C, opt_g, draw_noise("normal", size, args.latent_size, device=device), bn_eval)
 
             critic_terms = totals["losses/critic_real"] + totals["losses/critic_fake"]

@@ -13,7 +13,6 @@ except Exception:  # ImportError, or a broken CUDA install
 _emu = None  # core.backend_emu, once device "emu" was asked for
 
 
-
 def cupy_available() -> bool:
     """True when cupy imports and sees at least one GPU."""
     if _cupy is None:
@@ -25,7 +24,7 @@ def cupy_available() -> bool:
 
 
 def parse_device(device) -> tuple[str, int]:
-    """'cpu' -> ('cpu', 0); 'cuda' / 'cuda:N' -> ('cuda', N)."""
+    """'cpu' -> ('cpu', 0); 'cuda' / 'cuda:N' -> ('cuda', N); 'emu' (the test stand-in) -> ('emu', 0)."""
     if device is None:
         return "cpu", 0
     text = str(device)
@@ -38,7 +37,7 @@ def parse_device(device) -> tuple[str, int]:
 
 
 def array_module(device):
-    """numpy for 'cpu', cupy for 'cuda[:N]' (raises when cupy or a GPU is missing)."""
+    """numpy for 'cpu', cupy for 'cuda[:N]' (raises when cupy or a GPU is missing), core.backend_emu for 'emu'."""
     kind, index = parse_device(device)
     if kind == "cpu":
         return np
@@ -49,7 +48,8 @@ def array_module(device):
             _emu = backend_emu
         return _emu
     if _cupy is None:
-        raise RuntimeError(f"device {device!r} needs cupy, which is not installed: pip install 'rlgen-lab[gpu]'")
+        raise RuntimeError(f"device {device!r} needs cupy, which is not installed: pip install 'rlgen-lab[gpu]' "
+                           "(CUDA 12) or 'rlgen-lab[gpu-cuda13]' (CUDA 13)")
     if not cupy_available():
         raise RuntimeError(f"device {device!r} requested but cupy sees no GPU")
     if index >= _cupy.cuda.runtime.getDeviceCount():

@@ -307,10 +307,10 @@ class _Generator:
     def __init__(self, seed):
         self._g = np.random.default_rng(seed)
 
-    def random(self, size=None, dtype=np.float64, out=None):
+    def random(self, size=None, dtype=np.float64):
         return ndarray(np.asarray(self._g.random(size, dtype=dtype)))
 
-    def standard_normal(self, size=None, dtype=np.float64, out=None):
+    def standard_normal(self, size=None, dtype=np.float64):
         return ndarray(np.asarray(self._g.standard_normal(size, dtype=dtype)))
 
     def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):

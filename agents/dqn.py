@@ -319,6 +319,9 @@ def _train(cfg, run):
     max_together = max(1, (64 << 20) // (2 * obs_bytes * args.batch_size))  # at most 64 MB of observations
 
     def learn(num_updates, step):
+        # the losses are summed where they are and read once per call: no update waits for a GPU, and a
+        # non-finite loss in any of them stops the run before the next checkpoint
+        loss_sum = 0.0
         while num_updates > 0:
             together = 1 if one_at_a_time else min(num_updates, max_together)
             if args.target_network and args.target_update_unit == "update":
@@ -334,16 +337,16 @@ def _train(cfg, run):
                     q_others = forward_in_chunks(target_net, as_input(batch.obs, device))
             for first in range(0, together * args.batch_size, args.batch_size):
                 rows = slice(first, first + args.batch_size)
-                gradient_step(batch.obs[rows], batch.actions[rows], targets[rows],
-                              batch.weights[rows] if args.prioritized else None, batch.indices[rows],
-                              q_others[rows] if args.regress_all_actions else None, step)
+                loss_sum = loss_sum + gradient_step(batch.obs[rows], batch.actions[rows], targets[rows],
+                                                    batch.weights[rows] if args.prioritized else None,
+                                                    batch.indices[rows], q_others[rows] if args.regress_all_actions
+                                                    else None, step)
             num_updates -= together
+        session.check_finite("losses/td_loss", loss_sum)
 
     def gradient_step(obs, actions, targets, weights, indices, q_others, step):
         loss, td_errors, q_taken = td_loss(q_net, obs, actions, targets, weights, args.loss, args.huber_delta, device,
                                            q_others)
-        loss_value = float(loss.data)
-        session.check_finite("losses/td_loss", loss_value)
         optimizer.zero_grad()
         loss.backward()
         if args.max_grad_norm:
@@ -356,8 +359,9 @@ def _train(cfg, run):
                 counters["updates"] % args.target_update_interval == 0:
             update_target(parameter_pairs, args.tau)
         if counters["updates"] % args.log_every == 0:
-            session.log({"losses/td_loss": loss_value, "losses/q_values": float(q_taken.mean()),
+            session.log({"losses/td_loss": float(loss.data), "losses/q_values": float(q_taken.mean()),
                          "charts/learning_rate": args.lr}, step)
+        return loss.data
 
     last_return = float("nan")
     while session.running():

@@ -50,7 +50,9 @@ class Generator:
         return self._out(self._rng(device).integers(low, high, size=shape), device, dtype)
 
     def permutation(self, n, device="cpu"):
-        return self._out(self._rng(device).permutation(n), device, np.int64)
+        if backend.parse_device(device)[0] == "cpu":
+            return self._out(self.np.permutation(n), device, np.int64)
+        return self._out(self._rng(device).random(n).argsort(), device, np.int64)  # cupy's Generator has no permutation
 
     def bernoulli(self, p, shape=None, device="cpu"):
         """1.0 with probability p (a float or a tensor of probabilities), else 0.0."""
@@ -61,8 +63,9 @@ class Generator:
     def categorical(self, logits, num_samples=None):
         """Sample class indices from unnormalised log-probabilities along the last axis
         (inverse CDF: one uniform draw per sample)."""
-        data = logits.data if isinstance(logits, Tensor) else np.asarray(logits)
+        data = logits.data if isinstance(logits, Tensor) else logits
         xp = backend.get_array_module(data)
+        data = data if xp is not np else np.asarray(data)  # a device array stays on its device
         z = data - data.max(axis=-1, keepdims=True)
         p = xp.exp(z)
         cdf = xp.cumsum(p, axis=-1)

@@ -36,6 +36,8 @@ import sys
 
 import numpy as np
 
+from core import backend
+
 MAGIC = b"RLGENCKP"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIQ32s")
@@ -115,8 +117,7 @@ def _encode(obj, where, tensors_seen):
         return kind(_encode(value, f"{where}[{i}]", tensors_seen) for i, value in enumerate(obj))
     if isinstance(obj, (np.ndarray, np.generic)):
         return _array_record(obj, where)
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(obj, cupy.ndarray):
+    if backend.get_array_module(obj) is not np:  # a cupy (or emu) array
         return _array_record(obj.get(), where)
     # core.tensor is looked up, not imported: if it was never imported no Tensor can exist
     Tensor = getattr(sys.modules.get("core.tensor"), "Tensor", None)

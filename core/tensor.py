@@ -122,8 +122,10 @@ class Tensor(DeviceShorthands):
         return backend.to_device(self.data, "cpu").tolist()
 
     def __array__(self, dtype=None, copy=None):
-        arr = backend.to_device(self.data, "cpu")
-        return arr if dtype is None else arr.astype(dtype)
+        if type(self.data) is not np.ndarray:  # as in PyTorch: a host copy of a device tensor is asked for by name
+            raise TypeError(f"can't convert a {self.device} tensor to a numpy array implicitly; use tensor.cpu() "
+                            "or tensor.numpy()")
+        return self.data if dtype is None else self.data.astype(dtype)
 
     def __float__(self):
         return float(self.item())

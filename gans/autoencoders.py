@@ -39,7 +39,7 @@ import core.functional as F
 from core.runtime.errors import ConfigError
 from gans.common import (
     ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, activation, batch, dense_layers, epoch_session, interpolate,
-    load_data, log_step, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
+    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
     random_images, restore,
 )
 from gans.quality import evaluate_quality
@@ -235,7 +235,6 @@ def train(cfg, run) -> dict:
     session, batches = epoch_session(run, cfg, args, data, "autoencoder", reconstructor(model, data, device), model)
     session.track(autoencoder=model, optimizer=opt, data=batches)
     grids = SampleGrids(session, data.normalize)
-    logged = {}
 
     for epoch in batches.epochs():
         for index in batches:
@@ -251,7 +250,7 @@ def train(cfg, run) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            logged = log_step(session, losses, args.log_every)
+            batches.log(losses)
 
         model.eval()
         with core.no_grad():
@@ -266,7 +265,7 @@ def train(cfg, run) -> dict:
         codes = model.encode(core.tensor(shown[:2 * pairs], device=device))
         grids.still("latent_interpolation", model.decode(interpolate(codes[:pairs], codes[pairs:], 10)).sigmoid(),
                     nrow=10)
-    return session.finish(logged)
+    return session.finish(batches.losses())
 
 
 def reconstruct(model: Autoencoder, images: np.ndarray, device="cpu") -> core.Tensor:

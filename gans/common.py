@@ -18,13 +18,12 @@ A trainer receives the whole composed run config (`cfg.model` holds its Config f
     ... build networks and optimizers ...
     session, batches = epoch_session(run, cfg, args, data, "vae", generate, model)
     session.track(vae=model, optimizer=opt, data=batches)   # restored here when resuming
-    logged = {}
     for epoch in batches.epochs():            # from the resumed epoch on; counts each completed one
         for index in batches:                 # the rest of the epoch; ends early after Ctrl-C
             ... one training step ...
-            logged = log_step(session, {"losses/loss": loss}, args.log_every)
+            batches.log({"losses/loss": loss})
         grids.write("samples", decoder(fixed_z), epoch)
-    return session.finish(logged)             # last checkpoint, final losses + sample quality
+    return session.finish(batches.losses())   # last checkpoint, final losses + sample quality
 """
 from __future__ import annotations
 
@@ -256,7 +255,7 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
     session = run.session(name, "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate if args.quality.enabled else None,
                           steps_per_unit=steps_per_epoch(len(data), args.batch_size))
-    return session, Batches(session, data, args.batch_size)
+    return session, Batches(session, data, args.batch_size, args.log_every)
 
 
 class Batches:
@@ -267,11 +266,18 @@ class Batches:
         for epoch in batches.epochs():    # the session counts each completed epoch (checkpoints, evaluation)
             for index in batches:         # the rest of this epoch's batches; ends early after Ctrl-C
                 ... one update ...
-                log_step(session, losses, args.log_every)
+                batches.log(losses)       # counts the step; losses stay on the device until read
+        session.finish(batches.losses())
+
+    The losses of the steps are read to the host only every `log_every` steps and when an epoch's
+    batches end (one wait for a GPU there, not one per step), and checked in order: a non-finite one
+    stops the run naming its step, before any sample grid or checkpoint of the bad state.
     """
 
-    def __init__(self, session, data: Data, batch_size: int):
-        self.session = session
+    def __init__(self, session, data: Data, batch_size: int, log_every: int = 1):
+        self.session, self.log_every = session, log_every
+        self._unread = []  # (step, losses) not yet read to the host
+        self._last = {}  # the newest losses read, as numbers
         self.n_items, self.shape = len(data), tuple(data.shape)
         self.size = min(batch_size, self.n_items)
         self.per_epoch = steps_per_epoch(self.n_items, batch_size)
@@ -302,6 +308,31 @@ class Batches:
             self.order = self.rng.permutation(self.n_items)
         for k in self.steps():
             yield self.order[k * self.size:(k + 1) * self.size]
+        self._read()
+
+    def log(self, losses: dict):
+        """Count one update step with its losses (Tensors or numbers): every `log_every` steps (and at
+        the first) they are read, checked and go to TensorBoard and beside the bar."""
+        self.session.step()
+        self._unread.append((self.session.global_step, {tag: v.detach() if isinstance(v, core.Tensor) else v
+                                                        for tag, v in losses.items()}))
+        if self.session.steps % self.log_every == 0 or self.session.steps == 1:
+            self._read()
+            self.session.log(self._last)
+            self.session.show(**{tag.split("/")[-1]: v for tag, v in self._last.items()})
+
+    def losses(self) -> dict:
+        """The newest step's losses as numbers (all earlier ones read and checked)."""
+        self._read()
+        return dict(self._last)
+
+    def _read(self):
+        for step, losses in self._unread:
+            values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
+            for tag, value in values.items():
+                self.session.run.check_finite(tag, value, step)
+            self._last = values
+        self._unread = []
 
     def random_batch(self, size: int) -> np.ndarray:
         """Indices of a random batch (no repeats inside it), for trainers that draw several batches per
@@ -318,20 +349,6 @@ class Batches:
                              f"dataset gives {self.n_items} of shape {self.shape}; use the same dataset to resume it")
         self.position, self.order = state["position"], state["order"]
         self.rng.bit_generator.state = state["rng"]
-
-
-def log_step(session, losses: dict, log_every: int) -> dict:
-    """Count one update step and return its losses as numbers: a non-finite one stops training with a
-    clear error (before any checkpoint of the bad state); every `log_every` steps (and at the first)
-    they go to TensorBoard and beside the bar."""
-    session.step()
-    values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
-    for tag, value in values.items():
-        session.check_finite(tag, value)
-    if session.steps % log_every == 0 or session.steps == 1:
-        session.log(values)
-        session.show(**{tag.split("/")[-1]: v for tag, v in values.items()})
-    return values
 
 
 def restore(config_cls, build: Callable, cfg, state: dict, device="cpu"):

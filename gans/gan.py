@@ -51,7 +51,7 @@ import core.functional as F
 from core.runtime.errors import ConfigError
 from gans.common import (
     ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, batch, check_image_shape, dense_layers, epoch_session,
-    interpolate, keras_batch_norm, latent_tensor, load_data, log_step, make_optimizer, model_config, norm_layer,
+    interpolate, keras_batch_norm, latent_tensor, load_data, make_optimizer, model_config, norm_layer,
     one_of, output_activation, positive, restore,
 )
 from gans.quality import evaluate_quality, to_unit_range
@@ -375,7 +375,6 @@ def train(cfg, run) -> dict:
     grids = SampleGrids(session, data.normalize)
     size = min(args.batch_size, len(data))
     g_loss = None  # until the first G step (alternating with d_steps > 1)
-    logged = {}
 
     for epoch in batches.epochs():
         for index in batches:
@@ -395,7 +394,7 @@ def train(cfg, run) -> dict:
                     z = draw_noise(args.noise, size, args.latent_size, device=device)
                     g_loss = generator_step(G, D, opt_g, z, draw_labels(size, n_classes, device=device))
             losses = {"losses/d": d_loss} if g_loss is None else {"losses/d": d_loss, "losses/g": g_loss}
-            logged = log_step(session, losses, args.log_every)
+            batches.log(losses)
 
         G.eval()  # grids with BN's moving statistics, as the TF tutorial's generate_and_save_images
         with core.no_grad():
@@ -409,7 +408,7 @@ def train(cfg, run) -> dict:
         path_labels = core.tensor(np.repeat(np.arange(pairs) % n_classes, 10), device=device) if n_classes else None
         grids.still("latent_interpolation", G(interpolate(fixed_z[:pairs], fixed_z[pairs:2 * pairs], 10), path_labels),
                     nrow=10)
-    return session.finish(logged)
+    return session.finish(batches.losses())
 
 
 def generator_sampler(G: Generator, noise: str, device="cpu"):

@@ -33,7 +33,7 @@ import core.functional as F
 from core.runtime.errors import ConfigError
 from gans.common import (
     ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
-    load_data, log_step, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
+    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
     random_images, restore,
 )
 from gans.quality import evaluate_quality
@@ -159,7 +159,6 @@ def train(cfg, run) -> dict:
     session, batches = epoch_session(run, cfg, args, data, "vae", decoder_sampler(model, device), model)
     session.track(vae=model, optimizer=opt, data=batches)
     grids = SampleGrids(session, data.normalize)
-    logged = {}
 
     for epoch in batches.epochs():
         for index in batches:
@@ -169,7 +168,7 @@ def train(cfg, run) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            logged = log_step(session, {"losses/loss": loss, "losses/recon": recon, "losses/kl": kl}, args.log_every)
+            batches.log({"losses/loss": loss, "losses/recon": recon, "losses/kl": kl})
 
         model.eval()
         with core.no_grad():
@@ -186,7 +185,7 @@ def train(cfg, run) -> dict:
         pairs = min(8, len(shown) // 2)
         mu, _ = model.encode(core.tensor(shown[:2 * pairs], device=device))
         grids.still("latent_interpolation", model.decode(interpolate(mu[:pairs], mu[pairs:], 10)).sigmoid(), nrow=10)
-    return session.finish(logged)
+    return session.finish(batches.losses())
 
 
 def decoder_sampler(model: VAE, device="cpu"):

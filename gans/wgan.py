@@ -44,7 +44,7 @@ from core import nn
 from core.runtime.errors import ConfigError
 from gans.common import (
     OPTIMIZERS, SampleGrids, TrainConfig, batch, epoch_session, interpolate, keras_batch_norm, latent_tensor,
-    load_data, log_step, make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
+    load_data, make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
 )
 from gans.gan import (
     Discriminator, Generator, check_generator, discriminator_net, draw_noise, eval_mode, frozen, generator_net,
@@ -224,7 +224,6 @@ def train(cfg, run) -> dict:
         with core.no_grad(), eval_mode(G, args.eval_fakes):
             return G(draw_noise("normal", n, args.latent_size, device=device))
 
-    logged = {}
     for epoch in batches.epochs():
         # one generator step per batch-sized share of the data; the critic draws its own random batches
         for _ in batches.steps():
@@ -238,10 +237,11 @@ def train(cfg, run) -> dict:
                 else:
                     real = batch(data.images, batches.random_batch(size), device)
                     real_loss, fake_loss, gp = critic_step(C, opt_c, real, fakes(size), args, to_clip, bn_eval)
-                totals["losses/critic_real"] += real_loss.item() / args.n_critic
-                totals["losses/critic_fake"] += fake_loss.item() / args.n_critic
+                # float64 sums where the losses are (on a GPU no critic step waits for the host)
+                totals["losses/critic_real"] += real_loss.detach().double() / args.n_critic
+                totals["losses/critic_fake"] += fake_loss.detach().double() / args.n_critic
                 if gp is not None:
-                    totals["losses/gp"] += gp.item() / args.n_critic
+                    totals["losses/gp"] += gp.detach().double() / args.n_critic
             g_loss = generator_step(G, C, opt_g, draw_noise("normal", size, args.latent_size, device=device), bn_eval)
 
             critic_terms = totals["losses/critic_real"] + totals["losses/critic_fake"]
@@ -251,7 +251,7 @@ def train(cfg, run) -> dict:
                       "losses/wasserstein": -critic_terms}
             if args.penalty != "gp":
                 del losses["losses/gp"]
-            logged = log_step(session, losses, args.log_every)
+            batches.log(losses)
 
         G.eval()
         with core.no_grad():
@@ -263,7 +263,7 @@ def train(cfg, run) -> dict:
     with core.no_grad():
         pairs = min(8, args.grid_size // 2)
         grids.still("latent_interpolation", G(interpolate(fixed_z[:pairs], fixed_z[pairs:2 * pairs], 10)), nrow=10)
-    return session.finish(logged)
+    return session.finish(batches.losses())
 
 
 # ----- hooks for scripts/evaluate.py -----

@@ -33,37 +33,39 @@ EPOCH_IMAGES = 60_000
 DCGAN_BATCH, WGAN_BATCH, LATENT = 128, 64, 100
 
 
-# ----- ours -----
-def our_dcgan():
+# ----- ours (on `device`: the GPU rows of scripts/bench_gpu.py use these too) -----
+def our_dcgan(device="cpu"):
     args = gan.Config()  # model=dcgan: arch dcgan_tf, Adam(1e-4)
     nets = gan.build(args, (1, 28, 28), 10, "tanh")
-    G, D = nets["generator"], nets["discriminator"]
+    G, D = nets["generator"].to(device), nets["discriminator"].to(device)
     opt_g, opt_d = (make_optimizer(None, args, net.parameters(), 1e-4) for net in (G, D))
-    real = core.tensor(np.random.default_rng(0).uniform(-1, 1, (DCGAN_BATCH, 1, 28, 28)).astype(np.float32))
+    real = core.tensor(np.random.default_rng(0).uniform(-1, 1, (DCGAN_BATCH, 1, 28, 28)).astype(np.float32),
+                       device=device)
 
     def step():
-        gan.simultaneous_step(G, D, opt_g, opt_d, real, None, core.randn(DCGAN_BATCH, LATENT), None)
+        gan.simultaneous_step(G, D, opt_g, opt_d, real, None, core.randn(DCGAN_BATCH, LATENT, device=device), None)
     return step
 
 
-def our_wgan_gp():
+def our_wgan_gp(device="cpu"):
     args = wgan.Config()  # model=wgan_gp: MTF networks without critic BN, λ 10, 5 critic steps, Adam(1e-4, (0, 0.9))
     nets = wgan.build(args, (1, 28, 28), 10, "tanh")
-    G, C = nets["generator"], nets["critic"]
+    G, C = nets["generator"].to(device), nets["critic"].to(device)
     opt_g, opt_c = (make_optimizer(None, args, net.parameters(), 1e-4) for net in (G, C))
-    real = core.tensor(np.random.default_rng(0).uniform(-1, 1, (WGAN_BATCH, 1, 28, 28)).astype(np.float32))
+    real = core.tensor(np.random.default_rng(0).uniform(-1, 1, (WGAN_BATCH, 1, 28, 28)).astype(np.float32),
+                       device=device)
 
     def iteration():
         for _ in range(args.n_critic):
             with core.no_grad():
-                fake = G(core.randn(WGAN_BATCH, LATENT))
+                fake = G(core.randn(WGAN_BATCH, LATENT, device=device))
             wgan.critic_step(C, opt_c, real, fake, args)
-        wgan.generator_step(G, C, opt_g, core.randn(WGAN_BATCH, LATENT))
+        wgan.generator_step(G, C, opt_g, core.randn(WGAN_BATCH, LATENT, device=device))
     return iteration
 
 
-# ----- PyTorch -----
-def torch_dcgan():
+# ----- PyTorch (on a torch device: "cpu" or "cuda") -----
+def torch_dcgan(device="cpu"):
     nn = torch.nn
     bn = lambda c, cls=nn.BatchNorm2d: cls(c, momentum=0.01, eps=1e-3)  # noqa: E731  (Keras' BN)
     G = nn.Sequential(
@@ -76,13 +78,15 @@ def torch_dcgan():
         nn.Conv2d(1, 64, 5, 2, padding=2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
         nn.Conv2d(64, 128, 5, 2, padding=2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
         nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
+    G, D = G.to(device), D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, eps=1e-7)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, eps=1e-7)
-    real = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (DCGAN_BATCH, 1, 28, 28)).astype(np.float32))
+    real = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (DCGAN_BATCH, 1, 28, 28)).astype(np.float32),
+                        device=device)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
     def step():
-        fake = G(torch.randn(DCGAN_BATCH, LATENT))
+        fake = G(torch.randn(DCGAN_BATCH, LATENT, device=device))
         d_real, d_fake = D(real), D(fake)
         d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
         g_loss = bce(d_fake, torch.ones_like(d_fake))
@@ -95,7 +99,7 @@ def torch_dcgan():
     return step
 
 
-def torch_wgan_gp():
+def torch_wgan_gp(device="cpu"):
     nn = torch.nn
     C = nn.Sequential(
         nn.Conv2d(1, 64, 4, 2, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(64, 64, 4, 2, padding=1), nn.LeakyReLU(0.2),
@@ -105,15 +109,17 @@ def torch_wgan_gp():
         nn.ConvTranspose2d(128, 128, 4, 2, padding=1), nn.BatchNorm2d(128, momentum=0.01, eps=1e-3), nn.LeakyReLU(0.2),
         nn.ConvTranspose2d(128, 128, 4, 2, padding=1), nn.BatchNorm2d(128, momentum=0.01, eps=1e-3), nn.LeakyReLU(0.2),
         nn.Conv2d(128, 1, 7, 1, padding=3), nn.Tanh())
+    G, C = G.to(device), C.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), eps=1e-7)
     opt_c = torch.optim.Adam(C.parameters(), lr=1e-4, betas=(0.0, 0.9), eps=1e-7)
-    real = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (WGAN_BATCH, 1, 28, 28)).astype(np.float32))
+    real = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (WGAN_BATCH, 1, 28, 28)).astype(np.float32),
+                        device=device)
 
     def iteration():
         for _ in range(5):
             with torch.no_grad():
-                fake = G(torch.randn(WGAN_BATCH, LATENT))
-            t = torch.rand(WGAN_BATCH, 1, 1, 1)
+                fake = G(torch.randn(WGAN_BATCH, LATENT, device=device))
+            t = torch.rand(WGAN_BATCH, 1, 1, 1, device=device)
             mixed = (t * real + (1 - t) * fake).requires_grad_(True)
             (grad,) = torch.autograd.grad(C(mixed).sum(), mixed, create_graph=True)
             norm = ((grad * grad).reshape(WGAN_BATCH, -1).sum(1) + 1e-12).sqrt()
@@ -122,7 +128,7 @@ def torch_wgan_gp():
             loss.backward()
             opt_c.step()
         C.requires_grad_(False)
-        g_loss = -C(G(torch.randn(WGAN_BATCH, LATENT))).mean()
+        g_loss = -C(G(torch.randn(WGAN_BATCH, LATENT, device=device))).mean()
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()

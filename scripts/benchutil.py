@@ -150,11 +150,11 @@ def rl_main(script, description, runs, tables, section, title):
     publish(args, section, title, tables(results, args.seeds))
 
 
-def measure(script, kind, seed, python=sys.executable):
-    """One measurement in a fresh single-threaded process (`script --one kind`, which prints its result
-    dict as JSON on its last line); returns that dict."""
+def measure(script, kind, seed, python=sys.executable, extra=()):
+    """One measurement in a fresh single-threaded process (`script --one kind` with the `extra` arguments,
+    which prints its result dict as JSON on its last line); returns that dict."""
     env = {**os.environ, **{name: "1" for name in THREAD_VARS}}
-    result = subprocess.run([python, str(pathlib.Path(script).resolve()), "--one", kind, "--seeds", str(seed)],
+    result = subprocess.run([python, str(pathlib.Path(script).resolve()), "--one", kind, "--seeds", str(seed), *extra],
                             capture_output=True, text=True, env=env, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"{kind} seed {seed} failed:\n{result.stderr[-3000:]}")
@@ -175,9 +175,9 @@ def measure_all(script, lab_kinds, args):
     return results
 
 
-def train_preset(agent, preset, seed, overrides=None, eval_episodes=10):
-    """(metrics, CPU seconds of this process inside `agent.train`) of one CPU run of conf/agent/<preset>.yaml
-    with `overrides` on CartPole-v1, in a temporary run directory."""
+def train_preset(agent, preset, seed, overrides=None, eval_episodes=10, device="cpu"):
+    """(metrics, CPU seconds of this process inside `agent.train`) of one run of conf/agent/<preset>.yaml
+    with `overrides` on CartPole-v1 on `device`, in a temporary run directory."""
     from omegaconf import OmegaConf
 
     from core.runtime.run import Run
@@ -185,29 +185,31 @@ def train_preset(agent, preset, seed, overrides=None, eval_episodes=10):
     values.pop("defaults")
     agent_cfg = OmegaConf.merge(OmegaConf.structured(agent.Config), values, overrides or {})
     env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}
-    cfg = OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": eval_episodes, "checkpoint_every": 0,
+    cfg = OmegaConf.create({"seed": seed, "device": device, "eval_episodes": eval_episodes, "checkpoint_every": 0,
                             "agent": agent_cfg, "env": env})
-    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), quiet=True,
-                                                       tensorboard=False) as run:
+    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), device=device,
+                                                       quiet=True, tensorboard=False) as run:
         cpu = time.process_time()
         metrics = agent.train(cfg, run)
         cpu = time.process_time() - cpu
     return metrics, cpu
 
 
-def lab_run(agent_name, preset, seed, vectorization=None):
+def lab_run(agent_name, preset, seed, vectorization=None, device="cpu"):
     """The result dict of one lab run for the comparison tables (`vectorization` overrides the preset's)."""
     agent = importlib.import_module(f"agents.{agent_name}")
-    metrics, cpu = train_preset(agent, preset, seed, {"vectorization": vectorization} if vectorization else None)
+    metrics, cpu = train_preset(agent, preset, seed, {"vectorization": vectorization} if vectorization else None,
+                                device=device)
     return {"wall_s": metrics["time/wall_s"], "cpu_s": cpu, "return": metrics["eval/return_mean"],
             "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
 
 
-def write_section(name, body):
-    """Replace (or append) the section `<!-- name -->...<!-- /name -->` of docs/benchmarks.md."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+def write_section(name, body, doc=DOC):
+    """Replace (or append) the section `<!-- name -->...<!-- /name -->` of docs/benchmarks.md (or of `doc`)."""
+    doc = pathlib.Path(doc)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)

@@ -7,14 +7,15 @@ SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_DIR = SHARED / "data"
 
 
-def pytest_collection_modifyitems(config, items):
-    from core.backend import cupy_available
-    if cupy_available():
-        return
-    skip = pytest.mark.skip(reason="needs cupy and a visible GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+@pytest.fixture(scope="session")
+def gpu_device():
+    """The device of the `gpu` tests: $LAB_GPU_DEVICE when set (scripts/gpu_check.sh sets cuda, so that a GPU cupy
+    cannot use fails instead of being replaced), else "cuda" where cupy sees a GPU, else "emu", the strict cupy
+    stand-in on the CPU (core/backend_emu.py), so that CI runs them too and catches host/device slips."""
+    from core.backend import array_module, cupy_available
+    device = os.environ.get("LAB_GPU_DEVICE") or ("cuda" if cupy_available() else "emu")
+    array_module(device)  # the clear error now, when that device cannot be used
+    return device
 
 
 @pytest.fixture(autouse=True)

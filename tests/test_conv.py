@@ -582,11 +582,11 @@ def test_error_messages():
 # ----- GPU -----
 @pytest.mark.gpu
 @pytest.mark.parametrize("path", ["auto", "im2col", "taps", "subpixel"])
-def test_conv_and_pools_on_gpu_match_cpu(path, monkeypatch):
+def test_conv_and_pools_on_gpu_match_cpu(path, monkeypatch, gpu_device):
     monkeypatch.setattr(conv_ops, "CONV_PATH", path)
     x_np, w_np, wt_np = (R.standard_normal(shape) for shape in ((2, 4, 9, 9), (6, 2, 3, 3), (6, 3, 4, 4)))
     results = []
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", gpu_device):
         x, w, wt = (core.tensor(a, device=device, requires_grad=True) for a in (x_np, w_np, wt_np))
         h = conv2d(x, w, stride=2, padding="same", groups=2)
         h = conv_transpose2d(core.leaky_relu(h, 0.2), wt, stride=2, padding=1)

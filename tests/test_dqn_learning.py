@@ -151,10 +151,10 @@ def test_cli_trains_dqn_into_a_run_directory(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("vectorization", ["native", "sync"])
-def test_dqn_on_the_gpu(tmp_path, vectorization):
+def test_dqn_on_the_gpu(tmp_path, vectorization, gpu_device):
     """Networks and updates on cupy; the native envs step there too, gymnasium's on the CPU."""
     cfg = make_cfg({**SMALL, "num_envs": 4, "prioritized": True, "double_q": True}, vectorization=vectorization)
-    cfg.device = "cuda"
+    cfg.device = gpu_device
     metrics, state = run_train(cfg, tmp_path / "run")
     assert metrics["train/updates"] > 0 and np.isfinite(metrics["eval/return_mean"])
     assert all(np.isfinite(value).all() for value in state["q_net"].values())

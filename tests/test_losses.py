@@ -249,16 +249,16 @@ def test_float32_stays_float32():
 
 
 @pytest.mark.gpu
-def test_cuda_losses_match_cpu():
+def test_cuda_losses_match_cpu(gpu_device):
     rng = np.random.default_rng(0)
     z, y = rng.standard_normal((5, 3)).astype(np.float32), rng.integers(0, 3, 5)
     t = rng.standard_normal((5, 3)).astype(np.float32)
     for loss in (lambda a, b, c: F.cross_entropy(a, c, label_smoothing=0.1), lambda a, b, c: F.huber_loss(a, b),
                  lambda a, b, c: F.mse_loss(a, b)):
         cpu = core.tensor(z, requires_grad=True)
-        gpu = core.tensor(z, device="cuda", requires_grad=True)
+        gpu = core.tensor(z, device=gpu_device, requires_grad=True)
         a = loss(cpu, core.tensor(t), core.tensor(y))
-        b = loss(gpu, core.tensor(t, device="cuda"), core.tensor(y, device="cuda"))
+        b = loss(gpu, core.tensor(t, device=gpu_device), core.tensor(y, device=gpu_device))
         a.backward()
         b.backward()
         assert b.item() == pytest.approx(a.item(), rel=1e-5)

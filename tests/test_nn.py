@@ -295,12 +295,12 @@ def test_to_missing_device_is_a_clear_error():
 
 
 @pytest.mark.gpu
-def test_module_on_gpu_matches_cpu():
+def test_module_on_gpu_matches_cpu(gpu_device):
     net = Net()
-    twin = net.copy().to("cuda")
-    assert all(p.device == "cuda:0" for p in twin.parameters())
+    twin = net.copy().to(gpu_device)
+    assert all(p.device == twin.body[0].weight.device != "cpu" for p in twin.parameters())
     x = core.randn(6, 3)
-    out_cpu, out_gpu = net(x), twin(x.to("cuda"))
+    out_cpu, out_gpu = net(x), twin(x.to(gpu_device))
     np.testing.assert_allclose(out_gpu.detach().cpu().detach().numpy(), out_cpu.detach().numpy(), rtol=1e-5, atol=1e-6)
     out_gpu.sum().backward()
     out_cpu.sum().backward()

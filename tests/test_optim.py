@@ -666,14 +666,15 @@ def test_clip_by_value():  # FX-CL-1
 def test_clip_by_norm_fixture():  # FX-CL-2
     (p,) = _with_grads([0.9, 100.0])
     total = optim.clip_grad_norm_([p], 1.0)
-    assert isinstance(total, float) and total == pytest.approx(100.00405, rel=1e-7)
+    assert isinstance(total, core.Tensor) and total.dtype == np.float64 and float(total) == pytest.approx(100.00405,
+                                                                                                          rel=1e-7)
     np.testing.assert_allclose(p.grad.data, [0.00899964, 0.9999595], atol=1e-7)
 
 
 def test_clip_by_norm_unchanged_below_max():  # FX-CL-3
     g = np.random.default_rng(0).standard_normal((2, 2))
     (p,) = _with_grads(g * 5.380655 / np.linalg.norm(g))
-    assert optim.clip_grad_norm_([p], 5.0) == pytest.approx(5.380655)
+    assert float(optim.clip_grad_norm_([p], 5.0)) == pytest.approx(5.380655)
     assert np.linalg.norm(p.grad.data) == pytest.approx(5.0, rel=1e-6)
     (q,) = _with_grads(g)
     optim.clip_grad_norm_([q], 5.0)
@@ -686,7 +687,7 @@ def test_clip_by_global_norm():  # FX-CL-4
     scale = 4.1547523 / math.sqrt((a * a).sum() + (b * b).sum())
     params = _with_grads(a * scale, b * scale, np.zeros(0))  # an empty gradient counts for nothing
     params.append(core.tensor([1.0], requires_grad=True))  # no grad at all: skipped
-    total = optim.clip_grad_norm_(params, 2.0)
+    total = float(optim.clip_grad_norm_(params, 2.0))
     assert total == pytest.approx(4.1547523, rel=1e-7)
     factor = 2.0 / (4.1547523 + 1e-6)
     np.testing.assert_allclose(params[0].grad.data, a * scale * factor, rtol=1e-12)
@@ -697,10 +698,10 @@ def test_clip_by_global_norm():  # FX-CL-4
 
 def test_clip_norm_types():
     p, q = _with_grads([3.0, -4.0], [[-12.0]])
-    assert optim.clip_grad_norm_([p, q], 100.0, norm_type=math.inf) == 12.0
-    assert optim.clip_grad_norm_([p, q], 100.0, norm_type=1) == 19.0
-    assert optim.clip_grad_norm_([p, q], 100.0, norm_type=3) == pytest.approx((27 + 64 + 1728) ** (1 / 3))
-    assert optim.clip_grad_norm_([], 1.0) == 0.0
+    assert float(optim.clip_grad_norm_([p, q], 100.0, norm_type=math.inf)) == 12.0
+    assert float(optim.clip_grad_norm_([p, q], 100.0, norm_type=1)) == 19.0
+    assert float(optim.clip_grad_norm_([p, q], 100.0, norm_type=3)) == pytest.approx((27 + 64 + 1728) ** (1 / 3))
+    assert float(optim.clip_grad_norm_([], 1.0)) == 0.0
     with pytest.raises(ValueError, match="norm_type"):
         optim.clip_grad_norm_([p], 1.0, norm_type=0)
     (r,) = _with_grads([np.inf, 1.0])
@@ -713,7 +714,7 @@ def test_clip_handles_shared_and_read_only_gradients():
     b = core.tensor([3.0, 4.0], requires_grad=True)
     a.grad = b.grad = core.Tensor._make(np.broadcast_to(np.ones(1, np.float32), (2,)))  # as a backward may leave it
     assert not a.grad.data.flags.writeable
-    total = optim.clip_grad_norm_([a, b], 1.0)
+    total = float(optim.clip_grad_norm_([a, b], 1.0))
     assert total == pytest.approx(2.0)
     np.testing.assert_allclose(a.grad.data, [0.5, 0.5], rtol=1e-6)  # scaled once, not twice
     np.testing.assert_allclose(b.grad.data, [0.5, 0.5], rtol=1e-6)
@@ -741,11 +742,11 @@ def test_step_with_closure_returns_the_loss():
 
 
 @pytest.mark.gpu
-def test_cuda_optimizer_and_clipping_match_cpu():
+def test_cuda_optimizer_and_clipping_match_cpu(gpu_device):
     rng = np.random.default_rng(0)
     init = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     cpu = [core.tensor(a, requires_grad=True) for a in init]
-    gpu = [core.tensor(a, device="cuda", requires_grad=True) for a in init]
+    gpu = [core.tensor(a, device=gpu_device, requires_grad=True) for a in init]
     opts = optim.Adam(cpu, lr=0.01, amsgrad=True), optim.Adam(gpu, lr=0.01, amsgrad=True)
     for step in range(4):
         for i, (a, b) in enumerate(zip(cpu, gpu)):
@@ -753,14 +754,15 @@ def test_cuda_optimizer_and_clipping_match_cpu():
                 a.grad = b.grad = None
                 continue
             g = rng.standard_normal(a.shape).astype(np.float32)
-            a.grad, b.grad = core.tensor(g), core.tensor(g, device="cuda")
-        assert optim.clip_grad_norm_(gpu, 1.0) == pytest.approx(optim.clip_grad_norm_(cpu, 1.0), rel=1e-5)
+            a.grad, b.grad = core.tensor(g), core.tensor(g, device=gpu_device)
+        norms = [optim.clip_grad_norm_(params, 1.0) for params in (gpu, cpu)]
+        assert norms[0].device != "cpu" and float(norms[0]) == pytest.approx(float(norms[1]), rel=1e-5)
         for opt in opts:
             opt.step()
     for a, b in zip(cpu, gpu):
-        assert b.device.startswith("cuda")
+        assert b.device != "cpu"
         np.testing.assert_allclose(b.data.get(), a.data, rtol=1e-5, atol=1e-6)
-    fresh = [core.tensor(a, device="cuda", requires_grad=True) for a in init]
+    fresh = [core.tensor(a, device=gpu_device, requires_grad=True) for a in init]
     restored = optim.Adam(fresh, lr=0.01, amsgrad=True)
     restored.load_state_dict(opts[0].state_dict())  # a CPU state dict into a GPU optimizer
     for name, buf in restored._flats[0].state.items():

@@ -194,9 +194,9 @@ def test_cli_run_writes_metrics_and_checkpoint(tmp_path):
 
 
 @pytest.mark.gpu
-def test_native_envs_on_cupy(tmp_path):
+def test_native_envs_on_cupy(tmp_path, gpu_device):
     cfg = make_cfg("ppo_native", total_timesteps=4096, target_return=None, eval_episodes=3)
-    cfg.device = "cuda"
-    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=0, device="cuda", quiet=True) as run:
+    cfg.device = gpu_device
+    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=0, device=gpu_device, quiet=True) as run:
         metrics = ppo.train(cfg, run)
     assert metrics["train/env_steps"] == 4096 and metrics["eval/return_mean"] > 0

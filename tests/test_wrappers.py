@@ -7,6 +7,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import NormalizeReward
 
 import core
+from core.backend import array_module
 from envs import VectorStepper, get_env_state, make_env, make_vector_env, set_env_state
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset, capped_cubic_schedule
 
@@ -133,15 +134,15 @@ def test_stepper_rejects_disabled_autoreset_and_step_before_reset():
 
 
 @pytest.mark.gpu
-def test_stepper_on_a_cupy_native_env():
-    import cupy
-    envs = make_vector_env("CartPole-v1", 64, seed=0, vectorization="native", device="cuda", max_episode_steps=20)
+def test_stepper_on_a_cupy_native_env(gpu_device):
+    xp = array_module(gpu_device)
+    envs = make_vector_env("CartPole-v1", 64, seed=0, vectorization="native", device=gpu_device, max_episode_steps=20)
     stepper = VectorStepper(envs)
     stepper.reset()
     rng = np.random.default_rng(0)
     for _ in range(60):
-        t = stepper.step(cupy.asarray(rng.integers(0, 2, 64)))
-    assert isinstance(t.valid, cupy.ndarray) and isinstance(t.next_obs, cupy.ndarray)
+        t = stepper.step(xp.asarray(rng.integers(0, 2, 64)))
+    assert isinstance(t.valid, xp.ndarray) and isinstance(t.next_obs, xp.ndarray)
     episodes = stepper.pop_finished_episodes()
     assert len(episodes) >= 64 and all(e.episodic_return == e.length <= 20 for e in episodes)
     state = stepper.state_dict()

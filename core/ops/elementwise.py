@@ -304,8 +304,8 @@ class Erf(Function):
             except ImportError:
                 erf = np.frompyfunc(math.erf, 1, 1)
             return np.asarray(erf(x), dtype=x.dtype)
-        from cupyx.scipy.special import erf
-        return erf(x)
+        from core.backend import extras
+        return extras(xp).scipy.special.erf(x)
 
     def backward(self, gy):
         (x,) = self.args

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.backend import to_number, to_numpy
+from core.backend import get_array_module, to_number, to_numpy
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: F401  (re-exported)
 from core.runtime.logger import RunLogger, flatten_config
 from core.runtime.rng import get_rng_state, set_rng_state  # noqa: F401  (re-exported)
@@ -74,7 +74,7 @@ def _first_nan(obj, where="state"):
     elif isinstance(obj, (list, tuple)):
         items = enumerate(obj)
     else:
-        is_array = isinstance(obj, (Tensor, np.ndarray, np.generic)) or type(obj).__module__.startswith("cupy")
+        is_array = isinstance(obj, (Tensor, np.ndarray, np.generic)) or get_array_module(obj) is not np
         if is_array:
             array = to_numpy(obj)
             if array.dtype.kind in "fc" and np.isnan(array).any():

@@ -2,12 +2,13 @@
 
 An agent module (CleanRL-style, read top to bottom) exposes:
 - `@dataclass Config` with every hyperparameter, typed and with its default, and `validate()`
-  raising ValueError with one clear line for values that cannot work. scripts/train.py registers
-  it as the Hydra schema `<name>_schema` (group `agent`), so `conf/agent/<name>.yaml` starts with
-  `defaults: [<name>_schema, _self_]`;
+  raising ValueError with one clear line for values that cannot work. scripts/trainers.py registers
+  it as the Hydra schema `<module>_schema` (group `agent`), so `conf/agent/<name>.yaml` starts with
+  `defaults: [<module>_schema, _self_]`;
 - `train(cfg, run) -> dict` of final metrics: `cfg` is the whole composed config (`cfg.agent` has
   the Config fields; `cfg.env`, `cfg.seed`, `cfg.device`, `cfg.eval_episodes`, `cfg.checkpoint_every`),
-  `run` a `core.runtime.run.Run`;
+  `run` a `core.runtime.run.Run`; the loop runs inside `run.session(...)` (core/runtime/session.py),
+  which owns checkpoints, resume, evaluation cadence, the bar and the final metrics;
 - `make_policy(cfg, state, env, greedy=True, generator=None) -> act`, used by scripts/evaluate.py:
   the policy of checkpoint `state` as a function from one observation of `env` to one action
   (sampled with the core.Generator `generator` when not greedy);
@@ -19,8 +20,7 @@ Evaluation episodes (at the end of training and in scripts/evaluate.py) reset wi
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
 reproduces the final evaluation of a run.
 
-Which config trains with which module is derived from conf/agent/*.yaml (scripts/trainers.py):
-`defaults: [<module>_schema, _self_]`; several configs may share one module.
+Several configs may share one module (ppo and ppo_native both name `ppo_schema`).
 """
 import numpy as np
 

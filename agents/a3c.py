@@ -177,8 +177,9 @@ class Progress:
 @with_one_blas_thread
 def train(cfg, run):
     args = config_object(Config, cfg.agent)
-    if run.device != "cpu":
-        raise ConfigError(f"A3C runs its workers on the CPU; got device={run.device!r} (use device=cpu)")
+    if run.device != "cpu" and args.backend == "processes" and args.start_method == "fork":
+        raise ConfigError(f"device={run.device} needs worker processes that start fresh (a forked process cannot "
+                          "use the parent's GPU context): set agent.start_method=spawn or forkserver")
     core.manual_seed(cfg.seed)
     # the spaces, and a clear error now for an env A3C cannot act in
     probe = make_envs(cfg.env, 1, cfg.seed, vectorization=worker_vectorization(cfg, args))

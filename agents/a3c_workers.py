@@ -10,6 +10,7 @@ counters are (3, num_workers) arrays of each worker's env steps, updates and epi
 (3, num_workers) its first update's start and last update's end (time.time()) and its CPU seconds;
 events ("episode", rank, (return, length)) and ("losses", rank, {part: mean}) reports.
 """
+import math
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from agents.actor_critic import build_model, derive_seed, lr_schedule, make_envs
 from agents.rollout import RolloutBuffer, collect_rollout, n_step_returns
 from agents.workers import ProcessWorkers, WorkerError, connect_ray
 from core import nn, optim
+from core.backend import to_device
 from core.tensor import Tensor
 from envs import VectorStepper
 
@@ -48,38 +50,43 @@ def apply_gradient(optimizer, scheduler, grads, env_steps):
 # ----- one worker: env, model copy, random stream; the same code on both backends -----
 class Worker:
     """Builds its envs and model copy from a plain-data `spec` (see `worker_spec`);
-    `gradient(weights)` plays one n-step rollout with those weights and returns its loss gradient."""
+    `gradient(weights)` plays one n-step rollout with those weights and returns its loss gradient.
+
+    The model copy, the rollout and the backward pass live on the run's device; the shared weights
+    and the optimizer stay in host memory, so each update copies the weights to the device and the
+    gradients back (on a GPU: the workers' forward and backward passes run there, Hogwild! on the host)."""
 
     def __init__(self, rank, spec):
-        self.rank, self.args = rank, spec["agent"]
+        self.rank, self.args, self.device = rank, spec["agent"], spec.get("device", "cpu")
         env_cfg = OmegaConf.create(spec["env"])
         seed = derive_seed(spec["seed"], "worker", rank, spec["generation"])
         self.envs = make_envs(env_cfg, self.args.envs_per_worker, seed % 2**31)
-        self.model = build_model(self.args, self.envs.single_observation_space, self.envs.single_action_space, "A3C")
+        self.model = build_model(self.args, self.envs.single_observation_space, self.envs.single_action_space,
+                                 "A3C").to(self.device)
         self.params = list(self.model.parameters())
         self.generator = core.Generator(derive_seed(seed, "actions"))
         self.stepper = VectorStepper(self.envs)
         self.stepper.reset(seed=seed % 2**31)
-        self.buffer = RolloutBuffer(self.args.num_steps, self.envs)
+        self.buffer = RolloutBuffer(self.args.num_steps, self.envs, self.device)
 
     def gradient(self, weights):
         """(gradients, env steps, finished episodes, {loss part: float}) of one rollout played with
         `weights` (arrays in the order of the model's parameters: the current shared ones); the
         gradients are arrays (None where a parameter got none), clipped to global norm max_grad_norm."""
         for p, w in zip(self.params, weights):
-            p.data[...] = w  # pull the current shared weights into the local copy
-        finished = collect_rollout(self.stepper, self.model, self.buffer, self.generator)
+            p.data[...] = to_device(w, self.device)  # pull the current shared weights into the local copy
+        finished = collect_rollout(self.stepper, self.model, self.buffer, self.generator, self.device)
         buffer, args = self.buffer, self.args
         returns = n_step_returns(buffer.rewards, buffer.next_values, buffer.terminated, buffer.truncated, args.gamma)
         loss, parts = a2c_loss(self.model, buffer, returns - buffer.values, returns, args)
-        if not np.isfinite(loss.data):
+        if not math.isfinite(float(loss.data)):
             raise FloatingPointError(f"A3C worker {self.rank}: the loss is {float(loss.data)}; lower agent.lr or "
                                      "agent.max_grad_norm")
         self.model.zero_grad()
         loss.backward()
         if args.max_grad_norm:
             optim.clip_grad_norm_(self.params, args.max_grad_norm)
-        grads = [None if p.grad is None else p.grad.data for p in self.params]
+        grads = [None if p.grad is None else to_device(p.grad.data, "cpu") for p in self.params]
         return grads, buffer.num_steps * buffer.num_envs, finished, {name: float(v.data) for name, v in parts.items()}
 
 
@@ -99,7 +106,8 @@ def worker_spec(cfg, args, generation, budget):
     """What a worker needs, as plain picklable data; the workers stop when they have used up
     `budget` between them (see `budget_spent`)."""
     env = {**OmegaConf.to_container(cfg.env), "vectorization": worker_vectorization(cfg, args)}
-    return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "budget": budget}
+    return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "budget": budget,
+            "device": cfg.device}
 
 
 class LossMeter:

@@ -14,7 +14,7 @@ Everything is computed by numpy on the wrapped array. This module is imported on
 
 `stats` counts the device arrays made and the host reads (`.get()`, `.item()`, `float()`, `bool()`
 ... of a device array: each one a wait for the GPU on cupy); with LAB_EMU_STATS=<file> they are
-written there as JSON when the process ends, so a test can see that a run really used the device.
+added to the counts there (JSON) when each process ends, so a test can see that a run really used the device.
 """
 import atexit
 import contextlib
@@ -35,8 +35,16 @@ stats = {"arrays": 0, "host_reads": 0}
 
 
 def _write_stats(path):
-    with open(path, "w") as f:
-        json.dump(stats, f)
+    """Add this process's counts to the file's (a run's worker processes each add theirs)."""
+    import fcntl
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        total = json.loads(text) if text.strip() else {}
+        f.seek(0)
+        f.truncate()
+        json.dump({key: total.get(key, 0) + value for key, value in stats.items()}, f)
 
 
 if os.environ.get("LAB_EMU_STATS"):

@@ -106,6 +106,9 @@ FAMILIES = {
                          "eval_episodes=2"),
     "dqn": lambda root: ("agent=dqn", "env=cartpole", "agent.total_timesteps=600", "agent.learning_starts=200",
                          "agent.train_freq=64", "agent.gradient_steps=4", "eval_episodes=2"),
+    # the workers' forward and backward passes on the device, the shared weights on the host
+    "a3c": lambda root: ("agent=a3c", "env=cartpole", "agent.num_workers=2", "agent.total_timesteps=400",
+                         "eval_episodes=2"),
     "dcgan": lambda root: generative(root, "dcgan"),
     "wgan_gp": lambda root: generative(root, "wgan_gp", "model.n_critic=2"),  # second order through the critic's convs
     "vae": lambda root: generative(root, "vae"),
@@ -124,8 +127,9 @@ def test_training_runs_on_the_device(family, mnist_root, tmp_path):
     assert used["arrays"] > 100, used  # the networks and their updates lived on the device
 
 
-def test_a3c_refuses_a_device_in_one_line(tmp_path):
-    done, _ = train(tmp_path, "agent=a3c", "env=cartpole")
+def test_a3c_refuses_forked_workers_on_a_device_in_one_line(tmp_path):
+    done, _ = train(tmp_path, "agent=a3c", "env=cartpole", "agent.start_method=fork")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: A3C runs its workers on the CPU; got device='emu' (use device=cpu)")
+        "error: device=emu needs worker processes that start fresh (a forked process cannot use the parent's GPU "
+        "context): set agent.start_method=spawn or forkserver")

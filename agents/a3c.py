@@ -17,6 +17,10 @@ weights with the shared optimizer (core.optim's Adam or RMSprop), without waitin
 workers. `anneal_lr` makes the lr fall linearly to 0 over `total_timesteps` (all workers' env steps;
 core.optim.lr_scheduler.LinearLR stepped to that count).
 
+Devices: with `device=cuda` each worker's model copy, rollout and backward pass run on the GPU; the
+shared weights and optimizer stay in host memory, so every update copies the weights in and the
+gradient out (workers must start fresh: `start_method` spawn or forkserver). Evaluation is on the CPU.
+
 Backends (agents/a3c_workers.py; agents/workers.py starts the processes and connects to Ray):
 - "processes": `num_workers` processes (`start_method` "spawn" by default: a fresh interpreter, safe
   whatever threads the trainer runs). The trainer builds the model and its optimizer as every trainer

@@ -26,7 +26,7 @@ esac
 
 # The GPU machine has Python 3.12, numpy, cupy-cuda13x, PyTorch, pytest, scipy, matplotlib, pillow, scikit-learn,
 # tqdm and setuptools, but not these (their own needs come along as wheels too; pip keeps what is installed).
-MISSING=("gymnasium>=1.0" "hydra-core>=1.3,<1.4" "tensorboardX>=2.6" "pygame>=2.1")
+MISSING=("gymnasium>=1.0" "hydra-core>=1.3,<1.4" "tensorboardX>=2.6" "crc32c>=2.3" "pygame>=2.1" "threadpoolctl>=3")
 
 if [ -z "$DEVICE" ]; then
     # antlr4-python3-runtime 4.9 (hydra-core's parser) is published as source only: built into a wheel here

@@ -207,8 +207,9 @@ class Session:
         self._bar.close()
         if self._saved_at != self.global_step:
             self.checkpoint()
-        result = {f"train/{self.unit}": self.progress, "train/episodes": self.episodes,
-                  "train/iterations": self.iterations}
+        result = {f"train/{self.unit}": self.progress, "train/iterations": self.iterations}
+        if self.unit == "env_steps" or self.episodes:  # trainers of epochs or steps have no episodes
+            result["train/episodes"] = self.episodes
         if self.steps_per_unit is not None:
             result["train/steps"] = self.steps
         result.update({**(metrics or {}), "time/wall_s": self.wall()})

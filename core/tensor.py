@@ -1,4 +1,6 @@
 """The Tensor: an array (numpy or cupy) plus what autodiff needs to know about it."""
+from operator import attrgetter
+
 import numpy as np
 
 from core import backend
@@ -50,21 +52,8 @@ class Tensor(DeviceShorthands):
         return t
 
     # ----- properties -----
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def ndim(self):
-        return self.data.ndim
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def size(self):
-        return self.data.size
+    shape, ndim, dtype, size = (property(attrgetter(f"data.{name}"), doc=f"The array's {name}.")
+                                for name in ("shape", "ndim", "dtype", "size"))
 
     def numel(self):
         return self.data.size
@@ -105,7 +94,7 @@ class Tensor(DeviceShorthands):
         body = np.array2string(backend.to_device(self.data, "cpu"), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
 
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # == is elementwise (an op, attached below); tensors hash by identity
 
     # ----- conversion -----
     def numpy(self):
@@ -220,124 +209,43 @@ class Tensor(DeviceShorthands):
         self.data[key] = value.data if isinstance(value, Tensor) else value
         self._version += 1
 
-    # ----- operators -----
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.div(other, self)
-
-    def __pow__(self, other):
-        return ops.pow(self, other)
-
-    def __rpow__(self, other):
-        return ops.pow(other, self)
-
-    def __neg__(self):
-        return ops.neg(self)
-
+    # ----- operators (all but these two are ops themselves, attached by _bind_methods) -----
     def __pos__(self):
         return self
-
-    def __abs__(self):
-        return ops.abs(self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __getitem__(self, key):
-        return ops.getitem(self, key)
-
-    def __eq__(self, other):
-        return ops.eq(self, other)
-
-    def __ne__(self, other):
-        return ops.ne(self, other)
-
-    def __lt__(self, other):
-        return ops.lt(self, other)
-
-    def __le__(self, other):
-        return ops.le(self, other)
-
-    def __gt__(self, other):
-        return ops.gt(self, other)
-
-    def __ge__(self, other):
-        return ops.ge(self, other)
-
-    def __invert__(self):
-        return ops.logical_not(self)
-
-    def __and__(self, other):
-        return ops.logical_and(self, other)
-
-    def __or__(self, other):
-        return ops.logical_or(self, other)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
-    # ----- methods forwarding to ops (the rest are attached by _bind_methods) -----
-    def reshape(self, *shape):
-        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
-    view = reshape
-
-    def permute(self, *axes):
-        return ops.permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
-
-    def expand(self, *shape):
-        return ops.broadcast_to(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis, keepdims)
-
-
-# Method names that simply call the op of the same (or mapped) name with the tensor first.
+# Methods that are the op of the same (or mapped) name with the tensor first: `t.exp()` is ops.exp(t).
 _METHOD_NAMES = (
     "exp log log1p sqrt abs sin cos tanh sigmoid relu leaky_relu elu selu softplus gelu silu erf maximum minimum "
-    "clip max min var std logsumexp norm matmul transpose swapaxes squeeze unsqueeze flatten broadcast_to "
-    "pad flip gather take_along_axis softmax log_softmax cumsum argmax argmin split chunk "
+    "clip max min sum mean var std logsumexp norm matmul reshape permute transpose swapaxes squeeze unsqueeze "
+    "flatten broadcast_to pad flip gather take_along_axis softmax log_softmax cumsum argmax argmin split chunk "
     "eq ne lt le gt ge logical_not any all isfinite square expand_as reshape_as"
 )
-_METHOD_ALIASES = {"clamp": "clip", "amax": "max", "amin": "min"}
+_METHOD_ALIASES = {"clamp": "clip", "amax": "max", "amin": "min", "view": "reshape", "expand": "broadcast_to"}
+# Operators: `t + u` is ops.add(t, u), `-t` ops.neg(t); those in _REFLECTED also take the tensor second
+# (`2 - t` calls t.__rsub__(2), which is ops.sub(2, t)).
+_OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "truediv": "div", "pow": "pow", "matmul": "matmul",
+              "neg": "neg", "abs": "abs", "getitem": "getitem", "eq": "eq", "ne": "ne", "lt": "lt", "le": "le",
+              "gt": "gt", "ge": "ge", "invert": "logical_not", "and": "logical_and", "or": "logical_or"}
+_REFLECTED = ("add", "sub", "mul", "truediv", "pow", "matmul")
 
 
 def _bind_methods():
-    """Attach `tensor.op(...)` for each op that takes the tensor first."""
-    def method(fn):
-        def bound(self, *args, **kwargs):
-            return fn(self, *args, **kwargs)
-        bound.__name__, bound.__doc__ = fn.__name__, fn.__doc__
-        return bound
-    names = {name: name for name in _METHOD_NAMES.split()} | _METHOD_ALIASES
+    """Attach the methods and operators above. Each is the op function itself (a function binds as a method),
+    so `t + u` and `t.exp()` cost no call beyond the op's own."""
+    def reflected(fn):
+        def swapped(self, other):
+            return fn(other, self)
+        return swapped
+    names = ({name: name for name in _METHOD_NAMES.split()} | _METHOD_ALIASES
+             | {f"__{name}__": op for name, op in _OPERATORS.items()})
     for name, op in names.items():
-        setattr(Tensor, name, method(getattr(ops, op)))
+        setattr(Tensor, name, getattr(ops, op))
+    for name in _REFLECTED:
+        setattr(Tensor, f"__r{name}__", reflected(getattr(ops, _OPERATORS[name])))
 
 
 def _infer_dtype(data):

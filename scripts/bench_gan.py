@@ -33,14 +33,23 @@ EPOCH_IMAGES = 60_000
 DCGAN_BATCH, WGAN_BATCH, LATENT = 128, 64, 100
 
 
+def _real_images(batch):
+    """A fixed batch of MNIST-sized images in [-1, 1] (the same on both sides)."""
+    return np.random.default_rng(0).uniform(-1, 1, (batch, 1, 28, 28)).astype(np.float32)
+
+
 # ----- ours (on `device`: the GPU rows of scripts/bench_gpu.py use these too) -----
+def _our_nets(family, opponent, device):
+    """`family`'s default config, its generator and `opponent` network on `device`, and an optimizer each."""
+    args = family.Config()
+    nets = family.build(args, (1, 28, 28), 10, "tanh")
+    G, D = nets["generator"].to(device), nets[opponent].to(device)
+    return args, G, D, *(make_optimizer(None, args, net.parameters(), 1e-4) for net in (G, D))
+
+
 def our_dcgan(device="cpu"):
-    args = gan.Config()  # model=dcgan: arch dcgan_tf, Adam(1e-4)
-    nets = gan.build(args, (1, 28, 28), 10, "tanh")
-    G, D = nets["generator"].to(device), nets["discriminator"].to(device)
-    opt_g, opt_d = (make_optimizer(None, args, net.parameters(), 1e-4) for net in (G, D))
-    real = core.tensor(np.random.default_rng(0).uniform(-1, 1, (DCGAN_BATCH, 1, 28, 28)).astype(np.float32),
-                       device=device)
+    _, G, D, opt_g, opt_d = _our_nets(gan, "discriminator", device)  # model=dcgan: arch dcgan_tf, Adam(1e-4)
+    real = core.tensor(_real_images(DCGAN_BATCH), device=device)
 
     def step():
         gan.simultaneous_step(G, D, opt_g, opt_d, real, None, core.randn(DCGAN_BATCH, LATENT, device=device), None)
@@ -48,12 +57,9 @@ def our_dcgan(device="cpu"):
 
 
 def our_wgan_gp(device="cpu"):
-    args = wgan.Config()  # model=wgan_gp: MTF networks without critic BN, λ 10, 5 critic steps, Adam(1e-4, (0, 0.9))
-    nets = wgan.build(args, (1, 28, 28), 10, "tanh")
-    G, C = nets["generator"].to(device), nets["critic"].to(device)
-    opt_g, opt_c = (make_optimizer(None, args, net.parameters(), 1e-4) for net in (G, C))
-    real = core.tensor(np.random.default_rng(0).uniform(-1, 1, (WGAN_BATCH, 1, 28, 28)).astype(np.float32),
-                       device=device)
+    # model=wgan_gp: MTF networks without critic BN, λ 10, 5 critic steps, Adam(1e-4, (0, 0.9))
+    args, G, C, opt_g, opt_c = _our_nets(wgan, "critic", device)
+    real = core.tensor(_real_images(WGAN_BATCH), device=device)
 
     def iteration():
         for _ in range(args.n_critic):
@@ -81,8 +87,7 @@ def torch_dcgan(device="cpu"):
     G, D = G.to(device), D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, eps=1e-7)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, eps=1e-7)
-    real = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (DCGAN_BATCH, 1, 28, 28)).astype(np.float32),
-                        device=device)
+    real = torch.tensor(_real_images(DCGAN_BATCH), device=device)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
     def step():
@@ -112,8 +117,7 @@ def torch_wgan_gp(device="cpu"):
     G, C = G.to(device), C.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), eps=1e-7)
     opt_c = torch.optim.Adam(C.parameters(), lr=1e-4, betas=(0.0, 0.9), eps=1e-7)
-    real = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (WGAN_BATCH, 1, 28, 28)).astype(np.float32),
-                        device=device)
+    real = torch.tensor(_real_images(WGAN_BATCH), device=device)
 
     def iteration():
         for _ in range(5):

@@ -507,6 +507,29 @@ def test_activations_values_and_gradients(layer, reference):
     assert core.gradgradcheck(layer, [x])
 
 
+def test_activation_layers_take_pytorchs_arguments():
+    import inspect
+    assert str(inspect.signature(nn.LeakyReLU)) == "(negative_slope=0.01)" and str(inspect.signature(nn.ReLU)) == "()"
+    assert repr(nn.ELU()) == "ELU(alpha=1.0)" and repr(nn.ELU(alpha=0.5)) == repr(nn.ELU(0.5)) == "ELU(alpha=0.5)"
+    assert repr(nn.GELU("tanh")) == "GELU(approximate='tanh')" and repr(nn.Softmax(dim=1)) == "Softmax(dim=1)"
+    assert repr(nn.Tanh()) == "Tanh()" and isinstance(nn.Softplus(2.0), nn.Module)
+    with pytest.raises(TypeError, match=r"^ReLU\(\): got an unexpected keyword argument 'inplace'$"):
+        nn.ReLU(inplace=True)
+    with pytest.raises(TypeError, match=r"^ELU\(alpha=1.0\): too many positional arguments$"):
+        nn.ELU(1.0, 2.0)
+    with pytest.raises(ValueError, match="GELU approximate must be 'none' or 'tanh', got 'erf'"):
+        nn.GELU("erf")
+    x = core.tensor([-1.0, 2.0])
+    layer = nn.LeakyReLU(0.1)
+    layer.negative_slope = 0.5  # read at every call, as in PyTorch
+    assert layer(x).tolist() == [-0.5, 2.0]
+
+    class Clipped(nn.ReLU):  # a user's subclass keeps the layer's op
+        def forward(self, x):
+            return super().forward(x).clip(max=1.0)
+    assert Clipped()(x).tolist() == [0.0, 1.0] and repr(Clipped()) == "Clipped()"
+
+
 @pytest.mark.parametrize("cls, shape", [(nn.BatchNorm1d, (6, 3)), (nn.BatchNorm1d, (4, 3, 2)),
                                         (nn.BatchNorm2d, (3, 3, 2, 2))])
 def test_batchnorm_train_mode_gradients_first_and_second_order(cls, shape):

@@ -1,4 +1,6 @@
 """Tensor basics: dtypes, devices, factories, conversions and the error messages for common mistakes."""
+import operator
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,33 @@ def test_methods_forward_to_ops_and_unknown_attribute_errors():
     assert x.relu().tolist() == [[1.0, 0.0]] and x.abs().sum().item() == 3.0 and x.T.shape == (2, 1)
     with pytest.raises(AttributeError, match="no attribute 'frobnicate'"):
         x.frobnicate()
+
+
+def test_operators_in_both_operand_orders_match_numpy():
+    a, b = np.array([[1.5, 2.0], [2.0, 3.0]]), np.array([[2.0, 0.25], [-1.0, 4.0]])  # every power defined
+    x, y = core.tensor(a), core.tensor(b)
+    for op in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow, operator.matmul,
+               operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge):
+        operands = [(x, y)] if op is operator.matmul else [(x, y), (x, 2.0), (2.0, x), (b, x), (x, b)]
+        for left, right in operands:  # (b, x): numpy defers to the tensor's reflected operator
+            got = op(left, right)
+            assert isinstance(got, core.Tensor), (op, left, right)
+            np.testing.assert_array_equal(got.numpy(), op(_plain(left), _plain(right)))
+    assert (-x).tolist() == (-a).tolist() and abs(x).tolist() == abs(a).tolist() and (+x) is x
+    assert (~(x > 1)).tolist() == (a <= 1).tolist() and ((x > 0) & (y > 0)).tolist() == ((a > 0) & (b > 0)).tolist()
+    assert ((x > 2) | (y > 2)).tolist() == ((a > 2) | (b > 2)).tolist() and x[1, 1].item() == 3.0
+
+
+def _plain(value):
+    return value.numpy() if isinstance(value, core.Tensor) else value
+
+
+def test_shape_methods_take_sizes_or_one_sequence():
+    x = core.arange(6.0)
+    assert x.reshape(2, 3).shape == x.reshape((2, 3)).shape == x.view([2, 3]).shape == (2, 3)
+    assert x.reshape(2, 3).permute(1, 0).shape == x.reshape(2, 3).permute((1, 0)).shape == (3, 2)
+    assert x.expand(4, 6).shape == x.expand((4, 6)).shape == (4, 6)
+    assert x.reshape(2, 3).sum(1).tolist() == [3.0, 12.0] and x.reshape(2, 3).mean(axis=0, keepdims=True).shape == (1, 3)
 
 
 def test_comparisons_are_not_differentiable_and_tensors_stay_hashable():

@@ -1,111 +1,96 @@
-"""Activation layers: thin modules over the activation functions of `core.ops`."""
+"""Activation layers: thin modules over the activation functions of `core.ops`.
+
+Each layer is one line of data: a subclass of `_Activation` that names its op and its hyperparameters with
+their defaults, e.g. `class ELU(_Activation, op=ops.elu, alpha=1.0)`. The base class gives it PyTorch's
+constructor (`ELU(alpha=1.0)`, positional or keyword), the hyperparameters as attributes (read at every
+call, so changing one later takes effect), `forward` and the repr (`ELU(alpha=1.0)`).
+"""
+import inspect
+
 from core import ops
 from core.nn.module import Module
 
 
-class ReLU(Module):
-    def forward(self, x):
-        return ops.relu(x)
+class _Activation(Module):
+    def __init_subclass__(cls, op=None, **hyperparameters):
+        super().__init_subclass__()
+        if op is None:  # a user's subclass of a layer below: it keeps the layer's op
+            return
+        names = tuple(hyperparameters)
+        cls._hyperparameters = names
+        cls.__signature__ = inspect.Signature([
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+            for name, default in hyperparameters.items()])
+        if names:
+            def forward(self, x):
+                return op(x, *[getattr(self, name) for name in names])
+        else:  # ReLU, Tanh, ...: the layers of small RL networks, with nothing to read per call
+            def forward(self, x):
+                return op(x)
+        cls.forward = forward
 
-
-class LeakyReLU(Module):
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, *args, **kwargs):
         super().__init__()
-        self.negative_slope = negative_slope
-
-    def forward(self, x):
-        return ops.leaky_relu(x, self.negative_slope)
+        try:
+            bound = self.__signature__.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__}{self.__signature__}: {e}") from None
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            setattr(self, name, value)
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in self._hyperparameters)
 
 
-class ELU(Module):
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, x):
-        return ops.elu(x, self.alpha)
-
-    def extra_repr(self):
-        return f"alpha={self.alpha}"
+class ReLU(_Activation, op=ops.relu):
+    """max(x, 0)."""
 
 
-class SELU(Module):
-    def forward(self, x):
-        return ops.selu(x)
+class LeakyReLU(_Activation, op=ops.leaky_relu, negative_slope=0.01):
+    """x for x > 0, negative_slope * x otherwise."""
 
 
-class GELU(Module):
+class ELU(_Activation, op=ops.elu, alpha=1.0):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+
+
+class SELU(_Activation, op=ops.selu):
+    """ELU with the self-normalizing alpha and scale."""
+
+
+class GELU(_Activation, op=ops.gelu, approximate="none"):
     """approximate="none" (exact erf form, PyTorch's default) or "tanh"."""
 
     def __init__(self, approximate="none"):
-        super().__init__()
-        if approximate not in ("none", "tanh"):
+        if approximate not in ("none", "tanh"):  # at construction, not at the first forward
             raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
-
-    def forward(self, x):
-        return ops.gelu(x, self.approximate)
-
-    def extra_repr(self):
-        return f"approximate={self.approximate!r}"
+        super().__init__(approximate)
 
 
-class Tanh(Module):
-    def forward(self, x):
-        return ops.tanh(x)
+class Tanh(_Activation, op=ops.tanh):
+    """tanh(x)."""
 
 
-class Sigmoid(Module):
-    def forward(self, x):
-        return ops.sigmoid(x)
+class Sigmoid(_Activation, op=ops.sigmoid):
+    """1 / (1 + exp(-x))."""
 
 
-class LogSigmoid(Module):
-    def forward(self, x):
-        return ops.logsigmoid(x)
+class LogSigmoid(_Activation, op=ops.logsigmoid):
+    """log(sigmoid(x))."""
 
 
-class Softplus(Module):
+class Softplus(_Activation, op=ops.softplus, beta=1.0):
     """log(1 + exp(beta * x)) / beta."""
 
-    def __init__(self, beta=1.0):
-        super().__init__()
-        self.beta = beta
 
-    def forward(self, x):
-        return ops.softplus(x, self.beta)
-
-    def extra_repr(self):
-        return f"beta={self.beta}"
+class SiLU(_Activation, op=ops.silu):
+    """x * sigmoid(x)."""
 
 
-class SiLU(Module):
-    def forward(self, x):
-        return ops.silu(x)
+class Softmax(_Activation, op=ops.softmax, dim=-1):
+    """exp(x) normalized to sum 1 along `dim`."""
 
 
-class Softmax(Module):
-    def __init__(self, dim=-1):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x):
-        return ops.softmax(x, self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
-
-
-class LogSoftmax(Module):
-    def __init__(self, dim=-1):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x):
-        return ops.log_softmax(x, self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
+class LogSoftmax(_Activation, op=ops.log_softmax, dim=-1):
+    """log(softmax(x)) along `dim`."""

@@ -312,8 +312,9 @@ def _tap_sum(products, geo):
 
 
 def _tap_spread(y, geo):
-    """The adjoint of _tap_sum: conv output (O, N, Ho, Wo) -> (kh*kw*O, N*H*W), each output pixel copied to the
+    """The adjoint of _tap_sum: conv output (N, O, Ho, Wo) -> (kh*kw*O, N*H*W), each output pixel copied to the
     input pixel under each tap of its window (one tap never meets an input pixel twice: plain assignments)."""
+    y = y.transpose(1, 0, 2, 3)
     o, n = y.shape[:2]
     spread = xp_of(y).zeros(geo.kernel + (o, n) + geo.in_hw, dtype=y.dtype)
     for a, b, (oi, oj), (ii, ij) in _tap_overlaps(geo):
@@ -402,13 +403,29 @@ def _choose_path(geo, in_channels, out_channels):
 
 
 # ----- the three conv Functions (each one's backward is built from the others) -----
-# Each may be handed the expanded operand its path builds, when the caller has it already: `cols`, the im2col
-# of the conv input (im2col path), or `spread`, the _tap_spread of the conv output (taps path).
-class Conv2dOp(Function):
-    """y = conv2d(x, w) + b."""
+class _ConvFunction(Function):
+    """A conv Function on geometry `geo`. It may be handed the expanded operand its path builds, when the caller
+    has it already: `cols`, the im2col of the conv input (im2col path), or `spread`, the _tap_spread of the conv
+    output (taps path). One it builds itself is kept while a graph is recorded: the backward needs it again."""
 
-    def __init__(self, geo, cols=None):
-        self.geo, self.cols = geo, cols
+    def __init__(self, geo, cols=None, spread=None):
+        self.geo, self.cols, self.spread = geo, cols, spread
+
+    def _columns(self, x):
+        cols = _im2col(x, self.geo) if self.cols is None else self.cols
+        if is_grad_enabled():
+            self.cols = cols
+        return cols
+
+    def _spread(self, y):
+        spread = _tap_spread(y, self.geo) if self.spread is None else self.spread
+        if is_grad_enabled():
+            self.spread = spread
+        return spread
+
+
+class Conv2dOp(_ConvFunction):
+    """y = conv2d(x, w) + b."""
 
     def forward(self, x, w, b=None):
         geo = self.geo
@@ -417,10 +434,7 @@ class Conv2dOp(Function):
             if b is not None:
                 y += b[:, None, None, None]
             return y.transpose(1, 0, 2, 3)
-        cols = _im2col(x, geo) if self.cols is None else self.cols
-        if is_grad_enabled():  # the weight gradient needs the same columns
-            self.cols = cols
-        rows = xp_of(x).matmul(cols, _weight_matrix(w, geo.groups))  # (g, M, O/g)
+        rows = xp_of(x).matmul(self._columns(x), _weight_matrix(w, geo.groups))  # (g, M, O/g)
         g, m, og = rows.shape
         rows = rows[0] if g == 1 else rows.transpose(1, 0, 2).reshape(m, g * og)
         if b is not None:
@@ -433,26 +447,20 @@ class Conv2dOp(Function):
         geo, need_x, need_w = self.geo, self.needs_grad(0), self.needs_grad(1)
         spread = None
         if geo.taps and need_x and need_w:  # both gradients start from the spread gy: built once
-            spread = _tap_spread(_as_array(gy).transpose(1, 0, 2, 3), geo)
-        gx = ConvTranspose2dOp(geo, spread)(gy, w) if need_x else None
+            spread = _tap_spread(_as_array(gy), geo)
+        gx = ConvTranspose2dOp(geo, spread=spread)(gy, w) if need_x else None
         gw = Conv2dWeightGrad(geo, self.cols, spread)(x, gy) if need_w else None
         gb = gy.sum(axis=(0, 2, 3)) if len(self.inputs) == 3 and self.needs_grad(2) else None
         return gx, gw, gb
 
 
-class ConvTranspose2dOp(Function):
+class ConvTranspose2dOp(_ConvFunction):
     """x = conv2d's input gradient for output gradient y (and weight w), plus b: conv_transpose2d."""
-
-    def __init__(self, geo, spread=None):
-        self.geo, self.spread = geo, spread
 
     def forward(self, y, w, b=None):
         geo = self.geo
         if geo.taps:
-            spread = _tap_spread(y.transpose(1, 0, 2, 3), geo) if self.spread is None else self.spread
-            if is_grad_enabled():  # the weight gradient of the backward needs it again
-                self.spread = spread
-            out = _taps_input_grad(spread, w, y.shape[0], geo)
+            out = _taps_input_grad(self._spread(y), w, y.shape[0], geo)
         elif geo.subpixel:
             out = _subpixel_input_grad(y, w, geo)
         else:
@@ -474,23 +482,14 @@ class ConvTranspose2dOp(Function):
         return gy, gw, gb
 
 
-class Conv2dWeightGrad(Function):
+class Conv2dWeightGrad(_ConvFunction):
     """w-gradient of conv2d for input x and output gradient y (linear in each of them)."""
-
-    def __init__(self, geo, cols=None, spread=None):
-        self.geo, self.cols, self.spread = geo, cols, spread
 
     def forward(self, x, y):
         geo = self.geo
         if geo.taps:
-            spread = _tap_spread(y.transpose(1, 0, 2, 3), geo) if self.spread is None else self.spread
-            if is_grad_enabled():
-                self.spread = spread
-            return _taps_weight_grad(x, spread, geo)
-        cols = _im2col(x, geo) if self.cols is None else self.cols
-        if is_grad_enabled():
-            self.cols = cols
-        gw = xp_of(x).matmul(cols.transpose(0, 2, 1), _rows(y, geo.groups))  # (g, kh*kw*C/g, O/g)
+            return _taps_weight_grad(x, self._spread(y), geo)
+        gw = xp_of(x).matmul(self._columns(x).transpose(0, 2, 1), _rows(y, geo.groups))  # (g, kh*kw*C/g, O/g)
         g, k, og = gw.shape
         kh, kw = geo.kernel
         cg = k // (kh * kw)
@@ -498,7 +497,7 @@ class Conv2dWeightGrad(Function):
 
     def backward(self, gw):
         x, y = self.args
-        gx = ConvTranspose2dOp(self.geo, self.spread)(y, gw) if self.needs_grad(0) else None
+        gx = ConvTranspose2dOp(self.geo, spread=self.spread)(y, gw) if self.needs_grad(0) else None
         gy = Conv2dOp(self.geo, self.cols)(x, gw) if self.needs_grad(1) else None
         return gx, gy
 

@@ -132,43 +132,34 @@ class MulScalar(Function):
         return gy * self.c
 
 
-_NUMBER = (int, float)
+_NUMBER = (int, float)  # Python numbers (not bool, not numpy scalars) take the one-input scalar ops
 
 
-def _scalar(v):
-    return type(v) in _NUMBER
+def _commutative(name, op, scalar_op):
+    """add or mul: a Python number on either side becomes `scalar_op(number)` of the tensor."""
+    def apply(a, b):
+        if type(b) in _NUMBER and isinstance(a, Tensor):
+            return scalar_op(b)(a)
+        if type(a) in _NUMBER and isinstance(b, Tensor):
+            return scalar_op(a)(b)
+        return op()(*pair(a, b))
+    apply.__name__ = apply.__qualname__ = name
+    return apply
 
 
-def add(a, b):
-    if _scalar(b) and isinstance(a, Tensor):
-        return AddScalar(b)(a)
-    if _scalar(a) and isinstance(b, Tensor):
-        return AddScalar(a)(b)
-    return Add()(*pair(a, b))
+add, mul = _commutative("add", Add, AddScalar), _commutative("mul", Mul, MulScalar)
 
 
 def sub(a, b):
-    if _scalar(b) and isinstance(a, Tensor):
+    if type(b) in _NUMBER and isinstance(a, Tensor):
         return AddScalar(-b)(a)
-    if _scalar(a) and isinstance(b, Tensor):
+    if type(a) in _NUMBER and isinstance(b, Tensor):
         return AddScalar(a)(MulScalar(-1)(b))
     return Sub()(*pair(a, b))
 
 
-def mul(a, b):
-    if _scalar(b) and isinstance(a, Tensor):
-        return MulScalar(b)(a)
-    if _scalar(a) and isinstance(b, Tensor):
-        return MulScalar(a)(b)
-    return Mul()(*pair(a, b))
-
-
 def div(a, b):
     return Div()(*pair(a, b))
-
-
-def neg(x):
-    return Neg()(x)
 
 
 def pow(x, p):
@@ -373,52 +364,21 @@ class ToDevice(Function):
         return to_device(gy, self.src)
 
 
-def exp(x):
-    return Exp()(x)
+def _op_of(primitive):
+    """The op of a one-input primitive without parameters: exp(x) is Exp()(x)."""
+    def apply(x):
+        return primitive()(x)
+    apply.__name__ = apply.__qualname__ = primitive.__name__.lower()
+    apply.__doc__ = primitive.__doc__
+    return apply
 
 
-def log(x):
-    return Log()(x)
-
-
-def log1p(x):
-    return Log1p()(x)
-
-
-def sqrt(x):
-    return Sqrt()(x)
-
-
-def abs(x):
-    return Abs()(x)
-
-
-def sin(x):
-    return Sin()(x)
-
-
-def cos(x):
-    return Cos()(x)
-
-
-def tanh(x):
-    return Tanh()(x)
-
-
-def sigmoid(x):
-    return Sigmoid()(x)
-
-
-def relu(x):
-    return Relu()(x)
+neg, exp, log, log1p, sqrt, abs, sin, cos, tanh, sigmoid, relu, erf = map(
+    _op_of, (Neg, Exp, Log, Log1p, Sqrt, Abs, Sin, Cos, Tanh, Sigmoid, Relu, Erf))
 
 
 def leaky_relu(x, negative_slope=0.01):
     return LeakyRelu(negative_slope)(x)
-
-
-def erf(x):
-    return Erf()(x)
 
 
 def clip(x, min=None, max=None):

@@ -13,12 +13,17 @@ def _normalize_shape(shape):
     return tuple(shape)
 
 
-class Reshape(Function):
+class _ToShape(Function):
+    """reshape, broadcast_to and sum_to: x to `shape`. Backward takes gy back to x's shape by another of the
+    three, so it reads no input values."""
+
     saves_inputs = False
 
     def __init__(self, shape):
         self.shape = shape
 
+
+class Reshape(_ToShape):
     def forward(self, x):
         try:
             return x.reshape(self.shape)
@@ -44,12 +49,7 @@ class Permute(Function):
         return permute(gy, tuple(np.argsort([a % gy.ndim for a in self.axes])))
 
 
-class BroadcastTo(Function):
-    saves_inputs = False
-
-    def __init__(self, shape):
-        self.shape = shape
-
+class BroadcastTo(_ToShape):
     def forward(self, x):
         try:
             return xp_of(x).broadcast_to(x, self.shape)
@@ -60,12 +60,7 @@ class BroadcastTo(Function):
         return sum_to(gy, self.inputs[0].shape)
 
 
-class SumTo(Function):
-    saves_inputs = False
-
-    def __init__(self, shape):
-        self.shape = shape
-
+class SumTo(_ToShape):
     def forward(self, x):
         lead = x.ndim - len(self.shape)
         axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(self.shape) if n == 1 and x.shape[i + lead] != 1)

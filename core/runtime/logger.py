@@ -194,7 +194,17 @@ def _summary_writer(logdir, flush_secs, filename_suffix):
     return SyncSummaryWriter(logdir=str(logdir), flush_secs=flush_secs, filename_suffix=filename_suffix)
 
 
-class RunLogger:
+class Closeable:
+    """`with obj:` closes obj at the end of the block (RunLogger, Run)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class RunLogger(Closeable):
     """TensorBoard logging into `run_dir`, plus metrics.json, image files and a progress bar.
 
     config: logged once as YAML text under the tag "config". quiet: no progress bars (multirun
@@ -310,12 +320,6 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def _config_yaml(config):

@@ -34,7 +34,7 @@ import numpy as np
 
 from core.backend import get_array_module, to_number, to_numpy
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: F401  (re-exported)
-from core.runtime.logger import RunLogger, flatten_config
+from core.runtime.logger import Closeable, RunLogger, flatten_config
 from core.runtime.rng import get_rng_state, set_rng_state  # noqa: F401  (re-exported)
 from core.serialization import load, save
 from core.tensor import Tensor
@@ -169,7 +169,7 @@ RESUMABLE = ("resume", "quiet", "device", "checkpoint_every", "keep_checkpoints"
              "*.lr", "*.lr_*", "*_lr", "*.quality.*", "*.grid_size", "*.eval_greedy", "*.capture_video")
 
 
-class Run:
+class Run(Closeable):
     """One training run in `directory` (see the module docstring).
 
     config: the resolved run config as plain dicts/lists/scalars; written to `config.yaml`, logged
@@ -367,12 +367,6 @@ class Run:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def _short(value):

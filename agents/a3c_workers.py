@@ -98,7 +98,7 @@ def budget_spent(env_steps, episodes, budget):
 def worker_spec(cfg, args, generation, budget):
     """What a worker needs, as plain picklable data; the workers stop when they have used up
     `budget` between them (see `budget_spent`)."""
-    env = {**OmegaConf.to_container(cfg.env), "vectorization": worker_vectorization(cfg, args)}
+    env = {**OmegaConf.to_container(cfg.env, enum_to_str=True), "vectorization": worker_vectorization(cfg, args)}
     return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "budget": budget}
 
 

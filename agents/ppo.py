@@ -36,15 +36,14 @@ Checkpoints every `checkpoint_every` env steps (default 100,000), on Ctrl-C and 
 on CPU (model, optimizer, random streams, envs and the rollout position are all saved).
 """
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 import core.functional as F
-from agents.actor_critic import (agent_session, check_actor_critic_config, check_each, check_vectorization,
-                                 derive_seed, log_episodes, lr_schedule, make_policy, parameter_groups,
-                                 with_one_blas_thread)
+from agents.actor_critic import (SyncActorCriticConfig, agent_session, check_each, derive_seed, log_episodes,
+                                 lr_schedule, make_policy, parameter_groups, with_one_blas_thread)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim
@@ -57,49 +56,31 @@ __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_pp
 
 
 @dataclass
-class Config:
-    # defaults are Stable-Baselines3's; conf/agent/ppo.yaml holds the zoo's CartPole-v1 values
-    total_timesteps: int = 1_000_000
-    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
-    num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
-    vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
+class Config(SyncActorCriticConfig):
+    """PPO's settings: Stable-Baselines3's defaults (conf/agent/ppo.yaml: the zoo's CartPole-v1 values)."""
+
+    # besides these, the fields of agents/actor_critic.py (documented there) that A2C has too:
+    # SyncActorCriticConfig's num_envs, vectorization, gae_lambda, critic_lr, and ActorCriticConfig's (A3C's too)
+    # total_timesteps, total_episodes, num_steps, gamma, lr, anneal_lr, ent_coef, vf_coef, max_grad_norm,
+    # normalize_advantage, hidden, activation, init, shared, distribution, log_std_init, eval_every,
+    # target_return, eval_greedy; PPO's own defaults of some of them come first
     num_steps: int = 2048                  # steps per env per rollout (SB3's n_steps)
+    lr: float = 3e-4
+    normalize_advantage: bool = True
+    gae_lambda: float = 0.95
     batch_size: int = 64                   # minibatch size
     n_epochs: int = 10
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    lr: float = 3e-4
-    critic_lr: Optional[float] = None      # null: the critic learns at lr; else at its own rate
-    anneal_lr: bool = False                # linear decay to 0
     clip_range: float = 0.2
     anneal_clip: bool = False              # linear decay to 0
     clip_range_vf: Optional[float] = None  # null: no value clipping
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5             # 0: no clipping
-    normalize_advantage: bool = True
     target_kl: Optional[float] = None
     adam_eps: float = 1e-5
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
-    init: str = "orthogonal"               # see agents/networks.py
-    shared: bool = False                   # one trunk for policy and value
-    distribution: str = "auto"             # auto | categorical | gaussian
-    log_std_init: float = 0.0              # gaussian policies
-    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
-    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
-    eval_greedy: bool = True
 
     def validate(self):
-        check_actor_critic_config(self)
+        super().validate()
         check_each(self, ("batch_size", "n_epochs"), ">= 1", lambda value: value >= 1)
-        check_each(self, ("num_envs",), ">= 1 or null", lambda value: value is None or value >= 1)
-        check_vectorization(self)
-        check_each(self, ("gamma", "gae_lambda"), "in [0, 1]", lambda value: 0 <= value <= 1)
         check_each(self, ("clip_range", "adam_eps"), "> 0", lambda value: value > 0)
         check_each(self, ("clip_range_vf", "target_kl"), "> 0 or null", lambda value: value is None or value > 0)
-        check_each(self, ("critic_lr",), "a positive finite number or null",
-                   lambda value: value is None or (value > 0 and math.isfinite(value)))
 
 
 def _loss_options(batch, args):

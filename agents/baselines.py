@@ -38,7 +38,7 @@ POLE_ANGLE = 2  # index of the pole angle in a CartPole observation
 @dataclass
 class Config:
     policy: Policy = Policy.random
-    episodes: int = 100
+    episodes: int = 100                     # episodes to play (their returns are the result)
     total_timesteps: Optional[int] = None   # stop after this many env steps instead (null: play `episodes`)
 
     def validate(self):

@@ -83,11 +83,10 @@ def train(cfg, run):
     args = config_object(Config, cfg.agent)  # plain attribute reads in the hot loop
     device = run.device
     model, stepper, buffer, action_generator = start_rollouts(cfg, args, device, "A2C")
-    rollout_size = args.num_steps * buffer.num_envs
     params = list(model.parameters())
     optimizer = make_optimizer(args, model)
-    scheduler = lr_schedule(optimizer, args.anneal_lr, math.ceil(args.total_timesteps / rollout_size))
-    log_every = max(1, 1000 // rollout_size)  # A2C's iterations are tiny: log about every 1000 steps
+    scheduler = lr_schedule(optimizer, args.anneal_lr, math.ceil(args.total_timesteps / buffer.size))
+    log_every = max(1, 1000 // buffer.size)  # A2C's iterations are tiny: log about every 1000 steps
 
     session = agent_session(run, cfg, args, "a2c", model, device)
     session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
@@ -108,7 +107,7 @@ def train(cfg, run):
         optimizer.step()
         scheduler.step()
 
-        step = session.progress + rollout_size
+        step = session.progress + buffer.size
         if (session.iterations + 1) % log_every == 0 or step >= args.total_timesteps:
             mean_return = log_episodes(run, unlogged, step)
             unlogged.clear()
@@ -118,5 +117,5 @@ def train(cfg, run):
             run.log_histograms(model, step)
             if mean_return is not None:
                 session.show(ret=mean_return)
-        session.advance(rollout_size, episodes=len(finished))
+        session.advance(buffer.size, episodes=len(finished))
     return session.finish()

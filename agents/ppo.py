@@ -163,13 +163,12 @@ def train(cfg, run):
     args = config_object(Config, cfg.agent)  # plain attribute reads in the hot loops
     device = run.device
     model, stepper, buffer, action_generator = start_rollouts(cfg, args, device, "PPO")
-    rollout_size = args.num_steps * buffer.num_envs
-    if args.batch_size > rollout_size:
+    if args.batch_size > buffer.size:
         raise ConfigError(f"agent.batch_size {args.batch_size} is larger than a rollout (num_steps {args.num_steps} "
-                          f"x {buffer.num_envs} envs = {rollout_size})")
+                          f"x {buffer.num_envs} envs = {buffer.size})")
     optimizer = optim.Adam(parameter_groups(model, args.lr, args.critic_lr), lr=args.lr, eps=args.adam_eps)
     minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
-    num_iterations = math.ceil(args.total_timesteps / rollout_size)
+    num_iterations = math.ceil(args.total_timesteps / buffer.size)
     scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
 
     session = agent_session(run, cfg, args, "ppo", model, device)
@@ -181,7 +180,7 @@ def train(cfg, run):
             else args.clip_range
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)
-        mean_return = log_episodes(run, finished, session.progress + rollout_size)
+        mean_return = log_episodes(run, finished, session.progress + buffer.size)
         advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values, buffer.terminated,
                                           buffer.truncated, args.gamma, args.gae_lambda)
         data = flatten_rollout(buffer, advantages, returns)
@@ -189,7 +188,7 @@ def train(cfg, run):
         session.check_finite("losses/loss", stats.get("loss", 0.0))
         scheduler.step()
 
-        step = session.progress + rollout_size
+        step = session.progress + buffer.size
         session.log({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, step)
         session.log({"losses/explained_variance": explained_variance(data["values"], data["returns"]),
                      "charts/learning_rate": lr, "charts/clip_range": clip_range,
@@ -197,5 +196,5 @@ def train(cfg, run):
         run.log_histograms(model, step)
         if mean_return is not None:
             session.show(ret=mean_return, kl=stats["approx_kl"])
-        session.advance(rollout_size, episodes=len(finished))
+        session.advance(buffer.size, episodes=len(finished))
     return session.finish()

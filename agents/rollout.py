@@ -40,6 +40,7 @@ class RolloutBuffer:
         space = envs.single_action_space
         discrete = isinstance(space, gym.spaces.Discrete)
         self.num_steps, self.num_envs = num_steps, n
+        self.size = num_steps * n  # env steps per rollout
         self.obs = xp.zeros((num_steps, n, *envs.single_observation_space.shape), dtype=np.float32)
         self.actions = xp.zeros((num_steps, n, *(() if discrete else space.shape)),
                                 dtype=np.int64 if discrete else np.float32)

@@ -24,8 +24,9 @@ import math
 from dataclasses import dataclass
 
 import core.functional as F
-from agents.actor_critic import (Optimizer, SyncActorCriticConfig, agent_session, check_each, log_episodes,
-                                 lr_schedule, make_policy, parameter_groups, with_one_blas_thread)
+from agents import check_each, with_one_blas_thread
+from agents.actor_critic import (Optimizer, SyncActorCriticConfig, agent_session, log_episodes, lr_schedule,
+                                 make_policy, parameter_groups)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim

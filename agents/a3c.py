@@ -64,8 +64,9 @@ import numpy as np
 
 import core
 from agents.a3c_workers import BACKENDS, LossMeter, make_optimizer, worker_spec, worker_vectorization
-from agents.actor_critic import (ActorCriticConfig, Optimizer, agent_session, build_model, check_each, derive_seed,
-                                 log_episodes, make_envs, make_policy, with_one_blas_thread)
+from agents import check_each, derive_seed, with_one_blas_thread
+from agents.actor_critic import (ActorCriticConfig, Optimizer, agent_session, build_model, log_episodes, make_envs,
+                                 make_policy)
 from agents.workers import max_workers
 from core.runtime.choices import Choice
 from core.runtime.config import config_object

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 import core
 from agents.a2c import a2c_loss
-from agents.actor_critic import build_model, derive_seed, lr_schedule, make_envs, one_blas_thread
+from agents import derive_seed, one_blas_thread
+from agents.actor_critic import build_model, lr_schedule, make_envs
 from agents.rollout import RolloutBuffer, collect_rollout, n_step_returns
 from agents.workers import ProcessWorkers, WorkerError, connect_ray
 from core import nn, optim

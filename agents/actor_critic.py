@@ -9,10 +9,7 @@ Policies: `Categorical` over logits for Discrete action spaces, `DiagonalNormal`
 learned log-std, as in SB3 and CleanRL) for 1-D Box action spaces; Gaussian actions are clipped to
 the space's bounds only when sent to the env (the stored action and its log-prob are the sampled ones).
 """
-import contextlib
-import functools
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -21,7 +18,7 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
+from agents import EVAL_SEED_OFFSET, check_each, derive_seed, summarize_returns, wrapper_options
 from agents.networks import ACTIVATIONS, Activation, Init, linear_params, mlp
 from core import nn
 from core.backend import get_array_module, to_device
@@ -42,14 +39,6 @@ Optimizer = Choice("Optimizer", "adam rmsprop")
 
 
 # ----- config -----
-def check_each(args, names, allowed, ok):
-    """ValueError naming the first `agent.<name>` among `names` whose value fails `ok`."""
-    for name in names:
-        value = getattr(args, name)
-        if not ok(value):
-            raise ValueError(f"agent.{name} must be {allowed}, got {value}")
-
-
 @dataclass
 class ActorCriticConfig:
     """The settings A2C, PPO and A3C share. Each agent's Config extends it (a comment there names these fields);
@@ -105,14 +94,6 @@ class SyncActorCriticConfig(ActorCriticConfig):
         check_each(self, ("gae_lambda",), "in [0, 1]", lambda value: 0 <= value <= 1)
         check_each(self, ("critic_lr",), "a positive finite number or null",
                    lambda value: value is None or (value > 0 and math.isfinite(value)))
-
-
-# ----- seeds -----
-def derive_seed(seed, *keys):
-    """An int seed for the random stream named by `keys` (e.g. ("actions",), ("worker", 3)),
-    independent of the other streams of the same run seed."""
-    words = [int(seed)] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
 
 
 # ----- spaces -----
@@ -336,25 +317,6 @@ def evaluate(model, envs, greedy=True, generator=None, seed=None, device="cpu"):
 
 
 # ----- what the agents' train functions share -----
-def one_blas_thread():
-    """A context with one BLAS thread: RL batches are a few hundred rows of 64-wide layers, where
-    OpenBLAS's threads only contend (3-10x slower on a busy 2-core machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
-def with_one_blas_thread(train):
-    """`train(cfg, run)` run inside `one_blas_thread()` (a decorator for an agent's train)."""
-    @functools.wraps(train)
-    def wrapped(cfg, run):
-        with one_blas_thread():
-            return train(cfg, run)
-    return wrapped
-
-
 def training_envs(cfg, args, device):
     """The training vector env: the env config, with the agent's `num_envs` / `vectorization` when
     the agent config sets them (a preset like the zoo's names its own env count). The envs live on

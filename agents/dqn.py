@@ -50,9 +50,8 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.actor_critic import (Optimizer, check_each, derive_seed, evaluate, evaluation_envs, one_blas_thread,
-                                 training_envs)
+from agents import EVAL_SEED_OFFSET, check_each, derive_seed, one_blas_thread, summarize_returns, wrapper_options
+from agents.actor_critic import Optimizer, evaluate, evaluation_envs, training_envs
 from agents.buffers import make_replay_buffer
 from agents.networks import Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, select_actions
 from agents.schedules import Schedule, epsilon_schedule, linear_schedule

@@ -42,8 +42,9 @@ from typing import Optional
 import numpy as np
 
 import core.functional as F
-from agents.actor_critic import (SyncActorCriticConfig, agent_session, check_each, derive_seed, log_episodes,
-                                 lr_schedule, make_policy, parameter_groups, with_one_blas_thread)
+from agents import check_each, derive_seed, with_one_blas_thread
+from agents.actor_critic import (SyncActorCriticConfig, agent_session, log_episodes, lr_schedule, make_policy,
+                                 parameter_groups)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim

@@ -25,7 +25,8 @@ import gymnasium as gym
 import numpy as np
 
 import core
-from agents.actor_critic import as_batch, build_model, derive_seed, env_actions, training_envs
+from agents import derive_seed
+from agents.actor_critic import as_batch, build_model, env_actions, training_envs
 from core.backend import array_module, get_array_module, to_device
 from envs import VectorStepper
 

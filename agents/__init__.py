@@ -1,7 +1,9 @@
-"""RL agents, one module per algorithm, and what they share: env options and evaluation.
+"""RL agents, one module per algorithm, and what they share: config checks, seeds of the random streams,
+one BLAS thread, env options and evaluation.
 
 An agent module (CleanRL-style, read top to bottom) exposes:
-- `@dataclass Config` with every hyperparameter, typed and with its default, and `validate()`
+- `@dataclass Config` with every hyperparameter, typed and with its default (a closed set of strings
+  as a core.runtime.choices.Choice enum, checked when the config composes), and `validate()`
   raising ValueError with one clear line for values that cannot work. scripts/trainers.py registers
   it as the Hydra schema `<module>_schema` (group `agent`), so `conf/agent/<name>.yaml` starts with
   `defaults: [<module>_schema, _self_]`;
@@ -22,9 +24,47 @@ reproduces the final evaluation of a run.
 
 Several configs may share one module (ppo and ppo_native both name `ppo_schema`).
 """
+import contextlib
+import functools
+import zlib
+
 import numpy as np
 
 EVAL_SEED_OFFSET = 10_000
+
+
+def check_each(args, names, allowed, ok):
+    """ValueError naming the first `agent.<name>` among `names` whose value fails `ok`."""
+    for name in names:
+        value = getattr(args, name)
+        if not ok(value):
+            raise ValueError(f"agent.{name} must be {allowed}, got {value}")
+
+
+def derive_seed(seed, *keys):
+    """An int seed for the random stream named by `keys` (e.g. ("actions",), ("worker", 3)),
+    independent of the other streams of the same run seed."""
+    words = [int(seed)] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+def one_blas_thread():
+    """A context with one BLAS thread: RL batches are a few hundred rows of 64-wide layers, where
+    OpenBLAS's threads only contend (3-10x slower on a busy 2-core machine)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def with_one_blas_thread(train):
+    """`train(cfg, run)` run inside `one_blas_thread()` (a decorator for an agent's train)."""
+    @functools.wraps(train)
+    def wrapped(cfg, run):
+        with one_blas_thread():
+            return train(cfg, run)
+    return wrapped
 
 
 def wrapper_options(env_cfg):

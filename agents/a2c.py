@@ -21,13 +21,12 @@ Envs, evaluation (`eval_every` env steps, `target_return`), checkpoints (every `
 env steps, default 100,000) and resume (bitwise exact on CPU) work as in agents/ppo.py (see there).
 """
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
 
 import core.functional as F
-from agents.actor_critic import (agent_session, check_actor_critic_config, check_each, check_one_of,
-                                 check_vectorization, log_episodes, lr_schedule, make_policy, parameter_groups,
-                                 with_one_blas_thread)
+from agents import check_each, with_one_blas_thread
+from agents.actor_critic import (Optimizer, SyncActorCriticConfig, agent_session, log_episodes, lr_schedule,
+                                 make_policy, parameter_groups)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim
@@ -35,47 +34,23 @@ from core.runtime.config import config_object
 from core.tensor import Tensor
 
 __all__ = ["Config", "train", "make_policy"]
-OPTIMIZERS = ("rmsprop", "adam")
 
 
 @dataclass
-class Config:
-    # defaults are Stable-Baselines3's A2C; conf/agent/a2c.yaml holds the zoo's CartPole-v1 values
-    total_timesteps: int = 1_000_000
-    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
-    num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
-    vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
-    num_steps: int = 5                     # steps per env per update (SB3's n_steps)
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    lr: float = 7e-4
-    critic_lr: Optional[float] = None      # null: the critic learns at lr; else at its own rate
-    anneal_lr: bool = False
-    optimizer: str = "rmsprop"             # rmsprop | adam
+class Config(SyncActorCriticConfig):
+    """A2C's settings: Stable-Baselines3's defaults (conf/agent/a2c.yaml: the zoo's CartPole-v1 values)."""
+
+    # besides these, the fields of agents/actor_critic.py (documented there) that PPO has too:
+    # SyncActorCriticConfig's num_envs, vectorization, gae_lambda, critic_lr, and ActorCriticConfig's (A3C's too)
+    # total_timesteps, total_episodes, num_steps, gamma, lr, anneal_lr, ent_coef, vf_coef, max_grad_norm,
+    # normalize_advantage, hidden, activation, init, shared, distribution, log_std_init, eval_every,
+    # target_return, eval_greedy
+    optimizer: Optimizer = Optimizer.rmsprop
     rms_prop_eps: float = 1e-5             # eps of RMSprop (and of Adam)
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5             # 0: no clipping
-    normalize_advantage: bool = False
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
-    init: str = "orthogonal"
-    shared: bool = False
-    distribution: str = "auto"             # auto | categorical | gaussian
-    log_std_init: float = 0.0
-    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
-    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
-    eval_greedy: bool = True
 
     def validate(self):
-        check_actor_critic_config(self)
-        check_each(self, ("num_envs",), ">= 1 or null", lambda value: value is None or value >= 1)
-        check_vectorization(self)
-        check_each(self, ("gamma", "gae_lambda"), "in [0, 1]", lambda value: 0 <= value <= 1)
-        check_one_of(self, "optimizer", OPTIMIZERS)
+        super().validate()
         check_each(self, ("rms_prop_eps",), "> 0", lambda value: value > 0)
-        check_each(self, ("critic_lr",), "a positive finite number or null",
-                   lambda value: value is None or (value > 0 and math.isfinite(value)))
 
 
 def make_optimizer(args, model):
@@ -109,11 +84,10 @@ def train(cfg, run):
     args = config_object(Config, cfg.agent)  # plain attribute reads in the hot loop
     device = run.device
     model, stepper, buffer, action_generator = start_rollouts(cfg, args, device, "A2C")
-    rollout_size = args.num_steps * buffer.num_envs
     params = list(model.parameters())
     optimizer = make_optimizer(args, model)
-    scheduler = lr_schedule(optimizer, args.anneal_lr, math.ceil(args.total_timesteps / rollout_size))
-    log_every = max(1, 1000 // rollout_size)  # A2C's iterations are tiny: log about every 1000 steps
+    scheduler = lr_schedule(optimizer, args.anneal_lr, math.ceil(args.total_timesteps / buffer.size))
+    log_every = max(1, 1000 // buffer.size)  # A2C's iterations are tiny: log about every 1000 steps
 
     session = agent_session(run, cfg, args, "a2c", model, device)
     session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
@@ -134,7 +108,7 @@ def train(cfg, run):
         optimizer.step()
         scheduler.step()
 
-        step = session.progress + rollout_size
+        step = session.progress + buffer.size
         if (session.iterations + 1) % log_every == 0 or step >= args.total_timesteps:
             mean_return = log_episodes(run, unlogged, step)
             unlogged.clear()
@@ -144,5 +118,5 @@ def train(cfg, run):
             run.log_histograms(model, step)
             if mean_return is not None:
                 session.show(ret=mean_return)
-        session.advance(rollout_size, episodes=len(finished))
+        session.advance(buffer.size, episodes=len(finished))
     return session.finish()

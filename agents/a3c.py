@@ -68,63 +68,53 @@ import numpy as np
 
 import core
 from agents.a3c_workers import BACKENDS, LossMeter, make_optimizer, worker_spec, worker_vectorization
-from agents.actor_critic import (agent_session, build_model, check_actor_critic_config, check_each, check_one_of,
-                                 check_vectorization, derive_seed, log_episodes, make_envs, make_policy,
-                                 with_one_blas_thread)
+from agents import check_each, derive_seed, with_one_blas_thread
+from agents.actor_critic import (ActorCriticConfig, Optimizer, agent_session, build_model, log_episodes, make_envs,
+                                 make_policy)
 from agents.workers import max_workers
+from core.runtime.choices import Choice
 from core.runtime.config import config_object
 from core.runtime.errors import ConfigError
 
 __all__ = ["Config", "train", "make_policy"]
-START_METHODS = ("spawn", "forkserver", "fork")
-OPTIMIZERS = ("adam", "rmsprop")
+# the config's types
+Backend = Choice("Backend", list(BACKENDS))
+StartMethod = Choice("StartMethod", "spawn forkserver fork")
+WorkerVectorization = Choice("WorkerVectorization", "sync native")
 
 
 @dataclass
-class Config:
-    total_timesteps: int = 200_000         # env steps, all workers together
-    total_episodes: Optional[int] = None   # also stop after this many episodes, all workers together
+class Config(ActorCriticConfig):
+    """A3C's settings: the budgets and evaluation intervals count the env steps of all workers together."""
+
+    # besides these, the fields of ActorCriticConfig (agents/actor_critic.py, documented there) that A2C and PPO
+    # have too: total_timesteps, total_episodes, num_steps, gamma, lr, anneal_lr, ent_coef, vf_coef,
+    # max_grad_norm, normalize_advantage, hidden, activation, init, shared, distribution, log_std_init,
+    # eval_every, target_return, eval_greedy; A3C's own defaults of some of them come first
+    total_timesteps: int = 200_000
+    num_steps: int = 20                    # n of the n-step returns (t_max in the paper)
+    lr: float = 1e-3
+    ent_coef: float = 0.01
+    max_grad_norm: float = 40.0
     num_workers: int = 2
-    backend: str = "processes"             # processes | ray
-    start_method: str = "spawn"            # spawn | forkserver | fork (processes backend)
+    backend: Backend = Backend.processes
+    start_method: StartMethod = StartMethod.spawn  # the processes backend's
     own_sessions: bool = False             # start each worker process in a session of its own (see above)
     ray_address: Optional[str] = None      # null: a local Ray instance; "auto" or "host:port": a running cluster
     envs_per_worker: int = 1
-    vectorization: Optional[str] = None    # each worker's envs: sync | native; null: env.vectorization
-    num_steps: int = 20                    # n of the n-step returns (t_max in the paper)
-    gamma: float = 0.99
-    lr: float = 1e-3
-    anneal_lr: bool = False                # lr falls linearly to 0 over total_timesteps, as in the A3C paper
-    optimizer: str = "adam"                # adam | rmsprop, shared by all workers
+    vectorization: Optional[WorkerVectorization] = None  # each worker's envs; null: env.vectorization
+    optimizer: Optimizer = Optimizer.adam  # shared by all workers
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])   # adam
     alpha: float = 0.99                    # rmsprop
     eps: float = 1e-8
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 40.0            # 0: no clipping
-    normalize_advantage: bool = False      # standardise each rollout's advantages (as A2C's option)
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
-    init: str = "orthogonal"
-    shared: bool = False
-    distribution: str = "auto"             # auto | categorical | gaussian
-    log_std_init: float = 0.0
     log_every_s: float = 1.0               # the trainer logs (and workers report losses) this often
-    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
-    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
-    eval_greedy: bool = True
 
     def validate(self):
-        check_one_of(self, "backend", tuple(BACKENDS))
         if self.num_workers < 1 or (self.backend == "processes" and self.num_workers > max_workers()):
             raise ValueError(f"agent.num_workers must be between 1 and {max_workers()} (4 x the {os.cpu_count()} "
                              f"CPUs of this machine), got {self.num_workers}")
-        check_one_of(self, "start_method", START_METHODS)
-        check_actor_critic_config(self)
+        super().validate()
         check_each(self, ("envs_per_worker",), ">= 1", lambda value: value >= 1)
-        check_vectorization(self, ("sync", "native"))
-        check_each(self, ("gamma",), "in [0, 1]", lambda value: 0 <= value <= 1)
-        check_one_of(self, "optimizer", OPTIMIZERS)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or not 0 <= self.alpha < 1:
             raise ValueError(f"agent.betas must be two values in [0, 1) and agent.alpha in [0, 1), got "
                              f"{list(self.betas)} and {self.alpha}")

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 import core
 from agents.a2c import a2c_loss
-from agents.actor_critic import build_model, derive_seed, lr_schedule, make_envs, one_blas_thread
+from agents import derive_seed, one_blas_thread
+from agents.actor_critic import build_model, lr_schedule, make_envs
 from agents.rollout import RolloutBuffer, collect_rollout, n_step_returns
 from agents.workers import ProcessWorkers, WorkerError, connect_ray
 from core import nn, optim
@@ -105,7 +106,7 @@ def budget_spent(env_steps, episodes, budget):
 def worker_spec(cfg, args, generation, budget):
     """What a worker needs, as plain picklable data; the workers stop when they have used up
     `budget` between them (see `budget_spent`)."""
-    env = {**OmegaConf.to_container(cfg.env), "vectorization": worker_vectorization(cfg, args)}
+    env = {**OmegaConf.to_container(cfg.env, enum_to_str=True), "vectorization": worker_vectorization(cfg, args)}
     return {"env": env, "agent": args, "seed": cfg.seed, "generation": generation, "budget": budget,
             "device": cfg.device}
 

@@ -1,5 +1,6 @@
-"""What A2C, PPO and A3C share: actor-critic networks, policies, config checks, envs, vectorized
-evaluation and the run session (rollouts, advantages and returns are in agents/rollout.py).
+"""What A2C, PPO and A3C share: their config's common fields (ActorCriticConfig), actor-critic networks,
+policies, envs, vectorized evaluation and the run session (rollouts, advantages and returns are in
+agents/rollout.py).
 
     model = ActorCritic(obs_dim, action_dim, "categorical", hidden=[64, 64], shared=False)
     session = agent_session(run, cfg, args, "ppo", model, device)   # env steps, evaluation of `model`
@@ -8,72 +9,91 @@ Policies: `Categorical` over logits for Discrete action spaces, `DiagonalNormal`
 learned log-std, as in SB3 and CleanRL) for 1-D Box action spaces; Gaussian actions are clipped to
 the space's bounds only when sent to the env (the stored action and its log-prob are the sampled ones).
 """
-import contextlib
-import functools
 import math
-import zlib
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import gymnasium as gym
 import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.networks import ACTIVATIONS, INITS, linear_params, mlp
+from agents import EVAL_SEED_OFFSET, check_each, derive_seed, summarize_returns, wrapper_options
+from agents.networks import ACTIVATIONS, Activation, Init, linear_params, mlp
 from core import nn
 from core.backend import get_array_module, to_device
 from core.distributions import Categorical, Normal
 from core.optim import lr_scheduler
 from core.ops import log_softmax, where
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
+from envs.factory import Vectorization
 
 DISTRIBUTIONS = ("auto", "categorical", "gaussian")
 CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
+# the agent configs' types
+Distribution = Choice("Distribution", DISTRIBUTIONS)
+Optimizer = Choice("Optimizer", "adam rmsprop")
 
 
-# ----- config checks -----
-def check_each(args, names, allowed, ok):
-    """ValueError naming the first `agent.<name>` among `names` whose value fails `ok`."""
-    for name in names:
-        value = getattr(args, name)
-        if not ok(value):
-            raise ValueError(f"agent.{name} must be {allowed}, got {value}")
+# ----- config -----
+@dataclass
+class ActorCriticConfig:
+    """The settings A2C, PPO and A3C share. Each agent's Config extends it (a comment there names these fields);
+    the defaults are Stable-Baselines3's A2C, and an agent's Config sets its own where they differ."""
+
+    total_timesteps: int = 1_000_000       # env steps (A3C: all workers together)
+    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
+    num_steps: int = 5                     # steps per env per rollout (SB3's n_steps; A3C: t_max of the paper)
+    gamma: float = 0.99
+    lr: float = 7e-4
+    anneal_lr: bool = False                # the learning rate falls linearly to 0
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5             # global-norm gradient clipping; 0: none
+    normalize_advantage: bool = False      # standardise the advantages (per rollout; PPO: per minibatch)
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: Activation = Activation.tanh
+    init: Init = Init.orthogonal           # see agents/networks.py
+    shared: bool = False                   # one trunk for policy and value
+    distribution: Distribution = Distribution.auto  # auto: categorical for Discrete, gaussian for Box actions
+    log_std_init: float = 0.0              # gaussian policies
+    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
+    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
+    eval_greedy: bool = True
+
+    def validate(self):
+        """The checks of the shared fields: budgets, discount, learning rate, loss weights, network, evaluation."""
+        check_each(self, ("total_timesteps", "num_steps"), ">= 1", lambda value: value >= 1)
+        check_each(self, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
+        check_each(self, ("gamma",), "in [0, 1]", lambda value: 0 <= value <= 1)
+        check_each(self, ("lr",), "a positive finite number", lambda value: value > 0 and math.isfinite(value))
+        check_each(self, ("ent_coef", "vf_coef", "max_grad_norm", "eval_every"), ">= 0", lambda value: value >= 0)
+        if any(width < 1 for width in self.hidden) or (self.shared and not self.hidden):
+            raise ValueError(f"agent.hidden must list positive widths (at least one with shared), "
+                             f"got {list(self.hidden)}")
+        if self.target_return is not None and self.eval_every < 1:
+            raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
-def check_one_of(args, name, allowed):
-    """ValueError when `agent.<name>` is not one of `allowed`."""
-    if getattr(args, name) not in allowed:
-        raise ValueError(f"agent.{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+@dataclass
+class SyncActorCriticConfig(ActorCriticConfig):
+    """ActorCriticConfig and what A2C and PPO add to it: the learner steps one vector env, its advantages
+    are GAE(λ)'s, and the critic may learn at a rate of its own."""
 
+    num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
+    vectorization: Optional[Vectorization] = None  # null: env.vectorization
+    gae_lambda: float = 1.0
+    critic_lr: Optional[float] = None      # null: the critic learns at lr; else at its own rate
 
-def check_vectorization(args, allowed=("sync", "async", "native")):
-    """ValueError when `agent.vectorization` is neither one of `allowed` nor null."""
-    if args.vectorization not in (None, *allowed):
-        raise ValueError(f"agent.vectorization must be {', '.join(allowed)} or null, got {args.vectorization!r}")
-
-
-def check_actor_critic_config(args):
-    """The checks A2C, PPO and A3C share: budgets, learning rate, loss weights, network, policy, evaluation."""
-    check_each(args, ("total_timesteps", "num_steps"), ">= 1", lambda value: value >= 1)
-    check_each(args, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
-    check_each(args, ("lr",), "a positive finite number", lambda value: value > 0 and math.isfinite(value))
-    check_each(args, ("ent_coef", "vf_coef", "max_grad_norm", "eval_every"), ">= 0", lambda value: value >= 0)
-    if any(width < 1 for width in args.hidden) or (args.shared and not args.hidden):
-        raise ValueError(f"agent.hidden must list positive widths (at least one with shared), got {list(args.hidden)}")
-    for name, allowed in (("activation", ACTIVATIONS), ("init", INITS), ("distribution", DISTRIBUTIONS)):
-        check_one_of(args, name, allowed)
-    if args.target_return is not None and args.eval_every < 1:
-        raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
-
-
-# ----- seeds -----
-def derive_seed(seed, *keys):
-    """An int seed for the random stream named by `keys` (e.g. ("actions",), ("worker", 3)),
-    independent of the other streams of the same run seed."""
-    words = [int(seed)] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+    def validate(self):
+        super().validate()
+        check_each(self, ("num_envs",), ">= 1 or null", lambda value: value is None or value >= 1)
+        check_each(self, ("gae_lambda",), "in [0, 1]", lambda value: 0 <= value <= 1)
+        check_each(self, ("critic_lr",), "a positive finite number or null",
+                   lambda value: value is None or (value > 0 and math.isfinite(value)))
 
 
 # ----- spaces -----
@@ -297,25 +317,6 @@ def evaluate(model, envs, greedy=True, generator=None, seed=None, device="cpu"):
 
 
 # ----- what the agents' train functions share -----
-def one_blas_thread():
-    """A context with one BLAS thread: RL batches are a few hundred rows of 64-wide layers, where
-    OpenBLAS's threads only contend (3-10x slower on a busy 2-core machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
-def with_one_blas_thread(train):
-    """`train(cfg, run)` run inside `one_blas_thread()` (a decorator for an agent's train)."""
-    @functools.wraps(train)
-    def wrapped(cfg, run):
-        with one_blas_thread():
-            return train(cfg, run)
-    return wrapped
-
-
 def training_envs(cfg, args, device):
     """The training vector env: the env config, with the agent's `num_envs` / `vectorization` when
     the agent config sets them (a preset like the zoo's names its own env count). The envs live on

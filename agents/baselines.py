@@ -27,22 +27,21 @@ import gymnasium as gym
 import numpy as np
 
 from agents import summarize_returns, wrapper_options
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from envs import factory
 
-POLICIES = ("random", "angle_sign")
+Policy = Choice("Policy", "random angle_sign")  # the config's type
 POLE_ANGLE = 2  # index of the pole angle in a CartPole observation
 
 
 @dataclass
 class Config:
-    policy: str = "random"                  # random | angle_sign
-    episodes: int = 100
+    policy: Policy = Policy.random
+    episodes: int = 100                     # episodes to play (their returns are the result)
     total_timesteps: Optional[int] = None   # stop after this many env steps instead (null: play `episodes`)
 
     def validate(self):
-        if self.policy not in POLICIES:
-            raise ValueError(f"agent.policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         if self.episodes < 1:
             raise ValueError(f"agent.episodes must be >= 1, got {self.episodes}")
         if self.total_timesteps is not None and self.total_timesteps < 1:

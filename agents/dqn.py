@@ -47,28 +47,29 @@ from typing import List, Optional
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import OmegaConf
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, summarize_returns, wrapper_options
-from agents.actor_critic import check_each, derive_seed, evaluate, evaluation_envs, one_blas_thread, training_envs
+from agents import EVAL_SEED_OFFSET, check_each, derive_seed, one_blas_thread, summarize_returns, wrapper_options
+from agents.actor_critic import Optimizer, evaluate, evaluation_envs, training_envs
 from agents.buffers import make_replay_buffer
-from agents.networks import ACTIVATIONS, INITS, EpsilonGreedy, QNetwork, as_input, forward_in_chunks, select_actions
-from agents.schedules import SCHEDULES, epsilon_schedule, linear_schedule
+from agents.networks import Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, select_actions
+from agents.schedules import Schedule, epsilon_schedule, linear_schedule
 from core import optim
 from core.backend import get_array_module, to_device
+from core.runtime.choices import Choice
+from core.runtime.config import config_object
 from core.runtime.errors import ConfigError
-from envs.factory import make_env as make_single_env
+from envs.factory import Vectorization, make_env as make_single_env
 from envs.rollout import VectorStepper
 
 CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
-NETWORKS = ("mlp", "nature_cnn")
-LOSSES = ("huber", "mse")
-OPTIMIZERS = ("adam", "rmsprop")
-UNITS = ("step", "episode")
-TARGET_UNITS = ("step", "update", "episode")
-AGGREGATIONS = ("mean", "max")
+# the config's types
+Network = Choice("Network", "mlp nature_cnn")
+Loss = Choice("Loss", "huber mse")
+Unit = Choice("Unit", "step episode")
+TargetUnit = Choice("TargetUnit", "step update episode")
+Aggregation = Choice("Aggregation", "mean max")
 
 
 @dataclass
@@ -76,22 +77,22 @@ class Config:
     total_timesteps: int = 50_000          # env steps, summed over the envs
     total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
     num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
-    vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
+    vectorization: Optional[Vectorization] = None  # null: env.vectorization
     # Q-network
-    network: str = "mlp"                   # mlp | nature_cnn (stacked 84x84 uint8 frames, scaled by 1/255)
+    network: Network = Network.mlp         # nature_cnn: stacked 84x84 uint8 frames, scaled by 1/255
     hidden: List[int] = field(default_factory=lambda: [256, 256])  # mlp hidden widths
-    activation: str = "relu"
-    init: str = "torch"                    # torch | keras | orthogonal (agents/networks.py)
+    activation: Activation = Activation.relu
+    init: Init = Init.torch                # see agents/networks.py
     dueling: bool = False                  # Q = V + A − mean(A) (or − max(A))
-    dueling_aggregation: str = "mean"      # mean (Wang et al. 2016) | max (HOML ch. 18)
+    dueling_aggregation: Aggregation = Aggregation.mean  # mean (Wang et al. 2016) | max (HOML ch. 18)
     # optimisation
-    optimizer: str = "adam"                # adam | rmsprop
+    optimizer: Optimizer = Optimizer.adam
     lr: float = 2.3e-3
     optim_eps: float = 1e-8                # Adam / RMSprop epsilon (Keras: 1e-7)
     rmsprop_alpha: float = 0.99            # RMSprop smoothing (Keras' rho)
     rmsprop_centered: bool = False
     max_grad_norm: float = 10.0            # global-norm gradient clipping; 0: none
-    loss: str = "huber"                    # huber | mse
+    loss: Loss = Loss.huber
     huber_delta: float = 1.0
     regress_all_actions: bool = False      # Keras books: fit the whole Q(s, ·) to the target net's Q(s, ·) with
                                            # the taken action's entry set to y (the loss averages over actions)
@@ -101,7 +102,7 @@ class Config:
     double_q: bool = False
     target_network: bool = True            # false: bootstrap from the online network (no gradient through it)
     target_update_interval: int = 10
-    target_update_unit: str = "step"       # step (env steps) | update (gradient updates) | episode
+    target_update_unit: TargetUnit = TargetUnit.step  # step (env steps) | update (gradient updates) | episode
     tau: float = 1.0                       # 1: hard copy; < 1: Polyak averaging θ' ← τθ + (1 − τ)θ'
     bootstrap_on_truncation: bool = True
     # replay
@@ -109,7 +110,7 @@ class Config:
     batch_size: int = 64
     learning_starts: int = 1_000           # env steps of uniformly random actions before any update
     train_freq: int = 256
-    train_freq_unit: str = "step"          # step (env steps) | episode (finished episodes)
+    train_freq_unit: Unit = Unit.step      # step (env steps) | episode (finished episodes)
     gradient_steps: int = 128              # updates per train_freq
     prioritized: bool = False
     per_alpha: float = 0.6
@@ -117,8 +118,8 @@ class Config:
     per_beta_end: float = 1.0
     per_eps: float = 1e-6
     # exploration
-    epsilon_schedule: str = "linear"       # linear | exponential
-    epsilon_unit: str = "step"             # step (env steps) | episode (finished episodes)
+    epsilon_schedule: Schedule = Schedule.linear
+    epsilon_unit: Unit = Unit.step         # step (env steps) | episode (finished episodes)
     epsilon_start: float = 1.0
     epsilon_end: float = 0.04
     exploration_fraction: float = 0.16     # linear over steps: from start to end in this fraction of total_timesteps
@@ -131,14 +132,6 @@ class Config:
     log_every: int = 100                   # gradient updates between loss logs
 
     def validate(self):
-        for name, allowed in (("network", NETWORKS), ("activation", ACTIVATIONS), ("init", INITS),
-                              ("dueling_aggregation", AGGREGATIONS), ("optimizer", OPTIMIZERS), ("loss", LOSSES),
-                              ("target_update_unit", TARGET_UNITS), ("train_freq_unit", UNITS),
-                              ("epsilon_schedule", SCHEDULES), ("epsilon_unit", UNITS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"agent.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.vectorization not in (None, "sync", "async", "native"):
-            raise ValueError(f"agent.vectorization must be sync, async, native or null, got {self.vectorization!r}")
         check_each(self, ("num_envs", "total_episodes"), ">= 1 or null", lambda value: value is None or value >= 1)
         check_each(self, ("total_timesteps", "n_step", "target_update_interval", "buffer_size", "batch_size",
                           "train_freq", "gradient_steps", "log_every"), ">= 1", lambda value: value >= 1)
@@ -249,7 +242,7 @@ def make_policy(cfg, state, env, greedy=True, generator=None):
     """The checkpointed Q-network as `act(observation) -> action`: argmax Q, or (greedy False)
     ε-greedy with ε = agent.eval_epsilon (agent.epsilon_end when that is 0), drawn from the
     core.Generator `generator`."""
-    args = as_config(cfg.agent)
+    args = config_object(Config, cfg.agent)
     q_net = QNetwork(env.observation_space.shape, int(env.action_space.n), args)
     q_net.load_state_dict(state["q_net"])
     generator = generator or core.Generator(0)
@@ -261,15 +254,6 @@ def make_policy(cfg, state, env, greedy=True, generator=None):
     return act
 
 
-def as_config(agent_cfg):
-    """The agent section of a run config as a Config."""
-    if isinstance(agent_cfg, Config):
-        return agent_cfg
-    fields = OmegaConf.to_container(agent_cfg, resolve=True) if OmegaConf.is_config(agent_cfg) else dict(agent_cfg)
-    fields.pop("_target_", None)  # the schema's name (scripts/trainers.py), not a hyperparameter
-    return Config(**fields)
-
-
 # ----- training -----
 def train(cfg, run):
     with one_blas_thread():
@@ -277,7 +261,7 @@ def train(cfg, run):
 
 
 def _train(cfg, run):
-    args = as_config(cfg.agent)
+    args = config_object(Config, cfg.agent)
     args.validate()
     device = run.device
     core.manual_seed(cfg.seed)

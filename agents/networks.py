@@ -20,10 +20,14 @@ import core.functional as F
 from core import nn
 from core.backend import device_of, get_array_module, to_device
 from core.ops.linalg import MLP_ACTIVATIONS
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
 INITS = ("torch", "keras", "orthogonal")
+# the agent configs' types
+Activation = Choice("Activation", list(ACTIVATIONS))
+Init = Choice("Init", INITS)
 FUSED_ACTIVATIONS = tuple(MLP_ACTIVATIONS)  # what core.functional.fused_mlp computes
 
 

@@ -36,15 +36,15 @@ Checkpoints every `checkpoint_every` env steps (default 100,000), on Ctrl-C and 
 on CPU (model, optimizer, random streams, envs and the rollout position are all saved).
 """
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 import core.functional as F
-from agents.actor_critic import (agent_session, check_actor_critic_config, check_each, check_vectorization,
-                                 derive_seed, log_episodes, lr_schedule, make_policy, parameter_groups,
-                                 with_one_blas_thread)
+from agents import check_each, derive_seed, with_one_blas_thread
+from agents.actor_critic import (SyncActorCriticConfig, agent_session, log_episodes, lr_schedule, make_policy,
+                                 parameter_groups)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim
@@ -57,49 +57,31 @@ __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_pp
 
 
 @dataclass
-class Config:
-    # defaults are Stable-Baselines3's; conf/agent/ppo.yaml holds the zoo's CartPole-v1 values
-    total_timesteps: int = 1_000_000
-    total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
-    num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
-    vectorization: Optional[str] = None    # sync | async | native; null: env.vectorization
+class Config(SyncActorCriticConfig):
+    """PPO's settings: Stable-Baselines3's defaults (conf/agent/ppo.yaml: the zoo's CartPole-v1 values)."""
+
+    # besides these, the fields of agents/actor_critic.py (documented there) that A2C has too:
+    # SyncActorCriticConfig's num_envs, vectorization, gae_lambda, critic_lr, and ActorCriticConfig's (A3C's too)
+    # total_timesteps, total_episodes, num_steps, gamma, lr, anneal_lr, ent_coef, vf_coef, max_grad_norm,
+    # normalize_advantage, hidden, activation, init, shared, distribution, log_std_init, eval_every,
+    # target_return, eval_greedy; PPO's own defaults of some of them come first
     num_steps: int = 2048                  # steps per env per rollout (SB3's n_steps)
+    lr: float = 3e-4
+    normalize_advantage: bool = True
+    gae_lambda: float = 0.95
     batch_size: int = 64                   # minibatch size
     n_epochs: int = 10
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    lr: float = 3e-4
-    critic_lr: Optional[float] = None      # null: the critic learns at lr; else at its own rate
-    anneal_lr: bool = False                # linear decay to 0
     clip_range: float = 0.2
     anneal_clip: bool = False              # linear decay to 0
     clip_range_vf: Optional[float] = None  # null: no value clipping
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5             # 0: no clipping
-    normalize_advantage: bool = True
     target_kl: Optional[float] = None
     adam_eps: float = 1e-5
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
-    init: str = "orthogonal"               # see agents/networks.py
-    shared: bool = False                   # one trunk for policy and value
-    distribution: str = "auto"             # auto | categorical | gaussian
-    log_std_init: float = 0.0              # gaussian policies
-    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
-    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
-    eval_greedy: bool = True
 
     def validate(self):
-        check_actor_critic_config(self)
+        super().validate()
         check_each(self, ("batch_size", "n_epochs"), ">= 1", lambda value: value >= 1)
-        check_each(self, ("num_envs",), ">= 1 or null", lambda value: value is None or value >= 1)
-        check_vectorization(self)
-        check_each(self, ("gamma", "gae_lambda"), "in [0, 1]", lambda value: 0 <= value <= 1)
         check_each(self, ("clip_range", "adam_eps"), "> 0", lambda value: value > 0)
         check_each(self, ("clip_range_vf", "target_kl"), "> 0 or null", lambda value: value is None or value > 0)
-        check_each(self, ("critic_lr",), "a positive finite number or null",
-                   lambda value: value is None or (value > 0 and math.isfinite(value)))
 
 
 def _loss_options(batch, args):
@@ -182,13 +164,12 @@ def train(cfg, run):
     args = config_object(Config, cfg.agent)  # plain attribute reads in the hot loops
     device = run.device
     model, stepper, buffer, action_generator = start_rollouts(cfg, args, device, "PPO")
-    rollout_size = args.num_steps * buffer.num_envs
-    if args.batch_size > rollout_size:
+    if args.batch_size > buffer.size:
         raise ConfigError(f"agent.batch_size {args.batch_size} is larger than a rollout (num_steps {args.num_steps} "
-                          f"x {buffer.num_envs} envs = {rollout_size})")
+                          f"x {buffer.num_envs} envs = {buffer.size})")
     optimizer = optim.Adam(parameter_groups(model, args.lr, args.critic_lr), lr=args.lr, eps=args.adam_eps)
     minibatch_rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches"))
-    num_iterations = math.ceil(args.total_timesteps / rollout_size)
+    num_iterations = math.ceil(args.total_timesteps / buffer.size)
     scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
 
     session = agent_session(run, cfg, args, "ppo", model, device)
@@ -200,7 +181,7 @@ def train(cfg, run):
             else args.clip_range
 
         finished = collect_rollout(stepper, model, buffer, action_generator, device)
-        mean_return = log_episodes(run, finished, session.progress + rollout_size)
+        mean_return = log_episodes(run, finished, session.progress + buffer.size)
         advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.next_values, buffer.terminated,
                                           buffer.truncated, args.gamma, args.gae_lambda)
         data = flatten_rollout(buffer, advantages, returns)
@@ -208,7 +189,7 @@ def train(cfg, run):
         session.check_finite("losses/loss", stats.get("loss", 0.0))
         scheduler.step()
 
-        step = session.progress + rollout_size
+        step = session.progress + buffer.size
         session.log({f"losses/{name}": value for name, value in stats.items() if name != "loss"}, step)
         session.log({"losses/explained_variance": explained_variance(data["values"], data["returns"]),
                      "charts/learning_rate": lr, "charts/clip_range": clip_range,
@@ -216,5 +197,5 @@ def train(cfg, run):
         run.log_histograms(model, step)
         if mean_return is not None:
             session.show(ret=mean_return, kl=stats["approx_kl"])
-        session.advance(rollout_size, episodes=len(finished))
+        session.advance(buffer.size, episodes=len(finished))
     return session.finish()

@@ -38,13 +38,14 @@ import numpy as np
 import core
 import core.functional as F
 from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper_options
-from agents.networks import ACTIVATIONS, INITS, mlp
+from agents.networks import Activation, Init, mlp
 from core import optim
 from core.distributions import Categorical
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from envs import factory
 
-BASELINES = ("none", "mean", "value")
+Baseline = Choice("Baseline", "none mean value")  # the config's type
 CHECKPOINT_EVERY = 50_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 
 
@@ -55,10 +56,10 @@ class Config:
     gamma: float = 0.99
     lr: float = 0.01                # policy Adam learning rate
     hidden: List[int] = field(default_factory=lambda: [32])
-    activation: str = "tanh"
-    init: str = "torch"             # see agents.networks
+    activation: Activation = Activation.tanh
+    init: Init = Init.torch         # see agents.networks
     normalize_returns: bool = True
-    baseline: str = "none"          # none | mean | value
+    baseline: Baseline = Baseline.none
     value_lr: float = 0.01          # value-net Adam learning rate (baseline: value)
     ent_coef: float = 0.0
     max_grad_norm: float = 0.0      # global-norm gradient clipping; 0: none
@@ -77,12 +78,6 @@ class Config:
                 raise ValueError(f"agent.{name} must be a positive finite number, got {value}")
         if any(width < 1 for width in self.hidden):
             raise ValueError(f"agent.hidden must list positive layer widths, got {list(self.hidden)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"agent.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.init not in INITS:
-            raise ValueError(f"agent.init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"agent.baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if self.ent_coef < 0 or self.max_grad_norm < 0:
             raise ValueError("agent.ent_coef and agent.max_grad_norm must be >= 0")
 

@@ -25,7 +25,8 @@ import gymnasium as gym
 import numpy as np
 
 import core
-from agents.actor_critic import as_batch, build_model, derive_seed, env_actions, training_envs
+from agents import derive_seed
+from agents.actor_critic import as_batch, build_model, env_actions, training_envs
 from core.backend import array_module, get_array_module, to_device
 from envs import VectorStepper
 
@@ -40,6 +41,7 @@ class RolloutBuffer:
         space = envs.single_action_space
         discrete = isinstance(space, gym.spaces.Discrete)
         self.num_steps, self.num_envs = num_steps, n
+        self.size = num_steps * n  # env steps per rollout
         self.obs = xp.zeros((num_steps, n, *envs.single_observation_space.shape), dtype=np.float32)
         self.actions = xp.zeros((num_steps, n, *(() if discrete else space.shape)),
                                 dtype=np.int64 if discrete else np.float32)

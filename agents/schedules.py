@@ -10,6 +10,8 @@ agent config describes (agents/dqn.py's fields).
 """
 import numpy as np
 
+from core.runtime.choices import Choice
+
 
 def linear_schedule(start: float, end: float, duration: float):
     """start + (end - start)·min(t / duration, 1): reaches `end` at t = duration and stays there.
@@ -38,7 +40,7 @@ def exponential_schedule(start: float, end: float, decay: float):
     return value
 
 
-SCHEDULES = ("linear", "exponential")
+Schedule = Choice("Schedule", "linear exponential")  # the agent configs' type
 
 
 def epsilon_schedule(args):

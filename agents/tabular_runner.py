@@ -39,23 +39,26 @@ import numpy as np
 import envs  # noqa: F401  (registers the lab/ toy envs)
 from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper_options
 from agents import tabular
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from envs import factory
 
 METHODS = ("policy_evaluation", "policy_iteration", "value_iteration", "q_value_iteration", "q_learning",
            "bandit_egreedy")
 MODEL_METHODS = METHODS[:4]
-SWEEPS = ("in_place", "synchronous")
+# the config's types
+Method = Choice("Method", METHODS)
+Sweep = Choice("Sweep", "in_place synchronous")
 ARROWS = "^>v<"  # the toy envs' actions 0 up, 1 right, 2 down, 3 left
 CURVE_POINTS = 10  # Q-learning error curve: evaluated at this many budgets
 
 
 @dataclass
 class Config:
-    method: str = "value_iteration"
+    method: Method = Method.value_iteration
     gamma: Optional[float] = None       # null: the env's discount
     theta: float = 1e-5                 # stop sweeping when the largest change is below it
-    sweep: str = "in_place"             # in_place (MTF's code, RL-10) | synchronous
+    sweep: Sweep = Sweep.in_place       # in_place (MTF's code, RL-10) | synchronous
     iterations: int = 50                # q_value_iteration backups
     steps: int = 10_000                 # q_learning env steps; bandit pulls
     lr: float = 0.05                    # q_learning: α_t = lr / (1 + lr_decay·t)
@@ -64,10 +67,6 @@ class Config:
     eval_horizon: int = 100             # cap of an evaluation episode on an env that never ends
 
     def validate(self):
-        if self.method not in METHODS:
-            raise ValueError(f"agent.method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.sweep not in SWEEPS:
-            raise ValueError(f"agent.sweep must be one of {', '.join(SWEEPS)}, got {self.sweep!r}")
         if self.gamma is not None and not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"agent.gamma must be in [0, 1] or null, got {self.gamma}")
         for name in ("theta", "lr"):

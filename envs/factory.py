@@ -48,12 +48,14 @@ from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation, RecordEpisodeStatistics
 
 from core.backend import parse_device
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from envs.atari import is_atari_id, preprocess, require_ale
 from envs.cartpole import NativeCartPoleVectorEnv, _autoreset_mode
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset
 
 VECTORIZATIONS = ("sync", "async", "native")
+Vectorization = Choice("Vectorization", VECTORIZATIONS)  # the config schemas' type
 NATIVE_VERSIONS = {"CartPole-v0": "v0", "CartPole-v1": "v1"}
 ATARI_FRAME_STACK = 4
 ATARI_FRAME_SKIP = 4

@@ -36,55 +36,52 @@ import numpy as np
 import core
 from core import nn
 import core.functional as F
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, activation, batch, dense_layers, epoch_session, interpolate,
-    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
-    random_images, restore,
+    Activation, Optimizer, SampleGrids, TrainConfig, activation, batch, dense_layers, epoch_session, interpolate,
+    load_data, make_optimizer, originals_over_reconstructions, positive, random_images, restore, setup,
 )
+from gans.datasets import Normalize
 from gans.quality import evaluate_quality
 
-ARCHS = ("dense", "tied", "conv")
-LOSSES = ("bce", "mse")
-NOISES = ("none", "dropout", "gaussian")
-SPARSITIES = ("none", "l1", "kl")
+# the config's types
+Arch = Choice("Arch", "dense tied conv")
+Loss = Choice("Loss", "bce mse")
+Noise = Choice("Noise", "none dropout gaussian")
+Sparsity = Choice("Sparsity", "none l1 kl")
 
 
 @dataclass
 class Config(TrainConfig):
     """Defaults: HOML ch. 17's stacked autoencoder (`homl17-stacked-ae-fashion`)."""
 
-    epochs: int = 10
+    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
+    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+
+    normalize: Optional[Normalize] = Normalize("01")
+    optimizer: Optimizer = Optimizer.sgd
     batch_size: int = 32
-    normalize: Optional[str] = "01"
     grid_size: int = 32
-    arch: str = "dense"
+    arch: Arch = Arch.dense
     hidden: list[int] = field(default_factory=lambda: [100])
     code_size: int = 30
-    activation: str = "selu"
-    code_activation: str = "selu"
+    activation: Activation = Activation.selu
+    code_activation: Activation = Activation.selu
     conv_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    loss: str = "bce"
-    noise: str = "none"
+    loss: Loss = Loss.bce
+    noise: Noise = Noise.none
     dropout: float = 0.5
     noise_std: float = 0.1
-    sparsity: str = "none"
+    sparsity: Sparsity = Sparsity.none
     sparsity_weight: float = 1e-3
     sparsity_target: float = 0.1
-    optimizer: str = "sgd"
     lr: float = 1.5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-7
-    rho: float = 0.9
+    unit_pixels = "autoencoders reconstruct pixels in [0, 1] through a sigmoid"
 
     def validate(self):
         super().validate()
-        for name, allowed in (("arch", ARCHS), ("loss", LOSSES), ("noise", NOISES), ("sparsity", SPARSITIES),
-                              ("activation", ACTIVATIONS), ("code_activation", ACTIVATIONS), ("optimizer", OPTIMIZERS)):
-            one_of(self, name, allowed)
         positive(self, "code_size", "lr", "noise_std")
-        if self.normalize == "tanh":
-            raise ValueError("autoencoders reconstruct pixels in [0, 1] through a sigmoid; set model.normalize=01")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.arch == "conv" and not self.conv_channels:
@@ -221,13 +218,8 @@ def sparsity_penalty(kind: str, code, target: float = 0.1):
 
 # ----- training -----
 def train(cfg, run) -> dict:
-    args = model_config(Config, cfg)
-    data = load_data(cfg.dataset, args.normalize)
-    if data.normalize != "01":
-        raise ConfigError("autoencoders reconstruct pixels in [0, 1] through a sigmoid; set model.normalize=01")
-    device = run.device
-    core.manual_seed(run.seed)
-    model = build(args, data.shape)["autoencoder"].to(device)
+    args, data, nets = setup(Config, build, cfg, run)
+    model, device = nets["autoencoder"], run.device
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
 
     # the same real images in every grid: originals over their reconstructions

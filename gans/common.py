@@ -13,9 +13,9 @@ stopped inside an epoch resumes bitwise as the uninterrupted one.
 A trainer receives the whole composed run config (`cfg.model` holds its Config fields, `cfg.dataset`,
 `cfg.optim`, `cfg.seed`, `cfg.checkpoint_every`) and reads top to bottom like this (see gans/vae.py):
 
-    args = model_config(Config, cfg)
-    data = load_data(cfg.dataset, args.normalize)
-    ... build networks and optimizers ...
+    args, data, nets = setup(Config, build, cfg, run)   # its Config, the data, the networks on the device
+    model = nets["vae"]
+    opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
     session, batches = epoch_session(run, cfg, args, data, "vae", generate, model)
     session.track(vae=model, optimizer=opt, data=batches)   # restored here when resuming
     for epoch in batches.epochs():            # from the resumed epoch on; counts each completed one
@@ -27,43 +27,51 @@ A trainer receives the whole composed run config (`cfg.model` holds its Config f
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import numpy as np
 
 import core
 from core import nn, optim
+from core.runtime.choices import Choice
+from core.runtime.config import config_object, plain
 from core.runtime.logger import save_gif
 from core.runtime.errors import ConfigError
-from gans.datasets import CLASS_NAMES, ChecksumError, load_dataset
+from gans.datasets import CLASS_NAMES, ChecksumError, Normalize, load_dataset
 from gans.quality import QualityConfig, evaluate_quality, get_classifier, to_unit_range
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "selu", "elu", "tanh", "sigmoid")
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-NORMALIZATIONS = ("01", "tanh")
+# the model configs' types
+Activation = Choice("Activation", ACTIVATIONS)
+Optimizer = Choice("Optimizer", "adam rmsprop sgd")
+Norm = Choice("Norm", "none layer batch")  # see norm_layer
 
 
 # ----- configuration -----
 @dataclass
 class TrainConfig:
-    """Settings every generative model has; each model's Config extends it."""
+    """Settings every generative model has; each model's Config extends it and sets its own defaults."""
 
     epochs: int = 10
     batch_size: int = 64
-    # the pixel range the model trains in: "01" or "tanh"; it wins over dataset.normalize (null: the dataset's)
-    normalize: Optional[str] = None
+    # the pixel range the model trains in; it wins over dataset.normalize (null: the dataset's)
+    normalize: Optional[Normalize] = None
     log_every: int = 10  # steps between TensorBoard scalars
     grid_size: int = 64  # images in the fixed-noise / reconstruction grids
+    # the optimizer of every network when the run has no `optim` group (see make_optimizer)
+    optimizer: Optimizer = Optimizer.adam
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    eps: float = 1e-7
+    rho: float = 0.9  # rmsprop's decay
     quality: QualityConfig = field(default_factory=QualityConfig)
+    # not a setting: why the model needs pixels in [0, 1] ("": it trains in either range)
+    unit_pixels: ClassVar[str] = ""
 
     def validate(self):
         positive(self, "epochs", "batch_size", "log_every", "grid_size")
-        if self.normalize is not None and self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"model.normalize must be null or one of {', '.join(NORMALIZATIONS)}, "
-                             f"got {self.normalize!r}")
+        if self.unit_pixels and self.normalize == "tanh":
+            raise ValueError(f"{self.unit_pixels}; set model.normalize=01")
         self.quality.validate()
 
 
@@ -74,39 +82,17 @@ def positive(cfg, *names):
             raise ValueError(f"model.{name} must be positive, got {value}")
 
 
-def one_of(cfg, name, allowed):
-    value = getattr(cfg, name)
-    if value not in allowed:
-        raise ValueError(f"model.{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
-
-
-def config_from_dict(cls, values: dict):
-    """Rebuild a (nested) Config dataclass from plain values, e.g. a checkpoint's stored run config."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            value = values[f.name]
-            if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
-                value = config_from_dict(hints[f.name], value)
-            kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-def plain(section) -> Any:
-    """A config section (OmegaConf node, dict or dataclass) as plain dicts and lists."""
-    if hasattr(section, "_metadata"):  # an OmegaConf node, without importing omegaconf here
-        from omegaconf import OmegaConf
-        return OmegaConf.to_container(section, resolve=True)
-    if dataclasses.is_dataclass(section):
-        return dataclasses.asdict(section)
-    return section
-
-
-def model_config(cls, cfg):
-    """The model's Config object from the composed run config (its `model` section)."""
-    section = cfg.model
-    return section if isinstance(section, cls) else config_from_dict(cls, plain(section))
+def setup(config_cls, build: Callable, cfg, run):
+    """What every generative trainer starts with: (its Config from `cfg.model`, the run's data in the
+    model's pixel range, the networks of `build` on the run's device, by name), the global random
+    stream seeded with the run's seed before the networks are made."""
+    args = config_object(config_cls, cfg.model)
+    data = load_data(cfg.dataset, args.normalize)
+    if config_cls.unit_pixels and data.normalize != "01":
+        raise ConfigError(f"{config_cls.unit_pixels}; set model.normalize=01")
+    core.manual_seed(run.seed)
+    nets = build(args, data.shape, data.n_classes, data.normalize)
+    return args, data, {name: net.to(run.device) for name, net in nets.items()}
 
 
 # ----- data -----
@@ -129,7 +115,7 @@ class Data:
 def value_range(normalize: Optional[str], dataset) -> str:
     """The model's pixel range: its own `normalize` when set, else the dataset's."""
     value = normalize or dataset["normalize"]
-    if value not in NORMALIZATIONS:
+    if value is None:
         raise ConfigError("dataset.normalize is null (raw 0..255 pixels) and so is model.normalize; generative "
                           "models need 01 or tanh: set one of them")
     return value
@@ -355,7 +341,7 @@ def restore(config_cls, build: Callable, cfg, state: dict, device="cpu"):
     """(model Config, modules by name, pixel range) of a checkpoint of the run config `cfg`:
     `build(args, image_shape, n_classes, normalize)` makes the networks, which get the checkpoint's
     weights (saved under the same names) and are put in eval mode."""
-    args = model_config(config_cls, cfg)
+    args = config_object(config_cls, cfg.model)
     dataset = plain(cfg.dataset)
     normalize = value_range(args.normalize, dataset)
     modules = build(args, tuple(state["data"]["shape"]), len(CLASS_NAMES[dataset["name"]]), normalize)

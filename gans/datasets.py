@@ -42,11 +42,17 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from core.runtime.choices import Choice
+
 __all__ = ["DATASETS", "CLASS_NAMES", "ChecksumError", "data_dir", "load_dataset", "resize_images"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
 SPLITS = ("train", "test")
 NORMALIZATIONS = ("01", "tanh", None)
+# the config schemas' types (null, raw 0..255, makes a Normalize field Optional)
+DatasetName = Choice("DatasetName", DATASETS)
+Split = Choice("Split", SPLITS)
+Normalize = Choice("Normalize", NORMALIZATIONS[:2])
 DATA_DIR_ENV = "LAB_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/lab/data"
 DOWNLOAD_TIMEOUT_S = 15

@@ -48,45 +48,46 @@ import numpy as np
 import core
 from core import nn
 import core.functional as F
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, batch, check_image_shape, dense_layers, epoch_session,
-    interpolate, keras_batch_norm, latent_tensor, load_data, make_optimizer, model_config, norm_layer,
-    one_of, output_activation, positive, restore,
+    Activation, SampleGrids, TrainConfig, batch, check_image_shape, dense_layers, epoch_session, interpolate,
+    keras_batch_norm, latent_tensor, load_data, make_optimizer, norm_layer, output_activation, positive, restore, setup,
 )
+from gans.datasets import Normalize
 from gans.quality import evaluate_quality, to_unit_range
 
-ARCHS = ("mlp", "dcgan", "dcgan_tf", "dcgan_geron", "dcgan_bdl")
-UPDATES = ("simultaneous", "alternating")
-NOISES = ("normal", "uniform")
+# the config's types
+Arch = Choice("Arch", "mlp dcgan dcgan_tf dcgan_geron dcgan_bdl")
+Update = Choice("Update", "simultaneous alternating")
+Noise = Choice("Noise", "normal uniform")
 
 
 @dataclass
 class Config(TrainConfig):
     """Defaults: the TF DCGAN tutorial as in MTF ch. 10 (`mtf10-dcgan-fashion`)."""
 
+    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
+    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+
+    normalize: Optional[Normalize] = Normalize.tanh
     epochs: int = 50
     batch_size: int = 256
-    normalize: Optional[str] = "tanh"
     grid_size: int = 16
-    arch: str = "dcgan_tf"
+    arch: Arch = Arch.dcgan_tf
     latent_size: int = 100
-    noise: str = "normal"  # "normal": N(0, 1); "uniform": U(−1, 1)
+    noise: Noise = Noise.normal  # "normal": N(0, 1); "uniform": U(−1, 1)
     conditional: bool = False
     width: int = 64  # arch "dcgan" only: channels of the first D conv / last G deconv (doubled in the next)
     g_hidden: list[int] = field(default_factory=lambda: [128, 256])  # arch "mlp" only
-    g_activations: list[str] = field(default_factory=lambda: ["leaky_relu", "leaky_relu"])
+    g_activations: list[Activation] = field(default_factory=lambda: [Activation.leaky_relu] * 2)
     d_hidden: list[int] = field(default_factory=lambda: [256, 128])
-    d_activations: list[str] = field(default_factory=lambda: ["leaky_relu", "leaky_relu"])
+    d_activations: list[Activation] = field(default_factory=lambda: [Activation.leaky_relu] * 2)
     leaky_slope: float = 0.2  # of "leaky_relu" in the mlp layers
-    optimizer: str = "adam"
     lr_g: float = 1e-4
     lr_d: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-7
-    rho: float = 0.9  # RMSprop's decay
     real_label: float = 1.0
-    update: str = "simultaneous"
+    update: Update = Update.simultaneous
     d_steps: int = 1
     # D's fakes come from G in inference mode (BN with its moving statistics), as in Keras code that makes
     # them with generator.predict(z) or generator(z) outside fit; update "alternating" only
@@ -94,19 +95,12 @@ class Config(TrainConfig):
 
     def validate(self):
         super().validate()
-        one_of(self, "arch", ARCHS)
-        one_of(self, "noise", NOISES)
-        one_of(self, "optimizer", OPTIMIZERS)
-        one_of(self, "update", UPDATES)
         positive(self, "latent_size", "width", "lr_g", "lr_d", "d_steps")
         for side in ("g", "d"):
             hidden, acts = getattr(self, f"{side}_hidden"), getattr(self, f"{side}_activations")
             if len(hidden) != len(acts):
                 raise ValueError(f"model.{side}_hidden has {len(hidden)} layers but model.{side}_activations has "
                                  f"{len(acts)}; give one activation per layer")
-            for name in acts:
-                if name not in ACTIVATIONS:
-                    raise ValueError(f"model.{side}_activations: unknown {name!r}; allowed: {', '.join(ACTIVATIONS)}")
         if not 0 < self.real_label <= 1:
             raise ValueError(f"model.real_label must be in (0, 1], got {self.real_label}")
         if self.update == "simultaneous" and self.eval_fakes:
@@ -255,6 +249,7 @@ def build(cfg: Config, shape, n_classes: int, normalize: str) -> dict:
     cond = n_classes if cfg.conditional else 0
     generator = Generator(generator_net(cfg, shape, cfg.latent_size + cond, output_activation(normalize)),
                           cfg.latent_size, cond)
+    check_generator(generator, shape, cfg.arch)
     discriminator = Discriminator(discriminator_net(cfg, shape, cond), cond, flat=cfg.arch == "mlp")
     return {"generator": generator, "discriminator": discriminator}
 
@@ -341,8 +336,9 @@ def generator_step(G, D, opt_g, z, labels=None):
     return g_loss
 
 
-def check_generator(generator, shape, arch, device):
-    """Run a dummy batch through the generator: its images must have the data's shape."""
+def check_generator(generator, shape, arch, device="cpu"):
+    """Run a dummy batch through the generator: its images must have the data's shape (`build` does, so
+    a wrong shape stops a run before training)."""
     generator.eval()
     with core.no_grad():
         labels = core.zeros(2, dtype=core.int64, device=device) if generator.n_classes else None
@@ -354,16 +350,11 @@ def check_generator(generator, shape, arch, device):
 
 # ----- training -----
 def train(cfg, run) -> dict:
-    args = model_config(Config, cfg)
-    data = load_data(cfg.dataset, args.normalize)
-    device = run.device
-    core.manual_seed(run.seed)
-    nets = build(args, data.shape, data.n_classes, data.normalize)
-    G, D = nets["generator"].to(device), nets["discriminator"].to(device)
-    check_generator(G, data.shape, args.arch, device)
+    args, data, nets = setup(Config, build, cfg, run)
+    G, D = nets["generator"], nets["discriminator"]
     opt_g = make_optimizer(cfg.optim, args, G.parameters(), args.lr_g)
     opt_d = make_optimizer(cfg.optim, args, D.parameters(), args.lr_d)
-    n_classes = G.n_classes
+    device, n_classes = run.device, G.n_classes
 
     # the fixed noise of the sample grids: its own stream, so it is the same in every run with this seed
     fixed_z = draw_noise(args.noise, args.grid_size, args.latent_size, core.Generator(run.seed + 1), device)

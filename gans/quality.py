@@ -35,7 +35,7 @@ import numpy as np
 import core
 from core import nn, optim
 import core.functional as F
-from gans.datasets import CLASS_NAMES, load_dataset
+from gans.datasets import CLASS_NAMES, Split, load_dataset
 
 CLASSIFIER_VERSION = 2  # bump when the classifier's architecture or training changes: invalidates caches
 
@@ -44,7 +44,7 @@ CLASSIFIER_VERSION = 2  # bump when the classifier's architecture or training ch
 class QualityConfig:
     enabled: bool = True
     samples: int = 2000  # real and generated images compared
-    classifier_split: str = "train"  # the split the classifier learns from
+    classifier_split: Split = Split.train  # the split the classifier learns from
     classifier_limit: Optional[int] = None  # learn from the first N images only (quick tests)
     classifier_epochs: int = 1
     cache_dir: Optional[str] = None  # default: $LAB_CACHE_DIR/quality or ~/.cache/lab/quality

@@ -67,20 +67,23 @@ import core.functional as F
 from core import nn, optim
 from core.data import DataLoader
 from core.nn.builder import Block, parse_layers
+from core.runtime.choices import Choice
 from core.runtime.config import config_object, plain
 from core.runtime.errors import ConfigError
 from gans.datasets import DATASETS as IMAGE_DATASETS, load_dataset
 from gans.toy_datasets import TOY_DATASETS, load_toy
 
 MAIN_METRIC = "objective"
-TASKS = ("classification", "regression", "autoencoder")
 TASK_LOSSES = {"classification": ("sparse_ce", "bce", "mse"), "regression": ("mse", "mae", "huber"),
                "autoencoder": ("bce", "mse")}
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "nadam", "adagrad", "adadelta")
 # Keras' (TF 2) default learning rates and decays, used where the config leaves lr / rho null
 KERAS_LR = {"sgd": 0.01, "rmsprop": 1e-3, "adam": 1e-3, "nadam": 1e-3, "adagrad": 1e-3, "adadelta": 1e-3}
 KERAS_RHO = {"rmsprop": 0.9, "adadelta": 0.95}
-KEEP_BEST = ("val/loss", "val/accuracy")
+# the config's types
+Task = Choice("Task", list(TASK_LOSSES))
+Loss = Choice("Loss", "sparse_ce bce mse mae huber")  # which of them a task takes: TASK_LOSSES
+Optimizer = Choice("Optimizer", list(KERAS_LR))
+KeepBest = Choice("KeepBest", ["val/loss", "val/accuracy"])
 
 
 def _default_layers():  # HOML ch. 10's MLP
@@ -92,11 +95,11 @@ def _default_layers():  # HOML ch. 10's MLP
 class Config:
     """Defaults: HOML ch. 10's classifier (Flatten → 300 relu → 100 relu → 10, SGD 0.01, batch 32)."""
 
-    task: str = "classification"
+    task: Task = Task.classification
     layers: List[Dict[str, Any]] = field(default_factory=_default_layers)
-    loss: str = "sparse_ce"
+    loss: Loss = Loss.sparse_ce
     huber_delta: float = 1.0
-    optimizer: str = "sgd"
+    optimizer: Optimizer = Optimizer.sgd
     lr: Optional[float] = None  # null: Keras' default for the optimizer (KERAS_LR)
     momentum: float = 0.0  # sgd, rmsprop
     nesterov: bool = False
@@ -117,7 +120,7 @@ class Config:
     center_crop: float = 1.0
     random_flip: bool = False
     early_stopping_patience: int = 0
-    keep_best: Optional[str] = None
+    keep_best: Optional[KeepBest] = None
     mc_dropout_samples: int = 0
     anomaly_class: Optional[int] = None
     anomaly_recall: float = 0.8
@@ -125,9 +128,9 @@ class Config:
     log_every: int = 100
 
     def validate(self):
-        _one_of(self, "task", TASKS)
-        _one_of(self, "loss", TASK_LOSSES[self.task])
-        _one_of(self, "optimizer", OPTIMIZERS)
+        if self.loss not in TASK_LOSSES[self.task]:
+            raise ValueError(f"model.loss for model.task={self.task} must be one of "
+                             f"{', '.join(TASK_LOSSES[self.task])}; got {self.loss!r}")
         for name in ("epochs", "batch_size", "log_every", "huber_delta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -143,8 +146,6 @@ class Config:
                              "set one of them")
         if not 0 < self.center_crop <= 1:
             raise ValueError(f"model.center_crop must be in (0, 1], got {self.center_crop}")
-        if self.keep_best is not None:
-            _one_of(self, "keep_best", KEEP_BEST)
         if self.early_stopping_patience < 0 or self.mc_dropout_samples < 0:
             raise ValueError("model.early_stopping_patience and model.mc_dropout_samples must be >= 0")
         if self.anomaly_class is not None and self.task != "autoencoder":
@@ -152,11 +153,6 @@ class Config:
         if not 0 < self.anomaly_recall < 1:
             raise ValueError(f"model.anomaly_recall must be in (0, 1), got {self.anomaly_recall}")
         parse_layers(self.layers, "model.layers")
-
-
-def _one_of(cfg, name, allowed):
-    if getattr(cfg, name) not in allowed:
-        raise ValueError(f"model.{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
 
 
 # ----- data -----

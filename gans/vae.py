@@ -30,48 +30,46 @@ import numpy as np
 import core
 from core import nn
 import core.functional as F
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    ACTIVATIONS, OPTIMIZERS, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
-    load_data, make_optimizer, model_config, one_of, originals_over_reconstructions, positive,
-    random_images, restore,
+    Activation, Optimizer, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
+    load_data, make_optimizer, originals_over_reconstructions, positive, random_images, restore, setup,
 )
+from gans.datasets import Normalize
 from gans.quality import evaluate_quality
 
-ARCHS = ("dense", "conv")
+# the config's types
+Arch = Choice("Arch", "dense conv")
+Reduction = Choice("Reduction", "sum mean")
 
 
 @dataclass
 class Config(TrainConfig):
     """Defaults: HOML ch. 17's VAE (`homl17-vae-fashion`)."""
 
+    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
+    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+
+    normalize: Optional[Normalize] = Normalize("01")
     epochs: int = 50
     batch_size: int = 128
-    normalize: Optional[str] = "01"
-    arch: str = "dense"
+    optimizer: Optimizer = Optimizer.rmsprop
+    arch: Arch = Arch.dense
     hidden: list[int] = field(default_factory=lambda: [150, 100])
     latent_size: int = 10
-    activation: str = "selu"
+    activation: Activation = Activation.selu
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
-    recon_reduction: str = "mean"
+    recon_reduction: Reduction = Reduction.mean
     beta: float = 1.0
-    optimizer: str = "rmsprop"
     lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-7
-    rho: float = 0.9
+    unit_pixels = "a VAE models pixels in [0, 1] as Bernoulli probabilities"
 
     def validate(self):
         super().validate()
-        one_of(self, "arch", ARCHS)
-        one_of(self, "activation", ACTIVATIONS)
-        one_of(self, "optimizer", OPTIMIZERS)
-        one_of(self, "recon_reduction", ("sum", "mean"))
         positive(self, "latent_size", "lr")
         if self.beta < 0:
             raise ValueError(f"model.beta must be >= 0, got {self.beta}")
-        if self.normalize == "tanh":
-            raise ValueError("a VAE models pixels in [0, 1] as Bernoulli probabilities; set model.normalize=01")
         if self.arch == "conv" and not self.conv_channels:
             raise ValueError("model.arch=conv needs at least one entry in model.conv_channels")
 
@@ -145,13 +143,8 @@ def vae_loss(logits, x, mu, logvar, reduction: str = "sum", beta: float = 1.0):
 
 # ----- training -----
 def train(cfg, run) -> dict:
-    args = model_config(Config, cfg)
-    data = load_data(cfg.dataset, args.normalize)
-    if data.normalize != "01":
-        raise ConfigError("a VAE models pixels in [0, 1] as Bernoulli probabilities; set model.normalize=01")
-    device = run.device
-    core.manual_seed(run.seed)
-    model = build(args, data.shape)["vae"].to(device)
+    args, data, nets = setup(Config, build, cfg, run)
+    model, device = nets["vae"], run.device
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
 
     fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)

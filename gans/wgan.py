@@ -41,55 +41,51 @@ import numpy as np
 
 import core
 from core import nn
+from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    OPTIMIZERS, SampleGrids, TrainConfig, batch, epoch_session, interpolate, keras_batch_norm, latent_tensor,
-    load_data, make_optimizer, model_config, norm_layer, one_of, output_activation, positive, restore,
+    Norm, SampleGrids, TrainConfig, batch, epoch_session, interpolate, keras_batch_norm, latent_tensor, load_data,
+    make_optimizer, norm_layer, output_activation, positive, restore, setup,
 )
+from gans.datasets import Normalize
 from gans.gan import (
     Discriminator, Generator, check_generator, discriminator_net, draw_noise, eval_mode, frozen, generator_net,
     generator_sampler,
 )
 from gans.quality import evaluate_quality, to_unit_range
 
-ARCHS = ("wgan_mtf", "dcgan", "dcgan_bdl")
-PENALTIES = ("gp", "clip")
-NORMS = ("none", "layer", "batch")
+# the config's types
+Arch = Choice("Arch", "wgan_mtf dcgan dcgan_bdl")
+Penalty = Choice("Penalty", "gp clip")
+ClipScope = Choice("ClipScope", "conv all")
 
 
 @dataclass
 class Config(TrainConfig):
     """Defaults: WGAN-GP with the MTF networks and no batch norm in the critic."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    normalize: Optional[str] = "tanh"
-    arch: str = "wgan_mtf"
+    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
+    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+    normalize: Optional[Normalize] = Normalize.tanh
+    arch: Arch = Arch.wgan_mtf
     latent_size: int = 100
     width: int = 64
-    critic_norm: str = "none"
-    penalty: str = "gp"
+    critic_norm: Norm = Norm.none
+    penalty: Penalty = Penalty.gp
     gp_weight: float = 10.0
     clip_value: float = 0.01
-    clip_scope: str = "conv"  # "conv": conv kernels only (MTF); "all": every critic parameter
+    clip_scope: ClipScope = ClipScope.conv  # "conv": conv kernels only (MTF); "all": every critic parameter
     n_critic: int = 5
     separate_real_fake: bool = False
     bn_eval: bool = True
     eval_fakes: bool = False  # the critic's fakes from G in inference mode (Keras' generator.predict, MTF)
-    optimizer: str = "adam"
     lr_g: float = 1e-4
     lr_c: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
-    eps: float = 1e-7
-    rho: float = 0.9
 
     def validate(self):
         super().validate()
-        one_of(self, "arch", ARCHS)
-        one_of(self, "penalty", PENALTIES)
-        one_of(self, "critic_norm", NORMS)
-        one_of(self, "clip_scope", ("conv", "all"))
-        one_of(self, "optimizer", OPTIMIZERS)
         positive(self, "latent_size", "width", "n_critic", "lr_g", "lr_c", "clip_value")
         if self.gp_weight < 0:
             raise ValueError(f"model.gp_weight must be >= 0, got {self.gp_weight}")
@@ -139,7 +135,9 @@ def build(cfg: Config, shape, n_classes: int, normalize: str) -> dict:
     else:
         g_net = generator_net(cfg, shape, cfg.latent_size, output_activation(normalize))
         c_net = discriminator_net(cfg, shape, 0, norm=cfg.critic_norm)
-    return {"generator": Generator(g_net, cfg.latent_size), "critic": Discriminator(c_net)}
+    generator = Generator(g_net, cfg.latent_size)
+    check_generator(generator, shape, cfg.arch)
+    return {"generator": generator, "critic": Discriminator(c_net)}
 
 
 def gradient_penalty(critic, real, fake, t=None) -> core.Tensor:
@@ -201,17 +199,13 @@ def generator_step(G, C, opt_g, z, bn_eval=False):
 
 # ----- training -----
 def train(cfg, run) -> dict:
-    args = model_config(Config, cfg)
-    data = load_data(cfg.dataset, args.normalize)
-    device = run.device
-    core.manual_seed(run.seed)
-    nets = build(args, data.shape, data.n_classes, data.normalize)
-    G, C = nets["generator"].to(device), nets["critic"].to(device)
-    check_generator(G, data.shape, args.arch, device)
+    args, data, nets = setup(Config, build, cfg, run)
+    G, C = nets["generator"], nets["critic"]
     opt_g = make_optimizer(cfg.optim, args, G.parameters(), args.lr_g)
     opt_c = make_optimizer(cfg.optim, args, C.parameters(), args.lr_c)
     to_clip = clipped_parameters(C, args.clip_scope) if args.penalty == "clip" else []
     bn_eval = args.bn_eval and args.critic_norm == "batch"
+    device = run.device
 
     fixed_z = draw_noise("normal", args.grid_size, args.latent_size, core.Generator(run.seed + 1), device)
     session, batches = epoch_session(run, cfg, args, data, "wgan", generator_sampler(G, "normal", device), G)

@@ -187,8 +187,8 @@ def train_preset(agent, preset, seed, overrides=None, eval_episodes=10, device="
     env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}
     cfg = OmegaConf.create({"seed": seed, "device": device, "eval_episodes": eval_episodes, "checkpoint_every": 0,
                             "agent": agent_cfg, "env": env})
-    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg), device=device,
-                                                       quiet=True, tensorboard=False) as run:
+    with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg, enum_to_str=True),
+                                                       device=device, quiet=True, tensorboard=False) as run:
         cpu = time.process_time()
         metrics = agent.train(cfg, run)
         cpu = time.process_time() - cpu

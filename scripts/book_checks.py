@@ -28,15 +28,16 @@ import numpy as np
 import core
 from core import nn, optim
 from core.distributions import Normal
+from core.runtime.choices import Choice
 from core.runtime.config import config_object
 
-CHECKS = ("dqn_loss", "replay_buffer_demo", "qcnn_params", "sac_smoke", "himmelblau")
+Check = Choice("Check", "dqn_loss replay_buffer_demo qcnn_params sac_smoke himmelblau")  # the config's type
 MAIN_METRIC = "check/passed"
 
 
 @dataclass
 class Config:
-    check: str = "dqn_loss"
+    check: Check = Check.dqn_loss
     # himmelblau only: the initial point, the learning rate and the number of gradient steps
     start: List[float] = field(default_factory=lambda: [4.0, 0.0])
     lr: float = 0.01
@@ -44,8 +45,6 @@ class Config:
     log_every: int = 1
 
     def validate(self):
-        if self.check not in CHECKS:
-            raise ValueError(f"agent.check must be one of {', '.join(CHECKS)}, got {self.check!r}")
         if len(self.start) != 2:
             raise ValueError(f"agent.start is the initial point (x, y) of Himmelblau's function; got {self.start}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -260,14 +259,14 @@ def run_check(args: Config, seed, run) -> dict:
     run.logger.text("check/result", "<pre>" + "\n".join(lines) + "</pre>")
     (run.dir / "check.txt").write_text("\n".join(lines) + "\n")
     run.logger.scalar("check/passed", metrics["check/passed"], 0)
-    return {**metrics, "check/name": args.check}
+    return {**metrics, "check/name": str(args.check)}  # the plain string (the checkpoint holds the metrics)
 
 
 def train(cfg, run):
     args = config_object(Config, cfg.agent)
     if args.check == "himmelblau":
         return minimize_himmelblau(args, cfg, run)
-    session = run.session(args.check, "checks", 1)
+    session = run.session(str(args.check), "checks", 1)  # plain strings: a checkpoint holds builtins only
     session.track()
     if session.running():  # a resumed finished check reports its saved numbers
         session.extra["metrics"] = run_check(args, cfg.seed, run)

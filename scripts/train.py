@@ -34,13 +34,18 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from scripts import trainers  # noqa: E402
 from core.runtime import sweep  # noqa: E402
+from core.runtime.choices import Choice  # noqa: E402
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: E402
 from core.runtime.run import Run, RunDirectoryBusy, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError  # noqa: E402
+from envs.factory import Vectorization  # noqa: E402
+from gans.datasets import DatasetName, Normalize, Split  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("agent", "env", "model", "dataset", "optim", "logger", "experiment")
-VECTORIZATIONS = ("sync", "async", "native")
+# the shared schemas' types (core.runtime.choices; the others come from the modules that own them)
+NativeDtype = Choice("NativeDtype", "float64 float32")
+Optimizer = Choice("Optimizer", "adam sgd rmsprop")
 
 # Hydra plugins behind optional extras: the config each registers -> (distribution, extra). The lab's
 # presets (conf/hydra/launcher/{local_parallel,slurm,ray_cluster}.yaml, conf/hydra/sweeper/optuna_search.yaml)
@@ -95,8 +100,8 @@ class EnvConfig:
     of `envs.factory.make_env` (see its docstring; agents.wrapper_options(cfg.env) collects them)."""
     id: str = "CartPole-v1"
     num_envs: int = 1
-    vectorization: str = "sync"                # sync | async | native
-    native_dtype: str = "float64"              # native CartPole: float64 (gymnasium's numbers) | float32 (faster)
+    vectorization: Vectorization = Vectorization.sync
+    native_dtype: NativeDtype = NativeDtype.float64  # native CartPole: gymnasium's numbers, or float32 (faster)
     max_episode_steps: Optional[int] = None    # None: the registered time limit
     reward_scale: Optional[float] = None
     frame_skip: Optional[int] = None
@@ -125,11 +130,6 @@ class EnvConfig:
                              f"{atari}")
         if self.num_envs < 1:
             raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
-        if self.vectorization not in VECTORIZATIONS:
-            raise ValueError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, "
-                             f"got {self.vectorization!r}")
-        if self.native_dtype not in ("float64", "float32"):
-            raise ValueError(f"env.native_dtype must be float64 or float32, got {self.native_dtype!r}")
         if self.native_dtype != "float64" and self.vectorization != "native":
             raise ValueError(f"env.native_dtype={self.native_dtype} needs env.vectorization=native, "
                              f"got {self.vectorization}")
@@ -139,23 +139,16 @@ class EnvConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "digits"
+    name: DatasetName = DatasetName.digits
     root: Optional[str] = None                 # None: $LAB_DATA_DIR, else ~/.cache/lab/data
-    split: str = "train"
-    normalize: Optional[str] = "01"            # 01 | tanh | null (raw 0..255)
+    split: Split = Split.train
+    normalize: Optional[Normalize] = Normalize("01")  # null: raw 0..255
     classes: Optional[List[int]] = None
     image_size: Optional[int] = None
     limit: Optional[int] = None
     download: bool = False
 
     def validate(self):
-        from gans.datasets import DATASETS, NORMALIZATIONS, SPLITS
-        if self.name not in DATASETS:
-            raise ValueError(f"unknown dataset.name {self.name!r}; allowed: {', '.join(DATASETS)}")
-        if self.split not in SPLITS:
-            raise ValueError(f"dataset.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"dataset.normalize must be one of 01, tanh, null, got {self.normalize!r}")
         for name in ("image_size", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"dataset.{name} must be >= 1 or null, got {getattr(self, name)}")
@@ -173,7 +166,7 @@ class LoggerConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
+    name: Optimizer = Optimizer.adam
     lr: float = 1e-3
     weight_decay: float = 0.0
 
@@ -193,7 +186,7 @@ class AdamConfig(OptimConfig):
 
 @dataclass
 class SGDConfig(OptimConfig):
-    name: str = "sgd"
+    name: Optimizer = Optimizer.sgd
     lr: float = 1e-2
     momentum: float = 0.0
     dampening: float = 0.0
@@ -202,7 +195,7 @@ class SGDConfig(OptimConfig):
 
 @dataclass
 class RMSpropConfig(OptimConfig):
-    name: str = "rmsprop"
+    name: Optimizer = Optimizer.rmsprop
     alpha: float = 0.99
     eps: float = 1e-8
     momentum: float = 0.0
@@ -321,7 +314,8 @@ def train_from_config(cfg, hydra_cfg, multirun):
     try:
         kind, name, module = select_algorithm(choices)
         validate(cfg, kind)
-        config = {**OmegaConf.to_container(cfg, resolve=True), "choices": choices}
+        # plain values (an enum choice as its string): what checkpoints and config.yaml may hold
+        config = {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "choices": choices}
     except (UsageError, OmegaConfBaseException) as e:
         remove_unused_run_dir(run_dir)
         raise RunFailed(str(e).splitlines()[0], 2) from None
@@ -446,6 +440,11 @@ def describe_error(error):
             return f"unknown {group} {option!r}; available: {', '.join(options) or 'none'}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     message = lines[0] if lines else type(error).__name__
+    if message.endswith("raised while composing config:") and len(lines) > 1:
+        # a bad value in a yaml file: the first line names the file, the next the value, a `full_key:` line the key
+        where = message.split(":", 1)[0]
+        key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+        return f"{where}: {key + ': ' if key else ''}{lines[1]}"
     if isinstance(error, OverrideParseException):
         return f"cannot parse the override {error.override!r}: {message}"
     cause = error.__cause__

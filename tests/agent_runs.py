@@ -24,7 +24,8 @@ def agent_cfg(agent, preset=None, env=None, seed=0, eval_episodes=10, **override
 
 def train_agent(agent, cfg, run_dir, resume=None, stop_after=None):
     """`agent.train` in `run_dir`; with `stop_after`, the run is asked to stop after that many units."""
-    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as run:
+    with Run(run_dir, config=OmegaConf.to_container(cfg, enum_to_str=True), seed=cfg.seed, quiet=True,
+             resume=resume) as run:
         if stop_after is not None:
             answers = chain(repeat(False, stop_after), repeat(True))
             run.should_stop = lambda: next(answers)

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from agent_runs import agent_cfg, last_model, train_agent
+from omegaconf import OmegaConf, ValidationError
 
 import core
 from agents import a2c
@@ -83,7 +84,7 @@ def test_bad_input_fails_clearly(tmp_path):
         train(make_cfg(env={"id": "Pendulum-v1"}, distribution="categorical"), tmp_path)
     with pytest.raises(ConfigError, match="A2C acts in Discrete or 1-D Box action spaces; the env has MultiBinary"):
         build_model(a2c.Config(), gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiBinary(3), "A2C")
-    with pytest.raises(ValueError, match="agent.optimizer must be one of rmsprop, adam, got 'sgd'"):
-        a2c.Config(optimizer="sgd").validate()
+    with pytest.raises(ValidationError, match=r"Invalid value 'sgd', expected one of \[adam, rmsprop\]"):
+        OmegaConf.merge(OmegaConf.structured(a2c.Config), {"optimizer": "sgd"})
     with pytest.raises(ValueError, match="agent.num_steps must be >= 1"):
         a2c.Config(num_steps=0).validate()

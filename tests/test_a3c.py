@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.envs.classic_control import CartPoleEnv
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, ValidationError
 
 import core
 from agents import a3c, a3c_workers
@@ -48,7 +48,8 @@ def make_cfg(env_id="CartPole-v1", seed=0, checkpoint_every=0, **agent):
 
 
 def train(cfg, run_dir, resume=None):
-    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as run:
+    with Run(run_dir, config=OmegaConf.to_container(cfg, enum_to_str=True), seed=cfg.seed, quiet=True,
+             resume=resume) as run:
         return a3c.train(cfg, run)
 
 
@@ -74,8 +75,8 @@ def test_worker_count_limits():
     with pytest.raises(ValueError, match=rf"got {max_workers() + 1}$"):
         a3c.Config(num_workers=max_workers() + 1).validate()
     a3c.Config(num_workers=max_workers()).validate()
-    with pytest.raises(ValueError, match="agent.start_method must be one of spawn, forkserver, fork"):
-        a3c.Config(start_method="thread").validate()
+    with pytest.raises(ValidationError, match=r"Invalid value 'thread', expected one of \[spawn, forkserver, fork\]"):
+        OmegaConf.merge(OmegaConf.structured(a3c.Config), {"start_method": "thread"})
 
 
 @pytest.mark.parametrize("kind", ["adam", "rmsprop"])
@@ -158,7 +159,7 @@ def test_a_crashing_worker_is_reported_not_hung_on(tmp_path):
 
 def test_stop_and_resume_finish_the_budget(tmp_path):
     cfg = make_cfg(total_timesteps=4000, num_steps=10, checkpoint_every=200)  # env steps: about 20 updates
-    with Run(tmp_path, config=OmegaConf.to_container(cfg), quiet=True) as run:
+    with Run(tmp_path, config=OmegaConf.to_container(cfg, enum_to_str=True), quiet=True) as run:
         run.should_stop = lambda: (tmp_path / "checkpoints" / "last.ckpt").exists()  # stop after the first one
         stopped = a3c.train(cfg, run)
     saved = core.load(tmp_path / "checkpoints" / "last.ckpt")
@@ -188,7 +189,7 @@ agent = OmegaConf.merge(OmegaConf.structured(a3c.Config), {"total_timesteps": 10
                                                           "own_sessions": sys.argv[2] == "own"})
 cfg = OmegaConf.create({"seed": 0, "device": "cpu", "eval_episodes": 1, "checkpoint_every": 0, "agent": agent,
                         "env": {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}})
-with Run(sys.argv[1], config=OmegaConf.to_container(cfg), quiet=True) as run:
+with Run(sys.argv[1], config=OmegaConf.to_container(cfg, enum_to_str=True), quiet=True) as run:
     print(a3c.train(cfg, run)["train/env_steps"], flush=True)
 """
 

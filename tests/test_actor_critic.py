@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 import core
-from agents import EVAL_SEED_OFFSET, evaluate_policy
-from agents.actor_critic import (ActorCritic, derive_seed, distribution_for, evaluate, lr_schedule, make_envs,
-                                 make_policy, parameter_groups)
+from agents import EVAL_SEED_OFFSET, derive_seed, evaluate_policy
+from agents.actor_critic import (ActorCritic, distribution_for, evaluate, lr_schedule, make_envs, make_policy,
+                                 parameter_groups)
 from agents.rollout import (RolloutBuffer, collect_rollout, compute_gae, explained_variance, n_step_returns,
                             normalize)
 from core.runtime.errors import ConfigError

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, ValidationError
 
 from agents import baselines, tabular_runner
 from core import load
@@ -20,7 +20,8 @@ def make_cfg(module, env_id, seed=0, eval_episodes=3, max_episode_steps=None, **
 
 
 def run(tmp_path, module, cfg, resume=None, stop_after=None):
-    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, resume=resume) as r:
+    with Run(tmp_path, config=OmegaConf.to_container(cfg, enum_to_str=True), seed=cfg.seed, quiet=True,
+             resume=resume) as r:
         if stop_after is not None:  # what Ctrl-C does, after `stop_after` loop iterations
             calls = itertools.count()
             r.should_stop = lambda: next(calls) >= stop_after
@@ -75,8 +76,8 @@ def test_value_iteration_on_the_maze_and_the_bandit(tmp_path):
 
 
 def test_tabular_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="agent.method must be one of"):
-        tabular_runner.Config(method="sarsa").validate()
+    with pytest.raises(ValidationError, match="Invalid value 'sarsa', expected one of \\[policy_evaluation, "):
+        OmegaConf.merge(OmegaConf.structured(tabular_runner.Config), {"method": "sarsa"})
     with pytest.raises(ValueError, match="agent.epsilon must be in"):
         tabular_runner.Config(epsilon=1.5).validate()
     with pytest.raises(ConfigError, match="Discrete observations and actions"):
@@ -118,8 +119,8 @@ def test_a_stopped_baseline_run_resumes_as_the_uninterrupted_one(tmp_path):
 
 
 def test_baseline_errors(tmp_path):
-    with pytest.raises(ValueError, match="agent.policy must be one of"):
-        baselines.Config(policy="greedy").validate()
+    with pytest.raises(ValidationError, match=r"Invalid value 'greedy', expected one of \[random, angle_sign\]"):
+        OmegaConf.merge(OmegaConf.structured(baselines.Config), {"policy": "greedy"})
     with pytest.raises(ConfigError, match="reads a CartPole observation"):
         run(tmp_path, baselines, make_cfg(baselines, "lab/GridWorld4x4-v0", policy="angle_sign", episodes=1))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, ValidationError
 
 from core.runtime.events import read_run
 from core.runtime.run import Run
@@ -22,7 +22,8 @@ def make_cfg(seed=0, **agent):
 
 
 def run(run_dir, cfg, **run_options):
-    with Run(run_dir, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, **run_options) as r:
+    with Run(run_dir, config=OmegaConf.to_container(cfg, enum_to_str=True), seed=cfg.seed, quiet=True,
+             **run_options) as r:
         metrics = book_checks.train(cfg, r)
         r.finish(metrics)
     return metrics
@@ -66,7 +67,6 @@ def test_himmelblau_descent_resumes_where_it_stopped(tmp_path):
 
 
 @pytest.mark.parametrize("keys,message", [
-    ({"check": "ppo"}, "agent.check must be one of dqn_loss, replay_buffer_demo, qcnn_params, sac_smoke, himmelblau"),
     ({"start": [1.0]}, "agent.start is the initial point (x, y) of Himmelblau's function; got [1.0]"),
     ({"lr": 0.0}, "agent.lr must be a positive finite number, got 0.0"),
     ({"steps": 0}, "agent.steps and agent.log_every must be >= 1"),
@@ -75,6 +75,12 @@ def test_config_errors_are_one_line(keys, message):
     with pytest.raises(ValueError) as error:
         book_checks.Config(**keys).validate()
     assert str(error.value).startswith(message)
+
+
+def test_an_unknown_check_fails_when_the_config_is_composed():
+    with pytest.raises(ValidationError, match=r"Invalid value 'ppo', expected one of \[dqn_loss, replay_buffer_demo, "
+                                              r"qcnn_params, sac_smoke, himmelblau\]"):
+        OmegaConf.merge(OmegaConf.structured(book_checks.Config), {"check": "ppo"})
 
 
 def test_the_himmelblau_preset_runs_through_the_cli(tmp_path):

@@ -2,7 +2,7 @@
 (FX-RL-1, FX-RL-8), ε and β schedules (FX-RL-7), Q-networks, target updates, configs and bad input."""
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, ValidationError
 
 import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
@@ -194,11 +194,9 @@ def test_target_updates_hard_and_polyak():
 @pytest.mark.parametrize("fields, message", [
     ({"batch_size": 512, "buffer_size": 256}, r"batch_size \(512\) cannot exceed agent.buffer_size \(256\)"),
     ({"lr": 0.0}, "agent.lr must be a positive finite number"),
-    ({"network": "resnet"}, "agent.network must be one of mlp, nature_cnn, got 'resnet'"),
     ({"gamma": 1.5}, r"agent.gamma must be in \[0, 1\]"),
     ({"epsilon_unit": "episode"}, "needs agent.epsilon_decay_duration"),
     ({"target_return": 475.0}, "needs agent.eval_every >= 1"),
-    ({"target_update_unit": "hour"}, "agent.target_update_unit must be one of step, update, episode"),
     ({"hidden": []}, "agent.hidden must list one or more positive layer widths"),
 ])
 def test_config_validation(fields, message):
@@ -207,11 +205,22 @@ def test_config_validation(fields, message):
     Config().validate()
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({"network": "resnet"}, r"Invalid value 'resnet', expected one of \[mlp, nature_cnn\]"),
+    ({"target_update_unit": "hour"}, r"Invalid value 'hour', expected one of \[step, update, episode\]"),
+    ({"epsilon_schedule": "cosine"}, r"Invalid value 'cosine', expected one of \[linear, exponential\]"),
+])
+def test_choices_are_checked_when_the_config_is_composed(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        OmegaConf.merge(OmegaConf.structured(Config), fields)
+
+
 def run_config(tmp_path, env_id="CartPole-v1", **agent):
     cfg = OmegaConf.create({"seed": 0, "device": "cpu", "checkpoint_every": 0, "eval_episodes": 3,
                             "agent": OmegaConf.merge(OmegaConf.structured(Config), agent),
                             "env": {"id": env_id, "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}})
-    return cfg, Run(tmp_path / "run", config=OmegaConf.to_container(cfg), quiet=True, tensorboard=False)
+    return cfg, Run(tmp_path / "run", config=OmegaConf.to_container(cfg, enum_to_str=True), quiet=True,
+                    tensorboard=False)
 
 
 def test_continuous_actions_fail_at_start_up_with_a_clear_message(tmp_path):

@@ -28,8 +28,8 @@ def make_cfg(agent, env_id="CartPole-v1", vectorization="sync", seed=0, eval_epi
 
 
 def run_train(cfg, run_dir, resume=None, stop_after=None):
-    with Run(run_dir, config=OmegaConf.to_container(cfg), device=cfg.device, quiet=True, tensorboard=False,
-             resume=resume) as run:
+    with Run(run_dir, config=OmegaConf.to_container(cfg, enum_to_str=True), device=cfg.device, quiet=True,
+             tensorboard=False, resume=resume) as run:
         if stop_after is not None:  # what Ctrl-C does, after `stop_after` loop iterations
             calls = itertools.count()
             run.should_stop = lambda: next(calls) >= stop_after

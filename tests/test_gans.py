@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import core
@@ -18,7 +19,8 @@ from core.ops.conv import conv2d
 from core.runtime.run import ConfigError, NonFiniteError, Run
 from scripts import trainers
 from gans import autoencoders, gan, vae, wgan
-from gans.common import Batches, load_data, model_config, plain, value_range
+from core.runtime.config import config_object, plain
+from gans.common import Batches, load_data, value_range
 from scripts.train import CONF_DIR, register_configs
 
 register_configs()
@@ -45,7 +47,7 @@ def mnist(mnist_root, quality_cache):
 def train(name, run_dir, *overrides, resume=None):
     cfg = compose_config(name, *overrides)
     OmegaConf.to_object(cfg.model).validate()
-    with Run(run_dir, config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed, quiet=True,
+    with Run(run_dir, config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), seed=cfg.seed, quiet=True,
              resume=resume) as run:
         return cfg, trainers.options("model")[name].train(cfg, run)
 
@@ -53,7 +55,7 @@ def train(name, run_dir, *overrides, resume=None):
 def built(name, shape=(1, 28, 28), *overrides):
     cfg = compose_config(name, "dataset=mnist", *overrides)
     module = trainers.options("model")[name]
-    args = model_config(module.Config, cfg)
+    args = config_object(module.Config, cfg.model)
     return module.build(args, shape, 10, value_range(args.normalize, cfg.dataset))
 
 
@@ -226,7 +228,7 @@ def test_simultaneous_step_gives_each_network_the_gradient_of_its_own_loss():
     graph at the weights before the step (SGD with lr 1: the update is minus the gradient)."""
     cfg = compose_config("gan_geron", "dataset=mnist", "model.g_hidden=[8]", "model.g_activations=[selu]",
                          "model.d_hidden=[8]", "model.d_activations=[selu]", "model.latent_size=4")
-    nets = gan.build(model_config(gan.Config, cfg), (1, 4, 4), 10, "01")
+    nets = gan.build(config_object(gan.Config, cfg.model), (1, 4, 4), 10, "01")
     G, D = nets["generator"], nets["discriminator"]
     z, real = core.randn(6, 4), core.rand(6, 1, 4, 4)
     fake = G(z)
@@ -373,7 +375,6 @@ def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_
 
 
 @pytest.mark.parametrize("name, override, message", [
-    ("dcgan", "model.arch=unet", "model.arch must be one of"),
     ("dcgan", "model.d_steps=3", "update=simultaneous takes one D step per G step"),
     ("dcgan", "model.eval_fakes=true", "model.eval_fakes needs model.update=alternating"),
     ("gan_mtf", "model.g_activations=[relu]", "g_hidden has 4 layers but model.g_activations has 1"),
@@ -385,3 +386,15 @@ def test_config_validation(name, override, message):
     args = OmegaConf.to_object(compose_config(name, "dataset=mnist", override).model)
     with pytest.raises(ValueError, match=message):
         args.validate()
+
+
+@pytest.mark.parametrize("name, override, allowed", [
+    ("dcgan", "model.arch=unet", "mlp, dcgan, dcgan_tf, dcgan_geron, dcgan_bdl"),
+    ("wgan_gp", "model.critic_norm=group", "none, layer, batch"),
+    ("ae_conv", "model.noise=salt", "none, dropout, gaussian"),
+    ("vae", "model.recon_reduction=max", "sum, mean"),
+])
+def test_choices_are_checked_when_the_config_is_composed(name, override, allowed):
+    with pytest.raises(ConfigCompositionException, match="Error merging override") as error:
+        compose_config(name, "dataset=mnist", override)
+    assert f"expected one of [{allowed}]" in str(error.value.__cause__)

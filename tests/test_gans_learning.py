@@ -6,10 +6,11 @@ import math
 import pytest
 
 import core
+from core.runtime.config import config_object
 from scripts import trainers
 import test_gans
 from gans import autoencoders, gan, vae, wgan
-from gans.common import load_data, model_config
+from gans.common import load_data
 from gans.quality import evaluate_quality
 from test_gans import train
 
@@ -20,7 +21,7 @@ mnist, quality_cache = test_gans.mnist, test_gans.quality_cache  # the fixtures 
 def untrained_quality(name, cfg, sampler):
     """The quality score of the model `train` starts from (same seed, same initialisation)."""
     module = trainers.options("model")[name]
-    args = model_config(module.Config, cfg)
+    args = config_object(module.Config, cfg.model)
     data = load_data(cfg.dataset, args.normalize)
     core.manual_seed(cfg.seed)
     nets = module.build(args, data.shape, data.n_classes, data.normalize)

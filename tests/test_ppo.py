@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from agent_runs import ROOT, agent_cfg, last_model, train_agent
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, ValidationError
 
 import core
 import core.functional as F
@@ -177,10 +177,11 @@ def test_bad_input_fails_clearly(tmp_path):
                              ({"gae_lambda": 1.5}, r"agent.gae_lambda must be in \[0, 1\]"),
                              ({"target_return": 500.0}, "agent.target_return needs agent.eval_every >= 1"),
                              ({"total_episodes": 0}, r"agent.total_episodes must be >= 1 or null, got 0"),
-                             ({"critic_lr": -1e-3}, "agent.critic_lr must be a positive finite number or null"),
-                             ({"vectorization": "gpu"}, "agent.vectorization must be sync, async, native or null")]:
+                             ({"critic_lr": -1e-3}, "agent.critic_lr must be a positive finite number or null")]:
         with pytest.raises(ValueError, match=message):
             ppo.Config(**changes).validate()
+    with pytest.raises(ValidationError, match=r"Invalid value 'gpu', expected one of \[sync, async, native\]"):
+        OmegaConf.merge(OmegaConf.structured(ppo.Config), {"vectorization": "gpu"})
 
 
 def test_cli_run_writes_metrics_and_checkpoint(tmp_path):
@@ -197,6 +198,7 @@ def test_cli_run_writes_metrics_and_checkpoint(tmp_path):
 def test_native_envs_on_cupy(tmp_path, gpu_device):
     cfg = make_cfg("ppo_native", total_timesteps=4096, target_return=None, eval_episodes=3)
     cfg.device = gpu_device
-    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=0, device=gpu_device, quiet=True) as run:
+    with Run(tmp_path, config=OmegaConf.to_container(cfg, enum_to_str=True), seed=0, device=gpu_device,
+             quiet=True) as run:
         metrics = ppo.train(cfg, run)
     assert metrics["train/env_steps"] == 4096 and metrics["eval/return_mean"] > 0

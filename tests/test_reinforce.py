@@ -1,7 +1,7 @@
 """REINFORCE: Géron's return helpers (FX-RL-2), the update, determinism, resume, and learning CartPole."""
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, ValidationError
 
 import core
 from agents import reinforce
@@ -17,8 +17,8 @@ def make_cfg(env_id="CartPole-v1", seed=0, eval_episodes=5, checkpoint_every=0, 
 
 
 def train(tmp_path, cfg, resume=None):
-    with Run(tmp_path, config=OmegaConf.to_container(cfg), seed=cfg.seed, quiet=True, tensorboard=False,
-             resume=resume, keep_checkpoints=0) as run:
+    with Run(tmp_path, config=OmegaConf.to_container(cfg, enum_to_str=True), seed=cfg.seed, quiet=True,
+             tensorboard=False, resume=resume, keep_checkpoints=0) as run:
         return reinforce.train(cfg, run), run
 
 
@@ -40,11 +40,13 @@ def test_config_validation_names_the_bad_field():
     for field, value, message in [("lr", 0.0, "agent.lr must be a positive finite number"),
                                   ("lr", float("inf"), "agent.lr must be a positive finite number"),
                                   ("episodes_per_batch", 0, "agent.episodes_per_batch must be >= 1"),
-                                  ("hidden", [8, 0], "agent.hidden must list positive layer widths"),
-                                  ("activation", "swish", "agent.activation must be one of tanh, relu"),
-                                  ("init", "xavier", "agent.init must be one of torch, keras, orthogonal")]:
+                                  ("hidden", [8, 0], "agent.hidden must list positive layer widths")]:
         with pytest.raises(ValueError, match=message):
             reinforce.Config(**{field: value}).validate()
+    for field, value, allowed in [("activation", "swish", "tanh, relu, elu, leaky_relu, gelu"),
+                                  ("init", "xavier", "torch, keras, orthogonal")]:
+        with pytest.raises(ValidationError, match=rf"Invalid value '{value}', expected one of \[{allowed}\]"):
+            OmegaConf.merge(OmegaConf.structured(reinforce.Config), {field: value})
 
 
 def test_the_policy_gradient_is_minus_the_mean_of_return_weighted_score():

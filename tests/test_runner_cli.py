@@ -79,6 +79,8 @@ def test_train_writes_the_run_directory(finished_run):
     assert state["step"] == state["session"]["progress"] == metrics["train/env_steps"]
     assert state["session"]["iterations"] == metrics["train/iterations"]
     assert state["config"]["choices"]["agent"] == "reinforce" and state["config"]["agent"]["lr"] == 0.01
+    assert type(state["config"]["agent"]["baseline"]) is str  # a choice (enum) is stored as the string typed
+    assert "  baseline: none\n" in (finished_run / "config.yaml").read_text()
 
 
 def test_event_files_hold_cleanrl_tags_config_and_hparams(finished_run):
@@ -258,6 +260,8 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
      "error: Error merging override agent.gamma=high: Value 'high' of type 'str' could not be converted to Float"),
     (["agent=reinforce", "env=cartpole", "agent.lr=-0.01"],
      "error: agent.lr must be a positive finite number, got -0.01"),
+    (["agent=dqn", "env=cartpole", "agent.loss=l1"],
+     "error: Error merging override agent.loss=l1: Invalid value 'l1', expected one of [huber, mse]"),
     (["agent=reinforce2", "env=cartpole"], "error: unknown agent 'reinforce2'; available: "),
     (["agent=reinforce", "env=cartpole", "env.id=Pong-v9"], "error: unknown env id 'Pong-v9'"),
     (["agent=reinforce", "env=bandit"], "error: REINFORCE learns from complete episodes, but lab/Bandit-v0 has no time "

@@ -62,6 +62,13 @@ def test_a_bad_layer_list_fails_config_validation_naming_the_key():
         S.Config(layers=[{"type": "flatten"}, {"type": "dense", "unit": 3}]).validate()
 
 
+def test_a_loss_the_task_does_not_take_fails_config_validation():
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(S.Config), {"task": "regression"}))
+    with pytest.raises(ValueError, match=r"^model\.loss for model\.task=regression must be one of mse, mae, huber; "
+                                         r"got 'sparse_ce'$"):
+        config.validate()
+
+
 # ----- data -----
 def test_series_is_the_books_generator_cut_into_windows():
     x, y, (x_test, y_test) = load_toy("series")

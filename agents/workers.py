@@ -56,10 +56,8 @@ class SharedCounters:
         self.num_workers = num_workers
 
     def views(self):
-        v = {name: np.ctypeslib.as_array(raw) for name, raw in self.raw.items()}
-        v["counters"] = v["counters"].reshape(3, self.num_workers)
-        v["times"] = v["times"].reshape(3, self.num_workers)
-        return v
+        return {name: np.ctypeslib.as_array(raw).reshape(-1 if name == "stop" else (3, self.num_workers))
+                for name, raw in self.raw.items()}
 
 
 def _die_with_parent():

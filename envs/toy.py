@@ -18,7 +18,6 @@ import numpy as np
 from gymnasium import spaces
 
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
-ACTION_NAMES = ("up", "right", "down", "left")
 
 
 class BanditEnv(gym.Env):

@@ -56,8 +56,7 @@ Sparsity = Choice("Sparsity", "none l1 kl")
 class Config(TrainConfig):
     """Defaults: HOML ch. 17's stacked autoencoder (`homl17-stacked-ae-fashion`)."""
 
-    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
-    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+    # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     normalize: Optional[Normalize] = Normalize("01")
     optimizer: Optimizer = Optimizer.sgd

@@ -67,8 +67,7 @@ Noise = Choice("Noise", "normal uniform")
 class Config(TrainConfig):
     """Defaults: the TF DCGAN tutorial as in MTF ch. 10 (`mtf10-dcgan-fashion`)."""
 
-    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
-    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+    # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     normalize: Optional[Normalize] = Normalize.tanh
     epochs: int = 50

@@ -56,6 +56,7 @@ resumed run continues bitwise as an uninterrupted one.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -275,21 +276,25 @@ def check_outputs(args: Config, out_shape: tuple, data: Splits):
                               f"{out_shape}; {fix} to {classes}")
 
 
-def predict(model, x: np.ndarray, device, batch_size=1000):
-    """Outputs for x in eval mode, batch by batch, and the mean penalty per batch (Keras' val_loss has it)."""
+def predict(model, x: np.ndarray, device, dropout=False, batch_size=1000):
+    """Outputs for x in eval mode (but with dropout on when `dropout`), batch by batch, and the mean penalty
+    per batch (Keras' val_loss has it); the model is back in training mode after."""
+    model.eval()
+    for module in model.modules():
+        if dropout and isinstance(module, nn.Dropout):
+            module.train()
     outs, penalty = [], 0.0
     with core.no_grad():
         for start in range(0, len(x), batch_size):
             outs.append(model(core.tensor(x[start:start + batch_size], device=device)).numpy())
             value = model.penalty()
             penalty += float(value.item() if isinstance(value, core.Tensor) else value)
+    model.train()
     return np.concatenate(outs), penalty / max(len(outs), 1)
 
 
 def evaluate(args: Config, model, part: Part, device) -> dict:
-    model.eval()
     out, penalty = predict(model, part.x, device)
-    model.train()
     metrics = {"loss": task_loss(args, core.tensor(out), core.tensor(part.x), core.tensor(part.y)).item() + penalty}
     if args.task == "classification":
         metrics["accuracy"] = correct(args, core.tensor(out), core.tensor(part.y)) / len(part)
@@ -307,25 +312,18 @@ def _reconstruction(args: Config, out: np.ndarray) -> np.ndarray:
 
 def mc_dropout_accuracy(model, part: Part, samples: int, device) -> float:
     """Accuracy of the softmax averaged over `samples` passes with dropout on (HOML ch. 11's MC Dropout)."""
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.train()
     probabilities = 0.0
     for _ in range(samples):
-        out, _ = predict(model, part.x, device)
+        out, _ = predict(model, part.x, device, dropout=True)
         out = np.exp(out - out.max(axis=1, keepdims=True))
         probabilities = probabilities + out / out.sum(axis=1, keepdims=True)
-    model.train()
     return float((probabilities.argmax(axis=1) == part.y).mean())
 
 
 def anomaly_scores(args: Config, model, part: Part, device) -> dict:
     """TFMLP ch. 7: reconstruction MSE per example; the threshold is the highest one that still flags more
     than `anomaly_recall` of the anomaly class."""
-    model.eval()
     out, _ = predict(model, part.x, device)
-    model.train()
     errors = ((_reconstruction(args, out) - part.x.reshape(out.shape)) ** 2).reshape(len(part), -1).mean(axis=1)
     is_anomaly = part.y == args.anomaly_class
     if not is_anomaly.any():
@@ -370,18 +368,7 @@ def make_optimizer(args: Config, params, optim_cfg=None):
     return optim.create(params, name, lr=lr, **options[name])
 
 
-def learning_rate(args: Config, base_lr: float, epoch: int) -> float:
-    return base_lr * args.lr_gamma ** sum(epoch >= m for m in args.lr_milestones)
-
-
 # ----- training -----
-def batches(loader: DataLoader):
-    """The loader's batches without end: shuffled passes one after another, so `steps_per_epoch` may end an
-    epoch inside a pass (each pass draws its permutation when its first batch is taken, as Keras' repeat)."""
-    while True:
-        yield from loader
-
-
 def train(cfg, run) -> dict:
     args = config_object(Config, cfg.model)
     core.manual_seed(run.seed)
@@ -424,10 +411,12 @@ def train(cfg, run) -> dict:
                          last={})
     session.track(model=model, optimizer=opt, data=loader)
     state = session.extra
-    stream = batches(loader)
+    # passes one after another, so steps_per_epoch may end an epoch inside a pass (each pass draws its
+    # permutation when its first batch is taken, as Keras' repeat)
+    stream = itertools.chain.from_iterable(itertools.repeat(loader))
     patience = args.early_stopping_patience
     while session.running() and not (patience and state["bad_epochs"] >= patience):
-        lr = learning_rate(args, base_lr, session.progress)
+        lr = base_lr * args.lr_gamma ** sum(session.progress >= m for m in args.lr_milestones)
         for group in opt.param_groups:
             group["lr"] = lr
         sums = state["sums"]

@@ -48,8 +48,7 @@ Reduction = Choice("Reduction", "sum mean")
 class Config(TrainConfig):
     """Defaults: HOML ch. 17's VAE (`homl17-vae-fashion`)."""
 
-    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
-    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+    # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     normalize: Optional[Normalize] = Normalize("01")
     epochs: int = 50

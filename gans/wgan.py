@@ -64,8 +64,7 @@ ClipScope = Choice("ClipScope", "conv all")
 class Config(TrainConfig):
     """Defaults: WGAN-GP with the MTF networks and no batch norm in the critic."""
 
-    # besides these, the fields of gans.common.TrainConfig (documented there): epochs, batch_size, normalize,
-    # log_every, grid_size, optimizer, betas, eps, rho, quality; the model's own defaults of some come first
+    # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
     normalize: Optional[Normalize] = Normalize.tanh

@@ -20,6 +20,7 @@ Presets that were not run are listed with the reason (a missing optional depende
 preset's own `skip` reason, or not run yet).
 """
 import argparse
+import collections
 import datetime
 import fcntl
 import fnmatch
@@ -228,15 +229,10 @@ def parse_metric(spec):
 
 
 def summarize_series(values, summary):
-    if summary == "max":
-        return float(np.max(values))
-    if summary == "min":
-        return float(np.min(values))
-    if summary == "mean":
-        return float(np.mean(values))
+    if summary in ("max", "min", "mean"):
+        return float(getattr(np, summary)(values))
     if summary.startswith("last"):
-        n = int(summary[4:] or 1)
-        return float(np.mean(values[-n:]))
+        return float(np.mean(values[-int(summary[4:] or 1):]))
     raise ReproduceError(f"unknown metric summary @{summary}; allowed: @max, @min, @mean, @last, @lastN")
 
 
@@ -452,9 +448,7 @@ def render(results, presets, command=None):
              f"Machine of the latest run: {platform.platform()}, {os.cpu_count()} CPU cores, Python "
              f"{platform.python_version()}." + (f" Latest command: `{command}`." if command else ""), "",
              "## How the verdicts are decided", "", VERDICT_RULES, ""]
-    counts = {}
-    for entry in results.values():
-        counts[entry["verdict"]] = counts.get(entry["verdict"], 0) + 1
+    counts = collections.Counter(entry["verdict"] for entry in results.values())
     if counts:
         lines += ["Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(results)} presets "
                   "run).", ""]

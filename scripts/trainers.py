@@ -4,8 +4,8 @@ A trainer is a module with a `Config` dataclass (its hyperparameters, typed, wit
 a `validate()`) and `train(cfg, run) -> metrics`. Its config file, `conf/agent/<name>.yaml` or
 `conf/model/<name>.yaml`, starts with `defaults: [<module>_schema, _self_]`: that line is the whole
 registration. The schema is the module's Config with a `_target_` naming it, so a composed
-`cfg.agent` / `cfg.model` says which trainer it belongs to (`trainer_of`) and
-`hydra.utils.instantiate(cfg.agent)` gives the typed Config object.
+`cfg.agent` / `cfg.model` says which trainer it belongs to and `hydra.utils.instantiate(cfg.agent)` gives
+the typed Config object.
 
 Adding an algorithm: `agents/<module>.py` with Config and train, and `conf/agent/<name>.yaml` with
 `defaults: [<module>_schema, _self_]` (docs/running.md has a worked example).
@@ -75,8 +75,3 @@ def options(group):
             found[path.stem] = importlib.import_module(by_schema[schema].__mro__[1].__module__)
     return found
 
-
-def trainer_of(section):
-    """The trainer module of a composed `cfg.agent` / `cfg.model` (from its `_target_`)."""
-    module, _, _ = str(section["_target_"]).rpartition(".")
-    return importlib.import_module(module)

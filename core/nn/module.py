@@ -102,13 +102,8 @@ class Module(DeviceShorthands):
     parameters and submodules as attributes, and define `forward`."""
 
     def __init__(self):
-        d = self.__dict__
-        d["training"] = True
-        d["_parameters"] = {}
-        d["_buffers"] = {}
-        d["_non_persistent"] = set()
-        d["_modules"] = {}
-        d["_forward_hooks"] = {}
+        self.__dict__.update(training=True, _parameters={}, _buffers={}, _non_persistent=set(), _modules={},
+                             _forward_hooks={})
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -207,8 +202,7 @@ class Module(DeviceShorthands):
                 yield from module.named_modules(memo, f"{prefix}.{name}" if prefix else name)
 
     def modules(self):
-        for _, module in self.named_modules():
-            yield module
+        return (module for _, module in self.named_modules())
 
     def named_children(self):
         for name, module in self._modules.items():
@@ -216,8 +210,7 @@ class Module(DeviceShorthands):
                 yield name, module
 
     def children(self):
-        for _, module in self.named_children():
-            yield module
+        return (module for _, module in self.named_children())
 
     def _named_members(self, registry, prefix, recurse):
         seen = set()
@@ -234,15 +227,13 @@ class Module(DeviceShorthands):
         return self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse=True):
-        for _, param in self.named_parameters(recurse=recurse):
-            yield param
+        return (param for _, param in self.named_parameters(recurse=recurse))
 
     def named_buffers(self, prefix="", recurse=True):
         return self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse=True):
-        for _, buf in self.named_buffers(recurse=recurse):
-            yield buf
+        return (buf for _, buf in self.named_buffers(recurse=recurse))
 
     def apply(self, fn):
         """Call `fn(module)` on every submodule (children first) and on self; returns self."""
@@ -464,6 +455,11 @@ class _List(Module):
         self._register(str(len(self)), item)
         return self
 
+    def extend(self, items):
+        for item in items:
+            self.append(item)
+        return self
+
 
 class Sequential(_List):
     """Calls its modules in order. `Sequential(a, b, c)` names them "0", "1", "2";
@@ -471,12 +467,9 @@ class Sequential(_List):
 
     def __init__(self, *modules):
         super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], dict):
-            for name, module in modules[0].items():
-                self.add_module(name, module)
-        else:
-            for i, module in enumerate(modules):
-                self.add_module(str(i), module)
+        named = len(modules) == 1 and isinstance(modules[0], dict)
+        for name, module in (modules[0].items() if named else ((str(i), m) for i, m in enumerate(modules))):
+            self.add_module(name, module)
 
     def forward(self, x):
         for module in self._modules.values():
@@ -500,8 +493,7 @@ class ModuleList(_List):
         for name in list(self._modules):
             self.__dict__.pop(name, None)
         self._modules.clear()
-        for module in modules:
-            self.append(module)
+        self.extend(modules)
 
     def __getitem__(self, index):
         items = list(self._modules.values())
@@ -519,11 +511,6 @@ class ModuleList(_List):
         items = list(self._modules.values())
         items.insert(index, module)
         self._renumber(items)
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
 
 
 class _Dict(Module):
@@ -578,8 +565,7 @@ class ParameterList(_List):
 
     def __init__(self, parameters=()):
         super().__init__()
-        for param in parameters:
-            self.append(param)
+        self.extend(parameters)
 
     def _entries(self):
         return self._parameters

@@ -400,15 +400,15 @@ def train(cfg, run) -> dict:
             metrics.update(weight_statistics(model))
         metrics["objective"] = (metrics["test/accuracy"] if args.task == "classification"
                                 else -metrics["test/mae"] if args.task == "regression" else -metrics["test/loss"])
-        session.log({k: v for k, v in metrics.items() if k.startswith("test/")}, state["steps"])
+        session.log({k: v for k, v in metrics.items() if k.startswith("test/")})
         return metrics
 
+    # the bar, the TensorBoard steps and the checkpoint numbers count optimizer steps
     session = run.session("supervised", "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
-                          checkpoint_default=1, evaluate=test_metrics)
-    # what an epoch carries besides the tracked objects: optimizer steps, the unfinished epoch's batches and sums
-    # (loss x examples, correct predictions, examples), the best validation values and weights, early stopping
-    session.extra.update(steps=0, batch_in_epoch=0, sums=[0.0, 0, 0], best={}, best_weights=None, bad_epochs=0,
-                         last={})
+                          checkpoint_default=1, evaluate=test_metrics, steps_per_unit=steps_per_epoch)
+    # what an epoch carries besides the tracked objects: the unfinished epoch's batches and sums (loss x
+    # examples, correct predictions, examples), the best validation values and weights, early stopping
+    session.extra.update(batch_in_epoch=0, sums=[0.0, 0, 0], best={}, best_weights=None, bad_epochs=0, last={})
     session.track(model=model, optimizer=opt, data=loader)
     state = session.extra
     # passes one after another, so steps_per_epoch may end an epoch inside a pass (each pass draws its
@@ -420,7 +420,7 @@ def train(cfg, run) -> dict:
         for group in opt.param_groups:
             group["lr"] = lr
         sums = state["sums"]
-        while state["batch_in_epoch"] < steps_per_epoch and not run.should_stop():
+        while state["batch_in_epoch"] < steps_per_epoch and session.running():
             xb, yb = next(stream)
             if args.random_flip:  # drawn from the loader's generator, so a checkpoint covers it
                 flip = loader.generator.random(len(xb)) < 0.5
@@ -432,18 +432,17 @@ def train(cfg, run) -> dict:
             loss.backward()
             opt.step()
             value = loss.item()
-            state["steps"] += 1
+            session.step()
             state["batch_in_epoch"] += 1
-            run.check_finite("losses/loss", value, state["steps"])  # named by the optimizer step, not the epoch
+            session.check_finite("losses/loss", value)  # named by the optimizer step, not the epoch
             sums[0] += value * len(xb)
             sums[2] += len(xb)
             if args.task == "classification":
                 sums[1] += correct(args, out, y)
-            if state["steps"] % args.log_every == 0 or state["steps"] == 1:
-                session.log({"losses/loss": value}, state["steps"])
-                session.show(step=state["steps"], loss=value)
-        if state["batch_in_epoch"] < steps_per_epoch:  # stopped inside the epoch: save where it stands
-            session.checkpoint()
+            if session.steps % args.log_every == 0 or session.steps == 1:
+                session.log({"losses/loss": value})
+                session.show(loss=value)
+        if state["batch_in_epoch"] < steps_per_epoch:  # stopped inside the epoch: finish() saves where it stands
             break
         epoch_metrics = {"train/loss": sums[0] / sums[2], "charts/learning_rate": lr}
         if args.task == "classification":
@@ -451,14 +450,13 @@ def train(cfg, run) -> dict:
         if data.val is not None:
             epoch_metrics.update({f"val/{k}": v for k, v in evaluate(args, model, data.val, device).items()})
             state["bad_epochs"] = 0 if _update_best(state, epoch_metrics, args, model) else state["bad_epochs"] + 1
-        session.log(epoch_metrics, state["steps"])
+        session.log(epoch_metrics)
         state.update(last=epoch_metrics, batch_in_epoch=0, sums=[0.0, 0, 0])
         session.advance(1)
 
     metrics = {**state["last"], **{f"val/{k}_best": v for k, v in state["best"].items()}}
     metrics.pop("charts/learning_rate", None)
-    metrics.update({"model/params": counts["total"], "model/trainable_params": counts["trainable"],
-                    "train/steps": state["steps"]})
+    metrics.update({"model/params": counts["total"], "model/trainable_params": counts["trainable"]})
     return session.finish(metrics)
 
 

@@ -156,17 +156,22 @@ def test_anomaly_scores_mc_dropout_and_best_weights(tmp_path):
 
 
 class StopAfter(Run):
-    """A run that receives Ctrl-C after `steps` training steps (counted by the loss check each step makes)."""
+    """A run that receives Ctrl-C after `steps` optimizer steps (as its session counts them)."""
 
     def __init__(self, *args, steps, **kwargs):
         super().__init__(*args, **kwargs)
-        self.checks, self.steps = 0, steps
+        self.steps = steps
 
-    def check_finite(self, name, value, step):
-        super().check_finite(name, value, step)
-        self.checks += 1
-        if self.checks == self.steps:
-            self.request_stop()
+    def session(self, *args, **kwargs):
+        session = super().session(*args, **kwargs)
+        count = session.step
+
+        def step():
+            count()
+            if session.steps == self.steps:
+                self.request_stop()
+        session.step = step
+        return session
 
 
 @pytest.mark.parametrize("checkpoint_every,steps_per_epoch,stop", [
@@ -183,7 +188,7 @@ def test_resuming_after_ctrl_c_mid_epoch_ends_like_an_uninterrupted_run(tmp_path
     with StopAfter(tmp_path / "part", seed=0, quiet=True, steps=stop) as run:
         stopped = S.train(run_config(dataset, **model), run)
     assert stopped["train/steps"] == stop and "test/accuracy" not in stopped
-    assert core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")["session"]["extra"]["steps"] == stop
+    assert core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")["session"]["steps"] == stop
     resumed = train(tmp_path, dataset, name="part", resume=str(tmp_path / "part"), **model)
     for key in ("test/accuracy", "test/loss", "val/loss", "train/loss", "train/steps"):
         assert resumed[key] == whole[key], key

@@ -34,6 +34,7 @@ import numpy as np
 
 import core
 from core import nn, optim
+from core.data import DataLoader
 from core.runtime.choices import Choice
 from core.runtime.config import config_object, plain
 from core.runtime.logger import save_gif
@@ -265,11 +266,12 @@ class Batches:
         self._unread = []  # (step, losses) not yet read to the host
         self._last = {}  # the newest losses read, as numbers
         self.n_items, self.shape = len(data), tuple(data.shape)
-        self.size = min(batch_size, self.n_items)
         self.per_epoch = steps_per_epoch(self.n_items, batch_size)
-        self.rng = np.random.default_rng([session.run.seed, 1])  # orders the data
+        self.rng = np.random.default_rng([session.run.seed, 1])  # orders the data, draws the critics' batches
+        # the lab's one batcher, over the images' indices: it draws an epoch's order at its first batch
+        self.loader = DataLoader(np.arange(self.n_items), batch_size=min(batch_size, self.n_items), shuffle=True,
+                                 drop_last=True, generator=self.rng)
         self.position = 0  # steps done in the current epoch
-        self.order = None  # the current epoch's permutation of the data, drawn at its first batch
 
     def epochs(self):
         """The current epoch's number (from 0) while the session runs; after each epoch done whole the
@@ -278,7 +280,7 @@ class Batches:
             yield self.session.progress
             if self.position < self.per_epoch:  # stopped inside the epoch: the session's finish saves it
                 return
-            self.position, self.order = 0, None
+            self.position = 0
             self.session.advance(1)
 
     def steps(self):
@@ -290,10 +292,9 @@ class Batches:
 
     def __iter__(self):
         """Index arrays of the rest of the current epoch's batches."""
-        if self.order is None:
-            self.order = self.rng.permutation(self.n_items)
-        for k in self.steps():
-            yield self.order[k * self.size:(k + 1) * self.size]
+        batches = iter(self.loader)
+        for _ in self.steps():
+            yield next(batches)[0]
         self._read()
 
     def log(self, losses: dict):
@@ -326,15 +327,15 @@ class Batches:
         return self.rng.choice(self.n_items, min(size, self.n_items), replace=False)
 
     def state_dict(self) -> dict:
-        return {"shape": self.shape, "items": self.n_items, "position": self.position, "order": self.order,
-                "rng": self.rng.bit_generator.state}
+        return {"shape": self.shape, "items": self.n_items, "position": self.position,
+                "loader": self.loader.state_dict()}
 
     def load_state_dict(self, state: dict):
         if tuple(state["shape"]) != self.shape or state["items"] != self.n_items:
             raise ValueError(f"it was trained on {state['items']} images of shape {tuple(state['shape'])}, the "
                              f"dataset gives {self.n_items} of shape {self.shape}; use the same dataset to resume it")
-        self.position, self.order = state["position"], state["order"]
-        self.rng.bit_generator.state = state["rng"]
+        self.position = state["position"]
+        self.loader.load_state_dict(state["loader"])
 
 
 def restore(config_cls, build: Callable, cfg, state: dict, device="cpu"):

@@ -225,3 +225,31 @@ def test_session_cadence_counts_in_the_declared_unit(tmp_path):
     assert final["train/env_steps"] == 100 and final["train/iterations"] == 10 and final["eval/return_mean"] == 1.0
     assert len(evaluations) == 4  # the final evaluation reuses the one at step 100
     assert os.path.exists(tmp_path / "run" / "config.yaml")
+
+
+# one tiny run of each kind of trainer: the same session gives every one of them the same guarantees
+TRAINERS = {
+    "ppo": PPO,
+    "a2c": ["agent=a2c", "env=cartpole", "agent.total_timesteps=200", "eval_episodes=1"],
+    "a3c": ["agent=a3c", "env=cartpole", "agent.num_workers=1", "agent.total_timesteps=200", "eval_episodes=1"],
+    "dqn": ["agent=dqn", "env=cartpole", "agent.total_timesteps=300", "agent.learning_starts=100", "eval_episodes=1"],
+    "reinforce": ["agent=reinforce", "env=cartpole", "agent.total_timesteps=300", "eval_episodes=1"],
+    "tabular": ["agent=tabular", "env=mdp3"],
+    "vae": ["model=vae", "dataset=digits", "model.epochs=1", "model.quality.enabled=false"],
+    "supervised": ["model=supervised", "dataset=digits", "model.epochs=1"],
+    "book_check": ["agent=book_check", "env=cartpole", "agent.check=dqn_loss"],
+}
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_trainer_runs_in_the_session_with_the_same_guarantees(trainer, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(*TRAINERS[trainer], "quiet=true", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"run completed: {run_dir}" in result.stdout and f"tensorboard --logdir {run_dir}" in result.stdout
+    assert metrics(run_dir)["status"] == "completed"
+    assert core.load(run_dir / "checkpoints" / "last.ckpt")["session"]["progress"] > 0
+    before = snapshot(run_dir)
+    refused = train(*TRAINERS[trainer], "quiet=true", f"hydra.run.dir={run_dir}")
+    assert refused.returncode == 2 and "already holds a run's checkpoints" in error_line(refused)
+    assert snapshot(run_dir) == before

@@ -108,7 +108,8 @@ class DataLoader:
         order = self._order
         if isinstance(self.dataset, ArrayDataset):
             return self.dataset[order[start:stop] if order is not None else slice(start, stop)]
-        return _collate([self.dataset[i] for i in (order[start:stop].tolist() if order is not None else range(start, stop))])
+        indices = order[start:stop].tolist() if order is not None else range(start, stop)
+        return _collate([self.dataset[i] for i in indices])
 
     @property
     def batches_done(self) -> int:

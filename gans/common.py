@@ -27,6 +27,7 @@ A trainer receives the whole composed run config (`cfg.model` holds its Config f
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Optional
 
@@ -215,6 +216,18 @@ def steps_per_epoch(n_items: int, batch_size: int) -> int:
     return max(n_items // batch_size, 1)
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module, enabled: bool = True):
+    """Run `module` in eval mode inside (batch norm with its moving statistics), then restore its mode."""
+    was_training = module.training
+    if enabled:
+        module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, model, conditional: bool = False):
     """(session, batches) of an image model: a run session in epochs (`checkpoint_every` default 1)
     whose bar counts update steps, and the shuffled batches of `data` (see `Batches`), which the
@@ -232,10 +245,8 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
                               "model.quality.classifier_split, or model.quality.enabled=false)") from None
 
     def evaluate():
-        was_training = model.training
-        model.eval()
-        quality = evaluate_quality(generate, data, args.quality, run.device, run.seed, conditional)
-        model.train(was_training)
+        with eval_mode(model):
+            quality = evaluate_quality(generate, data, args.quality, run.device, run.seed, conditional)
         session.log({tag: float(value) for tag, value in quality.items()})
         return quality
 

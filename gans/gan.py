@@ -51,7 +51,7 @@ import core.functional as F
 from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    Activation, SampleGrids, TrainConfig, batch, check_image_shape, dense_layers, epoch_session, interpolate,
+    Activation, SampleGrids, TrainConfig, batch, check_image_shape, dense_layers, epoch_session, eval_mode, interpolate,
     keras_batch_norm, latent_tensor, load_data, make_optimizer, norm_layer, output_activation, positive, restore, setup,
 )
 from gans.datasets import Normalize
@@ -276,18 +276,6 @@ def frozen(module: nn.Module):
         yield
     finally:
         module.requires_grad_(True)
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module, enabled: bool = True):
-    """Run `module` in eval mode inside (batch norm with its moving statistics), then restore its mode."""
-    was_training = module.training
-    if enabled:
-        module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def bce(logits, target: float):

@@ -71,6 +71,7 @@ from core.nn.builder import Block, parse_layers
 from core.runtime.choices import Choice
 from core.runtime.config import config_object, plain
 from core.runtime.errors import ConfigError
+from gans.common import eval_mode
 from gans.datasets import DATASETS as IMAGE_DATASETS, load_dataset
 from gans.toy_datasets import TOY_DATASETS, load_toy
 
@@ -278,18 +279,16 @@ def check_outputs(args: Config, out_shape: tuple, data: Splits):
 
 def predict(model, x: np.ndarray, device, dropout=False, batch_size=1000):
     """Outputs for x in eval mode (but with dropout on when `dropout`), batch by batch, and the mean penalty
-    per batch (Keras' val_loss has it); the model is back in training mode after."""
-    model.eval()
-    for module in model.modules():
-        if dropout and isinstance(module, nn.Dropout):
-            module.train()
+    per batch (Keras' val_loss has it); the model is back in its mode after."""
     outs, penalty = [], 0.0
-    with core.no_grad():
+    with core.no_grad(), eval_mode(model):
+        for module in model.modules():
+            if dropout and isinstance(module, nn.Dropout):
+                module.train()
         for start in range(0, len(x), batch_size):
             outs.append(model(core.tensor(x[start:start + batch_size], device=device)).numpy())
             value = model.penalty()
             penalty += float(value.item() if isinstance(value, core.Tensor) else value)
-    model.train()
     return np.concatenate(outs), penalty / max(len(outs), 1)
 
 

@@ -44,12 +44,12 @@ from core import nn
 from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    Norm, SampleGrids, TrainConfig, batch, epoch_session, interpolate, keras_batch_norm, latent_tensor, load_data,
-    make_optimizer, norm_layer, output_activation, positive, restore, setup,
+    Norm, SampleGrids, TrainConfig, batch, epoch_session, eval_mode, interpolate, keras_batch_norm, latent_tensor,
+    load_data, make_optimizer, norm_layer, output_activation, positive, restore, setup,
 )
 from gans.datasets import Normalize
 from gans.gan import (
-    Discriminator, Generator, check_generator, discriminator_net, draw_noise, eval_mode, frozen, generator_net,
+    Discriminator, Generator, check_generator, discriminator_net, draw_noise, frozen, generator_net,
     generator_sampler,
 )
 from gans.quality import evaluate_quality, to_unit_range

@@ -328,36 +328,37 @@ def train_from_config(cfg, hydra_cfg, multirun):
         if not isinstance(e, RunDirectoryBusy):  # the other run's directory is not ours to remove
             remove_unused_run_dir(run_dir)
         raise RunFailed(_one_line(e), 2) from None
-    try:
-        metrics = module.train(cfg, run)
-    except ConfigError as e:  # the trainer refused the config while setting up
-        if run.started:
-            run.fail("failed", str(e))
-        else:
-            run.discard()
-            remove_unused_run_dir(run_dir)
-        raise RunFailed(str(e), 2) from None
-    except NonFiniteError as e:
-        run.fail("non-finite", str(e))
-        raise RunFailed(str(e), 1) from None
-    except OSError as e:  # a failed write (disk full, permissions): the last good checkpoint stays
-        message = _one_line(e)
-        run.fail("write-error", message)
-        raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_good()}", 1) from None
-    status = "interrupted" if run.should_stop() else "completed"
-    try:
-        run.finish(metrics, status=status)
-    except OSError as e:
-        run.fail("write-error", _one_line(e))
-        raise RunFailed(_one_line(e), 1) from None
+    with run:  # closed (lock, signal handlers, writer) whatever happens
+        try:
+            metrics = module.train(cfg, run)
+        except ConfigError as e:  # the trainer refused the config while setting up
+            if run.started:
+                run.fail("failed", str(e))
+            else:
+                run.discard()
+                remove_unused_run_dir(run_dir)
+            raise RunFailed(str(e), 2) from None
+        except NonFiniteError as e:
+            run.fail("non-finite", str(e))
+            raise RunFailed(str(e), 1) from None
+        except OSError as e:  # a failed write (disk full, permissions): the last good checkpoint stays
+            message = _one_line(e, "write")
+            run.fail("write-error", message)
+            raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_good()}", 1) from None
+        status = "interrupted" if run.should_stop() else "completed"
+        try:
+            run.finish(metrics, status=status)
+        except OSError as e:
+            run.fail("write-error", _one_line(e, "write"))
+            raise RunFailed(_one_line(e, "write"), 1) from None
     print(run.summary(metrics, status) if not multirun else f"job {hydra_cfg.job.num} {status}: {run_dir}")
     return main_metric(kind, module, metrics)
 
 
-def _one_line(error):
-    """One line for an error: an OSError names the path and the OS's reason."""
+def _one_line(error, action="use"):
+    """One line for an error: an OSError names the path, what could not be done and the OS's reason."""
     if isinstance(error, OSError) and error.strerror:
-        where = f"cannot write {error.filename}: " if error.filename else ""
+        where = f"cannot {action} {error.filename}: " if error.filename else ""
         return f"{where}{error.strerror} (errno {error.errno})"
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
@@ -452,7 +453,8 @@ def describe_error(error):
         message = f"{message.rstrip('.')}: {str(cause).splitlines()[0]}"
         schema = getattr(cause, "object_type", None)
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(schema):
-            message += f" (allowed keys: {', '.join(f.name for f in dataclasses.fields(schema))})"
+            keys = [f.name for f in dataclasses.fields(schema) if f.name != "_target_"]  # Hydra's, not the user's
+            message += f" (allowed keys: {', '.join(keys)})"
     return message
 
 

@@ -1,14 +1,11 @@
-"""The `Run` a trainer receives: run directory, logger, checkpoints, resume state, stop requests.
+"""The `Run` a trainer receives: the run directory and its lock, the config snapshot, the logger,
+checkpoint files, the resume state and stop requests. The trainer's loop runs in `run.session(...)`
+(core/runtime/session.py), which saves and restores through `run.checkpoints` and `run.resume_state`:
 
-    with Run(run_dir, config=plain_config_dict, seed=0) as run:
-        state = run.resume_state                 # None, or the checkpoint dict to continue from
-        ...
-        run.check_finite("losses/policy_loss", loss, step)    # NonFiniteError before anything bad is saved
-        if step % every == 0 or run.should_stop():
-            run.checkpoints.save({"model": ..., "rng": get_rng_state(), ...}, step)
-        if run.should_stop():                    # Ctrl-C / SIGTERM: checkpoint saved, return early
-            ...
+    with Run(run_dir, config=plain_config_dict, seed=0, resume=None) as run:
+        metrics = trainer.train(cfg, run)       # session.track(...), while session.running(): ...
         run.finish(metrics)                      # metrics.json + TensorBoard hparams record
+        print(run.summary(metrics))              # where the results are and how to look at them
 
 Checkpoints live in `<run dir>/checkpoints/`: `ckpt_<step>.ckpt` for the last `keep` periodic saves
 and `last.ckpt`, the newest of them (a hard link, so it costs no second write); `resume=<run dir>`
@@ -41,8 +38,6 @@ from core.tensor import Tensor
 
 LAST = "last.ckpt"
 _PERIODIC = re.compile(r"^ckpt_(\d+)\.ckpt$")
-
-
 
 
 def resolve_resume(path):
@@ -135,9 +130,7 @@ class Checkpoints:
     def remove_stale_temporaries(self):
         """Remove what an interrupted checkpoint write left behind (core.save's and last.ckpt's temp files)."""
         if self.directory.is_dir():
-            for path in self.directory.glob("*.tmp"):
-                path.unlink(missing_ok=True)
-            for path in self.directory.glob(".*.tmp"):
+            for path in self.directory.glob("*.tmp"):  # pathlib's "*" also matches the hidden .last.ckpt.*.tmp
                 path.unlink(missing_ok=True)
 
     def periodic(self):
@@ -165,8 +158,8 @@ class RunDirectoryBusy(ConfigError):
 # evaluation, logging and checkpoint cadence, the device and learning rates; anything else
 # (architecture, algorithm, seed, data) would make the resumed run another experiment
 RESUMABLE = ("resume", "quiet", "device", "checkpoint_every", "keep_checkpoints", "eval_episodes", "logger.*",
-             "*.total_timesteps", "*.total_episodes", "*.epochs", "*.steps", "*.eval_every", "*.log_every", "*.target_return",
-             "*.lr", "*.lr_*", "*_lr", "*.quality.*", "*.grid_size", "*.eval_greedy", "*.capture_video")
+             "*.total_timesteps", "*.total_episodes", "*.epochs", "*.steps", "*.eval_every", "*.log_every",
+             "*.target_return", "*.lr", "*.lr_*", "*_lr", "*.quality.*", "*.grid_size", "*.eval_greedy")
 
 
 class Run(Closeable):
@@ -251,9 +244,10 @@ class Run(Closeable):
             (self.dir / ".hydra").mkdir(exist_ok=True)
             _write_yaml(self.dir / ".hydra" / "overrides.yaml", list(self.overrides))
         self._logger = RunLogger(self.dir, config=self.config, quiet=self.quiet, use_tensorboard=self._tensorboard)
+        step = (self.resume_state or {}).get("step", 0)
         for key, (old, new) in sorted(self.resume_changes.items()):
             if key != "resume":
-                self._logger.text("resume", f"step {self.checkpoints_step()}: {key} {old!r} -> {new!r}")
+                self._logger.text("resume", f"step {step}: {key} {old!r} -> {new!r}")
 
     @property
     def logger(self):
@@ -263,9 +257,6 @@ class Run(Closeable):
     @property
     def started(self):
         return self._logger is not None
-
-    def checkpoints_step(self):
-        return (self.resume_state or {}).get("step", 0)
 
     def session(self, name, unit, total, **options):
         """The training session of this run (see core.runtime.session.Session)."""

@@ -17,7 +17,7 @@ def job_statuses(sweep_dir):
     """[(job directory, metrics.json contents or None)] of a sweep directory, in job order."""
     jobs = []
     for directory in sorted(Path(sweep_dir).iterdir(), key=lambda p: (not p.name.isdigit(), len(p.name), p.name)):
-        if directory.is_dir():
+        if directory.is_dir() and not directory.name.startswith("."):  # not a launcher's own (.submitit)
             path = directory / "metrics.json"
             try:
                 jobs.append((directory, json.loads(path.read_text()) if path.is_file() else None))
@@ -35,8 +35,9 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         jobs = job_statuses(sweep_dir)
+        ended = ("completed", "interrupted")
         FAILED[:] = [(directory, (metrics or {}).get("error", "no metrics.json: the job did not finish"))
-                     for directory, metrics in jobs if (metrics or {}).get("status") not in ("completed", "interrupted")]
+                     for directory, metrics in jobs if (metrics or {}).get("status") not in ended]
         print(f"sweep: {len(jobs) - len(FAILED)} of {len(jobs)} jobs completed in {sweep_dir}")
         for directory, reason in FAILED:
             print(f"  failed: {directory}: {reason}")

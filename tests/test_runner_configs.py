@@ -260,3 +260,14 @@ def test_resume_overrides_reuse_the_run_and_its_saved_overrides(tmp_path):
     assert train.with_resume_overrides(["agent=reinforce"]) == ["agent=reinforce"]
     with pytest.raises(train.UsageError, match="cannot be combined with -m"):
         train.with_resume_overrides(["-m", f"resume={tmp_path}"])
+
+
+@pytest.mark.parametrize("overrides, module", [(["agent=ppo_native", "env=cartpole"], "agents.ppo"),
+                                               (["model=dcgan", "dataset=digits"], "gans.gan")])
+def test_a_composed_trainer_section_instantiates_its_typed_config(overrides, module):
+    from hydra.utils import instantiate
+    cfg = compose_config(overrides)
+    section = cfg.agent if "agent" in overrides[0] else cfg.model
+    args = instantiate(section)  # Hydra's own mechanism: the schema's _target_ names the trainer's Config
+    assert type(args).__module__ == module and type(args).__name__ == "Config"
+    assert trainers.options("agent" if "agent" in overrides[0] else "model")[overrides[0].split("=")[1]].__name__ == module

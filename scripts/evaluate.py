@@ -100,6 +100,9 @@ def registered(kind, name):
 def evaluate_agent(name, cfg, state, run_dir, options):
     import agents
     module = registered("agent", name)
+    if not hasattr(module, "make_policy"):
+        raise UsageError(f"agent {name!r} has no policy to evaluate (no make_policy hook); its results are in "
+                         f"{run_dir / 'metrics.json'}")
     record = options.record
     render_mode = "rgb_array" if record else None
     if record:

@@ -160,7 +160,10 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="PNG to write (default: <first path>/<tag>.png)")
     args = parser.parse_args(argv)
     out = args.out or str(Path(args.paths[0]) / (args.tag.replace("/", "_") + ".png"))
-    curves = plot_runs(args.paths, args.tag, out, args.smoothing)
+    try:
+        curves = plot_runs(args.paths, args.tag, out, args.smoothing)
+    except (FileNotFoundError, ValueError) as e:  # no runs, no such tag, a corrupt event file: one line
+        sys.exit(f"error: {str(e).splitlines()[0]}")
     for curve in curves.values():
         print(f"{curve.label}: {len(curve.runs)} run(s), last step {curve.steps[-1]:g}: "
               f"{curve.mean[-1]:.4g} ± {curve.std[-1]:.4g}")

@@ -351,7 +351,8 @@ def train_from_config(cfg, hydra_cfg, multirun):
         except OSError as e:
             run.fail("write-error", _one_line(e, "write"))
             raise RunFailed(_one_line(e, "write"), 1) from None
-    print(run.summary(metrics, status) if not multirun else f"job {hydra_cfg.job.num} {status}: {run_dir}")
+    evaluable = hasattr(module, "make_policy") or hasattr(module, "sample") or hasattr(module, "evaluate")
+    print(run.summary(metrics, status, evaluable) if not multirun else f"job {hydra_cfg.job.num} {status}: {run_dir}")
     return main_metric(kind, module, metrics)
 
 

@@ -253,3 +253,16 @@ def test_every_trainer_runs_in_the_session_with_the_same_guarantees(trainer, tmp
     refused = train(*TRAINERS[trainer], "quiet=true", f"hydra.run.dir={run_dir}")
     assert refused.returncode == 2 and "already holds a run's checkpoints" in error_line(refused)
     assert snapshot(run_dir) == before
+
+
+def test_the_summary_names_only_what_works_for_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(*TRAINERS["book_check"], "quiet=true", f"hydra.run.dir={run_dir}")
+    look = next(line for line in result.stdout.splitlines() if line.strip().startswith("look:"))
+    assert f"python scripts/plot.py {run_dir} --tag check/" in look and "evaluate.py" not in look
+    # and each viewer, asked anyway, says in one line why not
+    for script, args in (("evaluate.py", [str(run_dir)]), ("plot.py", [str(run_dir)])):
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr

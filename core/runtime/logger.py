@@ -217,7 +217,7 @@ class RunLogger(Closeable):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.quiet = quiet
         self.last_step = 0
-        self._scalar_tags = set()
+        self.scalar_tags = set()  # every scalar tag logged (the run summary names one to plot)
         self._writer = None
         if use_tensorboard:
             # tensorboardX names files by the second and opens them with "wb": the suffix keeps a
@@ -233,7 +233,7 @@ class RunLogger(Closeable):
 
     def scalar(self, tag, value, step):
         value, step = float(to_number(value, f"scalar {tag!r}")), self._step(step)
-        self._scalar_tags.add(tag)
+        self.scalar_tags.add(tag)
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
 
@@ -294,7 +294,7 @@ class RunLogger(Closeable):
         for summary in hparams_summaries(hparams, metrics):
             self._writer.file_writer.add_summary(summary, self.last_step)
         for tag, value in metrics.items():
-            if tag not in self._scalar_tags:
+            if tag not in self.scalar_tags:
                 self.scalar(tag, value, self.last_step)
 
     def write_metrics(self, metrics):

@@ -332,16 +332,25 @@ class Run(Closeable):
             pass
         self.close()
 
-    def summary(self, metrics, status="completed"):
-        """The lines a finished run prints: where its results are, its main numbers, how to look at them."""
+    def summary(self, metrics, status="completed", evaluable=True):
+        """The lines a finished run prints: where its results are, its main numbers, how to look at them
+        (`evaluable`: scripts/evaluate.py has a hook for this trainer)."""
         shown = [f"{key} {_short(value)}" for key, value in metrics.items()
-                 if key.startswith(("eval/return", "quality/", "train/", "losses/", "check/", "test/"))
+                 if key.startswith(("eval/return", "quality/", "train/", "losses/", "check/", "test/", "opt/"))
                  and _is_finite_number(value)][:8]
         lines = [f"run {status}: {self.dir}"]
         if shown:
             lines.append("  " + ", ".join(shown))
-        lines.append(f"  look: tensorboard --logdir {self.dir} | python scripts/plot.py {self.dir} | "
-                     f"python scripts/evaluate.py {self.dir}")
+        looks = [f"tensorboard --logdir {self.dir}"]
+        tags = sorted(self._logger.scalar_tags) if self._logger is not None else []
+        if "charts/episodic_return" in tags:
+            looks.append(f"python scripts/plot.py {self.dir}")
+        elif tags:  # plot.py's default tag is the episodic return: name one this run has
+            tag = next((t for t in tags if t.startswith("losses/")), tags[0])
+            looks.append(f"python scripts/plot.py {self.dir} --tag {tag}")
+        if evaluable:
+            looks.append(f"python scripts/evaluate.py {self.dir}")
+        lines.append("  look: " + " | ".join(looks))
         if status != "completed":
             lines.append(f"  continue: python scripts/train.py resume={self.dir}")
         return "\n".join(lines)

@@ -346,7 +346,8 @@ class Run(Closeable):
         if "charts/episodic_return" in tags:
             looks.append(f"python scripts/plot.py {self.dir}")
         elif tags:  # plot.py's default tag is the episodic return: name one this run has
-            tag = "losses/loss" if "losses/loss" in tags else next((t for t in tags if t.startswith("losses/")), tags[0])
+            losses = [t for t in tags if t.startswith("losses/")]
+            tag = "losses/loss" if "losses/loss" in losses else (losses or tags)[0]
             looks.append(f"python scripts/plot.py {self.dir} --tag {tag}")
         if evaluable:
             looks.append(f"python scripts/evaluate.py {self.dir}")

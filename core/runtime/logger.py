@@ -312,6 +312,12 @@ class RunLogger(Closeable):
         """A tqdm progress bar (silent when quiet); `bar.set_postfix(name=value, ...)` shows live metrics."""
         return _ProgressBar(total=total, desc=desc, disable=self.quiet, dynamic_ncols=True, leave=True)
 
+    def console(self, line):
+        """One line for the user (training progress, a prerequisite being prepared), printed above
+        the progress bar; silent when quiet (multirun jobs, `quiet=true`)."""
+        if not self.quiet:
+            tqdm.write(line)
+
     def flush(self):
         if self._writer is not None:
             self._writer.flush()

@@ -180,6 +180,10 @@ class Session:
         """Live values beside the progress bar."""
         self._bar.set_postfix(values)
 
+    def console(self, line):
+        """A line for the user above the progress bar, unless quiet (see RunLogger.console)."""
+        self.run.logger.console(line)
+
     def check_finite(self, name, value):
         """NonFiniteError (training stops, the last good checkpoint stays) when `value` is NaN/inf.
         A finite Python float passes without an array conversion (DQN checks every update)."""

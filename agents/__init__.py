@@ -16,7 +16,10 @@ An agent module (CleanRL-style, read top to bottom) exposes:
   (sampled with the core.Generator `generator` when not greedy);
 - optionally `make_env(env_cfg, render_mode=None)`: the env the agent trains and evaluates on
   (scripts/evaluate.py falls back to `envs.factory.make_env(env_cfg.id, **wrapper_options(env_cfg))`);
-- optionally `MAIN_METRIC`: the metrics key train.py returns to sweepers (default "eval/return_mean").
+- optionally `MAIN_METRIC`: the metrics key train.py returns to sweepers (default "eval/return_mean");
+- `NORMALIZES_ENVS = True` when it honours env.normalize_obs / env.normalize_reward (its vector envs
+  come from actor_critic.training_envs, the statistics are tracked as "normalization" and
+  evaluation uses them frozen); scripts/train.py refuses those options for any other agent.
 
 Evaluation episodes (at the end of training and in scripts/evaluate.py) reset with seeds
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
@@ -67,10 +70,30 @@ def with_one_blas_thread(train):
     return wrapped
 
 
+# the env config's normalisation options (envs/normalize.py), for make_vector_env only; null norm_gamma: the agent's
+NORMALIZATION_OPTIONS = {"normalize_obs": False, "normalize_reward": False, "clip_obs": 10.0, "clip_reward": 10.0,
+                         "norm_epsilon": 1e-8, "norm_gamma": None}
+
+
 def wrapper_options(env_cfg):
-    """The wrapper options of an env config (everything but id, num_envs, vectorization and
-    native_dtype), as keyword arguments for envs.factory.make_env / make_vector_env."""
-    return {k: v for k, v in env_cfg.items() if k not in ("id", "num_envs", "vectorization", "native_dtype")}
+    """The wrapper options of an env config (everything but id, num_envs, vectorization, native_dtype
+    and the normalisation options), as keyword arguments for envs.factory.make_env / make_vector_env."""
+    return {k: v for k, v in env_cfg.items()
+            if k not in ("id", "num_envs", "vectorization", "native_dtype", *NORMALIZATION_OPTIONS)}
+
+
+def normalization_options(env_cfg, gamma=None):
+    """make_vector_env's normalisation keywords from an env config; the reward normaliser discounts
+    with env.norm_gamma, else `gamma` (the agent's), else 0.99 as SB3's VecNormalize."""
+    options = {key: env_cfg.get(key, default) for key, default in NORMALIZATION_OPTIONS.items()}
+    if options["norm_gamma"] is None:
+        options["norm_gamma"] = 0.99 if gamma is None else gamma
+    return options
+
+
+def normalizes(env_cfg):
+    """Whether an env config asks for observation or reward normalisation."""
+    return bool(env_cfg.get("normalize_obs", False) or env_cfg.get("normalize_reward", False))
 
 
 def evaluate_policy(env, act, episodes, seed, record=False):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import core.functional as F
 from agents import check_each, with_one_blas_thread
 from agents.actor_critic import (Optimizer, SyncActorCriticConfig, agent_session, log_episodes, lr_schedule,
-                                 make_policy, parameter_groups)
+                                 make_policy, parameter_groups, tracked_normalization)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim
@@ -34,6 +34,7 @@ from core.runtime.config import config_object
 from core.tensor import Tensor
 
 __all__ = ["Config", "train", "make_policy"]
+NORMALIZES_ENVS = True  # env.normalize_obs / normalize_reward (agents/__init__.py)
 
 
 @dataclass
@@ -89,9 +90,9 @@ def train(cfg, run):
     scheduler = lr_schedule(optimizer, args.anneal_lr, math.ceil(args.total_timesteps / buffer.size))
     log_every = max(1, 1000 // buffer.size)  # A2C's iterations are tiny: log about every 1000 steps
 
-    session = agent_session(run, cfg, args, "a2c", model, device)
+    session = agent_session(run, cfg, args, "a2c", model, device, training=stepper.envs)
     session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
-                  stepper=stepper)
+                  stepper=stepper, **tracked_normalization(stepper.envs))
     unlogged = session.extra.setdefault("unlogged_episodes", [])  # (return, length) of those ended since the last log
     while session.running():
         lr = scheduler.get_last_lr()[0]

@@ -18,7 +18,8 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, check_each, derive_seed, summarize_returns, wrapper_options
+from agents import (EVAL_SEED_OFFSET, check_each, derive_seed, normalization_options, summarize_returns,
+                    wrapper_options)
 from agents.networks import ACTIVATIONS, Activation, Init, linear_params, mlp
 from core import nn
 from core.backend import get_array_module, to_device
@@ -30,6 +31,7 @@ from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 from envs import VectorStepper, make_vector_env
 from envs.factory import Vectorization
+from envs.normalize import NormalizeVector
 
 DISTRIBUTIONS = ("auto", "categorical", "gaussian")
 CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
@@ -283,15 +285,16 @@ def env_actions(actions, action_space):
 
 
 # ----- environments -----
-def make_envs(env_cfg, num_envs, seed, device="cpu", vectorization=None, evaluation=False):
+def make_envs(env_cfg, num_envs, seed, device="cpu", vectorization=None, evaluation=False, **normalization):
     """The vector env of an env config (its wrapper options included), with SAME_STEP autoreset.
-    Evaluation envs leave out reward scaling: returns are reported in raw rewards."""
+    Evaluation envs leave out reward scaling: returns are reported in raw rewards. `normalization`:
+    make_vector_env's normalisation keywords (agents.normalization_options)."""
     options = wrapper_options(env_cfg)
     if evaluation:
         options.pop("reward_scale", None)
     return make_vector_env(env_cfg.id, num_envs, seed=seed, vectorization=vectorization or env_cfg.vectorization,
                            device=device, autoreset_mode="same_step",
-                           native_dtype=env_cfg.get("native_dtype", "float64"), **options)
+                           native_dtype=env_cfg.get("native_dtype", "float64"), **normalization, **options)
 
 
 # ----- evaluation -----
@@ -323,16 +326,25 @@ def training_envs(cfg, args, device):
     `device` when native, else on the CPU."""
     vectorization = args.vectorization or cfg.env.vectorization
     env_device = device if vectorization == "native" else "cpu"
-    return make_envs(cfg.env, args.num_envs or cfg.env.num_envs, cfg.seed, env_device, vectorization)
+    return make_envs(cfg.env, args.num_envs or cfg.env.num_envs, cfg.seed, env_device, vectorization,
+                     **normalization_options(cfg.env, getattr(args, "gamma", None)))
 
 
-def evaluation_envs(cfg, args, device, episodes=None):
+def evaluation_envs(cfg, args, device, episodes=None, training=None):
     """`episodes` (default cfg.eval_episodes) envs, env k seeded seed + EVAL_SEED_OFFSET + k: with
-    gymnasium's envs exactly the episodes scripts/evaluate.py replays."""
+    gymnasium's envs exactly the episodes scripts/evaluate.py replays. When the `training` envs
+    normalise (NormalizeVector), their observation statistics normalise these too, frozen."""
     vectorization = args.vectorization or cfg.env.vectorization
     env_device = device if vectorization == "native" else "cpu"
-    return make_envs(cfg.env, episodes or cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET, env_device, vectorization,
+    envs = make_envs(cfg.env, episodes or cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET, env_device, vectorization,
                      evaluation=True)
+    return training.frozen(envs) if isinstance(training, NormalizeVector) else envs
+
+
+def tracked_normalization(envs):
+    """What a session tracks of the training envs' normalisation: {"normalization": envs} when they
+    normalise (the statistics go into checkpoints; scripts/evaluate.py reads them), else nothing."""
+    return {"normalization": envs} if isinstance(envs, NormalizeVector) else {}
 
 
 def evaluation_metrics(model, envs, cfg, args, device):
@@ -354,13 +366,14 @@ def log_episodes(run, episodes, step):
     return mean_return
 
 
-def agent_session(run, cfg, args, name, model, device="cpu", snapshot=False):
+def agent_session(run, cfg, args, name, model, device="cpu", snapshot=False, training=None):
     """The run session of an actor-critic agent (core.runtime.session): `args.total_timesteps` env steps
     and `args.total_episodes`, a checkpoint every `checkpoint_every` env steps (default CHECKPOINT_EVERY),
     greedy evaluation of `model` every `args.eval_every` env steps and at the end, a stop at
     `args.target_return`. `snapshot`: evaluate a copy of the weights taken when the evaluation starts
-    (A3C: the workers go on changing the shared ones meanwhile)."""
-    eval_envs = evaluation_envs(cfg, args, device)
+    (A3C: the workers go on changing the shared ones meanwhile). `training`: the training vector env,
+    whose normalisation (if any) the evaluation envs share."""
+    eval_envs = evaluation_envs(cfg, args, device, training=training)
     evaluated = model.copy() if snapshot else model
 
     def evaluate():

@@ -11,8 +11,9 @@ What it does, step by step:
    is a transition. A truncated episode (time limit) is bootstrapped from its true final
    observation, a terminated one is not; `bootstrap_on_truncation=false` treats both as terminal,
    as the books' old-gym `done` does.
-2. Learn: every `train_freq` env steps (or finished episodes), `gradient_steps` updates, each on a
-   batch of `batch_size`: target y = R + γ^m·Q_target(s', a') with a' = argmax Q_target (DQN) or
+2. Learn: every `train_freq` env steps (or finished episodes), `gradient_steps` updates (-1: as
+   many as env steps were collected since the last round, SB3's -1), each on a batch of
+   `batch_size`: target y = R + γ^m·Q_target(s', a') with a' = argmax Q_target (DQN) or
    argmax Q_online (Double DQN, van Hasselt et al. 2016); loss = the batch mean of Huber(δ) or
    squared TD errors, weighted by the importance weights under prioritized replay (whose |δ| become
    the new priorities), or with `regress_all_actions` the Keras books' fit of the whole Q-vector (the
@@ -32,6 +33,9 @@ updates) are sampled together and their targets come from one batched forward pa
 Q-network with relu or tanh runs as one fused graph node (core.functional.fused_mlp).
 
 Envs: `num_envs` and `vectorization` of the agent config, when set, override the env config's.
+With env.normalize_obs / normalize_reward (envs/normalize.py) the replay buffer stores the
+observations and rewards as normalised when collected (SB3 stores raw ones and normalises them
+with the current statistics when it samples).
 Evaluation: `cfg.eval_episodes` episodes at the end, greedy or ε-greedy with `eval_epsilon` (Atari:
 a greedy agent that never presses FIRE plays until the time limit), in raw rewards, env k seeded
 seed + 10_000 + k as scripts/evaluate.py replays them; with `eval_every` also every that many env
@@ -51,7 +55,7 @@ import numpy as np
 import core
 import core.functional as F
 from agents import EVAL_SEED_OFFSET, check_each, derive_seed, one_blas_thread, summarize_returns, wrapper_options
-from agents.actor_critic import Optimizer, evaluate, evaluation_envs, training_envs
+from agents.actor_critic import Optimizer, evaluate, evaluation_envs, tracked_normalization, training_envs
 from agents.buffers import make_replay_buffer
 from agents.networks import Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, select_actions
 from agents.schedules import Schedule, epsilon_schedule, linear_schedule
@@ -63,6 +67,7 @@ from core.runtime.errors import ConfigError
 from envs.factory import Vectorization, make_env as make_single_env
 from envs.rollout import VectorStepper
 
+NORMALIZES_ENVS = True  # env.normalize_obs / normalize_reward (agents/__init__.py)
 CHECKPOINT_EVERY = 100_000  # env steps between checkpoints unless the run's checkpoint_every says otherwise
 # the config's types
 Network = Choice("Network", "mlp nature_cnn")
@@ -111,7 +116,7 @@ class Config:
     learning_starts: int = 1_000           # env steps of uniformly random actions before any update
     train_freq: int = 256
     train_freq_unit: Unit = Unit.step      # step (env steps) | episode (finished episodes)
-    gradient_steps: int = 128              # updates per train_freq
+    gradient_steps: int = 128              # updates per train_freq; -1: one per env step collected (SB3's -1)
     prioritized: bool = False
     per_alpha: float = 0.6
     per_beta_start: float = 0.4            # annealed linearly to per_beta_end over total_timesteps
@@ -134,7 +139,10 @@ class Config:
     def validate(self):
         check_each(self, ("num_envs", "total_episodes"), ">= 1 or null", lambda value: value is None or value >= 1)
         check_each(self, ("total_timesteps", "n_step", "target_update_interval", "buffer_size", "batch_size",
-                          "train_freq", "gradient_steps", "log_every"), ">= 1", lambda value: value >= 1)
+                          "train_freq", "log_every"), ">= 1", lambda value: value >= 1)
+        # SB3 takes 0 and then never learns; a run that cannot learn is refused instead
+        check_each(self, ("gradient_steps",), ">= 1, or -1 (as many updates as env steps collected)",
+                   lambda value: value >= 1 or value == -1)
         check_each(self, ("learning_starts", "eval_every", "epsilon_decay_duration", "max_grad_norm", "per_alpha"),
                    ">= 0", lambda value: value >= 0)
         check_each(self, ("lr", "optim_eps", "huber_delta", "per_eps", "epsilon_decay", "tau"),
@@ -267,7 +275,7 @@ def _train(cfg, run):
     core.manual_seed(cfg.seed)
     envs = training_envs(cfg, args, device)
     check_spaces(envs.single_action_space, envs.single_observation_space, cfg.env.id)
-    eval_envs = evaluation_envs(cfg, args, device)
+    eval_envs = evaluation_envs(cfg, args, device, training=envs)
     num_envs, num_actions, obs_space = envs.num_envs, int(envs.single_action_space.n), envs.single_observation_space
     host = (lambda array: array) if getattr(envs, "xp", np) is np else (lambda array: to_device(array, "cpu"))
 
@@ -283,7 +291,8 @@ def _train(cfg, run):
     rng = np.random.default_rng(derive_seed(cfg.seed, "dqn"))  # exploration and replay sampling
     stepper = VectorStepper(envs)
     stepper.reset(seed=cfg.seed)
-    counters = {"updates": 0, "since_train": 0, "since_target": 0}  # env steps / episodes since the last round
+    # env steps / episodes since the last round; the progress when the last round ended
+    counters = {"updates": 0, "since_train": 0, "since_target": 0, "round_start": 0}
 
     def evaluate_now():
         policy = EpsilonGreedy(q_net, args.eval_epsilon, num_actions)
@@ -295,7 +304,7 @@ def _train(cfg, run):
                           checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
                           target=args.target_return, evaluate=evaluate_now)
     session.track(q_net=q_net, **({"target_net": target_net} if args.target_network else {}), optimizer=optimizer,
-                  buffer=buffer, stepper=stepper, rng=rng, counters=counters)
+                  buffer=buffer, stepper=stepper, rng=rng, counters=counters, **tracked_normalization(envs))
 
     # updates sampled together (Speed, above) need a fixed bootstrap network: not so with PER, Double DQN, no target net
     one_at_a_time = args.prioritized or args.double_q or not args.target_network
@@ -380,8 +389,14 @@ def _train(cfg, run):
         # 3. learn
         if counters["since_train"] >= args.train_freq:
             rounds, counters["since_train"] = divmod(counters["since_train"], args.train_freq)
+            if args.gradient_steps > 0:
+                num_updates = rounds * args.gradient_steps
+            else:  # one per env step of the rounds completed (episodes: every env step since the last round)
+                num_updates = rounds * args.train_freq if args.train_freq_unit == "step" else \
+                    step - counters["round_start"]
+            counters["round_start"] = step
             if step > args.learning_starts:
-                learn(rounds * args.gradient_steps, step)
+                learn(num_updates, step)
                 session.log({"charts/SPS": session.sps()}, step)
                 session.show(ret=last_return, eps=epsilon)
         session.advance(num_envs, episodes=len(finished))

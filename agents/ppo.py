@@ -44,7 +44,7 @@ import numpy as np
 import core.functional as F
 from agents import check_each, derive_seed, with_one_blas_thread
 from agents.actor_critic import (SyncActorCriticConfig, agent_session, log_episodes, lr_schedule, make_policy,
-                                 parameter_groups)
+                                 parameter_groups, tracked_normalization)
 from agents.rollout import (collect_rollout, compute_gae, explained_variance, normalize, start_rollouts,
                             valid_indices)
 from core import optim
@@ -54,6 +54,7 @@ from core.runtime.errors import ConfigError
 from core.tensor import Tensor
 
 __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_ppo_loss"]
+NORMALIZES_ENVS = True  # env.normalize_obs / normalize_reward (agents/__init__.py)
 
 
 @dataclass
@@ -172,9 +173,9 @@ def train(cfg, run):
     num_iterations = math.ceil(args.total_timesteps / buffer.size)
     scheduler = lr_schedule(optimizer, args.anneal_lr, num_iterations)
 
-    session = agent_session(run, cfg, args, "ppo", model, device)
+    session = agent_session(run, cfg, args, "ppo", model, device, training=stepper.envs)
     session.track(model=model, optimizer=optimizer, scheduler=scheduler, action_generator=action_generator,
-                  minibatch_rng=minibatch_rng, stepper=stepper)
+                  minibatch_rng=minibatch_rng, stepper=stepper, **tracked_normalization(stepper.envs))
     while session.running():
         lr = scheduler.get_last_lr()[0]
         clip_range = args.clip_range * (1.0 - session.iterations / num_iterations) if args.anneal_clip \

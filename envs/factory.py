@@ -19,6 +19,9 @@ Wrapper order, innermost first (each line sees what the ones above it produce):
    stack of an episode repeats the reset observation.
 7. SeedFirstReset(seed): the first `reset()` without a seed uses `seed`; the action and
    observation spaces are seeded with it too.
+8. make_vector_env only, around the whole vector env: NormalizeVector (envs/normalize.py) when
+   `normalize_obs` or `normalize_reward` is set: running-statistics normalisation, one set of
+   statistics for the batch (the episode returns recorded in step 4 stay raw).
 
 Seeds: sub-env i of a vector env gets seed + i, so `envs.reset()` and `envs.reset(seed=seed)` give the
 same start. A native vector env has one random stream for the batch, seeded with `seed`.
@@ -52,6 +55,7 @@ from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from envs.atari import is_atari_id, preprocess, require_ale
 from envs.cartpole import NativeCartPoleVectorEnv, _autoreset_mode
+from envs.normalize import NormalizeVector
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset
 
 VECTORIZATIONS = ("sync", "async", "native")
@@ -138,7 +142,10 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
 
 @_config_errors
 def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectorization: str = "sync",
-                    device: str = "cpu", autoreset_mode="next_step", native_dtype="float64", **wrapper_kwargs):
+                    device: str = "cpu", autoreset_mode="next_step", native_dtype="float64",
+                    normalize_obs: bool = False, normalize_reward: bool = False, clip_obs: float = 10.0,
+                    clip_reward: float = 10.0, norm_epsilon: float = 1e-8, norm_gamma: float = 0.99,
+                    **wrapper_kwargs):
     """`num_envs` copies of `make_env(env_id, **wrapper_kwargs)` as a gymnasium vector env.
 
     vectorization: "sync" (one process; best for cheap envs), "async" (one worker process per env;
@@ -148,6 +155,9 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
     gymnasium's envs always step on the CPU, so anything but "cpu" needs vectorization="native".
     autoreset_mode: "next_step" (gymnasium's default) or "same_step"; see the module docstring.
     native_dtype: the native env's state precision, "float64" (gymnasium's numbers) or "float32" (faster).
+    normalize_obs / normalize_reward: wrap the vector env in envs.normalize.NormalizeVector with
+    clip_obs, clip_reward, norm_epsilon and norm_gamma (the discount of the returns whose std scales
+    the rewards); observations must then be a Box.
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -155,6 +165,18 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}, got {vectorization!r}")
     mode = _autoreset_mode(autoreset_mode)
+    envs = _make_vector(env_id, num_envs, seed, vectorization, device, mode, native_dtype, wrapper_kwargs)
+    if not (normalize_obs or normalize_reward):
+        return envs
+    try:
+        return NormalizeVector(envs, obs=normalize_obs, reward=normalize_reward, clip_obs=clip_obs,
+                               clip_reward=clip_reward, epsilon=norm_epsilon, gamma=norm_gamma)
+    except ConfigError:
+        envs.close()  # async workers would outlive the refusal
+        raise
+
+
+def _make_vector(env_id, num_envs, seed, vectorization, device, mode, native_dtype, wrapper_kwargs):
     if vectorization == "native":
         return _make_native(env_id, num_envs, seed, device, mode, native_dtype, wrapper_kwargs)
     if native_dtype != "float64":

@@ -26,7 +26,7 @@ Arrays stay in the env's array module (numpy, or cupy for a native env on cuda);
 be arrays (Box, Discrete, MultiDiscrete spaces), not dicts or tuples.
 Finished episodes' returns and lengths come from RecordEpisodeStatistics' infos when the envs have
 that wrapper (make_vector_env adds it: raw returns before reward scaling, lengths in agent steps),
-and are summed from the rewards otherwise (native envs).
+and are summed from the rewards otherwise (native envs; raw rewards under envs.normalize.NormalizeVector).
 """
 
 from typing import Any, NamedTuple
@@ -83,7 +83,8 @@ class VectorStepper:
         valid = ~self._prev_done
         bootstrap_obs = self._final_obs(next_obs, info) if self.same_step else next_obs
         transition = Transition(self.obs, bootstrap_obs, reward, terminated, truncated, valid)
-        self._record_episodes(reward, valid, done, info)
+        # episode returns in raw rewards: a NormalizeVector keeps them before normalisation
+        self._record_episodes(getattr(self.envs, "raw_reward", reward), valid, done, info)
         self.obs = next_obs
         if not self.same_step:
             self._prev_done = done

@@ -16,6 +16,10 @@ What is captured:
   steps, RecordEpisodeStatistics' counters, the frame stack, the pending first-reset seed, ...),
   the outermost action/observation spaces' generators; for SyncVectorEnv also its autoreset flags.
 
+- NormalizeVector (envs/normalize.py): the wrapped vector env's state as above, with the per-env
+  discounted returns of the reward normaliser; its statistics are checkpointed on their own
+  (`NormalizeVector.state_dict`).
+
 What is not (the state says {"exact": False, "reasons": [...]}, and set_env_state restores nothing):
 AsyncVectorEnv (the envs live in worker processes), cupy native envs (cupy's generator state cannot
 be read), any wrapper not known here, and any env with an attribute that is neither plain data nor a
@@ -35,6 +39,7 @@ from gymnasium.wrappers import (FrameStackObservation, OrderEnforcing, PassiveEn
                                 TimeLimit)
 
 from envs.cartpole import NativeCartPoleVectorEnv
+from envs.normalize import NormalizeVector
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset
 
 _SCALAR_TYPES = (type(None), bool, int, float, str)
@@ -47,6 +52,10 @@ def get_env_state(env) -> dict:
     """A plain-data snapshot of `env` (see the module docstring); always has "kind" and "exact"."""
     if isinstance(env, NativeCartPoleVectorEnv):
         return _native_state(env)
+    if isinstance(env, NormalizeVector):
+        inner = get_env_state(env.env)
+        return {"kind": type(env).__name__, "exact": inner["exact"], "reasons": inner["reasons"], "env": inner,
+                "normalizer": env.episode_state()}
     if isinstance(env, SyncVectorEnv):
         return _sync_state(env)
     if isinstance(env, VectorEnv):  # AsyncVectorEnv, vector wrappers, other vector envs
@@ -65,7 +74,10 @@ def set_env_state(env, state: dict) -> bool:
         raise ValueError(f"env state was saved from a {state.get('kind')!r}, cannot restore it into a {kind!r}")
     if not state["exact"]:
         return False
-    if isinstance(env, NativeCartPoleVectorEnv):
+    if isinstance(env, NormalizeVector):
+        set_env_state(env.env, state["env"])
+        env.set_episode_state(state["normalizer"])
+    elif isinstance(env, NativeCartPoleVectorEnv):
         _set_native_state(env, state)
     elif isinstance(env, SyncVectorEnv):
         _set_sync_state(env, state)

@@ -9,6 +9,8 @@ conf/evaluate.yaml (where each is described), taken as train.py takes its own:
 - agents: `episodes` evaluation episodes (default: the run's eval_episodes) with the greedy policy
   (`greedy=false`: actions sampled from the policy), episode k reset with seed `seed + k`
   (default seed: the run's seed + agents.EVAL_SEED_OFFSET, i.e. the run's own final evaluation);
+  a run trained with env.normalize_obs plays on observations normalised with its checkpoint's
+  statistics (frozen; returns are raw rewards);
   `record=gif` (or `mp4`, which needs imageio with ffmpeg) renders the first episode headlessly
   into `<run>/samples/eval_<step>.gif` at `fps` frames per second;
 - generative models: the model module's `evaluate(cfg, state, run_dir)` hook gives the metrics
@@ -114,6 +116,7 @@ def evaluate_agent(name, cfg, state, run_dir, options):
     else:
         from envs.factory import make_env
         env = make_env(cfg.env.id, render_mode=render_mode, **agents.wrapper_options(cfg.env))
+    env = with_normalization(env, cfg.env, state)
     seed = cfg.seed + agents.EVAL_SEED_OFFSET if options.seed is None else options.seed
     act = module.make_policy(cfg, state, env, greedy=options.greedy, generator=core.Generator(seed))
     episodes = cfg.eval_episodes if options.episodes is None else options.episodes
@@ -125,6 +128,16 @@ def evaluate_agent(name, cfg, state, run_dir, options):
         write_video(result["frames"], path, options.fps)
         metrics["eval/video"] = str(path)
     return metrics
+
+
+def with_normalization(env, env_cfg, state):
+    """`env` with the observations a run trained with env.normalize_obs saw: normalised with the
+    checkpoint's statistics, frozen (rewards and returns stay raw)."""
+    stats = (state.get("normalization") or {}).get("obs")
+    if stats is None:
+        return env
+    from envs.normalize import NormalizeObservation
+    return NormalizeObservation(env, stats, env_cfg.get("clip_obs", 10.0), env_cfg.get("norm_epsilon", 1e-8))
 
 
 def video_writer():

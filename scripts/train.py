@@ -108,6 +108,13 @@ class EnvConfig:
     frame_stack: Optional[int] = None
     atari: Any = "auto"                        # auto | true | false: Atari preprocessing
     terminal_on_life_loss: bool = False
+    # running normalisation of the vector env (envs/normalize.py), as SB3's VecNormalize
+    normalize_obs: bool = False
+    normalize_reward: bool = False             # rewards / std of the discounted return
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    norm_epsilon: float = 1e-8
+    norm_gamma: Optional[float] = None         # the reward normaliser's discount; None: the agent's gamma (else 0.99)
 
     def validate(self):
         import importlib.util
@@ -135,6 +142,11 @@ class EnvConfig:
                              f"got {self.vectorization}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"env.max_episode_steps must be >= 1 or null, got {self.max_episode_steps}")
+        for name in ("clip_obs", "clip_reward", "norm_epsilon"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"env.{name} must be a positive finite number, got {getattr(self, name)}")
+        if self.norm_gamma is not None and not 0 <= self.norm_gamma <= 1:
+            raise ValueError(f"env.norm_gamma must be in [0, 1] or null (the agent's gamma), got {self.norm_gamma}")
 
 
 @dataclass
@@ -259,6 +271,18 @@ def select_algorithm(choices):
     return kind, name, registry[name]
 
 
+def check_normalization(cfg, name, module):
+    """UsageError when the env config asks for normalisation and the agent does not honour it
+    (agents/__init__.py: NORMALIZES_ENVS)."""
+    env = cfg.get("env") or {}
+    asked = [key for key in ("normalize_obs", "normalize_reward") if env.get(key)]
+    if asked and not getattr(module, "NORMALIZES_ENVS", False):
+        supported = sorted(option for option, agent in trainers.options("agent").items()
+                           if getattr(agent, "NORMALIZES_ENVS", False))
+        raise UsageError(f"env.{asked[0]}=true is not supported by agent={name}; agents that normalise their envs: "
+                         f"{', '.join(supported)}")
+
+
 def validate(cfg, kind):
     """Call `validate()` of the top-level schema and of every chosen section that has one."""
     sections = [kind, "env" if kind == "agent" else "dataset", "optim", "logger"]
@@ -314,6 +338,8 @@ def train_from_config(cfg, hydra_cfg, multirun):
     try:
         kind, name, module = select_algorithm(choices)
         validate(cfg, kind)
+        if kind == "agent":
+            check_normalization(cfg, name, module)
         # plain values (an enum choice as its string): what checkpoints and config.yaml may hold
         config = {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "choices": choices}
     except (UsageError, OmegaConfBaseException) as e:

@@ -170,7 +170,7 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
         return envs
     try:
         return NormalizeVector(envs, obs=normalize_obs, reward=normalize_reward, clip_obs=clip_obs,
-                               clip_reward=clip_reward, epsilon=norm_epsilon, gamma=norm_gamma)
+                               clip_reward=clip_reward, epsilon=norm_epsilon, gamma=norm_gamma, env_id=env_id)
     except ConfigError:
         envs.close()  # async workers would outlive the refusal
         raise

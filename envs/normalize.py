@@ -97,12 +97,13 @@ def normalize_obs(obs, stats, clip, epsilon):
 
 class NormalizeVector(VectorWrapper):
     """A vector env with normalised observations (`obs`) and/or rewards (`reward`); see the module docstring.
-    `training=False` freezes the statistics (evaluation); `obs_stats` shares another wrapper's."""
+    `training=False` freezes the statistics (evaluation); `obs_stats` shares another wrapper's;
+    `env_id` names the env in errors."""
 
     def __init__(self, env, obs=True, reward=True, clip_obs=10.0, clip_reward=10.0, epsilon=1e-8, gamma=0.99,
-                 training=True, obs_stats=None):
+                 training=True, obs_stats=None, env_id=None):
         super().__init__(env)
-        env_id = env.spec.id if env.spec else type(env.unwrapped).__name__
+        env_id = env_id or type(env.unwrapped).__name__
         check_settings(clip_obs, clip_reward, epsilon, gamma)
         self.device = getattr(env, "device", "cpu")
         self.xp = array_module(self.device)
@@ -185,7 +186,7 @@ class NormalizeVector(VectorWrapper):
         for name, stats in (("obs", self.obs_stats), ("reward", self.return_stats)):
             if (stats is None) != (state[name] is None):
                 raise ValueError(f"the checkpoint {'has no' if state[name] is None else 'has'} {name} normalisation "
-                                 f"statistics, this run {'normalises' if stats else 'does not normalise'} {name}s")
+                                 f"statistics, this run {'does not normalise' if stats is None else 'normalises'} {name}s")
             if stats is not None:
                 stats.load_state_dict(state[name])
 

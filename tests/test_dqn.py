@@ -198,6 +198,9 @@ def test_target_updates_hard_and_polyak():
     ({"epsilon_unit": "episode"}, "needs agent.epsilon_decay_duration"),
     ({"target_return": 475.0}, "needs agent.eval_every >= 1"),
     ({"hidden": []}, "agent.hidden must list one or more positive layer widths"),
+    ({"gradient_steps": 0}, r"agent.gradient_steps must be >= 1, or -1 \(as many updates as env steps collected\), "
+                            "got 0"),
+    ({"gradient_steps": -2}, r"agent.gradient_steps must be >= 1, or -1 .*got -2"),
 ])
 def test_config_validation(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -250,3 +253,26 @@ def test_batched_evaluation_replays_what_scripts_evaluate_plays():
     never = make_policy(OmegaConf.merge(cfg, {"agent": {"epsilon_end": 0.0}}), {"q_net": q_net.state_dict()}, env,
                         greedy=False, generator=core.Generator(0))
     assert {never(obs) for _ in range(20)} == {greedy_action}
+
+
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_gradient_steps_minus_one_makes_one_update_per_env_step_collected(num_envs, tmp_path):
+    # rounds every 8 env steps (whatever the env count); learning once past 100 env steps: 104, 112, ..., 400
+    fields = dict(total_timesteps=400, num_envs=num_envs, learning_starts=100, train_freq=8, buffer_size=400,
+                  batch_size=16, hidden=[8])
+    cfg, run = run_config(tmp_path, gradient_steps=-1, **fields)
+    with run:
+        assert train(cfg, run)["train/updates"] == 38 * 8
+    cfg, run = run_config(tmp_path / "same", gradient_steps=8, **fields)  # the same ratio, spelled out
+    with run:
+        assert train(cfg, run)["train/updates"] == 38 * 8
+
+
+def test_gradient_steps_minus_one_counts_the_env_steps_of_episode_rounds(tmp_path):
+    cfg, run = run_config(tmp_path, gradient_steps=-1, train_freq=2, train_freq_unit="episode", learning_starts=0,
+                          total_timesteps=300, num_envs=2, buffer_size=300, batch_size=16, hidden=[8])
+    with run:
+        metrics = train(cfg, run)
+    counters = core.load(tmp_path / "run" / "checkpoints" / "last.ckpt")["counters"]
+    # every env step up to the end of the last round of two episodes was learned from, once
+    assert 0 < metrics["train/updates"] == counters["round_start"] <= 300

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import core
@@ -266,3 +267,48 @@ def test_the_summary_names_only_what_works_for_the_run(tmp_path):
                               text=True, timeout=60)
         assert done.returncode != 0 and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+NORMALIZED_PPO = [*PPO, "agent.total_timesteps=4096", "env.normalize_obs=true", "env.normalize_reward=true",
+                  "checkpoint_every=256"]
+
+
+def test_a_killed_normalised_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert train(*NORMALIZED_PPO, f"hydra.run.dir={whole}").returncode == 0
+    code = (f"import runpy, sys; sys.argv = ['train.py', *sys.argv[1:]]; "
+            f"runpy.run_path({str(REPO / 'scripts' / 'train.py')!r}, run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-c", code, *NORMALIZED_PPO, f"hydra.run.dir={killed}"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while process.poll() is None and not list((killed / "checkpoints").glob("ckpt_*.ckpt")):
+        time.sleep(0.02)
+    process.kill()  # SIGKILL: no last checkpoint, the newest periodic one is where the run resumes
+    process.wait()
+    assert core.load(killed / "checkpoints" / "last.ckpt")["session"]["progress"] < 4096
+    result = train(f"resume={killed}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = (core.load(run / "checkpoints" / "last.ckpt") for run in (whole, killed))
+    assert metrics(killed)["eval/return_mean"] == metrics(whole)["eval/return_mean"]
+    assert all(np.array_equal(a["model"][key], b["model"][key]) for key in a["model"])
+    for kind, count in (("obs", 2 + 4096), ("reward", 4096)):  # the first reset's observations and every step
+        assert a["normalization"][kind]["count"] == b["normalization"][kind]["count"] == count
+        for name in ("mean", "var"):
+            assert np.array_equal(a["normalization"][kind][name], b["normalization"][kind][name])
+
+
+@pytest.mark.parametrize("args, line", [
+    ([*PPO, "env.id=FrozenLake-v1", "env.normalize_obs=true"],
+     "error: env.normalize_obs needs Box (array) observations; FrozenLake-v1 has Discrete(16) "
+     "(set env.normalize_obs=false)"),
+    (["agent=reinforce", "env=cartpole", "env.normalize_reward=true"],
+     "error: env.normalize_reward=true is not supported by agent=reinforce; agents that normalise their envs: "
+     "a2c, dqn, dqn_fast, ppo, ppo_native"),
+    ([*PPO, "env.clip_obs=-1"], "error: env.clip_obs must be a positive finite number, got -1.0"),
+    (["agent=dqn", "env=cartpole", "agent.gradient_steps=0"],
+     "error: agent.gradient_steps must be >= 1, or -1 (as many updates as env steps collected), got 0"),
+])
+def test_bad_normalisation_and_gradient_steps_are_refused_in_one_line(args, line, tmp_path):
+    result = train(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == line
+    assert list(tmp_path.iterdir()) == []

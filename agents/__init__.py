@@ -68,9 +68,10 @@ def with_one_blas_thread(train):
 
 
 def wrapper_options(env_cfg):
-    """The wrapper options of an env config (everything but id, num_envs, vectorization and
-    native_dtype), as keyword arguments for envs.factory.make_env / make_vector_env."""
-    return {k: v for k, v in env_cfg.items() if k not in ("id", "num_envs", "vectorization", "native_dtype")}
+    """The wrapper options of an env config (everything but id, num_envs, vectorization, native_dtype
+    and the normalisation options), as keyword arguments for envs.factory.make_env / make_vector_env."""
+    return {k: v for k, v in env_cfg.items()
+            if k not in ("id", "num_envs", "vectorization", "native_dtype", "normalize_obs", "normalize_reward")}
 
 
 def evaluate_policy(env, act, episodes, seed, record=False):

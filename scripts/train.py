@@ -108,6 +108,9 @@ class EnvConfig:
     frame_stack: Optional[int] = None
     atari: Any = "auto"                        # auto | true | false: Atari preprocessing
     terminal_on_life_loss: bool = False
+    # running normalisation of the vector env, as SB3's VecNormalize (the zoo's `normalize: true`)
+    normalize_obs: bool = False
+    normalize_reward: bool = False             # rewards / std of the discounted return
 
     def validate(self):
         import importlib.util
@@ -135,6 +138,9 @@ class EnvConfig:
                              f"got {self.vectorization}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"env.max_episode_steps must be >= 1 or null, got {self.max_episode_steps}")
+        if self.normalize_obs or self.normalize_reward:  # the keys of conf/tuned; the wrappers are not here yet
+            raise ValueError("env.normalize_obs / env.normalize_reward: this build has no env normalisation yet; "
+                             "set both to false")
 
 
 @dataclass
@@ -227,6 +233,20 @@ USED_GROUPS = {"agent": ("agent", "env", "logger", "experiment"),
                "model": ("model", "dataset", "optim", "logger", "experiment")}
 
 
+def tuned_notice(choices):
+    """The line saying that `agent` has tuned hyperparameters (conf/tuned/<agent>_<env>.yaml) for other envs but
+    not for the chosen one, so its defaults apply; None when the pair is tuned, the agent never is, or a preset
+    (experiment=) sets the values."""
+    agent, env = choices.get("agent"), choices.get("env")
+    if not agent or not env or choices.get("experiment"):
+        return None
+    tuned = [f"{agent}_{option}" for option in group_options("env")]
+    available = set(group_options("tuned"))
+    if f"{agent}_{env}" in available or not available.intersection(tuned):
+        return None
+    return f"no tuned hyperparameters for {agent} on {env}: using {agent}'s defaults"
+
+
 def select_algorithm(choices):
     """(kind, name, module) from the group choices; UsageError when the choice is incomplete or
     names a group the trainer does not use."""
@@ -310,9 +330,14 @@ def main(cfg):
 def train_from_config(cfg, hydra_cfg, multirun):
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
+    notice = tuned_notice(choices)
+    tuned = hydra_cfg.runtime.choices.get("tuned")
+    choices["tuned"] = tuned if tuned in group_options("tuned") else None  # which conf/tuned file applied
     overrides = [o for o in hydra_cfg.overrides.task if _override_key(o) != "resume"]
     try:
         kind, name, module = select_algorithm(choices)
+        if notice and (not multirun or hydra_cfg.job.num == 0):  # once, also in a sweep
+            print(notice)
         validate(cfg, kind)
         # plain values (an enum choice as its string): what checkpoints and config.yaml may hold
         config = {**OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "choices": choices}

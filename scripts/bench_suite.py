@@ -10,6 +10,7 @@ zoo's VecNormalize where the pair normalises. The budget is the zoo's (`--budget
 pair's total_timesteps; learning-rate and clip schedules span the scaled budget on both sides). Each run
 is a fresh process with one BLAS / torch thread; seeds and implementations are interleaved so that load
 from other processes hits both alike. Wall-clock is the training loop (SB3: `learn`) without start-up;
+CPU time is that process's over the same span (steadier than wall-clock on a busy machine);
 the return is the mean of 10 greedy (deterministic) evaluation episodes after training.
 --write puts the table into docs/benchmarks.md (section bench_suite).
 """
@@ -123,8 +124,8 @@ def table(results, args, budgets):
              f"{scale}; seeds {args.seeds}, mean ± std; {machine()}, {versions}; one thread each, runs interleaved. "
              "Return: 10 greedy episodes after training. Targets: the lab's mean return within SB3's seed spread "
              "(at least SB3's mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + load_note(), "",
-             "| pair | env steps | SB3 return | lab return | SB3 wall-clock | lab wall-clock | lab vs SB3 | targets |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| pair | env steps | SB3 return | lab return | SB3 wall-clock | lab wall-clock | lab vs SB3 | CPU time "
+             "vs SB3 | targets |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for pair, rows in results.items():
         sb3, lab = rows.get("sb3"), rows["lab"]
         lab_return = statistics.mean(r["return"] for r in lab)
@@ -132,15 +133,16 @@ def table(results, args, budgets):
             sb3_returns = [r["return"] for r in sb3]
             spread = statistics.stdev(sb3_returns) if len(sb3_returns) > 1 else 0.0
             ratio = statistics.mean(r["wall_s"] for r in lab) / statistics.mean(r["wall_s"] for r in sb3)
+            cpu = statistics.mean(r["cpu_s"] for r in lab) / statistics.mean(r["cpu_s"] for r in sb3)
             met = [lab_return >= statistics.mean(sb3_returns) - spread, ratio <= 0.5]
             verdict = "both met" if all(met) else ("return met, time missed" if met[0] else
                                                    "time met, return missed" if met[1] else "both missed")
             cells = [summary(sb3_returns), summary([r["return"] for r in lab]),
                      summary([r["wall_s"] for r in sb3], " s"), summary([r["wall_s"] for r in lab], " s"),
-                     f"{ratio:.2f}x", verdict]
+                     f"{ratio:.2f}x", f"{cpu:.2f}x", verdict]
         else:
             cells = ["n/a", summary([r["return"] for r in lab]), "n/a", summary([r["wall_s"] for r in lab], " s"),
-                     "n/a", "n/a"]
+                     "n/a", "n/a", "n/a"]
         lines.append(f"| {pair} | {budgets[pair]:,} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

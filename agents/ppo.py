@@ -58,7 +58,7 @@ __all__ = ["Config", "train", "make_policy", "ppo_update", "ppo_loss", "fused_pp
 
 @dataclass
 class Config(SyncActorCriticConfig):
-    """PPO's settings: Stable-Baselines3's defaults (conf/agent/ppo.yaml: the zoo's CartPole-v1 values)."""
+    """PPO's settings: Stable-Baselines3's defaults (conf/tuned/ppo_<env>.yaml: the zoo's per env)."""
 
     # besides these, the fields of agents/actor_critic.py (documented there) that A2C has too:
     # SyncActorCriticConfig's num_envs, vectorization, gae_lambda, critic_lr, and ActorCriticConfig's (A3C's too)

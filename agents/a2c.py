@@ -39,7 +39,7 @@ NORMALIZES_ENVS = True  # env.normalize_obs / normalize_reward (agents/__init__.
 
 @dataclass
 class Config(SyncActorCriticConfig):
-    """A2C's settings: Stable-Baselines3's defaults (conf/agent/a2c.yaml: the zoo's CartPole-v1 values)."""
+    """A2C's settings: Stable-Baselines3's defaults (conf/tuned/a2c_<env>.yaml: the zoo's per env)."""
 
     # besides these, the fields of agents/actor_critic.py (documented there) that PPO has too:
     # SyncActorCriticConfig's num_envs, vectorization, gae_lambda, critic_lr, and ActorCriticConfig's (A3C's too)

@@ -59,7 +59,7 @@ NORMALIZES_ENVS = True  # env.normalize_obs / normalize_reward (agents/__init__.
 
 @dataclass
 class Config(SyncActorCriticConfig):
-    """PPO's settings: Stable-Baselines3's defaults (conf/agent/ppo.yaml: the zoo's CartPole-v1 values)."""
+    """PPO's settings: Stable-Baselines3's defaults (conf/tuned/ppo_<env>.yaml: the zoo's per env)."""
 
     # besides these, the fields of agents/actor_critic.py (documented there) that A2C has too:
     # SyncActorCriticConfig's num_envs, vectorization, gae_lambda, critic_lr, and ActorCriticConfig's (A3C's too)

@@ -5,7 +5,7 @@ the lab's fastest DQN preset.
 
 Rows (each run in a fresh process with one BLAS / torch thread; seeds interleaved, so load from other
 processes on a shared machine hits every row alike):
-- zoo settings (conf/agent/dqn.yaml: one env, 50,000 steps, 128 updates of batch 64 every 256 steps,
+- zoo settings (conf/tuned/dqn_cartpole.yaml: one env, 50,000 steps, 128 updates of batch 64 every 256 steps,
   256-256 MLP, ...) on gymnasium's CartPole, as SB3 steps it;
 - the same settings on the native vectorized CartPole (same states and rewards, cheaper steps);
 - SB3 2.x DQN with the same settings (`--sb3-python`: an interpreter with stable-baselines3 and torch);

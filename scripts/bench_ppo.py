@@ -5,7 +5,7 @@ the lab's fastest preset's time to a perfect evaluation.
 
 Rows (each run in a fresh process, one BLAS/torch thread, seeds interleaved so that load from other
 processes hits every row alike):
-- zoo settings (conf/agent/ppo.yaml: 8 envs, 100,000 steps, n_steps 32, batch 256, 20 epochs, ...)
+- zoo settings (conf/tuned/ppo_cartpole.yaml: 8 envs, 100,000 steps, n_steps 32, batch 256, 20 epochs, ...)
   with gymnasium's CartPole in a SyncVectorEnv, as SB3 steps it in a DummyVecEnv;
 - the same settings on the native vectorized CartPole;
 - SB3 2.x PPO with the same settings (`--sb3-python`: an interpreter with stable-baselines3 and torch);

@@ -175,18 +175,28 @@ def measure_all(script, lab_kinds, args):
     return results
 
 
-def train_preset(agent, preset, seed, overrides=None, eval_episodes=10, device="cpu"):
-    """(metrics, CPU seconds of this process inside `agent.train`) of one run of conf/agent/<preset>.yaml
-    with `overrides` on CartPole-v1 on `device`, in a temporary run directory."""
+def compose_config(preset, env="cartpole", seed=0, overrides=None, eval_episodes=10, device="cpu"):
+    """The config `scripts/train.py agent=<preset> env=<env>` composes (the pair's conf/tuned values included),
+    with `overrides` ({agent key: value}) on top and checkpoints only at the end."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from scripts.train import CONF_DIR, register_configs
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"agent={preset}", f"env={env}", f"seed={seed}", f"device={device}",
+                                           f"eval_episodes={eval_episodes}", "checkpoint_every=0"])
+    cfg.agent = OmegaConf.merge(cfg.agent, overrides or {})
+    return cfg
+
+
+def train_preset(agent, preset, seed, overrides=None, eval_episodes=10, device="cpu", env="cartpole"):
+    """(metrics, CPU seconds of this process inside `agent.train`) of one run of `agent=<preset> env=<env>`
+    with `overrides` on `device`, in a temporary run directory."""
     from omegaconf import OmegaConf
 
     from core.runtime.run import Run
-    values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml")
-    values.pop("defaults")
-    agent_cfg = OmegaConf.merge(OmegaConf.structured(agent.Config), values, overrides or {})
-    env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None}
-    cfg = OmegaConf.create({"seed": seed, "device": device, "eval_episodes": eval_episodes, "checkpoint_every": 0,
-                            "agent": agent_cfg, "env": env})
+    cfg = compose_config(preset, env, seed, overrides, eval_episodes, device)
     with tempfile.TemporaryDirectory() as run_dir, Run(run_dir, config=OmegaConf.to_container(cfg, enum_to_str=True),
                                                        device=device, quiet=True, tensorboard=False) as run:
         cpu = time.process_time()
@@ -195,11 +205,12 @@ def train_preset(agent, preset, seed, overrides=None, eval_episodes=10, device="
     return metrics, cpu
 
 
-def lab_run(agent_name, preset, seed, vectorization=None, device="cpu"):
-    """The result dict of one lab run for the comparison tables (`vectorization` overrides the preset's)."""
+def lab_run(agent_name, preset, seed, vectorization=None, device="cpu", env="cartpole", overrides=None):
+    """The result dict of one lab run for the comparison tables (`vectorization` and `overrides` override the
+    preset's and the tuned pair's values)."""
     agent = importlib.import_module(f"agents.{agent_name}")
-    metrics, cpu = train_preset(agent, preset, seed, {"vectorization": vectorization} if vectorization else None,
-                                device=device)
+    overrides = {**(overrides or {}), **({"vectorization": vectorization} if vectorization else {})}
+    metrics, cpu = train_preset(agent, preset, seed, overrides, device=device, env=env)
     return {"wall_s": metrics["time/wall_s"], "cpu_s": cpu, "return": metrics["eval/return_mean"],
             "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
 

@@ -239,6 +239,20 @@ USED_GROUPS = {"agent": ("agent", "env", "logger", "experiment"),
                "model": ("model", "dataset", "optim", "logger", "experiment")}
 
 
+def tuned_notice(choices):
+    """The line saying that `agent` has tuned hyperparameters (conf/tuned/<agent>_<env>.yaml) for other envs but
+    not for the chosen one, so its defaults apply; None when the pair is tuned, the agent never is, or a preset
+    (experiment=) sets the values."""
+    agent, env = choices.get("agent"), choices.get("env")
+    if not agent or not env or choices.get("experiment"):
+        return None
+    tuned = [f"{agent}_{option}" for option in group_options("env")]
+    available = set(group_options("tuned"))
+    if f"{agent}_{env}" in available or not available.intersection(tuned):
+        return None
+    return f"no tuned hyperparameters for {agent} on {env}: using {agent}'s defaults"
+
+
 def select_algorithm(choices):
     """(kind, name, module) from the group choices; UsageError when the choice is incomplete or
     names a group the trainer does not use."""
@@ -334,9 +348,14 @@ def main(cfg):
 def train_from_config(cfg, hydra_cfg, multirun):
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in GROUPS}
+    notice = tuned_notice(choices)
+    tuned = hydra_cfg.runtime.choices.get("tuned")
+    choices["tuned"] = tuned if tuned in group_options("tuned") else None  # which conf/tuned file applied
     overrides = [o for o in hydra_cfg.overrides.task if _override_key(o) != "resume"]
     try:
         kind, name, module = select_algorithm(choices)
+        if notice and (not multirun or hydra_cfg.job.num == 0):  # once, also in a sweep
+            print(notice)
         validate(cfg, kind)
         if kind == "agent":
             check_normalization(cfg, name, module)

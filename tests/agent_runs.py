@@ -12,12 +12,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def agent_cfg(agent, preset=None, env=None, seed=0, eval_episodes=10, **overrides):
-    """The config `agent.train` takes: conf/agent/<preset>.yaml (None: the Config's defaults) with `overrides`,
-    on CartPole-v1 (one env, SyncVectorEnv) with the keys of `env` changed."""
+    """The config `agent.train` takes: conf/agent/<preset>.yaml (None: the Config's defaults), on CartPole-v1
+    also conf/tuned/<preset>_cartpole.yaml (as `agent=<preset> env=cartpole` composes it), with `overrides`, on
+    CartPole-v1 (one env, SyncVectorEnv) with the keys of `env` changed."""
     values = OmegaConf.load(ROOT / "conf" / "agent" / f"{preset}.yaml") if preset else OmegaConf.create()
     values.pop("defaults", None)
     env = {"id": "CartPole-v1", "num_envs": 1, "vectorization": "sync", "max_episode_steps": None, **(env or {})}
-    agent_values = OmegaConf.merge(OmegaConf.structured(agent.Config), values, overrides)
+    tuned = ROOT / "conf" / "tuned" / f"{preset}_cartpole.yaml"
+    tuned = OmegaConf.load(tuned).get("agent", {}) if preset and env["id"] == "CartPole-v1" and tuned.is_file() else {}
+    agent_values = OmegaConf.merge(OmegaConf.structured(agent.Config), values, tuned, overrides)
     return OmegaConf.create({"seed": seed, "device": "cpu", "eval_episodes": eval_episodes, "checkpoint_every": 0,
                              "env": env, "agent": agent_values})
 

@@ -186,7 +186,7 @@ def test_unknown_group_options_list_the_allowed_ones():
 
 @pytest.mark.parametrize("overrides,message", [
     ([], "nothing to train: pass agent=<name> env=<name>"),
-    (["agent=reinforce"], "agent=reinforce needs env=<name>; envs: bandit, cartpole"),
+    (["agent=reinforce"], "agent=reinforce needs env=<name>; envs: acrobot, bandit, cartpole"),
     (["dataset=digits"], "nothing to train"),
 ])
 def test_incomplete_choices_are_usage_errors(overrides, message):

@@ -1,0 +1,179 @@
+"""The tuned suite: every conf/tuned pair (DQN, A2C, PPO on CartPole-v1, Acrobot-v1, MountainCar-v0,
+LunarLander-v3; A2C, PPO on Pendulum-v1), the lab next to Stable-Baselines3 at the same hyperparameters.
+
+    python scripts/bench_suite.py [--pairs ppo_cartpole dqn_acrobot ...] [--budget-scale 0.1] [--seeds 0 1 2]
+                                  [--sb3-python PYTHON] [--write]
+
+The lab's settings are what `scripts/train.py agent=<algo> env=<env>` composes (conf/tuned/<algo>_<env>.yaml,
+rl-baselines3-zoo's values); SB3 gets the same numbers, translated here (`sb3_settings`), including the
+zoo's VecNormalize where the pair normalises. The budget is the zoo's (`--budget-scale` multiplies every
+pair's total_timesteps; learning-rate and clip schedules span the scaled budget on both sides). Each run
+is a fresh process with one BLAS / torch thread; seeds and implementations are interleaved so that load
+from other processes hits both alike. Wall-clock is the training loop (SB3: `learn`) without start-up;
+CPU time is that process's over the same span (steadier than wall-clock on a busy machine);
+the return is the mean of 10 greedy (deterministic) evaluation episodes after training.
+--write puts the table into docs/benchmarks.md (section bench_suite).
+"""
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from scripts.benchutil import load_note, machine, measure, publish, rl_parser, summary  # noqa: E402
+
+ALGOS = ("dqn", "a2c", "ppo")
+ENVS = ("cartpole", "acrobot", "mountaincar", "lunarlander")
+PAIRS = [f"{algo}_{env}" for env in ENVS for algo in ALGOS] + ["a2c_pendulum", "ppo_pendulum"]
+
+
+def lab_config(pair, scale):
+    """(agent config, env config) as plain dicts: the composed `agent=<algo> env=<env>` with the scaled budget."""
+    from omegaconf import OmegaConf
+
+    from scripts.benchutil import compose_config
+    algo, env = pair.split("_", 1)
+    cfg = compose_config(algo, env)
+    budget = max(1, round(cfg.agent.total_timesteps * scale))
+    cfg.agent.total_timesteps = budget
+    return (OmegaConf.to_container(cfg.agent, enum_to_str=True), OmegaConf.to_container(cfg.env, enum_to_str=True))
+
+
+def sb3_settings(algo, agent, env):
+    """Stable-Baselines3's constructor arguments for the lab's agent config (and the env's normalisation)."""
+    net = {"net_arch": list(agent["hidden"])}
+    if algo == "dqn":
+        return {"learning_rate": agent["lr"], "batch_size": agent["batch_size"], "buffer_size": agent["buffer_size"],
+                "learning_starts": agent["learning_starts"], "gamma": agent["gamma"], "tau": agent["tau"],
+                "target_update_interval": agent["target_update_interval"], "train_freq": agent["train_freq"],
+                "gradient_steps": agent["gradient_steps"], "exploration_fraction": agent["exploration_fraction"],
+                "exploration_initial_eps": agent["epsilon_start"], "exploration_final_eps": agent["epsilon_end"],
+                "max_grad_norm": agent["max_grad_norm"], "policy_kwargs": net}
+    policy = {"net_arch": {"pi": list(agent["hidden"]), "vf": list(agent["hidden"])},
+              "ortho_init": agent["init"] == "orthogonal", "log_std_init": agent["log_std_init"]}
+    common = {"n_steps": agent["num_steps"], "gamma": agent["gamma"], "gae_lambda": agent["gae_lambda"],
+              "ent_coef": agent["ent_coef"], "vf_coef": agent["vf_coef"], "max_grad_norm": agent["max_grad_norm"],
+              "normalize_advantage": agent["normalize_advantage"], "policy_kwargs": policy}
+    if algo == "a2c":
+        return {**common, "use_rms_prop": agent["optimizer"] == "rmsprop", "rms_prop_eps": agent["rms_prop_eps"]}
+    return {**common, "batch_size": agent["batch_size"], "n_epochs": agent["n_epochs"],
+            "clip_range_vf": agent["clip_range_vf"], "target_kl": agent["target_kl"]}
+
+
+def run_sb3(pair, spec, seed):
+    """One SB3 run from `spec` (this runs in the SB3 interpreter: no lab imports)."""
+    import time
+
+    import gymnasium as gym
+    import stable_baselines3
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    torch.set_num_threads(1)
+    algo = pair.split("_", 1)[0]
+    settings, lin = dict(spec["settings"]), spec["linear"]
+    for key in lin:  # the zoo's lin_<x>: the value falls linearly to 0 over training
+        settings[key] = (lambda start: lambda remaining: remaining * start)(settings[key])
+    env = make_vec_env(spec["env_id"], n_envs=spec["n_envs"], seed=seed)
+    eval_env = DummyVecEnv([lambda: Monitor(gym.make(spec["env_id"]))])
+    if spec["normalize_obs"] or spec["normalize_reward"]:
+        env = VecNormalize(env, norm_obs=spec["normalize_obs"], norm_reward=spec["normalize_reward"],
+                           gamma=settings["gamma"])
+        eval_env = VecNormalize(eval_env, norm_obs=spec["normalize_obs"], norm_reward=False, training=False)
+    model = getattr(stable_baselines3, algo.upper())("MlpPolicy", env, seed=seed, device="cpu", **settings)
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.learn(spec["total_timesteps"])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if isinstance(eval_env, VecNormalize):
+        eval_env.obs_rms = env.obs_rms  # the statistics training ended with, frozen
+    eval_env.seed(seed + 10_000)
+    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True, return_episode_rewards=True)
+    return {"wall_s": wall, "cpu_s": cpu, "return": sum(returns) / len(returns),
+            "versions": f"stable-baselines3 {stable_baselines3.__version__}, torch {torch.__version__}"}
+
+
+def sb3_spec(pair, scale):
+    """What the SB3 child needs, as plain JSON (computed with the lab's config in the lab's interpreter)."""
+    algo = pair.split("_", 1)[0]
+    agent, env = lab_config(pair, scale)
+    linear = [key for key, flag in (("learning_rate", agent.get("anneal_lr")), ("clip_range", agent.get("anneal_clip")))
+              if flag]
+    settings = {**sb3_settings(algo, agent, env), "learning_rate": agent["lr"]}
+    if algo == "ppo":
+        settings["clip_range"] = agent["clip_range"]
+    return {"env_id": env["id"], "n_envs": agent.get("num_envs") or env["num_envs"],
+            "total_timesteps": agent["total_timesteps"], "settings": settings, "linear": linear,
+            "normalize_obs": env.get("normalize_obs", False), "normalize_reward": env.get("normalize_reward", False)}
+
+
+def run_lab(pair, scale, seed):
+    from scripts.benchutil import lab_run
+    algo, env = pair.split("_", 1)
+    agent, _ = lab_config(pair, scale)
+    return lab_run(algo, algo, seed, env=env, overrides={"total_timesteps": agent["total_timesteps"]})
+
+
+def table(results, args, budgets):
+    versions = next((r["versions"] for rows in results.values() for r in rows.get("sb3", [])), "SB3 not run")
+    scale = "the zoo's budgets" if args.budget_scale == 1 else f"{args.budget_scale:g} x the zoo's budgets"
+    lines = [f"Each pair at conf/tuned/<algo>_<env>.yaml (rl-baselines3-zoo's hyperparameters) on both sides, "
+             f"{scale}; seeds {args.seeds}, mean ± std; {machine()}, {versions}; one thread each, runs interleaved. "
+             "Return: 10 greedy episodes after training. Targets: the lab's mean return within SB3's seed spread "
+             "(at least SB3's mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + load_note(), "",
+             "| pair | env steps | SB3 return | lab return | SB3 wall-clock | lab wall-clock | lab vs SB3 | CPU time "
+             "vs SB3 | targets |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for pair, rows in results.items():
+        sb3, lab = rows.get("sb3"), rows["lab"]
+        lab_return = statistics.mean(r["return"] for r in lab)
+        if sb3:
+            sb3_returns = [r["return"] for r in sb3]
+            spread = statistics.stdev(sb3_returns) if len(sb3_returns) > 1 else 0.0
+            ratio = statistics.mean(r["wall_s"] for r in lab) / statistics.mean(r["wall_s"] for r in sb3)
+            cpu = statistics.mean(r["cpu_s"] for r in lab) / statistics.mean(r["cpu_s"] for r in sb3)
+            met = [lab_return >= statistics.mean(sb3_returns) - spread, ratio <= 0.5]
+            verdict = "both met" if all(met) else ("return met, time missed" if met[0] else
+                                                   "time met, return missed" if met[1] else "both missed")
+            cells = [summary(sb3_returns), summary([r["return"] for r in lab]),
+                     summary([r["wall_s"] for r in sb3], " s"), summary([r["wall_s"] for r in lab], " s"),
+                     f"{ratio:.2f}x", f"{cpu:.2f}x", verdict]
+        else:
+            cells = ["n/a", summary([r["return"] for r in lab]), "n/a", summary([r["wall_s"] for r in lab], " s"),
+                     "n/a", "n/a", "n/a"]
+        lines.append(f"| {pair} | {budgets[pair]:,} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = rl_parser(__doc__.splitlines()[0], ("sb3", "lab"))
+    parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=PAIRS, metavar="PAIR",
+                        help=f"which pairs (default all): {', '.join(PAIRS)}")
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every pair's zoo budget")
+    parser.add_argument("--spec", help=argparse.SUPPRESS)  # the child's SB3 settings
+    args = parser.parse_args()
+    if args.one:  # a child process: one run, its result as JSON on the last line
+        pair, seed = args.pairs[0], args.seeds[0]
+        result = run_sb3(pair, json.loads(args.spec), seed) if args.one == "sb3" else \
+            run_lab(pair, args.budget_scale, seed)
+        print(json.dumps(result))
+        return
+    sb3 = not args.skip_sb3 and pathlib.Path(args.sb3_python).exists()
+    specs = {pair: sb3_spec(pair, args.budget_scale) for pair in args.pairs}
+    budgets = {pair: spec["total_timesteps"] for pair, spec in specs.items()}
+    results = {pair: {"sb3": [], "lab": []} if sb3 else {"lab": []} for pair in args.pairs}
+    for seed in args.seeds:
+        for pair in args.pairs:
+            for kind in results[pair]:
+                extra = ["--pairs", pair, "--budget-scale", str(args.budget_scale), "--spec", json.dumps(specs[pair])]
+                python = args.sb3_python if kind == "sb3" else sys.executable
+                results[pair][kind].append(measure(__file__, kind, seed, python, extra))
+                print(pair, kind, seed, results[pair][kind][-1], flush=True)
+    publish(args, "bench_suite", "## The tuned suite (DQN, A2C, PPO on five environments)",
+            table(results, args, budgets))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Tuned hyperparameters per environment: `agent=<algo> env=<env>` composes conf/tuned/<algo>_<env>.yaml
+(rl-baselines3-zoo's values) over the agent's plain defaults, the command line still wins, and an agent
+with tuned pairs elsewhere says in one line when the chosen env has none."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from scripts.train import CONF_DIR, register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = [f"{algo}_{env}" for algo in ("dqn", "a2c", "ppo") for env in ("cartpole", "acrobot", "mountaincar",
+                                                                          "lunarlander")] + ["a2c_pendulum", "ppo_pendulum"]
+
+
+def composed(*overrides):
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_every_tuned_pair_is_there():
+    assert sorted(path.stem for path in (CONF_DIR / "tuned").glob("*.yaml")) == sorted(PAIRS)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_agent_and_env_pick_the_pairs_tuned_values(pair):
+    algo, env = pair.split("_", 1)
+    tuned = yaml.safe_load((CONF_DIR / "tuned" / f"{pair}.yaml").read_text())
+    cfg = composed(f"agent={algo}", f"env={env}")
+    for section in ("agent", "env"):
+        for key, value in tuned.get(section, {}).items():
+            assert cfg[section][key] == value, f"{section}.{key}"
+    assert cfg.agent.total_timesteps == tuned["agent"]["total_timesteps"]
+
+
+def test_known_zoo_values_and_plain_defaults():
+    ppo = composed("agent=ppo", "env=cartpole").agent
+    assert (ppo.num_envs, ppo.num_steps, ppo.batch_size, ppo.n_epochs, ppo.anneal_lr, ppo.anneal_clip) == \
+        (8, 32, 256, 20, True, True)
+    dqn = composed("agent=dqn", "env=mountaincar").agent
+    assert (dqn.target_update_interval, dqn.train_freq, dqn.gradient_steps, dqn.gamma) == (600, 16, 8, 0.98)
+    assert composed("agent=ppo", "env=lunarlander").env.id == "LunarLander-v3"
+    assert composed("agent=a2c", "env=mountaincar").env.normalize_obs is True
+    # an env without a tuned pair: SB3's plain defaults, no CartPole schedule carried along
+    plain = composed("agent=ppo", "env=cartpole_v0").agent
+    assert (plain.num_steps, plain.n_epochs, plain.lr, plain.anneal_lr, plain.anneal_clip) == \
+        (2048, 10, 3e-4, False, False)
+    assert composed("agent=a2c", "env=cartpole_v0").agent.num_envs is None
+
+
+def test_the_command_line_beats_the_tuned_values():
+    cfg = composed("agent=ppo", "env=cartpole", "agent.n_epochs=3", "agent.anneal_clip=false", "env.num_envs=2")
+    assert (cfg.agent.n_epochs, cfg.agent.anneal_clip, cfg.agent.num_steps, cfg.env.num_envs) == (3, False, 32, 2)
+    assert composed("agent=a2c", "env=acrobot", "env.normalize_obs=false").env.normalize_obs is False
+
+
+def train(tmp_path, *overrides):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *overrides, "quiet=true", "logger=none",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=tmp_path.parent)
+
+
+def test_a_pair_without_tuned_values_says_so_once(tmp_path):
+    result = train(tmp_path / "run", "agent=ppo", "env=cartpole_v0", "agent.total_timesteps=64", "agent.num_steps=32",
+                   "agent.batch_size=32")
+    assert result.returncode == 0, result.stderr
+    notice = "no tuned hyperparameters for ppo on cartpole_v0: using ppo's defaults"
+    assert result.stdout.count(notice) == 1
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["choices"]["tuned"] is None
+
+
+def test_a_tuned_pair_runs_with_its_values_and_no_notice(tmp_path):
+    result = train(tmp_path / "run", "agent=dqn", "env=acrobot", "agent.total_timesteps=200", "agent.batch_size=32",
+                   "eval_episodes=1")
+    assert result.returncode == 0, result.stderr
+    assert "no tuned hyperparameters" not in result.stdout
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["choices"]["tuned"] == "dqn_acrobot"
+    assert (saved["agent"]["target_update_interval"], saved["agent"]["batch_size"], saved["env"]["id"]) == \
+        (250, 32, "Acrobot-v1")
+
+
+def test_an_agent_never_tuned_gets_no_notice():
+    from scripts.train import tuned_notice
+    assert tuned_notice({"agent": "reinforce", "env": "cartpole"}) is None
+    assert tuned_notice({"agent": "ppo", "env": "cartpole"}) is None
+    assert tuned_notice({"agent": "ppo", "env": "cartpole_v0", "experiment": "bdl14-ppo-cartpole"}) is None
+    assert tuned_notice({"agent": "dqn", "env": "pendulum"}) == \
+        "no tuned hyperparameters for dqn on pendulum: using dqn's defaults"

@@ -5,9 +5,11 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import re
+import subprocess
 import sys
 import tarfile
 import threading
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from core.data import ArrayDataset, DataLoader
@@ -573,3 +576,66 @@ def test_a_restored_loader_hands_out_the_batches_it_would_have():
     seen += [batch[0].tolist() for batch in resumed]
     seen += [batch[0].tolist() for batch in resumed]
     assert seen == expected
+
+
+# --- through the command line ---------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(tmp_path, *overrides, **env):
+    """scripts/train.py in a subprocess started in tmp_path, with the test process's environment plus `env`."""
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides, "quiet=true"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def test_cli_without_the_files_or_a_network_says_what_to_get_and_where(tmp_path, refused_url):
+    empty = tmp_path / "data"
+    done = _train(tmp_path, "model=dcgan", "dataset=mnist", LAB_DATA_DIR=str(empty), LAB_DATA_MIRROR=refused_url)
+    assert done.returncode == 2, done.stderr
+    files = f"{refused_url}mnist/train-images-idx3-ubyte.gz, {refused_url}mnist/train-labels-idx1-ubyte.gz"
+    assert done.stderr.startswith(f"error: mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz in "
+                                  f"{empty / 'mnist'} for the train split (splits present: none); the download failed ("), done.stderr
+    assert f"; get {files} and put them in that directory, or point LAB_DATA_DIR=<dir> or dataset.root=<dir>" in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no run directory (runs/) was left
+    assert _downloaded(empty / "mnist") == []
+
+
+@needs_mnist
+def test_cli_with_a_truncated_file_fails_in_one_line(tmp_path):
+    target = _mnist_copy(tmp_path / "data")
+    cut = target / "t10k-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    done = _train(tmp_path, "model=vae", "dataset=mnist", "dataset.split=test", LAB_DATA_DIR=str(tmp_path / "data"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: mnist: {cut} is corrupt or truncated (not a valid gzip file"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_generative_run_without_a_dataset_trains_on_the_bundled_digits(tmp_path):
+    run_dir = tmp_path / "run"
+    done = _train(tmp_path, "model=vae", "model.epochs=1", "model.quality.enabled=false", f"hydra.run.dir={run_dir}",
+                  LAB_DATA_DIR=str(tmp_path / "nowhere"))
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["choices"]["dataset"] == "digits"
+    assert config["dataset"]["name"] == "digits" and config["dataset"]["image_size"] == 28
+    assert "dataset=digits" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert json.loads((run_dir / "metrics.json").read_text())["train/epochs"] == 1
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["model=vae"], ["model=vae", "dataset=digits"]),
+    (["-m", "model=vae,dcgan", "seed=1", "--cfg", "job"], ["-m", "model=vae,dcgan", "dataset=digits", "seed=1", "--cfg",
+                                                          "job"]),
+    (["model=vae", "dataset=mnist"], ["model=vae", "dataset=mnist"]),
+    (["experiment=homl17-vae-fashion", "model.epochs=1"], ["experiment=homl17-vae-fashion", "model.epochs=1"]),
+    (["agent=dqn", "env=cartpole"], ["agent=dqn", "env=cartpole"]),
+])
+def test_the_default_dataset_is_added_beside_the_model(argv, expected):
+    from scripts.train import with_default_dataset
+    assert with_default_dataset(argv) == expected

@@ -174,7 +174,8 @@ def load_dataset(
     if limit is not None and not _positive_int(limit):
         raise DatasetError(f"limit must be a positive integer or None, got {limit!r}")
     sizes = (image_size, image_size) if _positive_int(image_size) else image_size
-    if image_size is not None and not (isinstance(sizes, Sequence) and len(sizes) == 2 and all(map(_positive_int, sizes))):
+    if image_size is not None and not (isinstance(sizes, Sequence) and len(sizes) == 2
+                                       and all(map(_positive_int, sizes))):
         raise DatasetError(f"image_size must be a positive integer or (height, width), got {image_size!r}")
     wanted = None if classes is None else _class_labels(name, classes)
 
@@ -218,7 +219,8 @@ def _class_labels(name: str, classes: Iterable[int]) -> np.ndarray:
     if unknown or not wanted:
         listed = "" if names == tuple(map(str, range(len(names)))) else ": " + ", ".join(
             f"{i} {n}" for i, n in enumerate(names))
-        what = f"has no class {', '.join(map(repr, unknown))}" if unknown else "needs at least one class in dataset.classes"
+        what = (f"has no class {', '.join(map(repr, unknown))}" if unknown
+                else "needs at least one class in dataset.classes")
         raise DatasetError(f"{name} {what}; its classes are 0..{len(names) - 1}{listed}")
     return np.unique(np.asarray(wanted, dtype=np.int64))
 
@@ -342,7 +344,8 @@ def _local_file(directory: Path, filename: str) -> Path | None:
 
 
 def _verify(name: str, filename: str, path: Path):
-    """The checked content of a file (IDX bytes, or the archive's path); ChecksumError when it is not the official one."""
+    """The checked content of a file (IDX bytes, or the archive's path); ChecksumError when it is not the
+    official one."""
     if name == "cifar10":
         _check_md5(_file_md5(path), _CIFAR_MD5)
         return path
@@ -362,7 +365,8 @@ def _ensure_files(name: str, directory: Path, split: str, download: bool) -> Non
     """Download the split's missing files, or raise a DatasetError that says where to put them and where to get them."""
     missing = [f for f in _split_files(name, split) if _local_file(directory, f) is None]
     if missing and not download:
-        raise DatasetError(_missing(name, directory, split, missing, "downloads are off (dataset.download=false; =true fetches them)"))
+        raise DatasetError(_missing(name, directory, split, missing,
+                                    "downloads are off (dataset.download=false; =true fetches them)"))
     for i, filename in enumerate(missing):
         failures = []
         for base in mirrors(name):
@@ -372,15 +376,16 @@ def _ensure_files(name: str, directory: Path, split: str, download: bool) -> Non
             except (OSError, http.client.HTTPException, DatasetError) as err:  # the next mirror may have it
                 failures.append(f"{base}{filename}: {_reason(err)}")
         else:
-            raise DatasetError(_missing(name, directory, split, missing[i:], f"the download failed ({'; '.join(failures)})"))
+            raise DatasetError(_missing(name, directory, split, missing[i:],
+                                        f"the download failed ({'; '.join(failures)})"))
 
 
 def _missing(name: str, directory: Path, split: str, files: Sequence[str], why: str) -> str:
     present = [s for s in SPLITS if all(_local_file(directory, f) for f in _split_files(name, s))]
     which = "" if name == "cifar10" else f" for the {split} split (splits present: {', '.join(present) or 'none'})"
     urls = ", ".join(mirrors(name)[0] + f for f in files)
-    return (f"{name}: missing {', '.join(files)} in {directory}{which}; {why}; get {urls} and put them in that directory, or "
-            f"point LAB_DATA_DIR=<dir> or dataset.root=<dir> at a directory whose {name}/ holds them")
+    return (f"{name}: missing {', '.join(files)} in {directory}{which}; {why}; get {urls} and put them in that "
+            f"directory, or point LAB_DATA_DIR=<dir> or dataset.root=<dir> at a directory whose {name}/ holds them")
 
 
 def _reason(err: BaseException) -> str:

@@ -425,7 +425,7 @@ def test_a_bad_download_leaves_nothing_behind(mirror, monkeypatch, tmp_path, dam
     elif damage == "corrupt":  # valid gzip, one pixel changed
         raw = bytearray(gzip.decompress(data))
         raw[5000] ^= 0xFF
-        data = gzip.compress(bytes(raw))
+        data = gzip.compress(bytes(raw), compresslevel=1)
     (served / "t10k-images-idx3-ubyte.gz").write_bytes(data)
     url = mirror(served.parent, damage="cut" if damage == "cut" else None)
     monkeypatch.setenv("LAB_DATA_MIRROR", url)
@@ -639,3 +639,30 @@ def test_a_generative_run_without_a_dataset_trains_on_the_bundled_digits(tmp_pat
 def test_the_default_dataset_is_added_beside_the_model(argv, expected):
     from scripts.train import with_default_dataset
     assert with_default_dataset(argv) == expected
+
+
+def test_every_generative_model_takes_the_default_dataset_or_says_which_size_it_needs():
+    """The default dataset's images (digits at 28×28) fit every model config's networks, but for the books'
+    fixed 64×64 architectures, which name the size to set."""
+    from hydra import compose, initialize_config_dir
+
+    from core.runtime.config import config_object
+    from gans.common import load_data
+    from scripts import trainers
+    from scripts.train import CONF_DIR, DEFAULT_DATASET, group_options, register_configs
+
+    register_configs()
+    needs_64 = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in (m for m in group_options("model") if m != "supervised"):
+            cfg = compose(config_name="config", overrides=[f"model={name}", f"dataset={DEFAULT_DATASET}"])
+            module = trainers.options("model")[name]
+            args = config_object(module.Config, cfg.model)
+            data = load_data(cfg.dataset, args.normalize)
+            assert data.shape == (1, 28, 28)
+            try:
+                module.build(args, data.shape, data.n_classes, data.normalize)
+            except ConfigError as e:
+                assert str(e).endswith("the dataset has 28×28; set dataset.image_size=64"), (name, str(e))
+                needs_64.append(name)
+    assert needs_64 == ["dcgan_bdl", "wgan_gp_bdl"]

@@ -45,10 +45,10 @@ import hashlib
 import http.client
 import os
 import pickle
+import secrets
 import struct
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -402,10 +402,10 @@ def _download(url: str, dest: Path, verify: Callable[[Path], object]) -> None:
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    partial = Path(name)
+    # a name of its own (two runs may fetch the same file at once), made with the umask's permissions
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with open(partial, "xb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length else None
             received = 0

@@ -394,8 +394,11 @@ def test_a_missing_split_is_downloaded_verified_and_placed(mirror, monkeypatch, 
     names = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     assert mirror.requests == [f"/mnist/{n}" for n in names]
     assert _downloaded(tmp_path / "mnist") == names
+    umask = os.umask(0)
+    os.umask(umask)
     for name in names:
         assert (tmp_path / "mnist" / name).read_bytes() == (MNIST_DIR / name).read_bytes()
+        assert (tmp_path / "mnist" / name).stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user makes
     load_dataset("mnist", root=tmp_path, split="test", limit=1)  # now there: no second download
     assert len(mirror.requests) == 2
 

@@ -40,7 +40,7 @@ from core.runtime.choices import Choice
 from core.runtime.config import config_object, plain
 from core.runtime.logger import save_gif
 from core.runtime.errors import ConfigError
-from gans.datasets import CLASS_NAMES, ChecksumError, Normalize, load_dataset
+from gans.datasets import CLASS_NAMES, DatasetError, Normalize, load_dataset
 from gans.quality import QualityConfig, evaluate_quality, get_classifier, to_unit_range
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "selu", "elu", "tanh", "sigmoid")
@@ -127,13 +127,11 @@ def load_data(dataset, normalize: Optional[str] = None) -> Data:
     """The images of the run's dataset config, in the model's value range (see `value_range`)."""
     dataset = plain(dataset)
     normalize = value_range(normalize, dataset)
-    try:
-        images, labels = load_dataset(dataset["name"], root=dataset.get("root"), split=dataset.get("split", "train"),
-                                      normalize=normalize, classes=dataset.get("classes"),
-                                      image_size=dataset.get("image_size"), limit=dataset.get("limit"),
-                                      download=dataset.get("download", False))
-    except (FileNotFoundError, ChecksumError) as e:  # the message says which file to put where
-        raise ConfigError(str(e)) from None
+    # a missing or corrupt file is a DatasetError, a ConfigError whose line says what to do
+    images, labels = load_dataset(dataset["name"], root=dataset.get("root"), split=dataset.get("split", "train"),
+                                  normalize=normalize, classes=dataset.get("classes"),
+                                  image_size=dataset.get("image_size"), limit=dataset.get("limit"),
+                                  download=dataset.get("download", True))
     return Data(images, labels, normalize, len(CLASS_NAMES[dataset["name"]]), dataset)
 
 
@@ -240,7 +238,7 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
     if args.quality.enabled:
         try:
             get_classifier(data.dataset, args.quality, data.shape, run.device)
-        except (FileNotFoundError, ChecksumError) as e:
+        except DatasetError as e:
             raise ConfigError(f"the quality classifier cannot be trained: {e} (or set "
                               "model.quality.classifier_split, or model.quality.enabled=false)") from None
 

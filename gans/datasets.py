@@ -13,9 +13,20 @@ Datasets (`DATASETS`):
   dataset has the same raw range. It has no official split: "train" is the first 1437 images
   in scikit-learn's order, "test" the last 360 (an 80/20 split by position).
 
-The data dir is `root`, else the `LAB_DATA_DIR` environment variable, else `~/.cache/lab/data`.
+The data dir is `root` (`dataset.root=...`), else the `LAB_DATA_DIR` environment variable, else
+`data/` in the platform's user cache directory for the lab (`user_cache_dir()`: `$XDG_CACHE_HOME/lab`
+or `~/.cache/lab` on Linux, `~/Library/Caches/lab` on macOS, `%LOCALAPPDATA%\\lab\\Cache` on Windows).
 
-Integrity: every file is checked against a published MD5 before use. For the IDX files the
+Downloads: a missing file is fetched (`download=True`, the default; `dataset.download=false` forbids
+it) from the official mirrors, or instead from the base URLs in `$LAB_DATA_MIRROR` (space-separated,
+laid out like the data dir: `<mirror>/mnist/train-images-idx3-ubyte.gz`), with a progress bar on a
+terminal. It streams into a temporary file beside its place and takes its name only once its
+checksum holds, so a cut connection, a corrupt download or a killed run leaves nothing
+half-written. A file that cannot be had stops the load with one line (`DatasetError`, a
+`ConfigError`) naming the files, the directory to put them in and the URLs to get them from.
+
+Integrity: every file is checked against a published MD5 before use (a corrupt or truncated file is
+a `ChecksumError` that names it; nothing of it is used). For the IDX files the
 checksum is that of the decompressed IDX bytes, because gzip output depends on the compressor
 (a re-gzipped copy of the official data differs byte-wise from the official `.gz` but holds
 the same images). CIFAR-10 is checked against the MD5 of the official archive.
@@ -31,10 +42,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import pickle
+import secrets
 import struct
+import sys
 import tarfile
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -43,8 +58,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from core.runtime.choices import Choice
+from core.runtime.errors import ConfigError
 
-__all__ = ["DATASETS", "CLASS_NAMES", "ChecksumError", "data_dir", "load_dataset", "resize_images"]
+__all__ = ["DATASETS", "CLASS_NAMES", "ChecksumError", "DatasetError", "data_dir", "load_dataset", "mirrors",
+           "resize_images", "user_cache_dir"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
 SPLITS = ("train", "test")
@@ -54,8 +71,9 @@ DatasetName = Choice("DatasetName", DATASETS)
 Split = Choice("Split", SPLITS)
 Normalize = Choice("Normalize", NORMALIZATIONS[:2])
 DATA_DIR_ENV = "LAB_DATA_DIR"
-DEFAULT_DATA_DIR = "~/.cache/lab/data"
-DOWNLOAD_TIMEOUT_S = 15
+MIRROR_ENV = "LAB_DATA_MIRROR"
+DOWNLOAD_TIMEOUT_S = 15  # per blocking socket operation, not for the whole file
+_CHUNK = 1 << 16
 
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
@@ -82,27 +100,49 @@ _IDX_MD5 = {
     },
 }
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
-_IDX_MIRRORS = {
-    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-}
-
 _CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 _CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
-_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+# base URLs of the official files, tried in order
+_MIRRORS = {
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
+}
 
 _DIGITS_TRAIN_SIZE = 1437
 _DIGITS_SCALE = 255 / 16  # 15.9375, exact in float32, so 16 maps to exactly 255
 
 
-class ChecksumError(ValueError):
+class DatasetError(ConfigError):
+    """The data cannot be had as asked (an unknown name, split or class, a missing file that cannot be
+    downloaded, a corrupt file): one line that names it and what exists or where to get it."""
+
+
+class ChecksumError(DatasetError):
     """A data file does not hold the official content."""
 
 
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory for the lab (the XDG, macOS and Windows conventions)."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or "~/AppData/Local").expanduser() / "lab" / "Cache"
+    if sys.platform == "darwin":
+        return Path("~/Library/Caches/lab").expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path("~/.cache").expanduser()) / "lab"  # XDG: relative is invalid
+
+
 def data_dir(root: str | os.PathLike | None = None) -> Path:
-    """The data directory: `root`, else $LAB_DATA_DIR, else ~/.cache/lab/data."""
-    return Path(root or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+    """The data directory: `root`, else $LAB_DATA_DIR, else `data/` in `user_cache_dir()`."""
+    return Path(root or os.environ.get(DATA_DIR_ENV) or user_cache_dir() / "data").expanduser()
+
+
+def mirrors(name: str) -> list[str]:
+    """The base URLs `name`'s files are downloaded from: $LAB_DATA_MIRROR's (`<mirror>/<name>/`) when
+    set, instead of the official ones."""
+    custom = os.environ.get(MIRROR_ENV, "").split()
+    return [f"{m.rstrip('/')}/{name}/" for m in custom] if custom else list(_MIRRORS[name])
 
 
 def load_dataset(
@@ -113,7 +153,7 @@ def load_dataset(
     classes: Iterable[int] | None = None,
     image_size: int | tuple[int, int] | None = None,
     limit: int | None = None,
-    download: bool = False,
+    download: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a dataset split as `(images, labels)`: float32 (N, C, H, W) and int64 (N,).
 
@@ -121,32 +161,33 @@ def load_dataset(
     classes: keep only images with these labels (labels keep their original values).
     image_size: resize to this size (int for square, or (height, width)); see the module doc.
     limit: keep the first `limit` images (after class filtering), in file order.
-    download: fetch a missing file from the official mirror (needs a network). Otherwise a
-        missing file is an error that says which file to put in which directory.
+    download: fetch a missing file (see the module doc). Otherwise a missing file is a
+        `DatasetError` that says which file to put in which directory and where to get it.
+    Bad arguments, missing and corrupt files raise `DatasetError` (a `ConfigError`, so a ValueError).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+        raise DatasetError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise DatasetError(f"unknown split {split!r} of {name}; allowed: {', '.join(SPLITS)}")
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        raise DatasetError(f"unknown normalize {normalize!r}; allowed: 01, tanh, null (raw 0..255)")
+    if limit is not None and not _positive_int(limit):
+        raise DatasetError(f"limit must be a positive integer or None, got {limit!r}")
+    sizes = (image_size, image_size) if _positive_int(image_size) else image_size
+    if image_size is not None and not (isinstance(sizes, Sequence) and len(sizes) == 2
+                                       and all(map(_positive_int, sizes))):
+        raise DatasetError(f"image_size must be a positive integer or (height, width), got {image_size!r}")
+    wanted = None if classes is None else _class_labels(name, classes)
 
-    directory = data_dir(root) / name
     if name == "digits":
         images, labels = _digits(split)
-    elif name == "cifar10":
-        images, labels = _cifar10(directory, split, download)
     else:
-        images, labels = _idx_dataset(name, directory, split, download)
+        directory = data_dir(root) / name
+        _ensure_files(name, directory, split, download)
+        images, labels = (_cifar10 if name == "cifar10" else _idx_dataset)(name, directory, split)
 
     # Filter and cut while the pixels are still uint8: cheaper than after the float conversion.
-    if classes is not None:
-        wanted = np.unique(np.asarray(list(classes), dtype=np.int64))
-        n_classes = len(CLASS_NAMES[name])
-        if wanted.size == 0 or wanted.min() < 0 or wanted.max() >= n_classes:
-            raise ValueError(f"classes must be a non-empty list of labels in 0..{n_classes - 1}, got {wanted.tolist()}")
+    if wanted is not None:
         keep = np.isin(labels, wanted)
         images, labels = images[keep], labels[keep]
     if limit is not None:
@@ -164,6 +205,24 @@ def load_dataset(
         images -= np.float32(127.5)
         images /= np.float32(127.5)
     return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _class_labels(name: str, classes: Iterable[int]) -> np.ndarray:
+    """The sorted labels asked for; a DatasetError naming the dataset's classes when one does not exist."""
+    names = CLASS_NAMES[name]
+    wanted = list(classes)
+    unknown = [c for c in wanted if not (isinstance(c, (int, np.integer)) and 0 <= c < len(names))]
+    if unknown or not wanted:
+        listed = "" if names == tuple(map(str, range(len(names)))) else ": " + ", ".join(
+            f"{i} {n}" for i, n in enumerate(names))
+        what = (f"has no class {', '.join(map(repr, unknown))}" if unknown
+                else "needs at least one class in dataset.classes")
+        raise DatasetError(f"{name} {what}; its classes are 0..{len(names) - 1}{listed}")
+    return np.unique(np.asarray(wanted, dtype=np.int64))
 
 
 def resize_images(images: np.ndarray, size: int | Sequence[int]) -> np.ndarray:
@@ -206,25 +265,9 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 # --- MNIST / Fashion-MNIST ---------------------------------------------------------------
 
 
-def _idx_dataset(name: str, directory: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    prefix = _IDX_PREFIX[split]
-    images = _read_idx(name, directory, f"{prefix}-images-idx3-ubyte", download)
-    labels = _read_idx(name, directory, f"{prefix}-labels-idx1-ubyte", download)
+def _idx_dataset(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = (_parse_idx(_read_verified(name, directory, f)) for f in _split_files(name, split))
     return images[:, None], labels  # add the channel axis: (N, 28, 28) → (N, 1, 28, 28)
-
-
-def _read_idx(name: str, directory: Path, filename: str, download: bool) -> np.ndarray:
-    expected = _IDX_MD5[name][filename]
-    path = next((p for p in (directory / f"{filename}.gz", directory / filename) if p.exists()), None)
-    if path is None:
-        if not download:
-            raise FileNotFoundError(
-                f"{name}: missing {filename}.gz (or uncompressed {filename}) in {directory}; "
-                f"put the official file there, or pass download=True"
-            )
-        path = directory / f"{filename}.gz"
-        _download([m + path.name for m in _IDX_MIRRORS[name]], path, lambda p: _idx_content(p, expected))
-    return _parse_idx(_idx_content(path, expected))
 
 
 def _idx_content(path: Path, expected_md5: str) -> bytes:
@@ -234,8 +277,8 @@ def _idx_content(path: Path, expected_md5: str) -> bytes:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
-            raise ChecksumError(f"{path} is not a valid gzip file ({err}); replace it with the official file") from None
-    _check_md5(path, hashlib.md5(data).hexdigest(), expected_md5, " (MD5 of its IDX content)")
+            raise ChecksumError(f"not a valid gzip file: {err}") from None
+    _check_md5(hashlib.md5(data).hexdigest(), expected_md5, " of its IDX content")
     return data
 
 
@@ -250,16 +293,8 @@ def _parse_idx(data: bytes) -> np.ndarray:
 # --- CIFAR-10 -----------------------------------------------------------------------------
 
 
-def _cifar10(directory: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    archive = directory / _CIFAR_ARCHIVE
-    if archive.exists():
-        _check_md5(archive, _file_md5(archive), _CIFAR_MD5)
-    elif download:
-        _download([_CIFAR_URL], archive, lambda p: _check_md5(p, _file_md5(p), _CIFAR_MD5))
-    else:
-        raise FileNotFoundError(
-            f"cifar10: missing {_CIFAR_ARCHIVE} in {directory}; put the official file there, or pass download=True"
-        )
+def _cifar10(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    archive = _read_verified(name, directory, _CIFAR_ARCHIVE)
     wanted = {f"cifar-10-batches-py/{batch}": batch for batch in _CIFAR_BATCHES[split]}
     batches = {}
     with tarfile.open(archive, "r:gz") as tar:
@@ -281,7 +316,7 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ImportError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+        raise DatasetError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
     digits = load_digits()
     images = digits.images.astype(np.uint8)[:, None]  # values 0..16
     labels = digits.target
@@ -292,6 +327,103 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
 # --- files --------------------------------------------------------------------------------
 
 
+def _split_files(name: str, split: str) -> tuple[str, ...]:
+    """The files (as published) a split of a file-based dataset is read from."""
+    if name == "cifar10":
+        return (_CIFAR_ARCHIVE,)
+    prefix = _IDX_PREFIX[split]
+    return (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz")
+
+
+def _local_file(directory: Path, filename: str) -> Path | None:
+    """Where a published file is on disk; an IDX file may also be there uncompressed."""
+    candidates = [directory / filename]
+    if filename.endswith("-ubyte.gz"):
+        candidates.append(directory / filename.removesuffix(".gz"))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _verify(name: str, filename: str, path: Path):
+    """The checked content of a file (IDX bytes, or the archive's path); ChecksumError when it is not the
+    official one."""
+    if name == "cifar10":
+        _check_md5(_file_md5(path), _CIFAR_MD5)
+        return path
+    return _idx_content(path, _IDX_MD5[name][filename.removesuffix(".gz")])
+
+
+def _read_verified(name: str, directory: Path, filename: str):
+    path = _local_file(directory, filename)
+    try:
+        return _verify(name, filename, path)
+    except ChecksumError as err:
+        raise ChecksumError(f"{name}: {path} is corrupt or truncated ({err}); delete it (with dataset.download=true "
+                            f"the next run fetches it again) or replace it with {mirrors(name)[0]}{filename}") from None
+
+
+def _ensure_files(name: str, directory: Path, split: str, download: bool) -> None:
+    """Download the split's missing files, or raise a DatasetError that says where to put them and where to get them."""
+    missing = [f for f in _split_files(name, split) if _local_file(directory, f) is None]
+    if missing and not download:
+        raise DatasetError(_missing(name, directory, split, missing,
+                                    "downloads are off (dataset.download=false; =true fetches them)"))
+    for i, filename in enumerate(missing):
+        failures = []
+        for base in mirrors(name):
+            try:
+                _download(base + filename, directory / filename, lambda path: _verify(name, filename, path))
+                break
+            except (OSError, http.client.HTTPException, DatasetError) as err:  # the next mirror may have it
+                failures.append(f"{base}{filename}: {_reason(err)}")
+        else:
+            raise DatasetError(_missing(name, directory, split, missing[i:],
+                                        f"the download failed ({'; '.join(failures)})"))
+
+
+def _missing(name: str, directory: Path, split: str, files: Sequence[str], why: str) -> str:
+    present = [s for s in SPLITS if all(_local_file(directory, f) for f in _split_files(name, s))]
+    which = "" if name == "cifar10" else f" for the {split} split (splits present: {', '.join(present) or 'none'})"
+    urls = ", ".join(mirrors(name)[0] + f for f in files)
+    return (f"{name}: missing {', '.join(files)} in {directory}{which}; {why}; get {urls} and put them in that "
+            f"directory, or point LAB_DATA_DIR=<dir> or dataset.root=<dir> at a directory whose {name}/ holds them")
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return str(err) or type(err).__name__
+
+
+def _download(url: str, dest: Path, verify: Callable[[Path], object]) -> None:
+    """Stream `url` into a temporary file beside `dest` (a progress bar on a terminal); it takes the
+    name `dest` only once `verify` accepts it, and is removed whatever stops it before."""
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a name of its own (two runs may fetch the same file at once), made with the umask's permissions
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        with open(partial, "xb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length else None
+            received = 0
+            with tqdm(total=total, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                      disable=None) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and received != total:  # http.client returns a cut body without complaint
+            raise DatasetError(f"the connection closed after {received} of {total} bytes")
+        verify(partial)
+        os.replace(partial, dest)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -300,33 +432,6 @@ def _file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_md5(path: Path, actual: str, expected: str, what: str = "") -> None:
+def _check_md5(actual: str, expected: str, what: str = "") -> None:
     if actual != expected:
-        raise ChecksumError(
-            f"checksum mismatch for {path}: expected MD5 {expected}, got {actual}{what}; "
-            f"replace it with the official file"
-        )
-
-
-def _download(urls: Sequence[str], dest: Path, verify: Callable[[Path], object]) -> None:
-    """Fetch the first URL that answers into `dest`, verified before it takes the final name."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
-    failures = []
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                partial.write_bytes(response.read())
-        except OSError as err:  # URLError, HTTPError, timeouts and socket errors are all OSErrors
-            failures.append(f"{url}: {err}")
-            continue
-        try:
-            verify(partial)
-        except ChecksumError:
-            partial.unlink()
-            raise
-        partial.replace(dest)
-        return
-    raise ConnectionError(
-        f"could not download {dest.name} ({'; '.join(failures)}); put the official file in {dest.parent} by hand"
-    )
+        raise ChecksumError(f"MD5{what} {actual}, expected {expected}")

@@ -106,7 +106,7 @@ def get_classifier(dataset: dict, quality: QualityConfig, image_shape, device="c
     else:
         images, labels = load_dataset(name, root=dataset.get("root"), split=quality.classifier_split, normalize="01",
                                       image_size=dataset.get("image_size"), limit=quality.classifier_limit,
-                                      download=dataset.get("download", False))
+                                      download=dataset.get("download", True))
         train_classifier(model, images, labels, quality.classifier_epochs)
         path.parent.mkdir(parents=True, exist_ok=True)
         core.save({"model": model.state_dict(), "train_accuracy": accuracy(model, images, labels)}, path)

@@ -181,7 +181,7 @@ def load_pool(dataset: dict):
         x, y = load_dataset(name, root=dataset.get("root"), split=dataset.get("split", "train"),
                             normalize=dataset.get("normalize", "01"), classes=dataset.get("classes"),
                             image_size=dataset.get("image_size"), limit=dataset.get("limit"),
-                            download=dataset.get("download", False))
+                            download=dataset.get("download", True))
         return x, y, None
     if name not in TOY_DATASETS:
         raise ConfigError(f"unknown dataset.name {name!r} for model=supervised; allowed: "

@@ -1,7 +1,7 @@
 """Train an agent or a generative model from the Hydra configs in conf/.
 
     python scripts/train.py agent=reinforce env=cartpole              # RL
-    python scripts/train.py model=<name> dataset=mnist                # generative
+    python scripts/train.py model=<name> dataset=mnist                # generative (default dataset: digits)
     python scripts/train.py experiment=<id>                           # a chapter preset
     python scripts/train.py -m agent=reinforce env=cartpole seed=0,1,2  # a sweep
     python scripts/train.py resume=runs/2024-05-01/12-00-00           # continue a run in its own directory
@@ -43,6 +43,7 @@ from gans.datasets import DatasetName, Normalize, Split  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("agent", "env", "model", "dataset", "optim", "logger", "experiment")
+DEFAULT_DATASET = "digits"  # of `model=<name>` runs: bundled with scikit-learn, so they start offline
 # the shared schemas' types (core.runtime.choices; the others come from the modules that own them)
 NativeDtype = Choice("NativeDtype", "float64 float32")
 Optimizer = Choice("Optimizer", "adam sgd rmsprop")
@@ -152,13 +153,13 @@ class EnvConfig:
 @dataclass
 class DatasetConfig:
     name: DatasetName = DatasetName.digits
-    root: Optional[str] = None                 # None: $LAB_DATA_DIR, else ~/.cache/lab/data
+    root: Optional[str] = None                 # None: $LAB_DATA_DIR, else the user cache dir (gans.datasets.data_dir)
     split: Split = Split.train
     normalize: Optional[Normalize] = Normalize("01")  # null: raw 0..255
     classes: Optional[List[int]] = None
     image_size: Optional[int] = None
     limit: Optional[int] = None
-    download: bool = False
+    download: bool = True                      # fetch missing files (checksummed)
 
     def validate(self):
         for name in ("image_size", "limit"):
@@ -271,8 +272,8 @@ def select_algorithm(choices):
     else:
         raise UsageError("nothing to train: pass agent=<name> env=<name> (agents: "
                          f"{', '.join(group_options('agent'))}; envs: {', '.join(group_options('env'))}) or "
-                         f"model=<name> dataset=<name> (models: {', '.join(group_options('model')) or 'none yet'}; "
-                         f"datasets: {', '.join(group_options('dataset'))})")
+                         f"model=<name> (models: {', '.join(group_options('model')) or 'none yet'}) with dataset=<name> "
+                         f"(default {DEFAULT_DATASET}; datasets: {', '.join(group_options('dataset'))})")
     unused = [f"{group}={choices[group]}" for group in GROUPS if choices.get(group) and group not in USED_GROUPS[kind]]
     if unused:
         where = "agent.*" if kind == "agent" else "model.*"
@@ -446,6 +447,16 @@ def _override_key(override):
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def with_default_dataset(argv):
+    """`model=<name>` without `dataset=` (nor a preset, which sets its own) trains on DEFAULT_DATASET,
+    added to the overrides so that the run's saved overrides, and so its resume, name it."""
+    keys = [_override_key(arg) if "=" in arg else None for arg in argv]
+    if "model" not in keys or {"dataset", "experiment"} & set(keys):
+        return argv
+    after = keys.index("model") + 1  # beside it: argparse takes the overrides as one run of positionals
+    return [*argv[:after], f"dataset={DEFAULT_DATASET}", *argv[after:]]
+
+
 def with_resume_overrides(argv):
     """`resume=<run dir>` (or a checkpoint inside one) continues that run in its own directory: its
     saved overrides come first (the command line's win) and hydra.run.dir points at it."""
@@ -513,7 +524,7 @@ def cli():
     """The `lab-train` command: Hydra's main with one-line errors."""
     register_configs()
     try:
-        sys.argv = [sys.argv[0], *with_resume_overrides(sys.argv[1:])]
+        sys.argv = [sys.argv[0], *with_default_dataset(with_resume_overrides(sys.argv[1:]))]
     except UsageError as e:
         _fail(str(e), 2)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; the errors are reported below

@@ -1,10 +1,31 @@
 import os
 import pathlib
+import socket
 
 import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_DIR = SHARED / "data"
+
+
+def closed_port() -> int:
+    """A localhost port nothing listens on (the OS's free one, closed again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The tests and the runs they start read the data from ../shared/data (the MNIST test set) when it is there,
+# and never download: a missing file fails at once against a mirror that refuses the connection.
+if MNIST_DIR.is_dir():
+    os.environ["LAB_DATA_DIR"] = str(MNIST_DIR)
+os.environ["LAB_DATA_MIRROR"] = f"http://127.0.0.1:{closed_port()}/"
+
+
+@pytest.fixture
+def refused_url():
+    """An http URL on localhost that refuses connections."""
+    return f"http://127.0.0.1:{closed_port()}/"
 
 
 @pytest.fixture(scope="session")

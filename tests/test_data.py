@@ -1,21 +1,29 @@
 """core.data (batching) and gans.datasets (real files, checksums, resizing, errors)."""
 
+import functools
 import gzip
 import hashlib
+import http.server
 import io
+import json
+import os
 import pickle
+import re
+import subprocess
+import sys
 import tarfile
-import urllib.error
-import urllib.request
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from core.data import ArrayDataset, DataLoader
 from gans import datasets
-from gans.datasets import ChecksumError, data_dir, load_dataset, resize_images
+from core.runtime.errors import ConfigError
+from gans.datasets import ChecksumError, DatasetError, data_dir, load_dataset, resize_images
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_DIR = SHARED / "mnist"
@@ -208,7 +216,7 @@ def test_class_filter_and_limit(mnist_test_raw):
     assert images.shape == (5, 1, 28, 28) and labels.tolist() == [7, 2, 1, 0, 4]
     _, labels = load_dataset("mnist", root=SHARED, split="test", classes=[9], limit=3)
     assert labels.tolist() == [9, 9, 9]
-    with pytest.raises(ValueError, match=r"labels in 0\.\.9, got \[3, 10\]"):
+    with pytest.raises(ValueError, match=r"mnist has no class 10; its classes are 0\.\.9"):
         load_dataset("mnist", root=SHARED, split="test", classes=[10, 3])
     with pytest.raises(ValueError, match="limit must be a positive integer"):
         load_dataset("mnist", root=SHARED, split="test", limit=0)
@@ -222,21 +230,29 @@ def test_mnist_resize_keeps_range():
 
 
 @needs_mnist
-def test_missing_train_split_is_an_error_not_a_substitute(monkeypatch):
+def test_missing_train_split_names_the_files_the_present_split_and_where_to_get_them(monkeypatch):
     monkeypatch.setenv("LAB_DATA_DIR", str(SHARED))
-    with pytest.raises(FileNotFoundError) as err:
-        load_dataset("mnist", split="train")
-    message = str(err.value)
-    assert "train-images-idx3-ubyte.gz" in message and str(MNIST_DIR) in message and "download=True" in message
-    assert "\n" not in message
+    monkeypatch.delenv("LAB_DATA_MIRROR")  # the official URLs
+    with pytest.raises(DatasetError) as err:
+        load_dataset("mnist", split="train", download=False)
+    assert str(err.value) == (
+        f"mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz in {MNIST_DIR} for the train split "
+        "(splits present: test); downloads are off (dataset.download=false; =true fetches them); get "
+        "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz, "
+        "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz and put them in that directory, "
+        "or point LAB_DATA_DIR=<dir> or dataset.root=<dir> at a directory whose mnist/ holds them")
 
 
-def test_missing_file_message(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fashion_mnist: missing t10k-images-idx3-ubyte.gz") as err:
-        load_dataset("fashion_mnist", root=tmp_path, split="test")
-    assert str(tmp_path / "fashion_mnist") in str(err.value)
-    with pytest.raises(FileNotFoundError, match=r"cifar10: missing cifar-10-python\.tar\.gz in .*cifar10"):
-        load_dataset("cifar10", root=tmp_path)
+def test_missing_file_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAB_DATA_MIRROR")
+    with pytest.raises(DatasetError, match="fashion_mnist: missing t10k-images-idx3-ubyte.gz, t10k-labels") as err:
+        load_dataset("fashion_mnist", root=tmp_path, split="test", download=False)
+    assert str(tmp_path / "fashion_mnist") in str(err.value) and "(splits present: none)" in str(err.value)
+    assert "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz" in str(err.value)
+    with pytest.raises(DatasetError, match=r"cifar10: missing cifar-10-python\.tar\.gz in .*cifar10; downloads are off"
+                                           r".*get https://www\.cs\.toronto\.edu/~kriz/cifar-10-python\.tar\.gz and"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+    assert list(tmp_path.iterdir()) == []  # nothing made where nothing was downloaded
 
 
 @needs_mnist
@@ -249,26 +265,43 @@ def test_checksum_mismatch_names_file_and_both_checksums(tmp_path):
         actual = hashlib.md5(bytes(data)).hexdigest()
         with pytest.raises(ChecksumError) as err:
             load_dataset("mnist", root=target.parent, split="test")
-        message = str(err.value)
-        assert str(path) in message and MNIST_TEST_IMAGES_MD5 in message and actual in message
+        assert str(err.value) == (f"mnist: {path} is corrupt or truncated (MD5 of its IDX content {actual}, expected "
+                                  f"{MNIST_TEST_IMAGES_MD5}); delete it (with dataset.download=true the next run "
+                                  f"fetches it again) or replace it with {datasets.mirrors('mnist')[0]}"
+                                  "t10k-images-idx3-ubyte.gz")
 
 
 @needs_mnist
-def test_truncated_gzip_is_reported(tmp_path):
-    target = _mnist_copy(tmp_path)
-    gz = target / "t10k-labels-idx1-ubyte.gz"
-    gz.write_bytes(gz.read_bytes()[:-100])
-    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz is not a valid gzip file"):
-        load_dataset("mnist", root=tmp_path, split="test")
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_truncated_file_in_the_data_dir_is_reported_not_loaded(tmp_path, monkeypatch, compress):
+    """The shared files copied into a data directory and one of them cut short, as a stopped copy leaves it."""
+    target = _mnist_copy(tmp_path, compress=compress)
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    cut = target / ("t10k-labels-idx1-ubyte" + (".gz" if compress else ""))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    reason = "not a valid gzip file" if compress else "MD5 of its IDX content"
+    with pytest.raises(ChecksumError, match=f"mnist: {cut} is corrupt or truncated \\({reason}") as err:
+        load_dataset("mnist", split="test")
+    assert "\n" not in str(err.value)
 
 
-def test_unknown_name_and_bad_arguments():
-    with pytest.raises(ValueError, match="unknown dataset 'mnsit'; allowed: mnist, fashion_mnist, cifar10, digits"):
+def test_unknown_name_split_class_and_size_say_what_exists():
+    with pytest.raises(DatasetError, match="unknown dataset 'mnsit'; allowed: mnist, fashion_mnist, cifar10, digits"):
         load_dataset("mnsit")
-    with pytest.raises(ValueError, match=r"split must be one of \('train', 'test'\), got 'val'"):
+    with pytest.raises(DatasetError, match="unknown split 'val' of digits; allowed: train, test"):
         load_dataset("digits", split="val")
-    with pytest.raises(ValueError, match="normalize must be one of"):
+    with pytest.raises(DatasetError, match=r"unknown normalize 'standard'; allowed: 01, tanh, null \(raw 0\.\.255\)"):
         load_dataset("digits", normalize="standard")
+    with pytest.raises(DatasetError, match=r"^digits has no class 10, -1; its classes are 0\.\.9$"):
+        load_dataset("digits", classes=[3, 10, -1])
+    with pytest.raises(DatasetError, match=r"^cifar10 has no class 10; its classes are 0\.\.9: 0 airplane, 1 automobile"):
+        load_dataset("cifar10", classes=[10])  # before any file is looked for
+    with pytest.raises(DatasetError, match="needs at least one class in dataset.classes"):
+        load_dataset("digits", classes=[])
+    for size in (0, -3, (28,), (28, 0), 2.5):
+        with pytest.raises(DatasetError, match=r"image_size must be a positive integer or \(height, width\), got"):
+            load_dataset("digits", image_size=size)
+    assert issubclass(DatasetError, ConfigError) and issubclass(ChecksumError, DatasetError)
 
 
 # --- data directory ----------------------------------------------------------------------
@@ -280,59 +313,160 @@ def test_env_var_sets_the_data_dir(monkeypatch, tmp_path):
     assert data_dir() == SHARED
     images, _ = load_dataset("mnist", split="test", limit=3)
     assert images.shape == (3, 1, 28, 28)
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):  # an explicit root wins over the env var
-        load_dataset("mnist", root=tmp_path, split="test")
+    with pytest.raises(DatasetError, match=str(tmp_path)):  # an explicit root wins over the env var
+        load_dataset("mnist", root=tmp_path, split="test", download=False)
 
 
-def test_default_data_dir(monkeypatch, tmp_path):
+def test_default_data_dir_is_the_platform_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
     assert data_dir() == tmp_path / ".cache" / "lab" / "data"
     monkeypatch.setenv("LAB_DATA_DIR", "")  # empty counts as unset
     assert data_dir() == tmp_path / ".cache" / "lab" / "data"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data_dir() == tmp_path / "xdg" / "lab" / "data"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec: ignore a relative path
+    assert data_dir() == tmp_path / ".cache" / "lab" / "data"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert data_dir() == tmp_path / "Library" / "Caches" / "lab" / "data"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert data_dir() == tmp_path / "Local" / "lab" / "Cache" / "data"
     assert data_dir("~/x") == tmp_path / "x"
 
 
-# --- downloads (no network: urlopen is replaced) -------------------------------------------
+# --- downloads, from HTTP servers on localhost ---------------------------------------------
 
 
-def test_download_fails_cleanly_without_network(monkeypatch, tmp_path):
-    def offline(url, timeout):
-        assert timeout <= 30
-        raise urllib.error.URLError("no network")
+class _Mirror(http.server.SimpleHTTPRequestHandler):
+    """Serves a data directory (`<mirror>/<name>/<file>`); `damage` changes what a GET sends."""
+    damage = None  # None: the files as they are; "cut": the full Content-Length, half the body, then closed
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(ConnectionError) as err:
-        load_dataset("mnist", root=tmp_path, split="test", download=True)
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        if self.damage != "cut" or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@pytest.fixture
+def mirror(monkeypatch):
+    """serve(directory, damage=None) -> the URL of a mirror serving it; `serve.requests` lists the paths asked for."""
+    servers = []
+
+    def serve(directory, damage=None):
+        handler = type("Handler", (_Mirror,), {"damage": damage, "requests": serve.requests})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    serve.requests = []
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _downloaded(directory):
+    """The files in a data directory, temporary ones included."""
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@needs_mnist
+def test_a_missing_split_is_downloaded_verified_and_placed(mirror, monkeypatch, tmp_path, mnist_test_raw):
+    url = mirror(SHARED)
+    monkeypatch.setenv("LAB_DATA_MIRROR", url)
+    images, labels = load_dataset("mnist", root=tmp_path, split="test", normalize=None)
+    np.testing.assert_array_equal(images, mnist_test_raw[0])
+    np.testing.assert_array_equal(labels, mnist_test_raw[1])
+    names = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert mirror.requests == [f"/mnist/{n}" for n in names]
+    assert _downloaded(tmp_path / "mnist") == names
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in names:
+        assert (tmp_path / "mnist" / name).read_bytes() == (MNIST_DIR / name).read_bytes()
+        assert (tmp_path / "mnist" / name).stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user makes
+    load_dataset("mnist", root=tmp_path, split="test", limit=1)  # now there: no second download
+    assert len(mirror.requests) == 2
+
+
+@needs_mnist
+def test_the_next_mirror_is_tried(mirror, monkeypatch, tmp_path, refused_url):
+    empty = tmp_path / "empty_mirror"
+    (empty / "mnist").mkdir(parents=True)
+    monkeypatch.setenv("LAB_DATA_MIRROR", f"{refused_url} {mirror(empty)} {mirror(SHARED)}")
+    _, labels = load_dataset("mnist", root=tmp_path / "data", split="test", limit=3)
+    assert labels.tolist() == [7, 2, 1]
+    assert mirror.requests == ["/mnist/t10k-images-idx3-ubyte.gz"] * 2 + ["/mnist/t10k-labels-idx1-ubyte.gz"] * 2
+
+
+@needs_mnist
+@pytest.mark.parametrize("damage, reason", [
+    ("cut", r"the connection closed after \d+ of \d+ bytes"),
+    ("truncated", "not a valid gzip file"),
+    ("corrupt", f"MD5 of its IDX content [0-9a-f]{{32}}, expected {MNIST_TEST_IMAGES_MD5}"),
+])
+def test_a_bad_download_leaves_nothing_behind(mirror, monkeypatch, tmp_path, damage, reason):
+    served = tmp_path / "served" / "mnist"
+    served.mkdir(parents=True)
+    data = (MNIST_DIR / "t10k-images-idx3-ubyte.gz").read_bytes()
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "corrupt":  # valid gzip, one pixel changed
+        raw = bytearray(gzip.decompress(data))
+        raw[5000] ^= 0xFF
+        data = gzip.compress(bytes(raw), compresslevel=1)
+    (served / "t10k-images-idx3-ubyte.gz").write_bytes(data)
+    url = mirror(served.parent, damage="cut" if damage == "cut" else None)
+    monkeypatch.setenv("LAB_DATA_MIRROR", url)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("mnist", root=tmp_path / "data", split="test")
     message = str(err.value)
-    assert "could not download t10k-images-idx3-ubyte.gz" in message and "no network" in message
-    assert str(tmp_path / "mnist") in message
-    assert list((tmp_path / "mnist").iterdir()) == []  # no partial file left behind
+    assert re.search(f"the download failed \\({url}/mnist/t10k-images-idx3-ubyte.gz: {reason}[^;]*\\); ", message), message
+    assert message.startswith(f"mnist: missing t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in "
+                              f"{tmp_path / 'data' / 'mnist'} for the test split (splits present: none)")
+    assert _downloaded(tmp_path / "data" / "mnist") == []
 
 
-@needs_mnist
-def test_download_places_verified_file(monkeypatch, tmp_path):
-    requested = []
-
-    def serve(url, timeout):
-        requested.append(url)
-        name = url.rsplit("/", 1)[1]
-        return io.BytesIO((MNIST_DIR / name).read_bytes())
-
-    monkeypatch.setattr(urllib.request, "urlopen", serve)
-    images, labels = load_dataset("mnist", root=tmp_path, split="test", download=True, limit=4)
-    assert labels.tolist() == [7, 2, 1, 0]
-    assert requested == [datasets._IDX_MIRRORS["mnist"][0] + n
-                         for n in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
-    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["t10k-images-idx3-ubyte.gz",
-                                                                        "t10k-labels-idx1-ubyte.gz"]
+def test_without_a_network_one_line_names_files_place_and_urls(tmp_path, monkeypatch, refused_url):
+    monkeypatch.setenv("LAB_DATA_MIRROR", refused_url)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("fashion_mnist", root=tmp_path, split="train")
+    message = str(err.value)
+    base = f"{os.environ['LAB_DATA_MIRROR']}fashion_mnist/"
+    assert message.startswith(f"fashion_mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz in "
+                              f"{tmp_path / 'fashion_mnist'} for the train split (splits present: none); the download "
+                              f"failed ({base}train-images-idx3-ubyte.gz: [Errno 111] Connection refused); get "
+                              f"{base}train-images-idx3-ubyte.gz, {base}train-labels-idx1-ubyte.gz and put them")
+    assert "\n" not in message and "LAB_DATA_DIR=<dir> or dataset.root=<dir>" in message
+    assert _downloaded(tmp_path / "fashion_mnist") == []
 
 
-@needs_mnist
-def test_corrupted_download_is_rejected(monkeypatch, tmp_path):
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(gzip.compress(b"\0" * 100)))
-    with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte.gz.part: expected MD5 " + MNIST_TEST_IMAGES_MD5):
-        load_dataset("mnist", root=tmp_path, split="test", download=True)
-    assert list((tmp_path / "mnist").iterdir()) == []
+def test_download_false_asks_no_server(mirror, monkeypatch, tmp_path):
+    monkeypatch.setenv("LAB_DATA_MIRROR", mirror(SHARED))
+    with pytest.raises(DatasetError, match="downloads are off"):
+        load_dataset("mnist", root=tmp_path, split="test", download=False)
+    assert mirror.requests == []
+
+
+def test_the_official_mirrors_and_the_override(monkeypatch):
+    monkeypatch.delenv("LAB_DATA_MIRROR")
+    assert datasets.mirrors("mnist")[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    monkeypatch.setenv("LAB_DATA_MIRROR", "http://a/data/ file:///srv/data")
+    assert datasets.mirrors("cifar10") == ["http://a/data/cifar10/", "file:///srv/data/cifar10/"]
 
 
 # --- CIFAR-10 (a small archive in the official layout) -------------------------------------
@@ -445,3 +579,93 @@ def test_a_restored_loader_hands_out_the_batches_it_would_have():
     seen += [batch[0].tolist() for batch in resumed]
     seen += [batch[0].tolist() for batch in resumed]
     assert seen == expected
+
+
+# --- through the command line ---------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(tmp_path, *overrides, **env):
+    """scripts/train.py in a subprocess started in tmp_path, with the test process's environment plus `env`."""
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides, "quiet=true"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def test_cli_without_the_files_or_a_network_says_what_to_get_and_where(tmp_path, refused_url):
+    empty = tmp_path / "data"
+    done = _train(tmp_path, "model=dcgan", "dataset=mnist", LAB_DATA_DIR=str(empty), LAB_DATA_MIRROR=refused_url)
+    assert done.returncode == 2, done.stderr
+    files = f"{refused_url}mnist/train-images-idx3-ubyte.gz, {refused_url}mnist/train-labels-idx1-ubyte.gz"
+    assert done.stderr.startswith(f"error: mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz in "
+                                  f"{empty / 'mnist'} for the train split (splits present: none); the download failed ("), done.stderr
+    assert f"; get {files} and put them in that directory, or point LAB_DATA_DIR=<dir> or dataset.root=<dir>" in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no run directory (runs/) was left
+    assert _downloaded(empty / "mnist") == []
+
+
+@needs_mnist
+def test_cli_with_a_truncated_file_fails_in_one_line(tmp_path):
+    target = _mnist_copy(tmp_path / "data")
+    cut = target / "t10k-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    done = _train(tmp_path, "model=vae", "dataset=mnist", "dataset.split=test", LAB_DATA_DIR=str(tmp_path / "data"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: mnist: {cut} is corrupt or truncated (not a valid gzip file"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_generative_run_without_a_dataset_trains_on_the_bundled_digits(tmp_path):
+    run_dir = tmp_path / "run"
+    done = _train(tmp_path, "model=vae", "model.epochs=1", "model.quality.enabled=false", f"hydra.run.dir={run_dir}",
+                  LAB_DATA_DIR=str(tmp_path / "nowhere"))
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["choices"]["dataset"] == "digits"
+    assert config["dataset"]["name"] == "digits" and config["dataset"]["image_size"] == 28
+    assert "dataset=digits" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert json.loads((run_dir / "metrics.json").read_text())["train/epochs"] == 1
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["model=vae"], ["model=vae", "dataset=digits"]),
+    (["-m", "model=vae,dcgan", "seed=1", "--cfg", "job"], ["-m", "model=vae,dcgan", "dataset=digits", "seed=1", "--cfg",
+                                                          "job"]),
+    (["model=vae", "dataset=mnist"], ["model=vae", "dataset=mnist"]),
+    (["experiment=homl17-vae-fashion", "model.epochs=1"], ["experiment=homl17-vae-fashion", "model.epochs=1"]),
+    (["agent=dqn", "env=cartpole"], ["agent=dqn", "env=cartpole"]),
+])
+def test_the_default_dataset_is_added_beside_the_model(argv, expected):
+    from scripts.train import with_default_dataset
+    assert with_default_dataset(argv) == expected
+
+
+def test_every_generative_model_takes_the_default_dataset_or_says_which_size_it_needs():
+    """The default dataset's images (digits at 28×28) fit every model config's networks, but for the books'
+    fixed 64×64 architectures, which name the size to set."""
+    from hydra import compose, initialize_config_dir
+
+    from core.runtime.config import config_object
+    from gans.common import load_data
+    from scripts import trainers
+    from scripts.train import CONF_DIR, DEFAULT_DATASET, group_options, register_configs
+
+    register_configs()
+    needs_64 = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in (m for m in group_options("model") if m != "supervised"):
+            cfg = compose(config_name="config", overrides=[f"model={name}", f"dataset={DEFAULT_DATASET}"])
+            module = trainers.options("model")[name]
+            args = config_object(module.Config, cfg.model)
+            data = load_data(cfg.dataset, args.normalize)
+            assert data.shape == (1, 28, 28)
+            try:
+                module.build(args, data.shape, data.n_classes, data.normalize)
+            except ConfigError as e:
+                assert str(e).endswith("the dataset has 28×28; set dataset.image_size=64"), (name, str(e))
+                needs_64.append(name)
+    assert needs_64 == ["dcgan_bdl", "wgan_gp_bdl"]

@@ -363,7 +363,7 @@ def test_image_size_and_range_errors_say_what_to_fix(name, overrides, message, m
 
 
 def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"mnist: missing t10k-images-idx3-ubyte.gz .* in .*empty/mnist"):
+    with pytest.raises(ConfigError, match=r"mnist: missing t10k-images-idx3-ubyte.gz, .* in .*empty/mnist"):
         train("vae", tmp_path / "run1", *mnist, f"dataset.root={tmp_path / 'empty'}")
     test_only = tmp_path / "test_only" / "mnist"  # the test split only: the classifier cannot learn from "train"
     test_only.mkdir(parents=True)

@@ -18,14 +18,18 @@ An agent module (CleanRL-style, read top to bottom) exposes:
   (scripts/evaluate.py falls back to `envs.factory.make_env(env_cfg.id, **wrapper_options(env_cfg))`);
 - optionally `MAIN_METRIC`: the metrics key train.py returns to sweepers (default "eval/return_mean").
 
-Evaluation episodes (at the end of training and in scripts/evaluate.py) reset with seeds
+Evaluation episodes (while training, at the end and in scripts/evaluate.py) reset with seeds
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
-reproduces the final evaluation of a run.
+reproduces the final evaluation of a run. `eval_every` (env steps) defaults to None: about 20
+evaluations over the budget (core.runtime.session.EVALUATIONS); the best one's policy is kept in
+checkpoints/best.ckpt. With the run's `capture_video`, each evaluation's first episode is filmed
+(`episode_recorder`).
 
 Several configs may share one module (ppo and ppo_native both name `ppo_schema`).
 """
 import contextlib
 import functools
+import os
 import zlib
 
 import numpy as np
@@ -39,6 +43,15 @@ def check_each(args, names, allowed, ok):
         value = getattr(args, name)
         if not ok(value):
             raise ValueError(f"agent.{name} must be {allowed}, got {value}")
+
+
+def check_evaluation(args):
+    """The evaluation options an agent config shares: `eval_every` and `target_return`."""
+    check_each(args, ("eval_every",), ">= 0 or null (about 20 evaluations per run)",
+               lambda value: value is None or value >= 0)
+    if args.target_return is not None and args.eval_every == 0:
+        raise ValueError("agent.target_return needs agent.eval_every >= 1 or null (it is checked at the evaluations "
+                         "while training)")
 
 
 def derive_seed(seed, *keys):
@@ -71,6 +84,31 @@ def wrapper_options(env_cfg):
     """The wrapper options of an env config (everything but id, num_envs, vectorization and
     native_dtype), as keyword arguments for envs.factory.make_env / make_vector_env."""
     return {k: v for k, v in env_cfg.items() if k not in ("id", "num_envs", "vectorization", "native_dtype")}
+
+
+def policy_env(env_cfg, make_env=None, render_mode=None):
+    """One env of `env_cfg` as an agent's policy sees it: the agent's `make_env` when it has one, else
+    envs.factory.make_env with the config's wrapper options."""
+    if make_env is not None:
+        return make_env(env_cfg, render_mode=render_mode)
+    from envs.factory import make_env as make_factory_env
+    return make_factory_env(env_cfg.id, render_mode=render_mode, **wrapper_options(env_cfg))
+
+
+def episode_recorder(cfg, make_policy, make_env=None):
+    """With the run's `capture_video`: a function from a checkpoint-like state to (frames, fps) of one
+    greedy episode of its policy, rendered headlessly (the first evaluation episode, as
+    scripts/evaluate.py record=gif plays it); without: None."""
+    if not cfg.get("capture_video"):
+        return None
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # rgb_array frames need no display
+    env = policy_env(cfg.env, make_env, render_mode="rgb_array")
+    fps = env.metadata.get("render_fps") or 30
+
+    def record(state):
+        act = make_policy(cfg, state, env, greedy=True)
+        return evaluate_policy(env, act, 1, cfg.seed + EVAL_SEED_OFFSET, record=True)["frames"], fps
+    return record
 
 
 def evaluate_policy(env, act, episodes, seed, record=False):

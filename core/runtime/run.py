@@ -371,7 +371,8 @@ class Run(Closeable):
             tag = "losses/loss" if "losses/loss" in losses else (losses or tags)[0]
             looks.append(f"python scripts/plot.py {self.dir} --tag {tag}")
         if evaluable:
-            looks.append(f"python scripts/evaluate.py {self.dir}")
+            best = " [checkpoint=best]" if self.checkpoints.best_path.is_file() else ""
+            looks.append(f"python scripts/evaluate.py {self.dir}{best}")
         lines.append("  look: " + " | ".join(looks))
         if status != "completed":
             lines.append(f"  continue: python scripts/train.py resume={self.dir}")

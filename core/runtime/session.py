@@ -9,7 +9,7 @@ tracks, the non-finite guard and the final metrics. A trainer keeps only its alg
         ... collect, learn ...
         session.check_finite("losses/loss", loss)
         session.log({"losses/loss": loss})        # TensorBoard scalars at the current progress
-        session.advance(rollout_size, episodes=len(finished))   # then evaluation and checkpoint cadence
+        session.advance(rollout_size, episodes=finished)   # (return, length) pairs; then the cadences
     return session.finish()                       # last checkpoint, final evaluation, counters
 
 `checkpoint_every`, `eval_every` and `console_every` count in the session's unit (agents: env steps;

@@ -20,7 +20,7 @@ An agent module (CleanRL-style, read top to bottom) exposes:
 
 Evaluation episodes (while training, at the end and in scripts/evaluate.py) reset with seeds
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
-reproduces the final evaluation of a run. `eval_every` (env steps) defaults to None: about 20
+reproduces the final evaluation of a run. `eval_every` (env steps) defaults to None: about 10
 evaluations over the budget (core.runtime.session.EVALUATIONS); the best one's policy is kept in
 checkpoints/best.ckpt. With the run's `capture_video`, each evaluation's first episode is filmed
 (`episode_recorder`).
@@ -47,7 +47,7 @@ def check_each(args, names, allowed, ok):
 
 def check_evaluation(args):
     """The evaluation options an agent config shares: `eval_every` and `target_return`."""
-    check_each(args, ("eval_every",), ">= 0 or null (about 20 evaluations per run)",
+    check_each(args, ("eval_every",), ">= 0 or null (about 10 evaluations per run)",
                lambda value: value is None or value >= 0)
     if args.target_return is not None and args.eval_every == 0:
         raise ValueError("agent.target_return needs agent.eval_every >= 1 or null (it is checked at the evaluations "

@@ -61,7 +61,7 @@ class ActorCriticConfig:
     shared: bool = False                   # one trunk for policy and value
     distribution: Distribution = Distribution.auto  # auto: categorical for Discrete, gaussian for Box actions
     log_std_init: float = 0.0              # gaussian policies
-    eval_every: Optional[int] = None       # env steps between evaluations while training; null: about 20 per run; 0: only at the end
+    eval_every: Optional[int] = None       # env steps between evaluations; null: about 10 per run; 0: only at the end
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     eval_greedy: bool = True
 

@@ -35,7 +35,7 @@ Envs: `num_envs` and `vectorization` of the agent config, when set, override the
 Evaluation: `cfg.eval_episodes` episodes at the end, greedy or ε-greedy with `eval_epsilon` (Atari:
 a greedy agent that never presses FIRE plays until the time limit), in raw rewards, env k seeded
 seed + 10_000 + k as scripts/evaluate.py replays them; also every `eval_every` env steps (default:
-about 20 evaluations per run; the best one's networks in best.ckpt, without the replay buffer), and
+about 10 evaluations per run; the best one's networks in best.ckpt, without the replay buffer), and
 with `target_return` training stops at the first evaluation that reaches it (metrics
 time/to_target_s and train/to_target_steps).
 Checkpoints (q_net, target_net, optimizer, replay buffer, envs, every random generator, the
@@ -128,7 +128,7 @@ class Config:
     epsilon_decay_duration: int = 0        # linear: steps (episodes) from start to end; 0: exploration_fraction
     epsilon_decay: float = 0.995           # exponential: the factor per step (episode)
     # evaluation and logging
-    eval_every: Optional[int] = None       # env steps between evaluations while training; null: about 20 per run; 0: only at the end
+    eval_every: Optional[int] = None       # env steps between evaluations; null: about 10 per run; 0: only at the end
     eval_epsilon: float = 0.0              # ε of the evaluation policy (0: greedy; Atari: 0.05 keeps it from stalling)
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     log_every: int = 100                   # gradient updates between loss logs

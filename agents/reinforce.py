@@ -27,7 +27,7 @@ generator, so a resumed run ends bitwise identical to an uninterrupted one (CPU)
 
 Evaluation: `cfg.eval_episodes` episodes on a fresh env seeded `seed + 10_000 + k`, with the greedy
 action (argmax of the logits) when `eval_greedy`, else sampled from the policy, at the end and at
-the first batch boundary past every `eval_every` env steps (default: about 20 per run; the best
+the first batch boundary past every `eval_every` env steps (default: about 10 per run; the best
 policy in best.ckpt); `target_return` stops training at the first evaluation that reaches it.
 `cfg.env.num_envs` is not used: the batch size in episodes is `episodes_per_batch`.
 """
@@ -39,7 +39,8 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, check_evaluation, episode_recorder, evaluate_policy, summarize_returns, wrapper_options
+from agents import (EVAL_SEED_OFFSET, check_evaluation, episode_recorder, evaluate_policy, summarize_returns,
+                    wrapper_options)
 from agents.networks import Activation, Init, mlp
 from core import optim
 from core.distributions import Categorical
@@ -66,7 +67,7 @@ class Config:
     ent_coef: float = 0.0
     max_grad_norm: float = 0.0      # global-norm gradient clipping; 0: none
     eval_greedy: bool = True
-    eval_every: Optional[int] = None  # env steps between evaluations while training; null: about 20 per run; 0: only at the end
+    eval_every: Optional[int] = None  # env steps between evaluations; null: about 10 per run; 0: only at the end
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
 
     def validate(self):

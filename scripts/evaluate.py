@@ -1,12 +1,13 @@
 """Evaluate a trained run from its checkpoint.
 
-    python scripts/evaluate.py RUN [checkpoint=last|best] [episodes=N] [greedy=true|false] [seed=S] [record=gif|mp4]
-                               [fps=F] [samples=N]
+    python scripts/evaluate.py RUN [checkpoint=last|best] [episodes=N] [greedy=true|false] [seed=S]
+                               [record=gif|mp4] [fps=F] [samples=N]
 
 RUN is a run directory or a checkpoint file, given first or as `run=RUN`. Of a run directory,
 `checkpoint=last` (the default) takes its newest checkpoint, `checkpoint=best` its best.ckpt (the
-policy of the best evaluation while training). The run's config comes from the checkpoint itself. The options are Hydra overrides of
-conf/evaluate.yaml (where each is described), taken as train.py takes its own:
+policy of the best evaluation while training). The run's config comes from the checkpoint itself.
+The options are Hydra overrides of conf/evaluate.yaml (where each is described), taken as train.py
+takes its own:
 
 - agents: `episodes` evaluation episodes (default: the run's eval_episodes) with the greedy policy
   (`greedy=false`: actions sampled from the policy), episode k reset with seed `seed + k`

@@ -240,7 +240,7 @@ def test_evaluation_leaves_the_training_random_streams_as_they_were(tmp_path):
     assert evaluated == not_evaluated
 
 
-def test_without_a_cadence_a_run_is_evaluated_20_times_and_printed_10_times(tmp_path, capsys):
+def test_without_a_cadence_a_run_is_evaluated_and_printed_10_times(tmp_path, capsys):
     with Run(tmp_path, config=CONFIG, tensorboard=False) as run:
         evaluations = []
         session = run.session("auto", "env_steps", 1000, eval_every=None, console_every=None,
@@ -249,7 +249,7 @@ def test_without_a_cadence_a_run_is_evaluated_20_times_and_printed_10_times(tmp_
         while session.running():
             session.advance(10)
         session.finish()
-    assert evaluations == list(range(50, 1001, 50))
+    assert evaluations == list(range(100, 1001, 100))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("auto env_steps")]
     assert [line.split()[2] for line in lines] == [f"{n}/1000" for n in range(100, 1001, 100)]
 

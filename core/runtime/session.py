@@ -65,7 +65,7 @@ import numpy as np
 from core.runtime.errors import ConfigError
 from core.runtime.rng import get_rng_state, set_rng_state
 
-EVALUATIONS = 20          # eval_every=None: about this many evaluations in the budget
+EVALUATIONS = 10          # eval_every=None: about this many evaluations in the budget (SB3: every 10k of 100k steps)
 CONSOLE_LINES = 10        # console_every=None: about this many console lines in the budget
 FALLBACK_EVERY = 10_000   # either, without a budget in the unit (SB3's EvalCallback evaluates every 10k steps)
 RECENT_EPISODES = 100     # the console line's episode means (SB3's ep_rew_mean)

@@ -21,14 +21,18 @@ An agent module (CleanRL-style, read top to bottom) exposes:
   come from actor_critic.training_envs, the statistics are tracked as "normalization" and
   evaluation uses them frozen); scripts/train.py refuses those options for any other agent.
 
-Evaluation episodes (at the end of training and in scripts/evaluate.py) reset with seeds
+Evaluation episodes (while training, at the end and in scripts/evaluate.py) reset with seeds
 `seed + EVAL_SEED_OFFSET + k`, so they never replay a training episode and evaluate.py
-reproduces the final evaluation of a run.
+reproduces the final evaluation of a run. `eval_every` (env steps) defaults to None: about 10
+evaluations over the budget (core.runtime.session.EVALUATIONS); the best one's policy is kept in
+checkpoints/best.ckpt. With the run's `capture_video`, each evaluation's first episode is filmed
+(`episode_recorder`).
 
 Several configs may share one module (ppo and ppo_native both name `ppo_schema`).
 """
 import contextlib
 import functools
+import os
 import zlib
 
 import numpy as np
@@ -42,6 +46,15 @@ def check_each(args, names, allowed, ok):
         value = getattr(args, name)
         if not ok(value):
             raise ValueError(f"agent.{name} must be {allowed}, got {value}")
+
+
+def check_evaluation(args):
+    """The evaluation options an agent config shares: `eval_every` and `target_return`."""
+    check_each(args, ("eval_every",), ">= 0 or null (about 10 evaluations per run)",
+               lambda value: value is None or value >= 0)
+    if args.target_return is not None and args.eval_every == 0:
+        raise ValueError("agent.target_return needs agent.eval_every >= 1 or null (it is checked at the evaluations "
+                         "while training)")
 
 
 def derive_seed(seed, *keys):
@@ -94,6 +107,42 @@ def normalization_options(env_cfg, gamma=None):
 def normalizes(env_cfg):
     """Whether an env config asks for observation or reward normalisation."""
     return bool(env_cfg.get("normalize_obs", False) or env_cfg.get("normalize_reward", False))
+
+
+def policy_env(env_cfg, make_env=None, render_mode=None):
+    """One env of `env_cfg` as an agent's policy sees it: the agent's `make_env` when it has one, else
+    envs.factory.make_env with the config's wrapper options."""
+    if make_env is not None:
+        return make_env(env_cfg, render_mode=render_mode)
+    from envs.factory import make_env as make_factory_env
+    return make_factory_env(env_cfg.id, render_mode=render_mode, **wrapper_options(env_cfg))
+
+
+def with_normalization(env, env_cfg, state):
+    """`env` with the observations a run trained with env.normalize_obs saw: normalised with the
+    checkpoint's statistics, frozen (rewards and returns stay raw)."""
+    stats = (state.get("normalization") or {}).get("obs")
+    if stats is None:
+        return env
+    from envs.normalize import NormalizeObservation
+    return NormalizeObservation(env, stats, env_cfg.get("clip_obs", 10.0), env_cfg.get("norm_epsilon", 1e-8))
+
+
+def episode_recorder(cfg, make_policy, make_env=None):
+    """With the run's `capture_video`: a function from a checkpoint-like state to (frames, fps) of one
+    greedy episode of its policy, rendered headlessly (the first evaluation episode, as
+    scripts/evaluate.py record=gif plays it); without: None."""
+    if not cfg.get("capture_video"):
+        return None
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # rgb_array frames need no display
+    env = policy_env(cfg.env, make_env, render_mode="rgb_array")
+    fps = env.metadata.get("render_fps") or 30
+
+    def record(state):
+        seen = with_normalization(env, cfg.env, state)  # the observations the policy was trained on
+        act = make_policy(cfg, state, seen, greedy=True)
+        return evaluate_policy(seen, act, 1, cfg.seed + EVAL_SEED_OFFSET, record=True)["frames"], fps
+    return record
 
 
 def evaluate_policy(env, act, episodes, seed, record=False):

@@ -138,6 +138,7 @@ class Progress:
         for kind, _, payload in events:
             if kind == "episode":
                 self.episodes.append(payload)
+                self.session.record_episodes([payload])
             elif kind == "losses" and payload:
                 self.losses.add(payload)
         self.counters, self.times = counters.copy(), times.copy()

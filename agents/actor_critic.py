@@ -18,7 +18,8 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import (EVAL_SEED_OFFSET, check_each, derive_seed, normalization_options, summarize_returns,
+from agents import (EVAL_SEED_OFFSET, check_each, check_evaluation, derive_seed, episode_recorder,
+                    normalization_options, summarize_returns,
                     wrapper_options)
 from agents.networks import ACTIVATIONS, Activation, Init, linear_params, mlp
 from core import nn
@@ -62,7 +63,7 @@ class ActorCriticConfig:
     shared: bool = False                   # one trunk for policy and value
     distribution: Distribution = Distribution.auto  # auto: categorical for Discrete, gaussian for Box actions
     log_std_init: float = 0.0              # gaussian policies
-    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
+    eval_every: Optional[int] = None       # env steps between evaluations; null: about 10 per run; 0: only at the end
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     eval_greedy: bool = True
 
@@ -72,12 +73,11 @@ class ActorCriticConfig:
         check_each(self, ("total_episodes",), ">= 1 or null", lambda value: value is None or value >= 1)
         check_each(self, ("gamma",), "in [0, 1]", lambda value: 0 <= value <= 1)
         check_each(self, ("lr",), "a positive finite number", lambda value: value > 0 and math.isfinite(value))
-        check_each(self, ("ent_coef", "vf_coef", "max_grad_norm", "eval_every"), ">= 0", lambda value: value >= 0)
+        check_each(self, ("ent_coef", "vf_coef", "max_grad_norm"), ">= 0", lambda value: value >= 0)
+        check_evaluation(self)
         if any(width < 1 for width in self.hidden) or (self.shared and not self.hidden):
             raise ValueError(f"agent.hidden must list positive widths (at least one with shared), "
                              f"got {list(self.hidden)}")
-        if self.target_return is not None and self.eval_every < 1:
-            raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
 
 
 @dataclass
@@ -369,10 +369,11 @@ def log_episodes(run, episodes, step):
 def agent_session(run, cfg, args, name, model, device="cpu", snapshot=False, training=None):
     """The run session of an actor-critic agent (core.runtime.session): `args.total_timesteps` env steps
     and `args.total_episodes`, a checkpoint every `checkpoint_every` env steps (default CHECKPOINT_EVERY),
-    greedy evaluation of `model` every `args.eval_every` env steps and at the end, a stop at
-    `args.target_return`. `snapshot`: evaluate a copy of the weights taken when the evaluation starts
-    (A3C: the workers go on changing the shared ones meanwhile). `training`: the training vector env,
-    whose normalisation (if any) the evaluation envs share."""
+    greedy evaluation of `model` every `args.eval_every` env steps and at the end (the best one kept
+    in best.ckpt, filmed with the run's `capture_video`), a stop at `args.target_return`, the console
+    line every `console_every`. `snapshot`: evaluate a copy of the weights taken when the evaluation
+    starts (A3C: the workers go on changing the shared ones meanwhile); best.ckpt holds that copy.
+    `training`: the training vector env, whose normalisation (if any) the evaluation envs share."""
     eval_envs = evaluation_envs(cfg, args, device, training=training)
     evaluated = model.copy() if snapshot else model
 
@@ -382,7 +383,8 @@ def agent_session(run, cfg, args, name, model, device="cpu", snapshot=False, tra
         return evaluation_metrics(evaluated, eval_envs, cfg, args, device)
     return run.session(name, "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
                        checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
-                       target=args.target_return, evaluate=evaluate)
+                       target=args.target_return, evaluate=evaluate, console_every=cfg.get("console_every"),
+                       record=episode_recorder(cfg, make_policy), evaluated={"model": evaluated} if snapshot else None)
 
 
 def make_policy(cfg, state, env, greedy=True, generator=None):

@@ -38,8 +38,9 @@ observations and rewards as normalised when collected (SB3 stores raw ones and n
 with the current statistics when it samples).
 Evaluation: `cfg.eval_episodes` episodes at the end, greedy or ε-greedy with `eval_epsilon` (Atari:
 a greedy agent that never presses FIRE plays until the time limit), in raw rewards, env k seeded
-seed + 10_000 + k as scripts/evaluate.py replays them; with `eval_every` also every that many env
-steps, and with `target_return` training stops at the first evaluation that reaches it (metrics
+seed + 10_000 + k as scripts/evaluate.py replays them; also every `eval_every` env steps (default:
+about 10 evaluations per run; the best one's networks in best.ckpt, without the replay buffer), and
+with `target_return` training stops at the first evaluation that reaches it (metrics
 time/to_target_s and train/to_target_steps).
 Checkpoints (q_net, target_net, optimizer, replay buffer, envs, every random generator, the
 update counters) every `checkpoint_every` env steps (default 100,000; 0: only at the end), on
@@ -54,7 +55,8 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, check_each, derive_seed, one_blas_thread, summarize_returns, wrapper_options
+from agents import (EVAL_SEED_OFFSET, check_each, check_evaluation, derive_seed, episode_recorder, one_blas_thread,
+                    summarize_returns, wrapper_options)
 from agents.actor_critic import Optimizer, evaluate, evaluation_envs, tracked_normalization, training_envs
 from agents.buffers import make_replay_buffer
 from agents.networks import Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, select_actions
@@ -131,7 +133,7 @@ class Config:
     epsilon_decay_duration: int = 0        # linear: steps (episodes) from start to end; 0: exploration_fraction
     epsilon_decay: float = 0.995           # exponential: the factor per step (episode)
     # evaluation and logging
-    eval_every: int = 0                    # env steps between evaluations while training; 0: only at the end
+    eval_every: Optional[int] = None       # env steps between evaluations; null: about 10 per run; 0: only at the end
     eval_epsilon: float = 0.0              # ε of the evaluation policy (0: greedy; Atari: 0.05 keeps it from stalling)
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
     log_every: int = 100                   # gradient updates between loss logs
@@ -143,7 +145,7 @@ class Config:
         # SB3 takes 0 and then never learns; a run that cannot learn is refused instead
         check_each(self, ("gradient_steps",), ">= 1, or -1 (as many updates as env steps collected)",
                    lambda value: value >= 1 or value == -1)
-        check_each(self, ("learning_starts", "eval_every", "epsilon_decay_duration", "max_grad_norm", "per_alpha"),
+        check_each(self, ("learning_starts", "epsilon_decay_duration", "max_grad_norm", "per_alpha"),
                    ">= 0", lambda value: value >= 0)
         check_each(self, ("lr", "optim_eps", "huber_delta", "per_eps", "epsilon_decay", "tau"),
                    "a positive finite number", lambda value: value > 0 and math.isfinite(value))
@@ -157,8 +159,7 @@ class Config:
         if self.epsilon_schedule == "linear" and self.epsilon_unit == "episode" and not self.epsilon_decay_duration:
             raise ValueError("agent.epsilon_unit=episode with a linear schedule needs agent.epsilon_decay_duration "
                              "(episodes from epsilon_start to epsilon_end)")
-        if self.target_return is not None and self.eval_every < 1:
-            raise ValueError("agent.target_return needs agent.eval_every >= 1 (it is checked at those evaluations)")
+        check_evaluation(self)
 
 
 # ----- the TD loss -----
@@ -302,7 +303,8 @@ def _train(cfg, run):
 
     session = run.session("dqn", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
-                          target=args.target_return, evaluate=evaluate_now)
+                          target=args.target_return, evaluate=evaluate_now, console_every=cfg.get("console_every"),
+                          record=episode_recorder(cfg, make_policy, make_env), not_in_best=("buffer",))
     session.track(q_net=q_net, **({"target_net": target_net} if args.target_network else {}), optimizer=optimizer,
                   buffer=buffer, stepper=stepper, rng=rng, counters=counters, **tracked_normalization(envs))
 
@@ -399,5 +401,5 @@ def _train(cfg, run):
                 learn(num_updates, step)
                 session.log({"charts/SPS": session.sps()}, step)
                 session.show(ret=last_return, eps=epsilon)
-        session.advance(num_envs, episodes=len(finished))
+        session.advance(num_envs, episodes=finished)
     return session.finish({"train/updates": counters["updates"]})

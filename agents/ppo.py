@@ -198,5 +198,5 @@ def train(cfg, run):
         run.log_histograms(model, step)
         if mean_return is not None:
             session.show(ret=mean_return, kl=stats["approx_kl"])
-        session.advance(buffer.size, episodes=len(finished))
+        session.advance(buffer.size, episodes=finished)
     return session.finish()

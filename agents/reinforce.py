@@ -25,19 +25,22 @@ flight. The envs are reset at every batch with seeds drawn from the run's seeded
 state is checkpointed with the networks (`policy`, `value`), the optimizers and every random
 generator, so a resumed run ends bitwise identical to an uninterrupted one (CPU).
 
-Evaluation at the end: `cfg.eval_episodes` episodes on a fresh env seeded `seed + 10_000 + k`,
-with the greedy action (argmax of the logits) when `eval_greedy`, else sampled from the policy.
+Evaluation: `cfg.eval_episodes` episodes on a fresh env seeded `seed + 10_000 + k`, with the greedy
+action (argmax of the logits) when `eval_greedy`, else sampled from the policy, at the end and at
+the first batch boundary past every `eval_every` env steps (default: about 10 per run; the best
+policy in best.ckpt); `target_return` stops training at the first evaluation that reaches it.
 `cfg.env.num_envs` is not used: the batch size in episodes is `episodes_per_batch`.
 """
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import gymnasium as gym
 import numpy as np
 
 import core
 import core.functional as F
-from agents import EVAL_SEED_OFFSET, evaluate_policy, summarize_returns, wrapper_options
+from agents import (EVAL_SEED_OFFSET, check_evaluation, episode_recorder, evaluate_policy, summarize_returns,
+                    wrapper_options)
 from agents.networks import Activation, Init, mlp
 from core import optim
 from core.distributions import Categorical
@@ -64,6 +67,8 @@ class Config:
     ent_coef: float = 0.0
     max_grad_norm: float = 0.0      # global-norm gradient clipping; 0: none
     eval_greedy: bool = True
+    eval_every: Optional[int] = None  # env steps between evaluations; null: about 10 per run; 0: only at the end
+    target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
 
     def validate(self):
         if self.total_timesteps < 1:
@@ -80,6 +85,7 @@ class Config:
             raise ValueError(f"agent.hidden must list positive layer widths, got {list(self.hidden)}")
         if self.ent_coef < 0 or self.max_grad_norm < 0:
             raise ValueError("agent.ent_coef and agent.max_grad_norm must be >= 0")
+        check_evaluation(self)
 
 
 # ----- returns (HOML ch. 18) -----
@@ -204,7 +210,9 @@ def train(cfg, run):
         return summarize_returns(result["returns"], result["lengths"])
 
     session = run.session("reinforce", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
-                          checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate)
+                          checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate, eval_every=args.eval_every,
+                          target=args.target_return, console_every=cfg.get("console_every"),
+                          record=episode_recorder(cfg, make_policy, make_env))
     session.track(**tracked)
     while session.running():
         seeds = env_seeds.integers(2**31, size=len(envs))
@@ -257,5 +265,5 @@ def train(cfg, run):
                      "charts/SPS": session.sps()}, step)
         run.log_histograms(policy, step, prefix="policy/")
         session.show(ret=float(np.mean([t["return"] for t in trajectories])), it=session.iterations + 1)
-        session.advance(sum(lengths), episodes=len(lengths))
+        session.advance(sum(lengths), episodes=[(t["return"], len(t["rewards"])) for t in trajectories])
     return session.finish()

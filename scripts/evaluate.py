@@ -1,10 +1,13 @@
 """Evaluate a trained run from its checkpoint.
 
-    python scripts/evaluate.py RUN [episodes=N] [greedy=true|false] [seed=S] [record=gif|mp4] [fps=F] [samples=N]
+    python scripts/evaluate.py RUN [checkpoint=last|best] [episodes=N] [greedy=true|false] [seed=S]
+                               [record=gif|mp4] [fps=F] [samples=N]
 
-RUN is a run directory (its newest checkpoint is used) or a checkpoint file, given first or as
-`run=RUN`. The run's config comes from the checkpoint itself. The options are Hydra overrides of
-conf/evaluate.yaml (where each is described), taken as train.py takes its own:
+RUN is a run directory or a checkpoint file, given first or as `run=RUN`. Of a run directory,
+`checkpoint=last` (the default) takes its newest checkpoint, `checkpoint=best` its best.ckpt (the
+policy of the best evaluation while training). The run's config comes from the checkpoint itself.
+The options are Hydra overrides of conf/evaluate.yaml (where each is described), taken as train.py
+takes its own:
 
 - agents: `episodes` evaluation episodes (default: the run's eval_episodes) with the greedy policy
   (`greedy=false`: actions sampled from the policy), episode k reset with seed `seed + k`
@@ -38,17 +41,19 @@ from omegaconf import OmegaConf  # noqa: E402
 
 import core  # noqa: E402
 from core.runtime.logger import make_grid, save_gif, save_png  # noqa: E402
-from core.runtime.run import resolve_resume, run_dir_of_checkpoint  # noqa: E402
+from core.runtime.run import Checkpoints, resolve_resume, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError, atomic_write  # noqa: E402
 from scripts.train import CONF_DIR, UsageError, describe_error  # noqa: E402
 
 RECORD_FORMATS = ("gif", "mp4")
+CHECKPOINTS = ("last", "best")
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
     """The types of conf/evaluate.yaml's options (their defaults and meanings are there)."""
     run: Optional[str]
+    checkpoint: str
     episodes: Optional[int]
     greedy: bool
     seed: Optional[int]
@@ -64,6 +69,8 @@ class EvaluateConfig:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise UsageError(f"{name} must be >= {low}, got {value}")
+        if self.checkpoint not in CHECKPOINTS:
+            raise UsageError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}")
         if self.record is not None and self.record not in RECORD_FORMATS:
             raise UsageError(f"record must be one of {', '.join(RECORD_FORMATS)}, got {self.record!r}")
 
@@ -111,12 +118,8 @@ def evaluate_agent(name, cfg, state, run_dir, options):
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # rgb_array frames need no display (headless machines)
         if record == "mp4":
             video_writer()  # fail before the episodes run
-    if hasattr(module, "make_env"):
-        env = module.make_env(cfg.env, render_mode=render_mode)
-    else:
-        from envs.factory import make_env
-        env = make_env(cfg.env.id, render_mode=render_mode, **agents.wrapper_options(cfg.env))
-    env = with_normalization(env, cfg.env, state)
+    env = agents.policy_env(cfg.env, getattr(module, "make_env", None), render_mode)
+    env = agents.with_normalization(env, cfg.env, state)
     seed = cfg.seed + agents.EVAL_SEED_OFFSET if options.seed is None else options.seed
     act = module.make_policy(cfg, state, env, greedy=options.greedy, generator=core.Generator(seed))
     episodes = cfg.eval_episodes if options.episodes is None else options.episodes
@@ -128,16 +131,6 @@ def evaluate_agent(name, cfg, state, run_dir, options):
         write_video(result["frames"], path, options.fps)
         metrics["eval/video"] = str(path)
     return metrics
-
-
-def with_normalization(env, env_cfg, state):
-    """`env` with the observations a run trained with env.normalize_obs saw: normalised with the
-    checkpoint's statistics, frozen (rewards and returns stay raw)."""
-    stats = (state.get("normalization") or {}).get("obs")
-    if stats is None:
-        return env
-    from envs.normalize import NormalizeObservation
-    return NormalizeObservation(env, stats, env_cfg.get("clip_obs", 10.0), env_cfg.get("norm_epsilon", 1e-8))
 
 
 def video_writer():
@@ -172,11 +165,25 @@ def evaluate_model(name, cfg, state, run_dir, options):
     return metrics
 
 
+def checkpoint_file(run, which):
+    """The checkpoint `run` (a run directory or a file) and `checkpoint=last|best` name."""
+    path = Path(run).expanduser()
+    if which == "last":
+        return resolve_resume(path)
+    if not path.is_dir():
+        raise UsageError(f"checkpoint=best picks best.ckpt of a run directory; {path} is no run directory "
+                         "(pass the directory, or a checkpoint file with checkpoint=last)")
+    best = Checkpoints(path / "checkpoints").best_path
+    if not best.is_file():
+        raise UsageError(f"{path} has no best.ckpt (written at the run's evaluations); use checkpoint=last")
+    return best
+
+
 def evaluate(options):
     """Evaluate the run or checkpoint `options.run` (an EvaluateConfig from `parse_args`); returns
     the metrics written to eval.json."""
     try:
-        checkpoint = resolve_resume(options.run)
+        checkpoint = checkpoint_file(options.run, options.checkpoint)
         state = core.load(checkpoint)
     except (OSError, CheckpointError) as e:
         raise UsageError(str(e)) from None

@@ -74,6 +74,8 @@ class RunConfig:
     checkpoint_every: Optional[int] = None     # in the trainer's unit; None: the trainer's default
     keep_checkpoints: int = 3
     eval_episodes: int = 10
+    console_every: Optional[int] = None        # agents: env steps between console lines; None: 10 per run
+    capture_video: bool = False
     agent: Any = None
     env: Any = None
     model: Any = None
@@ -88,7 +90,7 @@ class RunConfig:
             array_module(self.device)
         except (ValueError, RuntimeError) as e:
             raise ValueError(str(e)) from None
-        for name in ("checkpoint_every", "keep_checkpoints"):
+        for name in ("checkpoint_every", "keep_checkpoints", "console_every"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_episodes < 1:

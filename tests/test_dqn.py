@@ -196,7 +196,7 @@ def test_target_updates_hard_and_polyak():
     ({"lr": 0.0}, "agent.lr must be a positive finite number"),
     ({"gamma": 1.5}, r"agent.gamma must be in \[0, 1\]"),
     ({"epsilon_unit": "episode"}, "needs agent.epsilon_decay_duration"),
-    ({"target_return": 475.0}, "needs agent.eval_every >= 1"),
+    ({"target_return": 475.0, "eval_every": 0}, "needs agent.eval_every >= 1 or null"),
     ({"hidden": []}, "agent.hidden must list one or more positive layer widths"),
     ({"gradient_steps": 0}, r"agent.gradient_steps must be >= 1, or -1 \(as many updates as env steps collected\), "
                             "got 0"),

@@ -175,7 +175,7 @@ def test_bad_input_fails_clearly(tmp_path):
         train(make_cfg("ppo", batch_size=512), tmp_path)
     for changes, message in [({"lr": -1.0}, "agent.lr must be a positive finite number"),
                              ({"gae_lambda": 1.5}, r"agent.gae_lambda must be in \[0, 1\]"),
-                             ({"target_return": 500.0}, "agent.target_return needs agent.eval_every >= 1"),
+                             ({"target_return": 500.0, "eval_every": 0}, "agent.target_return needs agent.eval_every >= 1 or null"),
                              ({"total_episodes": 0}, r"agent.total_episodes must be >= 1 or null, got 0"),
                              ({"critic_lr": -1e-3}, "agent.critic_lr must be a positive finite number or null")]:
         with pytest.raises(ValueError, match=message):

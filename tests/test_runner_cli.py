@@ -130,7 +130,7 @@ def test_evaluate_with_sampled_actions_and_the_run_as_an_override(tiny_run):
     result = run_script("evaluate.py", str(tiny_run), "frames=3")
     assert result.returncode == 2
     assert result.stderr == ("error: Could not override 'frames': Key 'frames' not in 'EvaluateConfig' (allowed keys: "
-                             "run, episodes, greedy, seed, record, fps, samples)\n")
+                             "run, checkpoint, episodes, greedy, seed, record, fps, samples)\n")
     result = run_script("evaluate.py", str(tiny_run / "nowhere"))
     assert result.returncode == 2 and result.stderr.startswith("error: no run directory or checkpoint file at")
 
@@ -142,7 +142,8 @@ def test_evaluate_with_sampled_actions_and_the_run_as_an_override(tiny_run):
     (["runs/x", "record=avi"], "record must be one of gif, mp4, got 'avi'"),
     (["runs/x", "episodes=ten"], "Error merging override episodes=ten: Value 'ten' of type 'str' could not be "
                                  "converted to Integer"),
-    (["runs/x", "+frames=3"], "unknown key 'frames'; allowed keys: run, episodes, greedy, seed, record, fps, samples"),
+    (["runs/x", "+frames=3"],
+     "unknown key 'frames'; allowed keys: run, checkpoint, episodes, greedy, seed, record, fps, samples"),
     (["runs/x", "run=runs/y"], "two runs to evaluate: runs/x and run=runs/y; pass one"),
     (["runs/x", "runs/y"], "cannot parse the override 'runs/y'"),
 ])

@@ -180,3 +180,97 @@ def test_a_resumed_session_counts_on(tmp_path):
     with Run(tmp_path, config=CONFIG, quiet=True, resume=tmp_path) as run:
         resumed = poll(run, [(30, 2, 6), (30, 0, 2)])
     assert (resumed["train/env_steps"], resumed["train/episodes"], resumed["train/iterations"]) == (120, 4, 15)
+
+
+# ----- evaluation while training: best.ckpt, the random streams, the cadence defaults, the console line -----
+def scripted_run(run_dir, returns, resume=None, total=None, keep=1, quiet=True, eval_every=1, **options):
+    """A trainer of `total` (default: len(returns)) units, 1 per iteration, evaluated after each;
+    evaluation k returns `returns[k]` and draws from the global random streams (which the session
+    must put back). Returns (final metrics, the global draws the training made)."""
+    with Run(run_dir, config=CONFIG, quiet=quiet, tensorboard=False, resume=resume, keep_checkpoints=keep) as run:
+        model, buffer = nn.Linear(2, 1), {"transitions": [1, 2, 3]}
+        answers = iter(returns)
+
+        def evaluate():
+            core.randn(3), np.random.rand(), __import__("random").random()
+            value = next(answers)
+            model.weight.data[...] = value  # the weights that scored `value`
+            return {"eval/return_mean": value, "eval/episodes": 1}
+        session = run.session("scripted", "env_steps", total or len(returns), checkpoint_every=1, eval_every=eval_every,
+                              evaluate=evaluate, not_in_best=("buffer",), **options)
+        session.track(model=model, buffer=buffer)
+        draws = []
+        while session.running():
+            draws.append((core.randn(1).item(), np.random.rand()))
+            session.advance(1, episodes=[(float(session.progress), 10)])
+        return session.finish(), draws
+
+
+def best_state(run_dir):
+    return load(run_dir / "checkpoints" / "best.ckpt")
+
+
+def test_the_best_evaluation_is_kept_in_best_ckpt_through_rotation(tmp_path):
+    scripted_run(tmp_path, [1.0, 3.0, 2.0, 2.5], keep=1)
+    best = best_state(tmp_path)
+    assert best["step"] == 2 and best["session"]["best"] == {"value": 3.0, "progress": 2}
+    assert float(np.asarray(best["model"]["weight"].numpy()).ravel()[0]) == 3.0  # the policy that scored it
+    assert "buffer" not in best and "buffer" in load(tmp_path / "checkpoints" / "last.ckpt")
+    assert [p.name for p in (tmp_path / "checkpoints").glob("ckpt_*")] == ["ckpt_4.ckpt"]  # rotation left best alone
+
+
+def test_a_resumed_run_keeps_its_best_so_far_even_when_best_ckpt_is_newer_than_the_checkpoint(tmp_path):
+    scripted_run(tmp_path, [1.0, 5.0, 2.0])
+    # as if killed after best.ckpt of step 2 but before that step's checkpoint: resume from step 1
+    (tmp_path / "checkpoints" / "last.ckpt").unlink()
+    for path in (tmp_path / "checkpoints").glob("ckpt_*"):
+        path.unlink()
+    scripted_run(tmp_path / "first", [1.0, 0.0], keep=0, total=1)
+    resumed, _ = scripted_run(tmp_path, [4.0, 3.0, 2.0], total=4, resume=tmp_path / "first" / "checkpoints" /
+                              "ckpt_1.ckpt")
+    assert best_state(tmp_path)["session"]["best"]["value"] == 5.0  # worse evaluations after the resume kept it
+    assert resumed["eval/return_mean"] == 2.0
+
+
+def test_evaluation_leaves_the_training_random_streams_as_they_were(tmp_path):
+    core.manual_seed(0), np.random.seed(0)
+    _, evaluated = scripted_run(tmp_path / "a", [1.0, 2.0, 3.0])
+    core.manual_seed(0), np.random.seed(0)
+    _, not_evaluated = scripted_run(tmp_path / "b", [1.0, 2.0, 3.0], eval_every=0)
+    assert evaluated == not_evaluated
+
+
+def test_without_a_cadence_a_run_is_evaluated_and_printed_10_times(tmp_path, capsys):
+    with Run(tmp_path, config=CONFIG, tensorboard=False) as run:
+        evaluations = []
+        session = run.session("auto", "env_steps", 1000, eval_every=None, console_every=None,
+                              evaluate=lambda: evaluations.append(session.progress) or {"eval/return_mean": 1.0})
+        session.track()
+        while session.running():
+            session.advance(10)
+        session.finish()
+    assert evaluations == list(range(100, 1001, 100))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("auto env_steps")]
+    assert [line.split()[2] for line in lines] == [f"{n}/1000" for n in range(100, 1001, 100)]
+
+
+def test_the_console_line_shows_progress_the_last_100_episodes_losses_and_the_evaluation(tmp_path, capsys):
+    with Run(tmp_path, config=CONFIG, tensorboard=False) as run:
+        session = run.session("ppo", "env_steps", 300, console_every=300, eval_every=300,
+                              evaluate=lambda: {"eval/return_mean": 7.5})
+        session.track()
+        session.log({"losses/policy_loss": 0.25, "losses/value_loss": 2.0, "losses/approx_kl": 0.01})
+        session.advance(300, episodes=[(1000.0, 1)] + [(float(k), 2 * k) for k in range(100)])
+        session.finish()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("ppo env_steps 300/300  SPS ")
+    # the oldest of 101 episodes has left the window: mean of 0..99 and of their lengths 0..198
+    for shown in ("episodes 101", "ep_rew_mean 49.5  ep_len_mean 99", "policy_loss 0.25  value_loss 2",
+                  "eval 7.5 (best 7.5)"):
+        assert shown in line
+    assert "approx_kl" not in line
+
+
+def test_a_quiet_run_prints_no_console_line(tmp_path, capsys):
+    scripted_run(tmp_path, [1.0, 2.0], quiet=True, console_every=1)
+    assert capsys.readouterr().out == ""

@@ -217,7 +217,7 @@ class RunLogger(Closeable):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.quiet = quiet
         self.last_step = 0
-        self.scalar_tags = set()  # every scalar tag logged (the run summary names one to plot)
+        self.latest = {}  # tag -> the newest value logged (the run summary and the session's console line)
         self._writer = None
         if use_tensorboard:
             # tensorboardX names files by the second and opens them with "wb": the suffix keeps a
@@ -233,7 +233,7 @@ class RunLogger(Closeable):
 
     def scalar(self, tag, value, step):
         value, step = float(to_number(value, f"scalar {tag!r}")), self._step(step)
-        self.scalar_tags.add(tag)
+        self.latest[tag] = value
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
 
@@ -241,6 +241,11 @@ class RunLogger(Closeable):
         """Log each {tag: value} at the same step."""
         for tag, value in values.items():
             self.scalar(tag, value, step)
+
+    @property
+    def scalar_tags(self):
+        """Every scalar tag logged so far."""
+        return self.latest.keys()
 
     def histogram(self, tag, values, step):
         if self._writer is not None:

@@ -9,7 +9,8 @@ checkpoint files, the resume state and stop requests. The trainer's loop runs in
 
 Checkpoints live in `<run dir>/checkpoints/`: `ckpt_<step>.ckpt` for the last `keep` periodic saves
 and `last.ckpt`, the newest of them (a hard link, so it costs no second write); `resume=<run dir>`
-takes the newest. Every file is written atomically (core.save), so a crash leaves the previous
+takes the newest. `best.ckpt` holds the policy of the best evaluation so far (written by the
+session, never pruned). Every file is written atomically (core.save), so a crash leaves the previous
 checkpoint intact, and a state holding a NaN array or Tensor is refused (NonFiniteError) rather
 than written over a good one.
 
@@ -37,6 +38,7 @@ from core.serialization import load, save
 from core.tensor import Tensor
 
 LAST = "last.ckpt"
+BEST = "best.ckpt"
 _PERIODIC = re.compile(r"^ckpt_(\d+)\.ckpt$")
 
 
@@ -96,20 +98,38 @@ class Checkpoints:
     def last_path(self):
         return self.directory / LAST
 
+    @property
+    def best_path(self):
+        return self.directory / BEST
+
     def save(self, state, step):
         """Write `state` (a dict as core.save accepts) for `step`; the run config and the step are
         stored with it under "config" and "step". Returns the path written."""
+        path = self._write(state, step, f"ckpt_{int(step)}.ckpt")
+        self._point_last_at(path)
+        self._prune()
+        self.last_saved_step = int(step)
+        return path
+
+    def save_best(self, state, step):
+        """Write `state` of `step` as best.ckpt (over the previous best; periodic saves never remove it)."""
+        return self._write(state, step, BEST)
+
+    def saved_best(self):
+        """The session's record of the best evaluation stored in best.ckpt, or None without one."""
+        if not self.best_path.is_file():
+            return None
+        return (load(self.best_path).get("session") or {}).get("best")
+
+    def _write(self, state, step, name):
         step = int(step)
         bad = _first_nan(state)
         if bad:
             raise NonFiniteError(f"refusing to checkpoint step {step}: {bad} holds NaN; "
                                  f"the last good checkpoint stays {self.last_good()}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"ckpt_{step}.ckpt"
+        path = self.directory / name
         save({**state, "step": step, "config": self.config}, path)
-        self._point_last_at(path)
-        self._prune()
-        self.last_saved_step = step
         return path
 
     def _point_last_at(self, path):
@@ -157,7 +177,8 @@ class RunDirectoryBusy(ConfigError):
 # what may change when a run is resumed (fnmatch patterns over the flattened config): budgets,
 # evaluation, logging and checkpoint cadence, the device and learning rates; anything else
 # (architecture, algorithm, seed, data) would make the resumed run another experiment
-RESUMABLE = ("resume", "quiet", "device", "checkpoint_every", "keep_checkpoints", "eval_episodes", "logger.*",
+RESUMABLE = ("resume", "quiet", "device", "checkpoint_every", "keep_checkpoints", "eval_episodes", "console_every",
+             "capture_video", "logger.*",
              "*.total_timesteps", "*.total_episodes", "*.epochs", "*.steps", "*.eval_every", "*.log_every",
              "*.target_return", "*.lr", "*.lr_*", "*_lr", "*.quality.*", "*.grid_size", "*.eval_greedy")
 
@@ -350,7 +371,8 @@ class Run(Closeable):
             tag = "losses/loss" if "losses/loss" in losses else (losses or tags)[0]
             looks.append(f"python scripts/plot.py {self.dir} --tag {tag}")
         if evaluable:
-            looks.append(f"python scripts/evaluate.py {self.dir}")
+            best = " [checkpoint=best]" if self.checkpoints.best_path.is_file() else ""
+            looks.append(f"python scripts/evaluate.py {self.dir}{best}")
         lines.append("  look: " + " | ".join(looks))
         if status != "completed":
             lines.append(f"  continue: python scripts/train.py resume={self.dir}")

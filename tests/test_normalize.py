@@ -189,8 +189,7 @@ def test_agents_train_on_normalised_envs_and_checkpoint_the_statistics(agent, tm
 
 def metrics_returns(agent, cfg, state):
     """The evaluation episodes replayed one by one as scripts/evaluate.py plays them."""
-    from agents import EVAL_SEED_OFFSET, evaluate_policy
-    from scripts.evaluate import with_normalization
+    from agents import EVAL_SEED_OFFSET, evaluate_policy, with_normalization
     env = with_normalization(agent.make_env(cfg.env) if hasattr(agent, "make_env") else gym.make(cfg.env.id),
                              cfg.env, state)
     act = agent.make_policy(cfg, state, env)

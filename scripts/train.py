@@ -36,7 +36,7 @@ from scripts import trainers  # noqa: E402
 from core.runtime import sweep  # noqa: E402
 from core.runtime.choices import Choice  # noqa: E402
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: E402
-from core.runtime.run import Run, RunDirectoryBusy, run_dir_of_checkpoint  # noqa: E402
+from core.runtime.run import Run, RunDirectoryBusy, resolve_resume, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError  # noqa: E402
 from envs.factory import Vectorization  # noqa: E402
 from gans.datasets import DatasetName, Normalize, Split  # noqa: E402
@@ -303,7 +303,7 @@ def main(cfg):
         if not multirun:
             _fail(str(e), e.status)
         print(f"job {hydra_cfg.job.num} failed: {e}", file=sys.stderr)
-        _record_job_failure(run_dir, str(e))
+        _record_job_failure(run_dir, str(e), list(hydra_cfg.overrides.task))
         return float("nan")  # an optimizing sweeper marks the trial failed and goes on
 
 
@@ -319,10 +319,20 @@ def train_from_config(cfg, hydra_cfg, multirun):
     except (UsageError, OmegaConfBaseException) as e:
         remove_unused_run_dir(run_dir)
         raise RunFailed(str(e).splitlines()[0], 2) from None
+    resume = cfg.resume
+    if multirun and resume is not None:  # -m resume=<sweep dir>: each job continues in its own directory
+        previous = _saved_metrics(run_dir)
+        if previous.get("status") == "completed":
+            print(f"job {hydra_cfg.job.num} completed already: {run_dir}")
+            return main_metric(kind, module, previous)
+        try:
+            resume = str(resolve_resume(run_dir))
+        except FileNotFoundError:  # it never reached a checkpoint: it starts again
+            resume = None
     logger = cfg.logger or {}
     try:
         run = Run(run_dir, config=config, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet or multirun,
-                  resume=cfg.resume, keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
+                  resume=resume, keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
                   histogram_every=logger.get("histogram_every", 0), overrides=overrides)
     except (OSError, CheckpointError, ConfigError) as e:
         if not isinstance(e, RunDirectoryBusy):  # the other run's directory is not ours to remove
@@ -346,14 +356,24 @@ def train_from_config(cfg, hydra_cfg, multirun):
             run.fail("write-error", message)
             raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_good()}", 1) from None
         status = "interrupted" if run.should_stop() else "completed"
-        try:
-            run.finish(metrics, status=status)
+        objective = main_metric(kind, module, metrics)
+        try:  # a sweep job keeps what it returned to the sweeper, for the sweep's summary
+            run.finish({**metrics, "objective": objective} if multirun and objective is not None else metrics,
+                       status=status)
         except OSError as e:
             run.fail("write-error", _one_line(e, "write"))
             raise RunFailed(_one_line(e, "write"), 1) from None
     evaluable = hasattr(module, "make_policy") or hasattr(module, "sample") or hasattr(module, "evaluate")
     print(run.summary(metrics, status, evaluable) if not multirun else f"job {hydra_cfg.job.num} {status}: {run_dir}")
-    return main_metric(kind, module, metrics)
+    return objective
+
+
+def _saved_metrics(run_dir):
+    import json
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _one_line(error, action="use"):
@@ -364,12 +384,17 @@ def _one_line(error, action="use"):
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _record_job_failure(run_dir, message):
-    """A failed sweep job's directory says why (its metrics.json), for the sweep's report."""
+def _record_job_failure(run_dir, message, overrides):
+    """A failed sweep job's directory says why (its metrics.json) and what it was given (its
+    overrides, as a run that started writes them), for the sweep's report."""
     import json
     from core.serialization import atomic_write
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        saved = run_dir / ".hydra" / "overrides.yaml"
+        if not saved.is_file():
+            saved.parent.mkdir(exist_ok=True)
+            atomic_write(saved, yaml.safe_dump([o for o in overrides if _override_key(o) != "resume"]).encode())
         path = run_dir / "metrics.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         atomic_write(path, (json.dumps({**previous, "status": previous.get("status", "failed"), "error": message},
@@ -408,9 +433,9 @@ def with_resume_overrides(argv):
                   None)
     if resume in (None, "", "null"):
         return argv
-    if "-m" in argv or "--multirun" in argv:
-        raise UsageError("resume=... continues one run; it cannot be combined with -m/--multirun")
     path = Path(resume).expanduser()
+    if "-m" in argv or "--multirun" in argv:
+        return with_sweep_resume_overrides(argv, path)
     if not path.exists():
         raise UsageError(f"no run directory or checkpoint file at {path}")
     run_dir = path if path.is_dir() else run_dir_of_checkpoint(path)
@@ -427,6 +452,25 @@ def with_resume_overrides(argv):
     previous = [o for o in yaml.safe_load(saved.read_text()) or [] if kept(o)]
     run_dir_override = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
     return [*previous, *argv, *run_dir_override]
+
+
+def with_sweep_resume_overrides(argv, sweep_dir):
+    """`-m resume=<sweep dir>` continues a sweep in its directory with its saved overrides: completed
+    jobs are kept, the others resume from their checkpoints. The command line may add only what job
+    directory names leave out (quiet, device, checkpointing): anything else would be another sweep."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        raise UsageError(f"-m resume={sweep_dir}: no sweep there (no multirun.yaml); resume=<run dir> continues "
+                         f"one run, without -m")
+    hydra_cfg = OmegaConf.load(saved).hydra
+    allowed = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    changed = [arg for arg in argv if "=" in arg and _override_key(arg) not in allowed and not arg.startswith("hydra")]
+    if changed:
+        raise UsageError(f"-m resume={sweep_dir} continues that sweep as it was; it cannot change {' '.join(changed)} "
+                         f"(allowed: {', '.join(sorted(allowed - {'resume'}))}); start a new sweep for that")
+    given = {_override_key(arg) for arg in argv if "=" in arg}
+    previous = [o for o in hydra_cfg.overrides.task if _override_key(o) not in given]
+    return [*argv, *previous, *([] if "hydra.sweep.dir" in given else [f"hydra.sweep.dir={sweep_dir}"])]
 
 
 def describe_error(error):

@@ -473,6 +473,20 @@ def with_sweep_resume_overrides(argv, sweep_dir):
     return [*argv, *previous, *([] if "hydra.sweep.dir" in given else [f"hydra.sweep.dir={sweep_dir}"])]
 
 
+def plugin_options(group, options):
+    """The launchers or sweepers that work here, and those an extra brings (`options`: what Hydra found)."""
+    presets = {path.stem: f"{group}/{yaml.safe_load(path.read_text())['defaults'][0]}"
+               for path in (CONF_DIR / group).glob("*.yaml")}
+    missing = {}  # extra -> options it brings
+    for name, config in [*presets.items(), *((c.rpartition("/")[2], c) for c in PLUGIN_CONFIGS)]:
+        if config.startswith(group + "/") and config in PLUGIN_CONFIGS and config.rpartition("/")[2] not in options:
+            missing.setdefault(PLUGIN_CONFIGS[config][1], []).append(name)
+    absent = {name for names in missing.values() for name in names}
+    bring = "; ".join(f"pip install -e '.[{extra}]' brings {', '.join(sorted(names))}"
+                      for extra, names in sorted(missing.items()))
+    return f"installed: {', '.join(sorted(set(options) - absent))}" + (f"; {bring}" if bring else "")
+
+
 def describe_error(error):
     """One line for a Hydra composition error."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
@@ -481,6 +495,8 @@ def describe_error(error):
             package, extra = PLUGIN_CONFIGS[error.missing_cfg_file]
             return (f"{error.missing_cfg_file} is provided by the {package} plugin, which is not installed: "
                     f"pip install -e '.[{extra}]' (or pip install {package})")
+        if error.options is not None and group in ("hydra/launcher", "hydra/sweeper"):
+            return f"unknown {group} {option!r}; {plugin_options(group, error.options)}"
         if error.options is not None:
             options = [o for o in error.options if not o.endswith("_schema")]
             return f"unknown {group} {option!r}; available: {', '.join(options) or 'none'}"
@@ -503,6 +519,20 @@ def describe_error(error):
     return message
 
 
+def quiet_sweep_plugins():
+    """The Optuna sweeper's libraries talk on the console: Optuna logs each study at INFO and warns
+    that parts of it are experimental, alembic (under its storage) announces its plugins. Silenced
+    so that the sweep's own lines are what the user sees; their errors still show."""
+    import importlib.util
+    import logging
+    import warnings
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if importlib.util.find_spec("optuna") is not None:
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def _fail(message, status):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
@@ -516,6 +546,8 @@ def cli():
     except UsageError as e:
         _fail(str(e), 2)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; the errors are reported below
+    if "-m" in sys.argv or "--multirun" in sys.argv:
+        quiet_sweep_plugins()
     try:
         main()
     except (ConfigCompositionException, OverrideParseException) as e:

@@ -117,6 +117,11 @@ class SweepReport(Callback):
         self._poller = threading.Thread(target=self._poll, daemon=True)
         self._poller.start()
 
+    def __getstate__(self):
+        # launchers that run jobs in other processes (joblib, Ray) pickle the callbacks along: the
+        # progress thread stays here (a copy's on_job_end does nothing, its pid is not ours)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_stop", "_poller")}
+
     def on_job_end(self, config, job_return, **kwargs):
         # the basic launcher runs jobs in this process: report at once; elsewhere the poller does
         if getattr(self, "_pid", None) == os.getpid():
@@ -126,6 +131,7 @@ class SweepReport(Callback):
         if getattr(self, "_poller", None) is not None:
             self._stop.set()
             self._poller.join()
+            self._progress()  # the jobs that ended since the last poll
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
@@ -140,6 +146,8 @@ class SweepReport(Callback):
     def _progress(self):
         """One line each time the number of ended jobs changes: done/total, failures, elapsed, ETA."""
         with self._lock:
+            if not self._sweep_dir.is_dir():  # no job has started yet
+                return
             ended = [metrics for directory, metrics in job_statuses(self._sweep_dir)
                      if metrics is not None and (directory / "metrics.json").stat().st_mtime >= self._start - 1]
             failed = sum(Job.is_failure(metrics) for metrics in ended)
@@ -183,14 +191,15 @@ class Job:
 
 def main_metrics(jobs):
     """The summary's metric columns: `objective` (what the sweeper optimizes) when the jobs have it,
-    then up to MAIN_METRICS_SHOWN numeric keys by the MAIN_METRICS prefixes."""
+    then up to MAIN_METRICS_SHOWN numeric keys by the MAIN_METRICS prefixes; and the column that
+    already is the objective (marked in the header), if one is."""
     ended = [job for job in jobs if not job.failed]
     keys = sorted({key for job in ended for key in job.metrics if job.number_of(key) is not None})
     chosen = list(dict.fromkeys(key for prefix in MAIN_METRICS for key in keys if key.startswith(prefix)))
     chosen = chosen[:MAIN_METRICS_SHOWN]
     # the objective gets a column of its own unless it is one of those (an agent's eval/return_mean)
-    same = any(all(job.number_of("objective") == job.number_of(key) for job in ended) for key in chosen)
-    return (["objective"] if "objective" in keys and not same else []) + chosen
+    same = [key for key in chosen if all(job.number_of("objective") == job.number_of(key) for job in ended)]
+    return (["objective"] if "objective" in keys and not same else []) + chosen, same[:1]
 
 
 def iqm(values, axis=-1):
@@ -223,7 +232,7 @@ def _number(value):
 def report(jobs, sweep_dir):
     """Write summary.csv, summary.md, aggregates.csv and curves.png into the sweep directory and
     return the console's text."""
-    columns = main_metrics(jobs)
+    columns, objective = main_metrics(jobs)
     varying = _varying(jobs)
     rows = []
     for job in jobs:
@@ -231,7 +240,7 @@ def report(jobs, sweep_dir):
         status = job.status if not job.failed else f"{job.status}: {job.reason}"
         rows.append([str(job.number), ",".join(shown), status, *(_number(job.number_of(k)) for k in columns),
                      _number(job.number_of("time/wall_s"))])
-    header = ["job", "overrides", "status", *columns, "wall_s"]
+    header = ["job", "overrides", "status", *(f"{k} (objective)" if k in objective else k for k in columns), "wall_s"]
     _write_csv(sweep_dir / "summary.csv",
                ["job", "directory", "overrides", "status", "error", *columns, "wall_s"],
                [[job.number, job.directory.name, " ".join(job.overrides), job.status, job.reason,

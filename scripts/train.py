@@ -29,7 +29,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException  # noqa: E402
 
 from scripts import trainers  # noqa: E402
@@ -57,6 +57,9 @@ PLUGIN_CONFIGS = {
     "hydra/launcher/submitit_local": ("hydra-submitit-launcher", "slurm"),
     "hydra/launcher/ray": ("hydra-ray-launcher", "ray"),
 }
+
+
+JOB_ERROR = "LAB_SWEEP_JOB_ERROR"  # a sweep job's composition error, for the job (compose_failing_jobs)
 
 
 class UsageError(ValueError):
@@ -298,6 +301,8 @@ def main(cfg):
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        if multirun and os.environ.get(JOB_ERROR):  # its overrides could not be composed
+            raise RunFailed(os.environ[JOB_ERROR], 2)
         return train_from_config(cfg, hydra_cfg, multirun)
     except RunFailed as e:
         if not multirun:
@@ -519,6 +524,33 @@ def describe_error(error):
     return message
 
 
+def compose_failing_jobs():
+    """A sweep job whose overrides cannot be composed (`agent.lr=0.1,abc`) fails alone, like a job
+    whose values `validate()` refuses: Hydra composes each job in the launcher and would end the
+    whole sweep on the first such error. Its config is composed without its overrides, named by
+    them, and carries the reason to the job (an env var Hydra sets around the task, also for
+    launchers that run jobs elsewhere), where `main` fails it with that line."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    load = ConfigLoaderImpl.load_sweep_config
+    if getattr(load, "lab_wrapped", False):
+        return
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        try:
+            return load(self, master_config, sweep_overrides)
+        except (ConfigCompositionException, OverrideParseException) as e:
+            config = load(self, master_config, [])
+            excluded = set(config.hydra.job.config.override_dirname.exclude_keys)
+            with open_dict(config):
+                config.hydra.overrides.task = list(sweep_overrides)
+                config.hydra.job.override_dirname = ",".join(
+                    sorted(o for o in sweep_overrides if _override_key(o) not in excluded))
+                config.hydra.job.env_set[JOB_ERROR] = describe_error(e)
+            return config
+    load_sweep_config.lab_wrapped = True
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config
+
+
 def quiet_sweep_plugins():
     """The Optuna sweeper's libraries talk on the console: Optuna logs each study at INFO and warns
     that parts of it are experimental, alembic (under its storage) announces its plugins. Silenced
@@ -548,6 +580,7 @@ def cli():
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; the errors are reported below
     if "-m" in sys.argv or "--multirun" in sys.argv:
         quiet_sweep_plugins()
+        compose_failing_jobs()
     try:
         main()
     except (ConfigCompositionException, OverrideParseException) as e:

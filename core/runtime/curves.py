@@ -209,7 +209,7 @@ def _draw(panels, out, smoothing, band):
         from matplotlib.lines import Line2D
         entries.append(f"... {len(ranked) - len(shown)} more (best {MAX_LEGEND} shown)")
         shown_handles.append(Line2D([], [], alpha=0))
-    figure.legend(shown_handles, entries, loc="outside right upper", fontsize="small")
+    figure.legend(shown_handles, entries, loc="outside right center", fontsize="small")
     what = "mean ± std" if band == "std" else "mean, 95% CI"
     smoothed = f", smoothing {smoothing:g}" if smoothing else ""
     figure.suptitle(f"{','.join(shared) + ': ' if shared else ''}{what} over seeds{smoothed}", fontsize="medium")

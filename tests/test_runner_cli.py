@@ -170,8 +170,8 @@ def test_multirun_over_two_seeds_then_plot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "reinforce:" not in result.stderr  # no progress bars in multirun
     runs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=job_number)
-    assert [p.name for p in runs] == [f"{job}_agent.total_timesteps=1500,agent=reinforce,env=cartpole,eval_episodes=2,"
-                                      f"seed={job}" for job in (0, 1)]
+    assert [p.name for p in runs] == [f"{job}_agent.total_timesteps-1500_agent-reinforce_env-cartpole_eval_episodes-2_"
+                                      f"seed-{job}" for job in (0, 1)]
     metrics = [read_metrics(run) for run in runs]
     assert all(m["status"] == "completed" for m in metrics)
     seeds = [core.load(run / "checkpoints" / "last.ckpt")["config"]["seed"] for run in runs]

@@ -43,15 +43,19 @@ def sweep(tmp_path_factory):
 def test_job_directories_carry_their_overrides(sweep):
     sweep, _ = sweep
     names = {number: path.name for number, path in jobs_of(sweep).items()}
-    assert names[0] == "0_agent.gamma=0.99,agent.total_timesteps=1200,agent=reinforce,env=cartpole,eval_episodes=2,seed=0"
-    assert names[3] == "3_agent.gamma=2.0,agent.total_timesteps=1200,agent=reinforce,env=cartpole,eval_episodes=2,seed=1"
+    assert names[0] == "0_agent.gamma-0.99_agent.total_timesteps-1200_agent-reinforce_env-cartpole_eval_episodes-2_seed-0"
+    assert names[3] == "3_agent.gamma-2.0_agent.total_timesteps-1200_agent-reinforce_env-cartpole_eval_episodes-2_seed-1"
+    # a job directory is a plain value for Hydra: resume=<job dir> continues that job alone
+    done = train(f"resume={jobs_of(sweep)[0]}", "quiet=true")
+    assert done.returncode == 0 and f"run completed: {jobs_of(sweep)[0]}" in done.stdout, done.stderr
 
 
 def test_dirname_is_filesystem_safe_unique_by_prefix_and_capped():
     assert dirname(7, "") == "7"
-    assert dirname(7, "dataset=toy/moons,model.layers=[4, 4]") == "7_dataset=toy-moons,model.layers=_4,_4_"
-    long = dirname("12-00-00-000001", "agent.lr=" + "1" * 300)
-    assert len(long) == DIRNAME_LIMIT and long.startswith("12-00-00-000001_agent.lr=111")
+    assert dirname(7, "dataset-toy/moons_model.layers-[4, 4]_x-'a=b,c'") == \
+        "7_dataset-toy-moons_model.layers-_4__4__x-_a_b_c_"
+    long = dirname("12-00-00-000001", "agent.lr-" + "1" * 300)
+    assert len(long) == DIRNAME_LIMIT and long.startswith("12-00-00-000001_agent.lr-111")
 
 
 def test_progress_lines_count_jobs_failures_and_eta(sweep):
@@ -134,7 +138,7 @@ def test_a_job_whose_override_cannot_be_composed_fails_alone(tmp_path):
     assert [row["status"] for row in rows] == ["completed", "failed"]
     assert rows[1]["error"] == "Error merging override agent.lr=abc: Value 'abc' of type 'str' could not be " \
                                "converted to Float"
-    assert rows[1]["directory"].startswith("1_agent.lr=abc,")
+    assert rows[1]["directory"].startswith("1_agent.lr-abc_")
 
 
 def test_an_unknown_launcher_names_the_installed_ones_and_the_extras(tmp_path):

@@ -39,13 +39,13 @@ MAIN_METRICS_SHOWN = 4
 BOOTSTRAP_SAMPLES = 2000
 POLL_SECONDS = 2.0
 _JOB_NUMBER = re.compile(r"^(\d+)(?:_|$)")
-_UNSAFE = re.compile(r"[^\w.=,+\-]")
+_UNSAFE = re.compile(r"[^\w.+\-]")  # what may stand in a file name and, unquoted, in a Hydra override value
 
 
 def dirname(prefix, overrides):
     """A run or job directory name: `prefix` (a job number or a time: what keeps it unique), then
-    the overrides (Hydra's override_dirname), made filesystem-safe (`dataset=toy/moons` ->
-    `dataset=toy-moons`) and cut to DIRNAME_LIMIT characters."""
+    the overrides (Hydra's override_dirname, `dataset-toy/moons_seed-1`), made safe for file names and
+    Hydra override values (`dataset-toy-moons_seed-1`) and cut to DIRNAME_LIMIT characters."""
     prefix = str(prefix)
     if not overrides:
         return prefix

@@ -540,11 +540,11 @@ def compose_failing_jobs():
             return load(self, master_config, sweep_overrides)
         except (ConfigCompositionException, OverrideParseException) as e:
             config = load(self, master_config, [])
-            excluded = set(config.hydra.job.config.override_dirname.exclude_keys)
+            naming = config.hydra.job.config.override_dirname  # as Hydra joins them
+            kept = sorted(o for o in sweep_overrides if _override_key(o) not in set(naming.exclude_keys))
             with open_dict(config):
                 config.hydra.overrides.task = list(sweep_overrides)
-                config.hydra.job.override_dirname = ",".join(
-                    sorted(o for o in sweep_overrides if _override_key(o) not in excluded))
+                config.hydra.job.override_dirname = naming.item_sep.join(kept).replace("=", naming.kv_sep)
                 config.hydra.job.env_set[JOB_ERROR] = describe_error(e)
             return config
     load_sweep_config.lab_wrapped = True

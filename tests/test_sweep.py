@@ -45,9 +45,6 @@ def test_job_directories_carry_their_overrides(sweep):
     names = {number: path.name for number, path in jobs_of(sweep).items()}
     assert names[0] == "0_agent.gamma-0.99_agent.total_timesteps-1200_agent-reinforce_env-cartpole_eval_episodes-2_seed-0"
     assert names[3] == "3_agent.gamma-2.0_agent.total_timesteps-1200_agent-reinforce_env-cartpole_eval_episodes-2_seed-1"
-    # a job directory is a plain value for Hydra: resume=<job dir> continues that job alone
-    done = train(f"resume={jobs_of(sweep)[0]}", "quiet=true")
-    assert done.returncode == 0 and f"run completed: {jobs_of(sweep)[0]}" in done.stdout, done.stderr
 
 
 def test_dirname_is_filesystem_safe_unique_by_prefix_and_capped():
@@ -128,6 +125,9 @@ def test_a_sweep_directory_is_refused_then_resumed(tmp_path):
     assert checkpoint.stat().st_mtime_ns == before  # the completed job was left as it was
     assert json.loads((jobs_of(sweep)[1] / "metrics.json").read_text())["status"] == "completed"
     assert sorted(jobs_of(sweep)) == [0, 1]
+    # a job directory's name is a plain value for Hydra: resume=<job dir> continues that job alone
+    alone = train(f"resume={jobs_of(sweep)[0]}", "agent.total_timesteps=1500", "quiet=true")
+    assert alone.returncode == 0 and f"run completed: {jobs_of(sweep)[0]}" in alone.stdout, alone.stderr
 
 
 def test_a_job_whose_override_cannot_be_composed_fails_alone(tmp_path):

@@ -140,34 +140,31 @@ def default_tags(tags):
     return sorted(tag for tag in tags if tag.startswith(GENERATIVE_PREFIXES))
 
 
-def plot_runs(paths, tags=None, out="plot.png", smoothing=0.6, band="std"):
-    """Plot each of `tags` (None: `default_tags`) of every run under `paths`, one line per group with
-    its band, one panel per tag, into the PNG `out`. Returns {tag: {group label: GroupCurve}}."""
+def plot_runs(paths, tag=None, out="plot.png", smoothing=0.6, band="std"):
+    """Plot `tag` (a tag, a list of tags, or None: `default_tags`) of every run under `paths`, one line
+    per group with its band, one panel per tag, into the PNG `out`. Returns {tag: {group label: GroupCurve}}."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     runs = find_runs(paths)
     if not runs:
         raise FileNotFoundError(f"no TensorBoard event files under {', '.join(map(str, paths))}")
     scalars = {run_dir: read_run(run_dir).scalars for run_dir in sorted(runs)}
-    present = sorted({tag for values in scalars.values() for tag in values})
-    if tags is None:
-        tags = default_tags(present)
-        if not tags:
-            raise ValueError(f"no run has {RETURN_TAG}, losses/ or quality/ scalars; pick one with --tag: "
-                             f"{', '.join(present) or 'none'}")
-    elif isinstance(tags, str):
-        tags = [tags]
+    present = sorted({name for values in scalars.values() for name in values})
+    tags = [tag] if isinstance(tag, str) else tag or default_tags(present)
+    if not tags:
+        raise ValueError(f"no run has {RETURN_TAG}, losses/ or quality/ scalars; pick one with --tag: "
+                         f"{', '.join(present) or 'none'}")
     panels = {}
-    for tag in tags:
+    for name in tags:
         groups = {}
         for run_dir, values in scalars.items():
-            series = run_series(values, tag)
+            series = run_series(values, name)
             if series is not None:
                 steps, ys = series
                 groups.setdefault(group_label(run_dir, runs[run_dir]), {})[run_dir] = (steps, smooth(ys, smoothing))
         if not groups:
-            raise ValueError(f"no run has the scalar {tag!r}; tags present: {', '.join(present) or 'none'}")
-        panels[tag] = {label: aggregate(label, series, band) for label, series in sorted(groups.items())}
+            raise ValueError(f"no run has the scalar {name!r}; tags present: {', '.join(present) or 'none'}")
+        panels[name] = {label: aggregate(label, series, band) for label, series in sorted(groups.items())}
     _draw(panels, out, smoothing, band)
     return panels
 

@@ -108,9 +108,12 @@ class SweepReport(Callback):
         self._sweep_dir = Path(config.hydra.sweep.dir)
         resumed = config.get("resume") not in (None, "") and Path(config.resume).resolve() == self._sweep_dir.resolve()
         if holds_a_sweep(self._sweep_dir) and not resumed:
-            # a callback's exceptions are only warnings to Hydra: SystemExit is what stops the sweep
-            print(f"error: {self._sweep_dir} already holds a sweep; continue it with python scripts/train.py -m "
-                  f"resume={self._sweep_dir}, or choose another hydra.sweep.dir", file=sys.stderr)
+            # a callback's exceptions are only warnings to Hydra: SystemExit is what stops the sweep.
+            # Only the basic sweeper saves multirun.yaml, what a resumed sweep reruns (Optuna's trials are new ones)
+            how = (f"continue it with python scripts/train.py -m resume={self._sweep_dir}, or "
+                   if (self._sweep_dir / "multirun.yaml").is_file() else "")
+            print(f"error: {self._sweep_dir} already holds a sweep; {how}choose another hydra.sweep.dir",
+                  file=sys.stderr)
             raise SystemExit(2)
         self._pid, self._start, self._total = os.getpid(), time.time(), planned_jobs(config)
         self._lock, self._shown, self._stop = threading.Lock(), None, threading.Event()
@@ -141,7 +144,10 @@ class SweepReport(Callback):
 
     def _poll(self):
         while not self._stop.wait(POLL_SECONDS):
-            self._progress()
+            try:
+                self._progress()
+            except OSError:  # a job directory changing under the scan: the next poll sees it
+                pass
 
     def _progress(self):
         """One line each time the number of ended jobs changes: done/total, failures, elapsed, ETA."""

@@ -5,6 +5,7 @@
     python scripts/train.py experiment=<id>                           # a chapter preset
     python scripts/train.py -m agent=reinforce env=cartpole seed=0,1,2  # a sweep
     python scripts/train.py resume=runs/2024-05-01/12-00-00           # continue a run in its own directory
+    python scripts/train.py -m resume=multirun/2024-05-01/12-00-00    # continue a sweep (its unfinished jobs)
 
 Also installed as the command `lab-train`. See docs/running.md.
 

@@ -5,6 +5,7 @@
     python scripts/train.py experiment=<id>                           # a chapter preset
     python scripts/train.py -m agent=reinforce env=cartpole seed=0,1,2  # a sweep
     python scripts/train.py resume=runs/2024-05-01/12-00-00           # continue a run in its own directory
+    python scripts/train.py -m resume=multirun/2024-05-01/12-00-00    # continue a sweep (its unfinished jobs)
 
 Also installed as the command `lab-train`. See docs/running.md.
 
@@ -29,14 +30,14 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException  # noqa: E402
 
 from scripts import trainers  # noqa: E402
 from core.runtime import sweep  # noqa: E402
 from core.runtime.choices import Choice  # noqa: E402
 from core.runtime.errors import ConfigError, NonFiniteError  # noqa: E402
-from core.runtime.run import Run, RunDirectoryBusy, run_dir_of_checkpoint  # noqa: E402
+from core.runtime.run import Run, RunDirectoryBusy, resolve_resume, run_dir_of_checkpoint  # noqa: E402
 from core.serialization import CheckpointError  # noqa: E402
 from envs.factory import Vectorization  # noqa: E402
 from gans.datasets import DatasetName, Normalize, Split  # noqa: E402
@@ -58,6 +59,9 @@ PLUGIN_CONFIGS = {
     "hydra/launcher/submitit_local": ("hydra-submitit-launcher", "slurm"),
     "hydra/launcher/ray": ("hydra-ray-launcher", "ray"),
 }
+
+
+JOB_ERROR = "LAB_SWEEP_JOB_ERROR"  # a sweep job's composition error, for the job (compose_failing_jobs)
 
 
 class UsageError(ValueError):
@@ -339,12 +343,14 @@ def main(cfg):
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        if multirun and os.environ.get(JOB_ERROR):  # its overrides could not be composed
+            raise RunFailed(os.environ[JOB_ERROR], 2)
         return train_from_config(cfg, hydra_cfg, multirun)
     except RunFailed as e:
         if not multirun:
             _fail(str(e), e.status)
         print(f"job {hydra_cfg.job.num} failed: {e}", file=sys.stderr)
-        _record_job_failure(run_dir, str(e))
+        _record_job_failure(run_dir, str(e), list(hydra_cfg.overrides.task))
         return float("nan")  # an optimizing sweeper marks the trial failed and goes on
 
 
@@ -367,10 +373,20 @@ def train_from_config(cfg, hydra_cfg, multirun):
     except (UsageError, OmegaConfBaseException) as e:
         remove_unused_run_dir(run_dir)
         raise RunFailed(str(e).splitlines()[0], 2) from None
+    resume = cfg.resume
+    if multirun and resume is not None:  # -m resume=<sweep dir>: each job continues in its own directory
+        previous = _saved_metrics(run_dir)
+        if previous.get("status") == "completed":
+            print(f"job {hydra_cfg.job.num} completed already: {run_dir}")
+            return main_metric(kind, module, previous)
+        try:
+            resume = str(resolve_resume(run_dir))
+        except FileNotFoundError:  # it never reached a checkpoint: it starts again
+            resume = None
     logger = cfg.logger or {}
     try:
         run = Run(run_dir, config=config, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet or multirun,
-                  resume=cfg.resume, keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
+                  resume=resume, keep_checkpoints=cfg.keep_checkpoints, tensorboard=logger.get("tensorboard", True),
                   histogram_every=logger.get("histogram_every", 0), overrides=overrides)
     except (OSError, CheckpointError, ConfigError) as e:
         if not isinstance(e, RunDirectoryBusy):  # the other run's directory is not ours to remove
@@ -394,14 +410,24 @@ def train_from_config(cfg, hydra_cfg, multirun):
             run.fail("write-error", message)
             raise RunFailed(f"{message}; the last good checkpoint stays {run.checkpoints.last_good()}", 1) from None
         status = "interrupted" if run.should_stop() else "completed"
-        try:
-            run.finish(metrics, status=status)
+        objective = main_metric(kind, module, metrics)
+        try:  # a sweep job keeps what it returned to the sweeper, for the sweep's summary
+            run.finish({**metrics, "objective": objective} if multirun and objective is not None else metrics,
+                       status=status)
         except OSError as e:
             run.fail("write-error", _one_line(e, "write"))
             raise RunFailed(_one_line(e, "write"), 1) from None
     evaluable = hasattr(module, "make_policy") or hasattr(module, "sample") or hasattr(module, "evaluate")
     print(run.summary(metrics, status, evaluable) if not multirun else f"job {hydra_cfg.job.num} {status}: {run_dir}")
-    return main_metric(kind, module, metrics)
+    return objective
+
+
+def _saved_metrics(run_dir):
+    import json
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _one_line(error, action="use"):
@@ -412,12 +438,17 @@ def _one_line(error, action="use"):
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _record_job_failure(run_dir, message):
-    """A failed sweep job's directory says why (its metrics.json), for the sweep's report."""
+def _record_job_failure(run_dir, message, overrides):
+    """A failed sweep job's directory says why (its metrics.json) and what it was given (its
+    overrides, as a run that started writes them), for the sweep's report."""
     import json
     from core.serialization import atomic_write
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        saved = run_dir / ".hydra" / "overrides.yaml"
+        if not saved.is_file():
+            saved.parent.mkdir(exist_ok=True)
+            atomic_write(saved, yaml.safe_dump([o for o in overrides if _override_key(o) != "resume"]).encode())
         path = run_dir / "metrics.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         atomic_write(path, (json.dumps({**previous, "status": previous.get("status", "failed"), "error": message},
@@ -466,9 +497,9 @@ def with_resume_overrides(argv):
                   None)
     if resume in (None, "", "null"):
         return argv
-    if "-m" in argv or "--multirun" in argv:
-        raise UsageError("resume=... continues one run; it cannot be combined with -m/--multirun")
     path = Path(resume).expanduser()
+    if "-m" in argv or "--multirun" in argv:
+        return with_sweep_resume_overrides(argv, path)
     if not path.exists():
         raise UsageError(f"no run directory or checkpoint file at {path}")
     run_dir = path if path.is_dir() else run_dir_of_checkpoint(path)
@@ -487,6 +518,39 @@ def with_resume_overrides(argv):
     return [*previous, *argv, *run_dir_override]
 
 
+def with_sweep_resume_overrides(argv, sweep_dir):
+    """`-m resume=<sweep dir>` continues a sweep in its directory with its saved overrides: completed
+    jobs are kept, the others resume from their checkpoints. The command line may add only what job
+    directory names leave out (quiet, device, checkpointing): anything else would be another sweep."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        raise UsageError(f"-m resume={sweep_dir}: no sweep there (no multirun.yaml); resume=<run dir> continues "
+                         f"one run, without -m")
+    hydra_cfg = OmegaConf.load(saved).hydra
+    allowed = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    changed = [arg for arg in argv if "=" in arg and _override_key(arg) not in allowed and not arg.startswith("hydra")]
+    if changed:
+        raise UsageError(f"-m resume={sweep_dir} continues that sweep as it was; it cannot change {' '.join(changed)} "
+                         f"(allowed: {', '.join(sorted(allowed - {'resume'}))}); start a new sweep for that")
+    given = {_override_key(arg) for arg in argv if "=" in arg}
+    previous = [o for o in hydra_cfg.overrides.task if _override_key(o) not in given]
+    return [*argv, *previous, *([] if "hydra.sweep.dir" in given else [f"hydra.sweep.dir={sweep_dir}"])]
+
+
+def plugin_options(group, options):
+    """The launchers or sweepers that work here, and those an extra brings (`options`: what Hydra found)."""
+    presets = {path.stem: f"{group}/{yaml.safe_load(path.read_text())['defaults'][0]}"
+               for path in (CONF_DIR / group).glob("*.yaml")}
+    missing = {}  # extra -> options it brings
+    for name, config in [*presets.items(), *((c.rpartition("/")[2], c) for c in PLUGIN_CONFIGS)]:
+        if config.startswith(group + "/") and config in PLUGIN_CONFIGS and config.rpartition("/")[2] not in options:
+            missing.setdefault(PLUGIN_CONFIGS[config][1], []).append(name)
+    absent = {name for names in missing.values() for name in names}
+    bring = "; ".join(f"pip install -e '.[{extra}]' brings {', '.join(sorted(names))}"
+                      for extra, names in sorted(missing.items()))
+    return f"installed: {', '.join(sorted(set(options) - absent))}" + (f"; {bring}" if bring else "")
+
+
 def describe_error(error):
     """One line for a Hydra composition error."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
@@ -495,6 +559,8 @@ def describe_error(error):
             package, extra = PLUGIN_CONFIGS[error.missing_cfg_file]
             return (f"{error.missing_cfg_file} is provided by the {package} plugin, which is not installed: "
                     f"pip install -e '.[{extra}]' (or pip install {package})")
+        if error.options is not None and group in ("hydra/launcher", "hydra/sweeper"):
+            return f"unknown {group} {option!r}; {plugin_options(group, error.options)}"
         if error.options is not None:
             options = [o for o in error.options if not o.endswith("_schema")]
             return f"unknown {group} {option!r}; available: {', '.join(options) or 'none'}"
@@ -517,6 +583,47 @@ def describe_error(error):
     return message
 
 
+def compose_failing_jobs():
+    """A sweep job whose overrides cannot be composed (`agent.lr=0.1,abc`) fails alone, like a job
+    whose values `validate()` refuses: Hydra composes each job in the launcher and would end the
+    whole sweep on the first such error. Its config is composed without its overrides, named by
+    them, and carries the reason to the job (an env var Hydra sets around the task, also for
+    launchers that run jobs elsewhere), where `main` fails it with that line."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    load = ConfigLoaderImpl.load_sweep_config
+    if getattr(load, "lab_wrapped", False):
+        return
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        try:
+            return load(self, master_config, sweep_overrides)
+        except (ConfigCompositionException, OverrideParseException) as e:
+            config = load(self, master_config, [])
+            naming = config.hydra.job.config.override_dirname  # as Hydra joins them
+            kept = sorted(o for o in sweep_overrides if _override_key(o) not in set(naming.exclude_keys))
+            with open_dict(config):
+                config.hydra.overrides.task = list(sweep_overrides)
+                config.hydra.job.override_dirname = naming.item_sep.join(kept).replace("=", naming.kv_sep)
+                config.hydra.job.env_set[JOB_ERROR] = describe_error(e)
+            return config
+    load_sweep_config.lab_wrapped = True
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config
+
+
+def quiet_sweep_plugins():
+    """The Optuna sweeper's libraries talk on the console: Optuna logs each study at INFO and warns
+    that parts of it are experimental, alembic (under its storage) announces its plugins. Silenced
+    so that the sweep's own lines are what the user sees; their errors still show."""
+    import importlib.util
+    import logging
+    import warnings
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if importlib.util.find_spec("optuna") is not None:
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def _fail(message, status):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
@@ -530,6 +637,9 @@ def cli():
     except UsageError as e:
         _fail(str(e), 2)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; the errors are reported below
+    if "-m" in sys.argv or "--multirun" in sys.argv:
+        quiet_sweep_plugins()
+        compose_failing_jobs()
     try:
         main()
     except (ConfigCompositionException, OverrideParseException) as e:

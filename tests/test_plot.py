@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from core.runtime.logger import RunLogger
-from scripts.plot import group_label, plot_runs, smooth
+from core.runtime.curves import MAX_LEGEND, group_label, plot_runs, smooth
 
 REPO = Path(__file__).resolve().parents[1]
 TAG = "charts/episodic_return"
@@ -39,7 +39,7 @@ def multirun(tmp_path):
 
 def test_groups_mean_and_std(multirun, tmp_path):
     out = tmp_path / "plots" / "returns.png"
-    curves = plot_runs(multirun, TAG, out)
+    curves = plot_runs(multirun, TAG, out, smoothing=0)[TAG]
     assert set(curves) == {"agent=ppo,env=cartpole", "agent=dqn,env=cartpole"}
     ppo = curves["agent=ppo,env=cartpole"]
     assert [p.name for p in ppo.runs] == ["0", "1", "2"]
@@ -62,7 +62,7 @@ def ema_reference(values, weight):
 
 
 def test_smoothing_is_applied_per_run_before_averaging(multirun, tmp_path):
-    curves = plot_runs([multirun], TAG, tmp_path / "p.png", smoothing=0.5)
+    curves = plot_runs([multirun], TAG, tmp_path / "p.png", smoothing=0.5)[TAG]
     assert np.array_equal(curves["agent=dqn,env=cartpole"].mean, np.full(10, 50.0))  # constants stay constant
     ppo = curves["agent=ppo,env=cartpole"]
     # at step 2 seeds 0 and 1 have seen 3 points (0, 3, 6) + seed, seed 2 two points (2, 8)
@@ -83,7 +83,8 @@ def test_ema_and_window_smoothing_exact():
 def test_group_label_rules(tmp_path):
     run = tmp_path / "sweep" / "7"
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text("- seed=3\n- agent.seed=4\n- ++seed=1\n- lr=0.1\n- agent=a2c\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=3\n- agent.seed=4\n- ++seed=1\n- lr=0.1\n- agent=a2c\n"
+                                                   "- resume=runs/x\n")
     assert group_label(run, tmp_path / "sweep") == "agent=a2c,lr=0.1"
     (run / ".hydra" / "overrides.yaml").write_text("- seed=3\n")
     assert group_label(run, tmp_path) == "defaults"
@@ -97,7 +98,7 @@ def test_runs_grouped_by_directory_name(tmp_path):
     for seed in range(2):
         write_run(tmp_path / f"ppo_seed{seed}", [0, 1], [seed, seed + 2.0])
     write_run(tmp_path / "dqn_seed0", [0, 1], [5.0, 5.0])
-    curves = plot_runs(tmp_path, TAG, tmp_path / "p.png", smoothing=0)
+    curves = plot_runs(tmp_path, TAG, tmp_path / "p.png", smoothing=0)[TAG]
     assert sorted(curves) == ["dqn", "ppo"]
     assert curves["ppo"].mean.tolist() == [0.5, 2.5] and curves["ppo"].std.tolist() == [0.5, 0.5]
 
@@ -117,4 +118,48 @@ def test_cli(multirun):
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "agent=ppo,env=cartpole: 3 run(s)" in result.stdout
-    assert (multirun / "charts_episodic_return.png").is_file()
+    assert (multirun / "curves.png").is_file()
+
+
+def test_defaults_smooth_like_tensorboard(multirun, tmp_path):
+    smoothed = plot_runs(multirun, out=tmp_path / "p.png")[TAG]["agent=ppo,env=cartpole"]
+    raw = plot_runs(multirun, out=tmp_path / "p.png", smoothing=0)[TAG]["agent=ppo,env=cartpole"]
+    # each run is smoothed with weight 0.6: at step 1 seeds 0 and 1 are the EMA of (s, 3 + s), seed 2
+    # (logged at steps 0 and 2) is halfway between its smoothed values there
+    seeds01 = [ema_reference([s, 3 + s], 0.6) for s in (0, 1)]
+    seed2 = (2 + ema_reference([2, 8], 0.6)) / 2
+    assert np.isclose(smoothed.mean[1], (sum(seeds01) + seed2) / 3, rtol=0, atol=1e-9)
+    assert raw.mean[1] == 4.0 and smoothed.mean[1] < raw.mean[1]  # a rising curve lags when smoothed
+
+
+def test_confidence_band_is_the_t_interval_of_the_mean(multirun, tmp_path):
+    from scipy.stats import t
+    dqn = plot_runs(multirun, TAG, tmp_path / "p.png", smoothing=0, band="ci")[TAG]["agent=dqn,env=cartpole"]
+    half = t.ppf(0.975, 1) * np.std([0.0, 100.0], ddof=1) / np.sqrt(2)
+    assert np.allclose(dqn.low, 50 - half) and np.allclose(dqn.high, 50 + half)
+    assert np.array_equal(dqn.std, np.full(10, 50.0))
+
+
+def test_a_generative_run_plots_its_losses_and_quality_by_default(tmp_path):
+    run = tmp_path / "gan"
+    with RunLogger(run, quiet=True) as log:
+        for step in range(5):
+            log.scalars({"losses/d_loss": 1.0 / (step + 1), "losses/g_loss": 2.0 + step}, step)
+        log.scalar("quality/frechet_distance", 40.0, 4)
+        log.image_grid("samples/grid", np.zeros((4, 1, 8, 8), dtype=np.float32), 4)  # images are not scalars
+    panels = plot_runs(run, out=tmp_path / "p.png", smoothing=0)
+    assert list(panels) == ["losses/d_loss", "losses/g_loss", "quality/frechet_distance"]
+    assert panels["losses/g_loss"]["gan"].mean.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    result = subprocess.run([sys.executable, "scripts/plot.py", str(run)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(run / "curves.png").format == "PNG"
+
+
+def test_dozens_of_configurations_stay_one_line_each(tmp_path):
+    for lr in range(MAX_LEGEND + 8):
+        for seed in range(2):
+            write_run(tmp_path / f"{lr}_{seed}", [0, 1], [lr, lr + seed], [f"agent.lr={lr}", f"seed={seed}", "agent=ppo"])
+    curves = plot_runs(tmp_path, TAG, tmp_path / "p.png", smoothing=0)[TAG]
+    assert len(curves) == MAX_LEGEND + 8 and all(len(curve.runs) == 2 for curve in curves.values())
+    assert Image.open(tmp_path / "p.png").format == "PNG"

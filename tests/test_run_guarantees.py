@@ -15,6 +15,7 @@ import pytest
 import core
 from core.runtime.errors import ConfigError
 from core.runtime.run import Run, RunDirectoryBusy
+from core.runtime.sweep import job_number
 
 REPO = Path(__file__).resolve().parents[1]
 # about a second of PPO on CartPole
@@ -187,9 +188,9 @@ def test_a_full_disk_on_the_event_file_ends_the_run_instead_of_hanging(tmp_path)
 def test_a_failing_sweep_job_is_reported_and_the_others_run(tmp_path):
     result = train("-m", *PPO, "agent.gamma=0.99,2.0,0.9", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert result.returncode == 1
-    jobs = {p.name: metrics(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()}
-    assert {name: m["status"] for name, m in jobs.items()} == {"0": "completed", "1": "failed", "2": "completed"}
-    assert "agent.gamma must be in [0, 1]" in jobs["1"]["error"]
+    jobs = {job_number(p): metrics(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()}
+    assert {number: m["status"] for number, m in jobs.items()} == {0: "completed", 1: "failed", 2: "completed"}
+    assert "agent.gamma must be in [0, 1]" in jobs[1]["error"]
     assert "sweep: 2 of 3 jobs completed" in result.stdout
     assert error_line(result).startswith("error: 1 sweep job(s) failed:")
 

@@ -13,6 +13,7 @@ import pytest
 import core
 from core.runtime.events import read_run
 from core.runtime.run import resolve_resume
+from core.runtime.sweep import job_number
 
 REPO = Path(__file__).resolve().parents[1]
 # a few seconds of REINFORCE on CartPole: about 40 iterations of 8 episodes
@@ -169,7 +170,9 @@ def test_multirun_over_two_seeds_then_plot(tmp_path):
                         f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     assert "reinforce:" not in result.stderr  # no progress bars in multirun
-    runs = [sweep / "0", sweep / "1"]
+    runs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=job_number)
+    assert [p.name for p in runs] == [f"{job}_agent.total_timesteps-1500_agent-reinforce_env-cartpole_eval_episodes-2_"
+                                      f"seed-{job}" for job in (0, 1)]
     metrics = [read_metrics(run) for run in runs]
     assert all(m["status"] == "completed" for m in metrics)
     seeds = [core.load(run / "checkpoints" / "last.ckpt")["config"]["seed"] for run in runs]

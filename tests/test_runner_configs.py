@@ -256,8 +256,8 @@ def test_resume_overrides_reuse_the_run_and_its_saved_overrides(tmp_path):
     argv = train.with_resume_overrides([f"resume={tmp_path}", "seed=4"])
     assert argv == ["agent=reinforce", "env=cartpole", f"resume={tmp_path}", "seed=4", f"hydra.run.dir={tmp_path}"]
     assert train.with_resume_overrides(["agent=reinforce"]) == ["agent=reinforce"]
-    with pytest.raises(train.UsageError, match="cannot be combined with -m"):
-        train.with_resume_overrides(["-m", f"resume={tmp_path}"])
+    with pytest.raises(train.UsageError, match="no sweep there .*; resume=<run dir> continues one run, without -m"):
+        train.with_resume_overrides(["-m", f"resume={tmp_path}"])  # a run directory, not a sweep's
 
 
 @pytest.mark.parametrize("overrides, module", [(["agent=ppo_native", "env=cartpole"], "agents.ppo"),

@@ -46,7 +46,7 @@ LEARNING = {
                 lambda nets, data: gan.generator_sampler(nets["generator"], "normal")),
     # the critic trains on fakes made with batch statistics: MTF's eval-mode fakes (model.eval_fakes, checked
     # against the book's losses by the reproduction) leave a 100-step run's moving statistics far behind
-    "wgan": (["dataset.limit=1600", "dataset.image_size=16", "model.epochs=2", "model.batch_size=32",
+    "wgan_mtf": (["dataset.limit=1600", "dataset.image_size=16", "model.epochs=2", "model.batch_size=32",
               "model.width=8", "model.lr_g=5e-4", "model.lr_c=5e-4", "model.eval_fakes=false"],
              lambda nets, data: gan.generator_sampler(nets["generator"], "normal")),
 }
@@ -81,7 +81,7 @@ def test_conditional_gan_generates_the_requested_classes(mnist, tmp_path):
     ("wgan_gp_bdl", ["dataset.image_size=64", "model.batch_size=4", "model.n_critic=2"]),
     ("ae_denoising", ["model.noise=gaussian"]),
     ("wgan_gp", ["model.critic_norm=layer"]),
-    ("wgan", ["model.clip_scope=all", "model.separate_real_fake=false"]),
+    ("wgan_mtf", ["model.clip_scope=all", "model.separate_real_fake=false"]),
     ("dcgan", ["optim=sgd", "optim.lr=0.01"]),
 ])
 def test_every_preset_trains_from_its_config(name, overrides, mnist, tmp_path):

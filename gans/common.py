@@ -253,7 +253,8 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
 
     session = run.session(name, "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate if args.quality.enabled else None,
-                          eval_every=args.quality.every, steps_per_unit=steps_per_epoch(len(data), args.batch_size))
+                          eval_every=args.quality.every if args.quality.enabled else 0,
+                          steps_per_unit=steps_per_epoch(len(data), args.batch_size))
     return session, Batches(session, data, args.batch_size, args.log_every)
 
 

@@ -122,7 +122,7 @@ def test_mtf_gan_discriminator_as_printed():  # FX-PC-21: the printed forward pa
 
 
 def test_mtf_wgan_per_layer_counts():  # FX-PC-10, FX-PC-11 (latent 50)
-    nets = built("wgan")
+    nets = built("wgan_mtf")
     assert layer_counts(nets["critic"]) == [1_088, 256, 65_600, 256, 3_137]
     assert counts(nets["critic"]) == (70_337, 70_081, 256)
     assert layer_counts(nets["generator"]) == [319_872, 262_272, 512, 262_272, 512, 6_273]

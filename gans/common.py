@@ -231,27 +231,47 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
     whose bar counts update steps, and the shuffled batches of `data` (see `Batches`), which the
     trainer tracks as "data" with its networks and optimizers.
 
-    The session's evaluation (at the end unless stopped early) is the sample quality of
-    `generate(n, rng)` with `model` in eval mode (see gans.quality.evaluate_quality), logged under
-    quality/*. The quality classifier is trained or loaded here, before training, so that a missing
-    file stops the run at once."""
+    The session's evaluation (every `quality.every` epochs and at the end unless stopped early) is the
+    sample quality of `generate(n, rng)` with `model` in eval mode (see gans.quality.evaluate_quality),
+    logged under quality/* and shown in the line each epoch prints. The quality classifier is trained or
+    loaded here, before training, so that a missing file stops the run at once."""
+    classifier = None
     if args.quality.enabled:
         try:
-            get_classifier(data.dataset, args.quality, data.shape, run.device)
+            classifier = get_classifier(data.dataset, args.quality, data.shape, run.device, run.logger.console)
         except DatasetError as e:
             raise ConfigError(f"the quality classifier cannot be trained: {e} (or set "
-                              "model.quality.classifier_split, or model.quality.enabled=false)") from None
+                              "model.quality.enabled=false)") from None
 
     def evaluate():
         with eval_mode(model):
-            quality = evaluate_quality(generate, data, args.quality, run.device, run.seed, conditional)
+            quality = evaluate_quality(generate, data, args.quality, run.device, run.seed, conditional, classifier)
         session.log({tag: float(value) for tag, value in quality.items()})
         return quality
 
     session = run.session(name, "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate if args.quality.enabled else None,
+                          eval_every=args.quality.every if args.quality.enabled else 0,
                           steps_per_unit=steps_per_epoch(len(data), args.batch_size))
     return session, Batches(session, data, args.batch_size, args.log_every)
+
+
+# the losses the per-epoch console line shows, and their names there (the critic's real/fake parts stay in TensorBoard)
+EPOCH_LINE_LOSSES = {"d": "D loss", "g": "G loss", "critic": "critic loss", "wasserstein": "W distance", "gp": "GP",
+                     "loss": "loss", "recon": "recon", "kl": "KL", "sparsity": "sparsity"}
+
+
+def epoch_line(epoch: int, epochs, means: dict, quality: Optional[dict], n_classes: int) -> str:
+    """`[epoch e/E] D loss 1.2345, G loss 0.8765 | quality score 7.12 (real 9.60), 10/10 classes, FD 3.21`:
+    the epoch's mean losses and, when it was just measured, the sample quality."""
+    losses = [f"{EPOCH_LINE_LOSSES[tag.split('/')[-1]]} {value:.4f}" for tag, value in means.items()
+              if tag.split("/")[-1] in EPOCH_LINE_LOSSES]
+    line = f"[epoch {epoch}/{epochs}] " + ", ".join(losses)
+    if quality:
+        line += (f" | quality score {quality['quality/score']:.2f} (real {quality['quality/score_real']:.2f}), "
+                 f"{quality['quality/classes_covered']}/{n_classes} classes, "
+                 f"FD {quality['quality/frechet_distance']:.2f}")
+    return line
 
 
 class Batches:
@@ -267,14 +287,16 @@ class Batches:
 
     The losses of the steps are read to the host only every `log_every` steps and when an epoch's
     batches end (one wait for a GPU there, not one per step), and checked in order: a non-finite one
-    stops the run naming its step, before any sample grid or checkpoint of the bad state.
+    stops the run naming its step, before any sample grid or checkpoint of the bad state. After each
+    completed epoch the console gets its mean losses and the quality just measured (see `epoch_line`).
     """
 
     def __init__(self, session, data: Data, batch_size: int, log_every: int = 1):
         self.session, self.log_every = session, log_every
         self._unread = []  # (step, losses) not yet read to the host
         self._last = {}  # the newest losses read, as numbers
-        self.n_items, self.shape = len(data), tuple(data.shape)
+        self._sums, self._counted = {}, 0  # this epoch's losses read so far, for its console line
+        self.n_items, self.shape, self.n_classes = len(data), tuple(data.shape), data.n_classes
         self.per_epoch = steps_per_epoch(self.n_items, batch_size)
         self.rng = np.random.default_rng([session.run.seed, 1])  # orders the data, draws the critics' batches
         # the lab's one batcher, over the images' indices: it draws an epoch's order at its first batch
@@ -290,7 +312,9 @@ class Batches:
             if self.position < self.per_epoch:  # stopped inside the epoch: the session's finish saves it
                 return
             self.position = 0
-            self.session.advance(1)
+            self._read()
+            self.session.advance(1)  # evaluates the quality when due
+            self._epoch_line()
 
     def steps(self):
         """Step numbers within the current epoch (`per_epoch` of them), from where it stands; ends
@@ -327,8 +351,18 @@ class Batches:
             values = {tag: float(v.item() if isinstance(v, core.Tensor) else v) for tag, v in losses.items()}
             for tag, value in values.items():
                 self.session.run.check_finite(tag, value, step)
+                self._sums[tag] = self._sums.get(tag, 0.0) + value
+            self._counted += 1
             self._last = values
         self._unread = []
+
+    def _epoch_line(self):
+        session = self.session
+        evaluation = session.evaluation
+        quality = evaluation[1] if evaluation and evaluation[0] == session.progress else None
+        means = {tag: total / self._counted for tag, total in self._sums.items()} if self._counted else {}
+        session.console(epoch_line(session.progress, session.total, means, quality, self.n_classes))
+        self._sums, self._counted = {}, 0
 
     def random_batch(self, size: int) -> np.ndarray:
         """Indices of a random batch (no repeats inside it), for trainers that draw several batches per
@@ -373,7 +407,10 @@ def latent_tensor(z, latent_size: int) -> core.Tensor:
 class SampleGrids:
     """Image grids as PNG files under `samples/` and as TensorBoard images under `samples/<name>`, at the
     session's update step like the losses; `gif(name)` animates the PNGs of one name (one per epoch)
-    into `samples/<name>.gif`."""
+    into `samples/<name>.gif`. Small images are enlarged by nearest-neighbour pixel repetition to at
+    least `VIEW_PIXELS` per side, so 28×28 (or 8×8) digits are visible in TensorBoard and image viewers."""
+
+    VIEW_PIXELS = 84
 
     def __init__(self, session, normalize: str):
         self.session, self.normalize = session, normalize
@@ -391,9 +428,16 @@ class SampleGrids:
         return self._grid(name, images, self.directory / f"{name}.png", nrow)
 
     def _grid(self, name, images, path, nrow):
-        self.session.run.logger.image_grid(f"samples/{name}", to_unit_range(images, self.normalize),
+        self.session.run.logger.image_grid(f"samples/{name}", enlarge(to_unit_range(images, self.normalize),
+                                                                      self.VIEW_PIXELS),
                                            self.session.global_step, nrow=nrow, path=path, value_range=(0.0, 1.0))
         return path
+
+
+def enlarge(images: np.ndarray, pixels: int) -> np.ndarray:
+    """NCHW images with each pixel repeated so the larger side has at least `pixels` pixels (nearest neighbour)."""
+    factor = max(1, -(-pixels // max(images.shape[2:])))
+    return images.repeat(factor, axis=2).repeat(factor, axis=3)
 
 
 def interpolate(start: core.Tensor, end: core.Tensor, steps: int) -> core.Tensor:

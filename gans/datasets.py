@@ -123,6 +123,10 @@ class ChecksumError(DatasetError):
     """A data file does not hold the official content."""
 
 
+class MissingDataError(DatasetError):
+    """A split's files are not in the data directory and could not be downloaded."""
+
+
 def user_cache_dir() -> Path:
     """The platform's per-user cache directory for the lab (the XDG, macOS and Windows conventions)."""
     if sys.platform == "win32":
@@ -365,8 +369,8 @@ def _ensure_files(name: str, directory: Path, split: str, download: bool) -> Non
     """Download the split's missing files, or raise a DatasetError that says where to put them and where to get them."""
     missing = [f for f in _split_files(name, split) if _local_file(directory, f) is None]
     if missing and not download:
-        raise DatasetError(_missing(name, directory, split, missing,
-                                    "downloads are off (dataset.download=false; =true fetches them)"))
+        raise MissingDataError(_missing(name, directory, split, missing,
+                                        "downloads are off (dataset.download=false; =true fetches them)"))
     for i, filename in enumerate(missing):
         failures = []
         for base in mirrors(name):
@@ -376,8 +380,8 @@ def _ensure_files(name: str, directory: Path, split: str, download: bool) -> Non
             except (OSError, http.client.HTTPException, DatasetError) as err:  # the next mirror may have it
                 failures.append(f"{base}{filename}: {_reason(err)}")
         else:
-            raise DatasetError(_missing(name, directory, split, missing[i:],
-                                        f"the download failed ({'; '.join(failures)})"))
+            raise MissingDataError(_missing(name, directory, split, missing[i:],
+                                            f"the download failed ({'; '.join(failures)})"))
 
 
 def _missing(name: str, directory: Path, split: str, files: Sequence[str], why: str) -> str:

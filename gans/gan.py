@@ -1,6 +1,7 @@
 """GANs: an MLP GAN and DCGANs with the books' architectures as presets, optionally class-conditional.
 
-    python scripts/train.py model=dcgan dataset=mnist
+    python scripts/train.py model=dcgan dataset=mnist     # small, quick defaults; model=gan: the MLP GAN
+    python scripts/train.py model=dcgan_tf dataset=mnist  # the TF DCGAN tutorial (MTF ch. 10)
 
 Trained in epochs (`checkpoint_every` counts epochs; the bar and the logs count update steps), see
 gans/common.py.
@@ -10,7 +11,7 @@ Architectures (`arch`):
   `g_activations`/`d_activations` (one per layer); presets gan_mtf (MTF ch. 10) and gan_geron (HOML ch. 17).
 - "dcgan": the DCGAN paper's recipe sized by `width` (k): Dense(2k·h/4·w/4) → BN → ReLU → ConvT(k, 4, 2)
   → BN → ReLU → ConvT(C, 4, 2); discriminator Conv(k, 4, 2) → LReLU(0.2) → Conv(2k, 4, 2) → BN → LReLU →
-  Dense(1); weights N(0, 0.02). Small and quick (dcgan_classic: k = 64).
+  Dense(1); weights N(0, 0.02). Small and quick: the default (k = 32; dcgan_classic: k = 64).
 - "dcgan_tf": the TensorFlow DCGAN tutorial (MTF ch. 10): Dense(256·h/4·w/4, no bias) → BN → LReLU(0.3) →
   ConvT(128, 5, 1) → BN → LReLU → ConvT(64, 5, 2) → BN → LReLU → ConvT(C, 5, 2); the discriminator is
   Conv(64, 5, 2) → LReLU(0.3) → Dropout(0.3) → Conv(128, 5, 2) → LReLU → Dropout → Dense(1).
@@ -65,28 +66,30 @@ Noise = Choice("Noise", "normal uniform")
 
 @dataclass
 class Config(TrainConfig):
-    """Defaults: the TF DCGAN tutorial as in MTF ch. 10 (`mtf10-dcgan-fashion`)."""
+    """Defaults: a small DCGAN after the DCGAN paper and the PyTorch tutorial (arch "dcgan", width 32,
+    Adam(2e-4, β1 0.5), alternating D and G steps, batch 64), sized so MNIST digits appear within minutes on
+    two CPU cores (see docs/running.md); the books' networks are the named configs (dcgan_tf, ...)."""
 
     # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     normalize: Optional[Normalize] = Normalize.tanh
-    epochs: int = 50
-    batch_size: int = 256
-    grid_size: int = 16
-    arch: Arch = Arch.dcgan_tf
+    epochs: int = 5
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    eps: float = 1e-8
+    arch: Arch = Arch.dcgan
     latent_size: int = 100
     noise: Noise = Noise.normal  # "normal": N(0, 1); "uniform": U(−1, 1)
     conditional: bool = False
-    width: int = 64  # arch "dcgan" only: channels of the first D conv / last G deconv (doubled in the next)
-    g_hidden: list[int] = field(default_factory=lambda: [128, 256])  # arch "mlp" only
+    width: int = 32  # arch "dcgan" only: channels of the first D conv / last G deconv (doubled in the next)
+    g_hidden: list[int] = field(default_factory=lambda: [256, 512])  # arch "mlp" only
     g_activations: list[Activation] = field(default_factory=lambda: [Activation.leaky_relu] * 2)
-    d_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    d_hidden: list[int] = field(default_factory=lambda: [512, 256])
     d_activations: list[Activation] = field(default_factory=lambda: [Activation.leaky_relu] * 2)
     leaky_slope: float = 0.2  # of "leaky_relu" in the mlp layers
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
     real_label: float = 1.0
-    update: Update = Update.simultaneous
+    update: Update = Update.alternating
     d_steps: int = 1
     # D's fakes come from G in inference mode (BN with its moving statistics), as in Keras code that makes
     # them with generator.predict(z) or generator(z) outside fit; update "alternating" only

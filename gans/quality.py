@@ -13,11 +13,19 @@ image size and `QualityConfig`), never with published FID values.
 - `quality/class_entropy`: entropy (nats) of the classifier's predicted labels over the generated images;
   `quality/class_entropy_real` is the same on real images. `quality/mode_collapse` flags runs whose
   effective number of classes exp(H) is below `collapse_ratio` times that of the real data.
+- `quality/score`: exp(E_x KL(p(y|x) ‖ p(y))) over the generated images, the Inception-score formula on
+  this classifier: between 1 and the number of classes, high when each image is one clear class and the
+  classes are balanced; `quality/score_real` is the same on real images (the ceiling to compare with).
+- `quality/classes_covered`: how many classes the classifier assigns to at least a quarter of their
+  uniform share of the generated images (2.5% for ten classes); `quality/classes_covered_real` on real ones.
 - conditional models also get `quality/label_accuracy`: how often the classifier agrees with the label
   the generator was asked for.
 
-The classifier trains once per (dataset, image size, config) and is cached under
-`$LAB_CACHE_DIR/quality/` (default `~/.cache/lab/quality/`, or `cache_dir`), keyed by a hash of everything that shapes it.
+The classifier learns from the dataset's training split when its files are there, else from the split
+the run uses (`classifier_split` picks one explicitly). It trains once per (dataset, split, image size,
+config), saying so on the console, and is cached under `$LAB_CACHE_DIR/quality/` (default
+`~/.cache/lab/quality/`, or `cache_dir`), keyed by a hash of everything that shapes it; an unreadable
+cache file is trained again and replaced.
 """
 from __future__ import annotations
 
@@ -35,20 +43,23 @@ import numpy as np
 import core
 from core import nn, optim
 import core.functional as F
-from gans.datasets import CLASS_NAMES, Split, load_dataset
+from core.serialization import CheckpointError
+from gans.datasets import CLASS_NAMES, MissingDataError, Split, load_dataset, user_cache_dir
 
-CLASSIFIER_VERSION = 2  # bump when the classifier's architecture or training changes: invalidates caches
+CLASSIFIER_VERSION = 3  # bump when the classifier's architecture or training changes: invalidates caches
 
 
 @dataclass
 class QualityConfig:
     enabled: bool = True
     samples: int = 2000  # real and generated images compared
-    classifier_split: Split = Split.train  # the split the classifier learns from
+    # the split the classifier learns from (null: train when its files are there, else the run's split)
+    classifier_split: Optional[Split] = None
     classifier_limit: Optional[int] = None  # learn from the first N images only (quick tests)
     classifier_epochs: int = 1
     cache_dir: Optional[str] = None  # default: $LAB_CACHE_DIR/quality or ~/.cache/lab/quality
     collapse_ratio: float = 0.5
+    every: int = 1  # epochs between evaluations during training (0: only at the end)
 
     def validate(self):
         if self.samples < 2:
@@ -57,6 +68,8 @@ class QualityConfig:
             raise ValueError(f"model.quality.classifier_epochs must be positive, got {self.classifier_epochs}")
         if not 0 < self.collapse_ratio <= 1:
             raise ValueError(f"model.quality.collapse_ratio must be in (0, 1], got {self.collapse_ratio}")
+        if self.every < 0:
+            raise ValueError(f"model.quality.every must be >= 0 (0: only at the end), got {self.every}")
 
 
 class Classifier(nn.Module):
@@ -80,37 +93,72 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
-def classifier_key(dataset: dict, quality: QualityConfig, image_shape) -> str:
-    """Hash of everything that determines the trained classifier."""
+def classifier_key(dataset: dict, quality: QualityConfig, image_shape, split: str = "train") -> str:
+    """Hash of everything that determines the classifier trained on `split`."""
     spec = {"version": CLASSIFIER_VERSION, "dataset": dataset["name"], "shape": list(image_shape),
-            "image_size": dataset.get("image_size"), "split": quality.classifier_split,
+            "image_size": dataset.get("image_size"), "split": split,
             "limit": quality.classifier_limit, "epochs": quality.classifier_epochs}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
-    """$LAB_CACHE_DIR/quality, else ~/.cache/lab/quality: never the data directory, which may be read-only."""
-    return Path(os.environ.get("LAB_CACHE_DIR") or "~/.cache/lab").expanduser() / "quality"
+    """$LAB_CACHE_DIR/quality, else the platform's user cache directory for the lab: never the data
+    directory, which may be read-only."""
+    return (Path(os.environ["LAB_CACHE_DIR"]).expanduser() if os.environ.get("LAB_CACHE_DIR")
+            else user_cache_dir()) / "quality"
 
 
-def get_classifier(dataset: dict, quality: QualityConfig, image_shape, device="cpu") -> Classifier:
-    """The cached classifier for a dataset config (`name`, `root`, `image_size`, ...) and image shape
-    (C, H, W), trained first if needed. It sees every class, whatever classes the model trains on."""
+def classifier_splits(dataset: dict, quality: QualityConfig) -> list:
+    """The splits the classifier may learn from, preferred first."""
+    if quality.classifier_split is not None:
+        return [quality.classifier_split]
+    return list(dict.fromkeys(["train", dataset.get("split") or "train"]))
+
+
+def get_classifier(dataset: dict, quality: QualityConfig, image_shape, device="cpu", console=None) -> Classifier:
+    """The cached classifier for a dataset config (`name`, `root`, `image_size`, `split`, ...) and image
+    shape (C, H, W), trained first if needed on the first split of `classifier_splits` whose files are
+    there; `console(line)` says so before training. It sees every class, whatever classes the model trains
+    on. MissingDataError (naming the missing files) when no split can be had."""
     name = dataset["name"]
     cache = Path(quality.cache_dir or default_cache_dir()).expanduser()
-    path = cache / f"{name}-{classifier_key(dataset, quality, image_shape)}.ckpt"
     n_classes = len(CLASS_NAMES[name])
     model = Classifier(image_shape[0], image_shape[1:], n_classes, generator=core.Generator(0)).to(device)
-    if path.exists():
-        model.load_state_dict(core.load(path)["model"])
-    else:
-        images, labels = load_dataset(name, root=dataset.get("root"), split=quality.classifier_split, normalize="01",
-                                      image_size=dataset.get("image_size"), limit=quality.classifier_limit,
-                                      download=dataset.get("download", True))
-        train_classifier(model, images, labels, quality.classifier_epochs)
+    missing = None
+    for split in classifier_splits(dataset, quality):
+        path = cache / f"{name}-{classifier_key(dataset, quality, image_shape, split)}.ckpt"
+        stale = ""
+        if path.exists():
+            try:
+                model.load_state_dict(core.load(path)["model"])
+                return model.eval()
+            except (CheckpointError, KeyError, ValueError) as e:
+                stale = f" (the cached file was unreadable: {str(e).splitlines()[0]})"
+        try:
+            images, labels = load_dataset(name, root=dataset.get("root"), split=split, normalize="01",
+                                          image_size=dataset.get("image_size"), limit=quality.classifier_limit,
+                                          download=dataset.get("download", True))
+        except MissingDataError as e:
+            missing = missing or e  # the preferred split's missing file is the one to name
+            continue
+        epochs = classifier_epochs(quality, len(images))
+        if console is not None:
+            console(f"quality: training the sample classifier on {name}/{split} ({len(images):,} images, "
+                    f"{epochs} epoch{'s' if epochs > 1 else ''}), cached at {path}{stale}")
+        train_classifier(model, images, labels, epochs)
         path.parent.mkdir(parents=True, exist_ok=True)
         core.save({"model": model.state_dict(), "train_accuracy": accuracy(model, images, labels)}, path)
-    return model.eval()
+        return model.eval()
+    raise missing
+
+
+MIN_CLASSIFIER_STEPS = 150  # small datasets (8×8 digits: 22 batches an epoch) get more epochs to reach it
+
+
+def classifier_epochs(quality: QualityConfig, n_images: int, batch_size: int = 64) -> int:
+    """`quality.classifier_epochs`, or more where that many epochs would be under MIN_CLASSIFIER_STEPS updates."""
+    per_epoch = max(n_images // batch_size, 1)
+    return max(quality.classifier_epochs, -(-MIN_CLASSIFIER_STEPS // per_epoch))
 
 
 def train_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int = 64,
@@ -186,12 +234,25 @@ def label_entropy(predicted: np.ndarray, n_classes: int) -> float:
     return float(-(p * np.log(p)).sum()) + 0.0  # + 0.0 turns the -0.0 of a single class into 0.0
 
 
+def classifier_score(probabilities: np.ndarray) -> float:
+    """exp(E_x KL(p(y|x) ‖ p(y))) of per-image class probabilities (n, classes)."""
+    p = np.clip(probabilities.astype(np.float64), 1e-12, 1.0)
+    marginal = p.mean(0, keepdims=True)
+    return float(np.exp((p * (np.log(p) - np.log(marginal))).sum(1).mean()))
+
+
+def classes_covered(predicted: np.ndarray, n_classes: int) -> int:
+    """Classes predicted for at least a quarter of their uniform share of the images."""
+    share = np.bincount(predicted, minlength=n_classes) / len(predicted)
+    return int((share >= 0.25 / n_classes).sum())
+
+
 def feature_stats(features: np.ndarray):
     return features.mean(0), np.cov(features, rowvar=False)
 
 
 def evaluate_quality(generate, data, quality: QualityConfig, device="cpu", seed: int = 0,
-                     conditional: bool = False) -> dict:
+                     conditional: bool = False, classifier: Optional[Classifier] = None) -> dict:
     """Compare `quality.samples` generated images with as many real ones (random, from `data`, a
     `gans.common.Data`), on the features of the classifier of `data.dataset`.
 
@@ -213,8 +274,9 @@ def evaluate_quality(generate, data, quality: QualityConfig, device="cpu", seed:
     fake = np.concatenate(chunks)
     real_features = _in_batches(classifier, classifier.features, real).astype(np.float64)
     fake_features = _in_batches(classifier, classifier.features, fake).astype(np.float64)
-    fake_predicted = _in_batches(classifier, classifier, fake).argmax(1)
-    real_predicted = _in_batches(classifier, classifier, real).argmax(1)
+    fake_probabilities = _in_batches(classifier, lambda x: F.softmax(classifier(x), axis=1), fake)
+    real_probabilities = _in_batches(classifier, lambda x: F.softmax(classifier(x), axis=1), real)
+    fake_predicted, real_predicted = fake_probabilities.argmax(1), real_probabilities.argmax(1)
     entropy = label_entropy(fake_predicted, data.n_classes)
     real_entropy = label_entropy(real_predicted, data.n_classes)
     metrics = {
@@ -222,6 +284,10 @@ def evaluate_quality(generate, data, quality: QualityConfig, device="cpu", seed:
         "quality/class_entropy": entropy,
         "quality/class_entropy_real": real_entropy,
         "quality/mode_collapse": bool(math.exp(entropy) < quality.collapse_ratio * math.exp(real_entropy)),
+        "quality/score": classifier_score(fake_probabilities),
+        "quality/score_real": classifier_score(real_probabilities),
+        "quality/classes_covered": classes_covered(fake_predicted, data.n_classes),
+        "quality/classes_covered_real": classes_covered(real_predicted, data.n_classes),
     }
     if conditional:
         metrics["quality/label_accuracy"] = float((fake_predicted == np.concatenate(asked)).mean())

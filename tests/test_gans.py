@@ -38,9 +38,10 @@ def quality_cache(tmp_path_factory):
 
 @pytest.fixture
 def mnist(mnist_root, quality_cache):
-    """Overrides for the real MNIST test set, with a quality classifier trained on its first 3,000 images."""
+    """Overrides for the real MNIST test set, with a quality classifier trained on its first 3,000 images (the
+    test split: the only one there)."""
     return ["dataset=mnist", f"dataset.root={mnist_root}", "dataset.split=test", "model.quality.samples=500",
-            "model.quality.classifier_split=test", "model.quality.classifier_limit=3000",
+            "model.quality.classifier_limit=3000",
             f"model.quality.cache_dir={quality_cache}"]
 
 
@@ -105,7 +106,7 @@ def test_homl_vae_encoder_and_decoder_counts():  # FX-PC-24
 @pytest.mark.parametrize("name, shape, generator, discriminator", [
     ("gan_mtf", (1, 28, 28), (274_052, 274_052, 0), (749_073, 749_073, 0)),                    # FX-PC-21
     ("gan_geron", (1, 28, 28), (136_634, 136_634, 0), (132_951, 132_951, 0)),                  # FX-PC-25
-    ("dcgan", (1, 28, 28), (2_330_944, 2_305_472, 25_472), (212_865, 212_865, 0)),             # FX-PC-22
+    ("dcgan_tf", (1, 28, 28), (2_330_944, 2_305_472, 25_472), (212_865, 212_865, 0)),          # FX-PC-22
     ("dcgan_geron", (1, 28, 28), (840_705, 840_321, 384), (212_865, 212_865, 0)),              # FX-PC-26
     ("dcgan_bdl", (3, 64, 64), (3_578_624, 3_576_704, 1_920), (6_565_633, 6_561_665, 3_968)),  # FX-PC-29
 ])
@@ -121,7 +122,7 @@ def test_mtf_gan_discriminator_as_printed():  # FX-PC-21: the printed forward pa
 
 
 def test_mtf_wgan_per_layer_counts():  # FX-PC-10, FX-PC-11 (latent 50)
-    nets = built("wgan")
+    nets = built("wgan_mtf")
     assert layer_counts(nets["critic"]) == [1_088, 256, 65_600, 256, 3_137]
     assert counts(nets["critic"]) == (70_337, 70_081, 256)
     assert layer_counts(nets["generator"]) == [319_872, 262_272, 512, 262_272, 512, 6_273]
@@ -350,9 +351,10 @@ def test_sample_hooks_check_the_latent_size_and_give_unit_range_images(mnist, tm
 
 
 @pytest.mark.parametrize("name, overrides, message", [
-    ("dcgan", ["dataset.image_size=30"], "arch 'dcgan_tf' needs image height and width divisible by 4, got 30×30"),
+    ("dcgan_tf", ["dataset.image_size=30"], "arch 'dcgan_tf' needs image height and width divisible by 4, got 30×30"),
     ("dcgan_bdl", [], "arch 'dcgan_bdl' generates 64×64 images, the dataset has 28×28; set dataset.image_size=64"),
-    ("wgan_gp", ["dataset.image_size=18"], "arch 'wgan_mtf' needs image height and width divisible by 4"),
+    ("dcgan", ["dataset.image_size=30"], "arch 'dcgan' needs image height and width divisible by 4, got 30×30"),
+    ("wgan_gp_mtf", ["dataset.image_size=18"], "arch 'wgan_mtf' needs image height and width divisible by 4"),
     ("vae_conv", ["dataset.image_size=30"], "must be divisible by 4, got 30×30"),
     ("ae_conv", ["dataset.image_size=4"], "needs images of at least 8 pixels per side, got 4"),
     ("ae_stacked", ["dataset.normalize=null", "model.normalize=null"], "dataset.normalize is null"),
@@ -375,8 +377,8 @@ def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_
 
 
 @pytest.mark.parametrize("name, override, message", [
-    ("dcgan", "model.d_steps=3", "update=simultaneous takes one D step per G step"),
-    ("dcgan", "model.eval_fakes=true", "model.eval_fakes needs model.update=alternating"),
+    ("dcgan_tf", "model.d_steps=3", "update=simultaneous takes one D step per G step"),
+    ("dcgan_tf", "model.eval_fakes=true", "model.eval_fakes needs model.update=alternating"),
     ("gan_mtf", "model.g_activations=[relu]", "g_hidden has 4 layers but model.g_activations has 1"),
     ("wgan_gp", "model.separate_real_fake=true", "goes with model.penalty=clip"),
     ("ae_sparse_kl", "model.code_activation=relu", "needs code activations in \\(0, 1\\)"),

@@ -79,7 +79,40 @@ def test_classifier_is_trained_once_then_loaded_from_the_cache(mnist_data, setti
     with core.no_grad():
         np.testing.assert_array_equal(again.features(x).numpy(), first.features(x).numpy())
     other = QualityConfig(classifier_split="test", classifier_limit=3000, classifier_epochs=3)
-    assert quality.classifier_key(mnist_data.dataset, other, mnist_data.shape) != files[0].stem.split("-", 1)[1]
+    assert quality.classifier_key(mnist_data.dataset, other, mnist_data.shape, "test") != files[0].stem.split("-", 1)[1]
+
+
+def test_classifier_learns_from_the_split_that_is_there_says_so_once_and_rebuilds_a_corrupt_cache(mnist_root,
+                                                                                                  tmp_path):
+    """No split named: the train files are missing, so the run's test split teaches it; a console line says
+    so (only when it trains); a damaged cache file is trained again and replaced."""
+    test_only = tmp_path / "data" / "mnist"
+    test_only.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (test_only / name).symlink_to(Path(mnist_root) / "mnist" / name)
+    dataset = {"name": "mnist", "root": str(tmp_path / "data"), "split": "test"}
+    settings = QualityConfig(classifier_limit=640, cache_dir=str(tmp_path / "cache"))
+    lines = []
+    first = quality.get_classifier(dataset, settings, (1, 28, 28), console=lines.append)
+    (path,) = Path(settings.cache_dir).glob("mnist-*.ckpt")
+    key = quality.classifier_key(dataset, settings, (1, 28, 28), "test")
+    assert path.name == f"mnist-{key}.ckpt"
+    assert lines == [f"quality: training the sample classifier on mnist/test (640 images, 15 epochs), cached at {path}"]
+
+    quality.get_classifier(dataset, settings, (1, 28, 28), console=lines.append)
+    assert len(lines) == 1  # loaded from the cache, silently
+
+    path.write_bytes(path.read_bytes()[:100])  # a cache file cut short
+    again = quality.get_classifier(dataset, settings, (1, 28, 28), console=lines.append)
+    assert len(lines) == 2 and "the cached file was unreadable" in lines[1] and "truncated" in lines[1]
+    core.load(path)  # replaced by an intact file
+    x = core.tensor(load_data({**dataset, "normalize": "01", "limit": 20}).images)
+    with core.no_grad():  # trained again from the same seed on the same images: the same classifier
+        np.testing.assert_array_equal(again(x).numpy(), first(x).numpy())
+
+    with pytest.raises(FileNotFoundError, match="missing train-images"):  # a split named explicitly is required
+        quality.get_classifier(dataset, QualityConfig(classifier_split="train", cache_dir=settings.cache_dir),
+                               (1, 28, 28))
 
 
 def from_pool(images, labels=None):
@@ -102,6 +135,11 @@ def test_quality_of_real_images_noise_and_a_collapsed_generator(mnist_data, mnis
     assert real["quality/class_entropy_real"] > 2.2  # ten nearly balanced classes: log 10 = 2.30
     assert not real["quality/mode_collapse"]
     assert ones["quality/class_entropy"] < 0.5 and ones["quality/mode_collapse"]
+    # the score: near the number of classes for real digits, near 1 for one class; coverage counts classes
+    assert real["quality/score"] > 7 and real["quality/score"] == pytest.approx(real["quality/score_real"], rel=0.1)
+    assert real["quality/classes_covered"] == real["quality/classes_covered_real"] == 10
+    assert ones["quality/score"] < 1.5 and ones["quality/classes_covered"] <= 2
+    assert noise["quality/score"] < 0.5 * real["quality/score"]
 
     conditional = evaluate_quality(from_pool(real_pool, real_labels), mnist_data, settings, conditional=True)
     assert conditional["quality/label_accuracy"] > 0.85

@@ -9,6 +9,7 @@ import pytest
 import core
 from gans import quality
 from gans.common import load_data
+from gans.datasets import MissingDataError
 from gans.quality import QualityConfig, evaluate_quality, frechet_distance, label_entropy
 
 
@@ -110,7 +111,7 @@ def test_classifier_learns_from_the_split_that_is_there_says_so_once_and_rebuild
     with core.no_grad():  # trained again from the same seed on the same images: the same classifier
         np.testing.assert_array_equal(again(x).numpy(), first(x).numpy())
 
-    with pytest.raises(FileNotFoundError, match="missing train-images"):  # a split named explicitly is required
+    with pytest.raises(MissingDataError, match="missing train-images"):  # a split named explicitly is required
         quality.get_classifier(dataset, QualityConfig(classifier_split="train", cache_dir=settings.cache_dir),
                                (1, 28, 28))
 

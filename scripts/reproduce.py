@@ -354,15 +354,10 @@ def quality_check(quality, bar=None):
     if quality is None:
         return False, "the runs recorded no sample-quality score (quality/frechet_distance, quality/class_entropy)"
     distance, coverage = quality["frechet_distance"], quality["class_coverage"]
-    failed = []
-    if not distance <= bar["frechet_distance"]:
-        failed.append(f"Fréchet distance {_fmt(distance, 4)} > {_fmt(bar['frechet_distance'])}")
-    if not coverage >= bar["class_coverage"]:
-        failed.append(f"class coverage {_fmt(coverage, 3)} < {_fmt(bar['class_coverage'])}")
-    if failed:
-        return False, "samples fail the quality bar: " + ", ".join(failed)
-    return True, (f"samples pass the quality bar (Fréchet distance {_fmt(distance, 4)} ≤ "
-                  f"{_fmt(bar['frechet_distance'])}, class coverage {_fmt(coverage, 3)} ≥ {_fmt(bar['class_coverage'])})")
+    close, covers = distance <= bar["frechet_distance"], coverage >= bar["class_coverage"]
+    return close and covers, (f"samples {'pass' if close and covers else 'fail'} the quality bar (Fréchet distance "
+                              f"{_fmt(distance, 4)} {'≤' if close else '>'} {_fmt(bar['frechet_distance'])}, class "
+                              f"coverage {_fmt(coverage, 3)} {'≥' if covers else '<'} {_fmt(bar['class_coverage'])})")
 
 
 def judge(meta, mean, std, quality=None):

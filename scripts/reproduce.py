@@ -4,6 +4,8 @@
     python scripts/reproduce.py 'homl18-*' mtf8-dqn-cartpole --seeds 5 --budget-scale 0.2 --jobs 2
     python scripts/reproduce.py --kind rl --dry-run               # list what would run, and what would not
     python scripts/reproduce.py --report-only                     # rebuild the markdown from results.json
+    python scripts/reproduce.py 'mtf10-*' --seeds 3 --write       # also update docs/reproduction.md
+    python scripts/reproduce.py --report-only --write             # publish ./reproduction into docs/
 
 Presets are `conf/experiment/<id>.yaml`; their `meta:` node (see conf/experiment/README.md) says what
 the book reports, which metric to compare and how, and which config keys hold the budget. Each

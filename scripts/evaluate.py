@@ -19,8 +19,9 @@ conf/evaluate.yaml (where each is described), taken as train.py takes its own:
   of a grid of paths between pairs of random codes). One line sums it up: the score, the class
   coverage and whether they pass reproduce.py's quality bar.
 
-The metrics are printed (a generative run prints its one line instead) and written to `<run>/eval.json` (next to the checkpoints' run directory,
-or next to a checkpoint file that lies elsewhere). Also installed as `lab-evaluate`. Bad arguments
+The metrics are printed (a generative run prints its one line instead) and written to
+`<run>/eval.json` (next to the checkpoints' run directory, or next to a checkpoint file that lies
+elsewhere). Also installed as `lab-evaluate`. Bad arguments
 print one line `error: ...` on stderr and exit with status 2.
 """
 import dataclasses

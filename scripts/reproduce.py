@@ -595,7 +595,7 @@ def parse_args(argv):
     parser.add_argument("--out", default="reproduction",
                         help="the results directory: results.json, curves and reproduction.md (default ./reproduction)")
     parser.add_argument("--write", action="store_true",
-                        help="also merge the results into the tracked report (docs/reproduction.md and docs/reproduction/)")
+                        help="also merge the results into the tracked docs/reproduction.md and docs/reproduction/")
     parser.add_argument("--docs", default=str(DOCS_REPORT), help=argparse.SUPPRESS)  # tests: where --write writes
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "reproduce"), help="where the runs go")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
@@ -655,7 +655,8 @@ def main(argv=None):
         merge_results(out, [entry])
         entries.append(entry)
     write_report(out / "reproduction.md", out, presets, command)
-    print(f"wrote {out / 'reproduction.md'}" + ("" if args.write else " (the tracked report changes only with --write)"))
+    note = "" if args.write else " (the tracked report changes only with --write)"
+    print(f"wrote {out / 'reproduction.md'}{note}")
     if args.write:
         publish(out, entries, args.docs, presets, command)
         print(f"wrote {args.docs}")

@@ -185,7 +185,8 @@ def test_two_seeds_resume_merge_and_write(tmp_path, capsys):
 
     # --write publishes the results directory into the tracked report: entries, curves, markdown
     (docs.parent / "reproduction").mkdir(parents=True)
-    (docs.parent / "reproduction" / "results.json").write_text(json.dumps({"old-preset": {**other, "id": "old-preset"}}))
+    old = {"old-preset": {**other, "id": "old-preset"}}
+    (docs.parent / "reproduction" / "results.json").write_text(json.dumps(old))
     assert reproduce.main(["--report-only", "--write", "--out", str(out), "--docs", str(docs)]) == 0
     published = json.loads((docs.parent / "reproduction" / "results.json").read_text())
     assert set(published) == {"old-preset", "mtf3-ae-mnist", SCRIPTED} and published[SCRIPTED] == entry

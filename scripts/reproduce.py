@@ -556,6 +556,8 @@ def render(results, presets, command=None, folder=""):
             curve = f"[png]({prefix}{Path(e['curve']).name})" if e["curve"] else "—"
             metric = f"`{e['metric']}`" if e["metric"] else "—"
             verdict_cell = f"**{e['verdict']}**: {e['reason']}"
+            if e["kind"] in QUALITY_KINDS and "quality" not in e:
+                verdict_cell += " (judged before the quality bar: rerun it to judge its samples)"
             if e.get("substitute"):
                 verdict_cell += f" (on a substitute: {e['substitute']})"
             cells = (f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], metric, _lab_value(e),

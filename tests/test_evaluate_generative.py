@@ -48,7 +48,10 @@ def test_samples_grid_quality_and_interpolation(vae_run):
     assert 0 <= samples.min() and samples.max() <= 1 and samples.std() > 0
     with Image.open(out / "samples.png") as grid:  # 3×2 grid of 30-pixel cells + 2, enlarged ×5 towards 512
         assert grid.size == ((3 * 30 + 2) * 5, (2 * 30 + 2) * 5)
-    assert evaluation["quality/frechet_distance"] > 0 and evaluation["quality/class_entropy_real"] > 0
+    # the run recorded at its end the score reproduce.py judges; the checkpoint scores the same again
+    from scripts.reproduce import sample_quality
+    recorded = sample_quality(json.loads((vae_run / "metrics.json").read_text()))
+    assert recorded == pytest.approx(sample_quality(evaluation), abs=1e-6) and recorded["frechet_distance"] > 0
     with Image.open(out / "interpolation.gif") as gif:
         assert gif.n_frames == 16 and gif.size == ((2 * 30 + 2) * 8,) * 2  # 2×2 grid of the 4 paths, ×8
 

@@ -622,7 +622,7 @@ def main(argv=None):
         write_report(out / "reproduction.md", out, presets)
         print(f"wrote {out / 'reproduction.md'}")
         if args.write:
-            publish(out, list(load_results(out).values()), args.docs, presets)
+            publish(out, list(load_results(out).values()), args.docs, presets, command)
             print(f"wrote {args.docs}")
         return 0
     ids = select(presets, args.presets, args.all, args.kind)

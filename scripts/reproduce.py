@@ -96,7 +96,8 @@ The quality bar, on the mean over seeds, is a Fréchet distance of at most
 {QUALITY_BAR['frechet_distance']:g} and a class coverage of at least {QUALITY_BAR['class_coverage']:g}
 (a preset's `meta.quality_bar` may set either). For scale, on the MNIST classifier: two halves of the
 real test images score about 1-4 against each other, the VAE presets' samples 75-125, uniform or grey
-noise and the mean image 380-1,000.
+noise and the mean image 380-1,000. The distance's scale depends on the classifier (what and how long it
+learned), so the bar is set for the presets' classifier (the dataset's whole split, model.quality's defaults).
 
 - A verdict of **reproduced** or **better** on the preset's metric stands only when the samples pass
   the bar; otherwise the preset is **worse**, and the reason says which part of the bar failed (or

@@ -94,7 +94,7 @@ Inception FID) and the class coverage, exp(entropy of the predicted classes of t
 exp(the same on real images), at most 1 (from `quality/class_entropy` and `quality/class_entropy_real`).
 The quality bar, on the mean over seeds, is a Fréchet distance of at most
 {QUALITY_BAR['frechet_distance']:g} and a class coverage of at least {QUALITY_BAR['class_coverage']:g}
-(a preset's `meta.quality_bar` may set either). For scale, on the MNIST classifier: two halves of the
+(a preset's `meta.quality_bar` may set either). For scale, on the MNIST classifier: two draws of 2,000
 real test images score about 1-4 against each other, the VAE presets' samples 75-125, uniform or grey
 noise and the mean image 380-1,000. The distance's scale depends on the classifier (what and how long it
 learned), so the bar is set for the presets' classifier (the dataset's whole split, model.quality's defaults).

@@ -16,20 +16,29 @@ takes its own:
   statistics (frozen; returns are raw rewards);
   `record=gif` (or `mp4`, which needs imageio with ffmpeg) renders the first episode headlessly
   into `<run>/samples/eval_<step>.gif` at `fps` frames per second;
-- generative models: the model module's `evaluate(cfg, state, run_dir)` hook gives the metrics
-  and its `sample(cfg, state, n)` hook a grid of `samples` images written to
-  `<run>/samples/eval_<step>.png`.
+- generative models (GAN, DCGAN, WGAN(-GP), VAE, autoencoders): the model module's
+  `evaluate(cfg, state, run_dir)` hook gives the sample-quality metrics (gans/quality.py) and its
+  `sample(cfg, state, n, seed)` hook `samples` images (default 64; an autoencoder's are reconstructions),
+  written to `<run>/samples/eval_<step>/`: `samples.npy` (N, C, H, W) in [0, 1], `samples.png` (their
+  grid, enlarged for viewing) and, for models that decode a latent code, `interpolation.gif` (frames
+  of a grid of paths between pairs of random codes). One line sums it up: the score, the class
+  coverage and whether they pass reproduce.py's quality bar.
 
-The metrics are printed and written to `<run>/eval.json` (next to the checkpoints' run directory,
-or next to a checkpoint file that lies elsewhere). Also installed as `lab-evaluate`. Bad arguments
+The metrics are printed (a generative run prints its one line instead) and written to
+`<run>/eval.json` (next to the checkpoints' run directory, or next to a checkpoint file that lies
+elsewhere). Also installed as `lab-evaluate`. Bad arguments
 print one line `error: ...` on stderr and exit with status 2.
 """
 import dataclasses
+import inspect
+import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 if __package__ in (None, ""):  # run as `python scripts/evaluate.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,6 +56,9 @@ from scripts.train import CONF_DIR, UsageError, describe_error  # noqa: E402
 
 RECORD_FORMATS = ("gif", "mp4")
 CHECKPOINTS = ("last", "best")
+DEFAULT_SAMPLES = 64
+VIEW_SIZE = 512  # sample grids are enlarged (nearest neighbour, by a whole factor) towards this many pixels
+INTERPOLATION_PAIRS, INTERPOLATION_FRAMES = 4, 16
 
 
 @dataclasses.dataclass
@@ -59,7 +71,7 @@ class EvaluateConfig:
     seed: Optional[int]
     record: Optional[str]
     fps: int
-    samples: int
+    samples: Optional[int]
 
     def validate(self):
         if self.run is None:
@@ -108,6 +120,9 @@ def registered(kind, name):
 
 def evaluate_agent(name, cfg, state, run_dir, options):
     import agents
+    if options.samples is not None:
+        raise UsageError(f"samples={options.samples} is for generative runs (GAN, VAE, autoencoder); {run_dir} is "
+                         f"a run of agent {name!r}: evaluate it with episodes=N")
     module = registered("agent", name)
     if not hasattr(module, "make_policy"):
         raise UsageError(f"agent {name!r} has no policy to evaluate (no make_policy hook); its results are in "
@@ -153,15 +168,30 @@ def write_video(frames, path, fps):
 
 def evaluate_model(name, cfg, state, run_dir, options):
     module = registered("model", name)
+    if options.samples is not None and not hasattr(module, "sample"):
+        raise UsageError(f"samples={options.samples} is for generative runs (GAN, VAE, autoencoder); model {name!r} "
+                         "generates no images (it has no sample hook)")
     if not (hasattr(module, "evaluate") or hasattr(module, "sample")):
         raise UsageError(f"model {name!r} has neither an evaluate(cfg, state, run_dir) nor a sample(cfg, state, n) "
                          "hook to evaluate it with")
     metrics = dict(module.evaluate(cfg, state, run_dir)) if hasattr(module, "evaluate") else {}
-    if hasattr(module, "sample"):
-        images = module.sample(cfg, state, options.samples)
-        path = run_dir / "samples" / f"eval_{state['step']}.png"
-        save_png(make_grid(images), path)
-        metrics["eval/samples"] = str(path)
+    if not hasattr(module, "sample"):
+        return metrics
+    n = DEFAULT_SAMPLES if options.samples is None else options.samples
+    seed = cfg.seed if options.seed is None else options.seed
+    out = run_dir / "samples" / f"eval_{state['step']}"
+    images = np.asarray(module.sample(cfg, state, n, seed=seed), dtype=np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, images)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "samples.npy", buffer.getvalue())
+    save_png(enlarged(make_grid(images, value_range=(0.0, 1.0))), out / "samples.png")
+    metrics.update({"eval/samples": str(out / "samples.png"), "eval/samples_npy": str(out / "samples.npy")})
+    gif = None
+    if "z" in inspect.signature(module.sample).parameters:
+        gif = save_gif(interpolation_frames(module, cfg, state, seed), out / "interpolation.gif", fps=options.fps)
+        metrics["eval/interpolation"] = str(gif)
+    metrics["eval/summary"] = summary_line(metrics, n, out, gif)
     return metrics
 
 
@@ -177,6 +207,44 @@ def checkpoint_file(run, which):
     if not best.is_file():
         raise UsageError(f"{path} has no best.ckpt (written at the run's evaluations); use checkpoint=last")
     return best
+
+
+def enlarged(grid):
+    """An HWC grid scaled up by the whole factor that brings its longer side nearest VIEW_SIZE from below."""
+    factor = max(1, VIEW_SIZE // max(grid.shape[:2]))
+    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def interpolation_frames(module, cfg, state, seed):
+    """INTERPOLATION_FRAMES grids, frame t showing the t-th point of the straight paths between
+    INTERPOLATION_PAIRS pairs of codes drawn from the model's noise (its noise stream after `seed`'s)."""
+    from gans.common import config_object
+    from gans.gan import draw_noise  # N(0, 1) or U(-1, 1), the GANs' two priors
+    args = config_object(module.Config, cfg.model)
+    ends = draw_noise(getattr(args, "noise", "normal"), 2 * INTERPOLATION_PAIRS, args.latent_size,
+                      core.Generator(seed + 1)).numpy()
+    start, end = ends[:INTERPOLATION_PAIRS], ends[INTERPOLATION_PAIRS:]
+    weights = np.linspace(0.0, 1.0, INTERPOLATION_FRAMES, dtype=np.float32).reshape(-1, 1, 1)
+    z = ((1 - weights) * start + weights * end).reshape(-1, args.latent_size)  # frame-major
+    extra = {}
+    if "labels" in inspect.signature(module.sample).parameters:  # a conditional model: one class per path
+        from gans.datasets import CLASS_NAMES
+        classes = np.arange(INTERPOLATION_PAIRS) % len(CLASS_NAMES[cfg.dataset.name])
+        extra["labels"] = np.tile(classes, INTERPOLATION_FRAMES)
+    images = np.asarray(module.sample(cfg, state, len(z), seed=seed, z=z, **extra))
+    frames = images.reshape(INTERPOLATION_FRAMES, INTERPOLATION_PAIRS, *images.shape[1:])
+    nrow = int(np.ceil(np.sqrt(INTERPOLATION_PAIRS)))
+    return [enlarged(make_grid(frame, nrow=nrow, value_range=(0.0, 1.0))) for frame in frames]
+
+
+def summary_line(metrics, n, out, gif):
+    """One line: what was written where, the quality score and whether it passes reproduce.py's bar."""
+    from scripts.reproduce import quality_check, sample_quality
+    wrote = f"{n} samples (samples.npy, samples.png" + (", interpolation.gif" if gif else "") + f") in {out}"
+    quality = sample_quality(metrics)
+    if quality is None:
+        return wrote + "; no sample-quality score (the run's model.quality.enabled is false)"
+    return f"{wrote}; {quality_check(quality)[1]}"
 
 
 def evaluate(options):
@@ -213,7 +281,8 @@ def main(argv=None):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(metrics, indent=2))
+    # a generative run's metrics are many numbers about images: its one line says what matters
+    print(metrics["eval/summary"] if "eval/summary" in metrics else json.dumps(metrics, indent=2))
     return 0
 
 

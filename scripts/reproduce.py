@@ -4,6 +4,8 @@
     python scripts/reproduce.py 'homl18-*' mtf8-dqn-cartpole --seeds 5 --budget-scale 0.2 --jobs 2
     python scripts/reproduce.py --kind rl --dry-run               # list what would run, and what would not
     python scripts/reproduce.py --report-only                     # rebuild the markdown from results.json
+    python scripts/reproduce.py 'mtf10-*' --seeds 3 --write       # also update docs/reproduction.md
+    python scripts/reproduce.py --report-only --write             # publish ./reproduction into docs/
 
 Presets are `conf/experiment/<id>.yaml`; their `meta:` node (see conf/experiment/README.md) says what
 the book reports, which metric to compare and how, and which config keys hold the budget. Each
@@ -12,12 +14,18 @@ hydra.run.dir=<runs-dir>/<id>/seed<k>` (plus the scaled budget keys). A run whos
 already holds a completed metrics.json made with the same overrides is not run again, so an
 interrupted reproduction continues where it stopped; an unfinished run starts over.
 
-The results of every preset ever reproduced live in `<report dir>/reproduction/results.json`
-(one entry per id, replaced when the id is run again, others kept), learning curves in
-`<report dir>/reproduction/<id>.png` (scripts/plot.py); the markdown report is regenerated from
-that file each time, so runs of different presets by different people merge into one report.
-Presets that were not run are listed with the reason (a missing optional dependency, the
-preset's own `skip` reason, or not run yet).
+Results go to a results directory (`--out`, default `./reproduction` under the current directory):
+`results.json` (one entry per id, replaced when the id is run again, others kept), learning curves
+`<id>.png` (scripts/plot.py) and the markdown report `reproduction.md`, regenerated from results.json
+each time. The tracked report (`docs/reproduction.md`, `docs/reproduction/results.json` and its PNGs)
+changes only with `--write`, as with the benchmark scripts: then this run's entries (with
+`--report-only`, every entry of the results directory) are merged into it and it is regenerated, so
+runs of different presets by different people merge into one report. Presets that were not run are
+listed with the reason (a missing optional dependency, the preset's own `skip` reason, or not run yet).
+
+GAN and VAE presets are also judged on their samples (see QUALITY_RULES): their runs' metrics.json
+holds the sample-quality score of the end of training, and a verdict of "reproduced" or "better" on
+the preset's own metric stands only when the samples pass the quality bar.
 """
 import argparse
 import collections
@@ -53,6 +61,9 @@ REQUIRED_META = ("id", "book", "chapter", "kind", "reported", "metric", "compare
 DEFAULT_REL_TOLERANCE = 0.10   # higher / lower: the band around the book's number is 10 % of it ...
 DEFAULT_APPROX_TOLERANCE = 1e-6  # ... and approx means equal up to this, unless the preset says otherwise
 STAMP = "reproduce.json"
+DOCS_REPORT = ROOT / "docs" / "reproduction.md"
+QUALITY_KINDS = ("gan", "vae")
+QUALITY_BAR = {"frechet_distance": 200.0, "class_coverage": 0.5}
 
 VERDICT_RULES = f"""\
 Each preset names one metric of its runs (`meta.metric`: a metrics.json key, or a TensorBoard scalar
@@ -74,6 +85,25 @@ widened to the std over seeds when that is larger.
 A budget scale other than 1 is shown next to the result: a shortened run is still judged, but read
 its verdict with the scale in mind. Timings are this machine's and are not compared with the books'."""
 
+QUALITY_RULES = f"""\
+GAN and VAE presets are also judged on their samples, whatever their metric: a loss value near the
+book's says nothing about images that may be noise. Each run records at its end the sample-quality
+score of gans/quality.py in metrics.json: the Fréchet distance between the features of real and
+generated images in the lab's own small classifier (`quality/frechet_distance`, lower is better; not
+Inception FID) and the class coverage, exp(entropy of the predicted classes of the samples) /
+exp(the same on real images), at most 1 (from `quality/class_entropy` and `quality/class_entropy_real`).
+The quality bar, on the mean over seeds, is a Fréchet distance of at most
+{QUALITY_BAR['frechet_distance']:g} and a class coverage of at least {QUALITY_BAR['class_coverage']:g}
+(a preset's `meta.quality_bar` may set either). For scale, on the MNIST classifier: two draws of 2,000
+real test images score about 1-4 against each other, the VAE presets' samples 75-125, uniform or grey
+noise and the mean image 380-1,000. The distance's scale depends on the classifier (what and how long it
+learned), so the bar is set for the presets' classifier (the dataset's whole split, model.quality's defaults).
+
+- A verdict of **reproduced** or **better** on the preset's metric stands only when the samples pass
+  the bar; otherwise the preset is **worse**, and the reason says which part of the bar failed (or
+  that the runs recorded no score).
+- Other verdicts keep their word, and their reason says whether the samples pass."""
+
 
 class ReproduceError(Exception):
     """Bad input to the script: one line, exit status 2."""
@@ -90,7 +120,8 @@ def load_presets(preset_dir=PRESET_DIR):
         for key, default in (("book", "?"), ("chapter", "?"), ("kind", "?"), ("reported", "not given"),
                              ("reported_value", None), ("metric", None), ("compare", "none"), ("tolerance", None),
                              ("seeds", None), ("budget_keys", []), ("budget_note", None), ("requires", []),
-                             ("skip", None), ("curve", None), ("curve_smoothing", 0), ("substitute", None)):
+                             ("skip", None), ("curve", None), ("curve_smoothing", 0), ("substitute", None),
+                             ("quality_bar", None)):
             meta.setdefault(key, default)
         meta["file"] = str(path)
         presets[path.stem] = meta
@@ -304,6 +335,46 @@ def verdict(meta, mean, std):
     return side, f"{_fmt(abs(difference[0]))} {where} the book (band ±{_fmt(band[0])})"
 
 
+def class_coverage(metrics):
+    """exp(H) of the samples' predicted classes over that of real images, capped at 1 (None if absent)."""
+    entropy, real = metrics.get("quality/class_entropy"), metrics.get("quality/class_entropy_real")
+    if entropy is None or real is None:
+        return None
+    return min(1.0, math.exp(entropy - real))
+
+
+def sample_quality(metrics):
+    """{"frechet_distance", "class_coverage"} of one run's metrics, or None when it recorded no score."""
+    distance, coverage = metrics.get("quality/frechet_distance"), class_coverage(metrics)
+    if distance is None or coverage is None:
+        return None
+    return {"frechet_distance": float(distance), "class_coverage": coverage}
+
+
+def quality_check(quality, bar=None):
+    """(passed, text) of a sample quality against the bar (QUALITY_BAR, updated by `bar`)."""
+    bar = {**QUALITY_BAR, **(bar or {})}
+    if quality is None:
+        return False, "the runs recorded no sample-quality score (quality/frechet_distance, quality/class_entropy)"
+    distance, coverage = quality["frechet_distance"], quality["class_coverage"]
+    close, covers = distance <= bar["frechet_distance"], coverage >= bar["class_coverage"]
+    return close and covers, (f"samples {'pass' if close and covers else 'fail'} the quality bar (Fréchet distance "
+                              f"{_fmt(distance, 4)} {'≤' if close else '>'} {_fmt(bar['frechet_distance'])}, class "
+                              f"coverage {_fmt(coverage, 3)} {'≥' if covers else '<'} {_fmt(bar['class_coverage'])})")
+
+
+def judge(meta, mean, std, quality=None):
+    """(verdict, reason): `verdict` on the metric, then for GAN and VAE presets the samples' quality
+    (mean over seeds, or None) against the bar (see QUALITY_RULES)."""
+    word, reason = verdict(meta, mean, std)
+    if meta.get("kind") not in QUALITY_KINDS:
+        return word, reason
+    passed, text = quality_check(quality, meta.get("quality_bar"))
+    if word in ("reproduced", "better") and not passed:
+        return "worse", f"{word} on {meta['metric']} ({reason}), but {text}"
+    return word, f"{reason}; {text}"
+
+
 def aggregate(values):
     """Mean and population std over seeds of numbers or nested lists laid out alike (None if none)."""
     values = [flatten(v) for v in values if v is not None]
@@ -338,7 +409,7 @@ def seed_overrides(preset_id, meta, seeds, scale):
     return {seed: [*overrides, f"seed={seed}"] for seed in seeds}
 
 
-def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeout=None, log=print):
+def reproduce(preset_id, meta, seeds, scale, runs_dir, out, jobs=1, timeout=None, log=print):
     """Run (or reuse) every seed of one preset and return its results.json entry."""
     per_seed = seed_overrides(preset_id, meta, seeds, scale)
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -364,14 +435,20 @@ def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeo
     values = [metric_value(run_dir_of(runs_dir, preset_id, s), meta["metric"]) for s in completed] \
         if meta["metric"] else []
     mean, std = aggregate(values)
+    quality = None
+    if meta["kind"] in QUALITY_KINDS:
+        per_seed_quality = [sample_quality(json.loads((run_dir_of(runs_dir, preset_id, s) / "metrics.json")
+                                                      .read_text())) for s in completed]
+        if per_seed_quality and None not in per_seed_quality:
+            quality = {key: float(np.mean([q[key] for q in per_seed_quality])) for key in per_seed_quality[0]}
     if not completed:
         outcome = ("failed", results[seeds[0]]["error"])
     else:
-        outcome = verdict(meta, mean, std)
+        outcome = judge(meta, mean, std, quality)
         failures = len(seeds) - len(completed)
         if failures:
             outcome = (outcome[0], f"{outcome[1]}; {failures} of {len(seeds)} seeds failed")
-    curve = plot_curve(preset_id, meta, [run_dir_of(runs_dir, preset_id, s) for s in completed], report_dir)
+    curve = plot_curve(preset_id, meta, [run_dir_of(runs_dir, preset_id, s) for s in completed], out)
     walls = [results[s]["wall_s"] for s in seeds if results[s]["wall_s"] is not None]
     return {
         "id": preset_id, "book": meta["book"], "chapter": meta["chapter"], "kind": meta["kind"],
@@ -380,49 +457,61 @@ def reproduce(preset_id, meta, seeds, scale, runs_dir, report_dir, jobs=1, timeo
         "mean": mean, "std": std, "budget_scale": scale, "budget_note": meta["budget_note"],
         "wall_s_per_seed": float(np.mean(walls)) if walls else None,
         "substitute": meta["substitute"], "verdict": outcome[0], "reason": outcome[1], "curve": curve,
+        "quality": quality,
         "errors": {str(s): results[s]["error"] for s in seeds if results[s]["error"]},
         "date": datetime.date.today().isoformat(),
     }
 
 
-def plot_curve(preset_id, meta, run_dirs, report_dir):
-    """The preset's learning curve (mean ± std over seeds) as reproduction/<id>.png, or None."""
+def plot_curve(preset_id, meta, run_dirs, folder):
+    """The preset's learning curve (mean ± std over seeds) as `folder`/<id>.png; its file name, or None."""
     if not meta["curve"] or not run_dirs:
         return None
     from scripts.plot import plot_runs
-    relative = f"reproduction/{preset_id}.png"
+    name = f"{preset_id}.png"
     try:
-        plot_runs(run_dirs, tag=meta["curve"], out=str(Path(report_dir) / relative),
-                  smoothing=meta["curve_smoothing"] or 0)
+        plot_runs(run_dirs, tag=meta["curve"], out=str(Path(folder) / name), smoothing=meta["curve_smoothing"] or 0)
     except (ValueError, FileNotFoundError):  # the runs logged no such scalar
         return None
-    return relative
+    return name
 
 
 # ----- results file and report -----
-def results_path(report):
-    return Path(report).parent / "reproduction" / "results.json"
+def docs_folder(report):
+    """The folder of a tracked report's results.json and curves: docs/reproduction.md -> docs/reproduction/."""
+    return Path(report).with_suffix("")
 
 
-def load_results(report):
-    path = results_path(report)
+def load_results(folder):
+    path = Path(folder) / "results.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def merge_result(report, entry):
-    """Put one preset's entry into results.json, keeping every other entry. Reproductions of other
-    presets may run at the same time: the read-modify-write holds an exclusive lock on the folder."""
-    path = results_path(report)
+def merge_results(folder, entries):
+    """Put these presets' entries into `folder`/results.json, keeping every other entry. Reproductions of
+    other presets may run at the same time: the read-modify-write holds an exclusive lock on the folder."""
+    path = Path(folder) / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
+    descriptor = os.open(path.parent, os.O_RDONLY)
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        results = load_results(report) | {entry["id"]: entry}
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        results = load_results(folder) | {entry["id"]: entry for entry in entries}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
         tmp.replace(path)
     finally:
-        os.close(folder)  # releases the lock
+        os.close(descriptor)  # releases the lock
+
+
+def publish(out, entries, report, presets, command=None):
+    """--write: merge `entries` of the results directory `out` (with their curves) into the tracked report."""
+    folder = docs_folder(report)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        if entry.get("curve") and (Path(out) / Path(entry["curve"]).name).is_file():
+            shutil.copyfile(Path(out) / Path(entry["curve"]).name, folder / Path(entry["curve"]).name)
+    merge_results(folder, entries)
+    write_report(report, folder, presets, command)
 
 
 def _cell(text):
@@ -438,16 +527,19 @@ def _lab_value(entry):
     return _fmt(entry["mean"]) + spread
 
 
-def render(results, presets, command=None):
-    """The markdown report: rules, one results table per kind group, then what was not run."""
+def render(results, presets, command=None, folder=""):
+    """The markdown report: rules, one results table per kind group, then what was not run. `folder` is
+    where results.json and the curves lie, relative to the report ("" for the same directory)."""
+    prefix = f"{folder}/" if folder else ""
     lines = ["# Reproduction of the books' chapter experiments", "",
              "Generated by `scripts/reproduce.py` from real runs of the presets in `conf/experiment/` "
              "(do not edit by hand: rerun the script). Per-preset results are in "
-             "[`reproduction/results.json`](reproduction/results.json), learning curves (mean ± std over "
-             "seeds) in `reproduction/<id>.png`.", "",
+             f"[`{prefix}results.json`]({prefix}results.json), learning curves (mean ± std over "
+             f"seeds) in `{prefix}<id>.png`.", "",
              f"Machine of the latest run: {platform.platform()}, {os.cpu_count()} CPU cores, Python "
              f"{platform.python_version()}." + (f" Latest command: `{command}`." if command else ""), "",
-             "## How the verdicts are decided", "", VERDICT_RULES, ""]
+             "## How the verdicts are decided", "", VERDICT_RULES, "", "### Generative models: the samples", "",
+             QUALITY_RULES, ""]
     counts = collections.Counter(entry["verdict"] for entry in results.values())
     if counts:
         lines += ["Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(results)} presets "
@@ -462,9 +554,11 @@ def render(results, presets, command=None):
         for e in entries:
             budget = "full" if e["budget_scale"] == 1 else f"×{_fmt(e['budget_scale'])}"
             wall = f"{e['wall_s_per_seed']:.0f} s" if e["wall_s_per_seed"] is not None else "—"
-            curve = f"[png]({e['curve']})" if e["curve"] else "—"
+            curve = f"[png]({prefix}{Path(e['curve']).name})" if e["curve"] else "—"
             metric = f"`{e['metric']}`" if e["metric"] else "—"
             verdict_cell = f"**{e['verdict']}**: {e['reason']}"
+            if e["kind"] in QUALITY_KINDS and "quality" not in e:
+                verdict_cell += " (judged before the quality bar: rerun it to judge its samples)"
             if e.get("substitute"):
                 verdict_cell += f" (on a substitute: {e['substitute']})"
             cells = (f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], metric, _lab_value(e),
@@ -485,9 +579,12 @@ def render(results, presets, command=None):
     return "\n".join(lines)
 
 
-def write_report(report, results, presets, command=None):
-    Path(report).parent.mkdir(parents=True, exist_ok=True)
-    Path(report).write_text(render(results, presets, command))
+def write_report(report, folder, presets, command=None):
+    """Regenerate the markdown `report` from `folder`/results.json."""
+    report = Path(report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(Path(folder).resolve(), report.parent.resolve())
+    report.write_text(render(load_results(folder), presets, command, "" if relative == "." else relative))
 
 
 # ----- command line -----
@@ -498,7 +595,11 @@ def parse_args(argv):
     parser.add_argument("--kind", choices=sorted(KINDS), help="only presets of this kind group")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per preset (a preset's meta.seeds wins)")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply each preset's budget keys")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "reproduction.md"), help="the markdown report")
+    parser.add_argument("--out", default="reproduction",
+                        help="the results directory: results.json, curves and reproduction.md (default ./reproduction)")
+    parser.add_argument("--write", action="store_true",
+                        help="also merge the results into the tracked docs/reproduction.md and docs/reproduction/")
+    parser.add_argument("--docs", default=str(DOCS_REPORT), help=argparse.SUPPRESS)  # tests: where --write writes
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "reproduce"), help="where the runs go")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run before it is stopped")
@@ -517,9 +618,13 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     presets = load_presets()
     command = "python scripts/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
     if args.report_only:
-        write_report(args.out, load_results(args.out), presets)
-        print(f"wrote {args.out}")
+        write_report(out / "reproduction.md", out, presets)
+        print(f"wrote {out / 'reproduction.md'}")
+        if args.write:
+            publish(out, list(load_results(out).values()), args.docs, presets, command)
+            print(f"wrote {args.docs}")
         return 0
     ids = select(presets, args.presets, args.all, args.kind)
     plan = []
@@ -542,17 +647,22 @@ def main(argv=None):
             print(f"run  {preset_id}: seeds {seeds} ({', '.join(states)}){scale} -> "
                   f"{run_dir_of(args.runs_dir, preset_id, '<k>')}")
         return 0
+    entries = []
     for preset_id, meta, seeds, reason in plan:
         if reason:
             print(f"{preset_id}: not run: {reason}")
             continue
         print(f"{preset_id}: {len(seeds)} seed(s)")
-        entry = reproduce(preset_id, meta, seeds, args.budget_scale, args.runs_dir, Path(args.out).parent,
-                          args.jobs, args.timeout)
+        entry = reproduce(preset_id, meta, seeds, args.budget_scale, args.runs_dir, out, args.jobs, args.timeout)
         print(f"{preset_id}: {entry['verdict']} ({entry['reason']}); lab {_lab_value(entry)}")
-        merge_result(args.out, entry)
-    write_report(args.out, load_results(args.out), presets, command)
-    print(f"wrote {args.out}")
+        merge_results(out, [entry])
+        entries.append(entry)
+    write_report(out / "reproduction.md", out, presets, command)
+    note = "" if args.write else " (the tracked report changes only with --write)"
+    print(f"wrote {out / 'reproduction.md'}{note}")
+    if args.write:
+        publish(out, entries, args.docs, presets, command)
+        print(f"wrote {args.docs}")
     return 0
 
 

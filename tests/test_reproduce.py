@@ -1,6 +1,9 @@
 """scripts/reproduce.py: selection, metrics and verdicts, a real two-seed reproduction, resume and merge."""
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from core.runtime.logger import RunLogger
 from scripts import reproduce
 
+ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = "homl18-scripted-cartpole"  # 500 episodes of a fixed rule: 5 at --budget-scale 0.01
 
 
@@ -36,6 +40,45 @@ def test_verdict_rules():
     ragged = meta(compare="approx", reported_value=shapes, tolerance=0)
     assert reproduce.verdict(ragged, mean, std) == ("reproduced", "exactly the book's")
     assert reproduce.verdict(ragged, [[4, 2, 3], [4, 2, 5], [4, 2, 3, 3]], std)[0] == "worse"
+
+
+def gan(**overrides):
+    return meta(**{"kind": "gan", "metric": "losses/critic_real", "compare": "approx", "reported_value": -72.0,
+                   "tolerance": 3.0, **overrides})
+
+
+GOOD, NOISE = {"frechet_distance": 80.0, "class_coverage": 0.9}, {"frechet_distance": 1000.0, "class_coverage": 0.97}
+
+
+def test_generative_verdicts_need_samples_that_pass_the_quality_bar():
+    assert reproduce.judge(gan(), -72.5, 0.0, GOOD) == (
+        "reproduced", "within ±3 of the book; samples pass the quality bar (Fréchet distance 80 ≤ 200, class "
+                      "coverage 0.9 ≥ 0.5)")
+    # the WGAN whose critic loss matches the book's while its samples are grey noise
+    assert reproduce.judge(gan(), -72.5, 0.0, NOISE) == (
+        "worse", "reproduced on losses/critic_real (within ±3 of the book), but samples fail the quality bar "
+                 "(Fréchet distance 1000 > 200, class coverage 0.97 ≥ 0.5)")
+    collapsed = {"frechet_distance": 150.0, "class_coverage": 0.2}
+    better = gan(compare="higher", reported_value=-80.0)
+    assert reproduce.judge(better, -60.0, 0.0, GOOD)[0] == "better"
+    word, reason = reproduce.judge(better, -60.0, 0.0, collapsed)
+    assert word == "worse" and reason.endswith("(Fréchet distance 150 ≤ 200, class coverage 0.2 < 0.5)")
+    word, reason = reproduce.judge(gan(), -72.5, 0.0, None)
+    assert word == "worse" and "recorded no sample-quality score" in reason
+    assert reproduce.judge(gan(), -50.0, 0.0, GOOD)[0] == "worse"  # the metric alone already misses
+    word, reason = reproduce.judge(gan(compare="none"), -50.0, 0.0, NOISE)  # no number: the word stays
+    assert word == "not comparable" and "samples fail the quality bar" in reason
+    assert reproduce.judge(gan(quality_bar={"frechet_distance": 2000}), -72.5, 0.0, NOISE)[0] == "reproduced"
+    assert reproduce.judge(meta(kind="rl"), 105.0, 1.0, None) == ("reproduced", "within ±10 of the book")
+
+
+def test_sample_quality_from_a_runs_metrics():
+    metrics = {"quality/frechet_distance": 90.0, "quality/class_entropy": 1.5, "quality/class_entropy_real": 2.3}
+    quality = reproduce.sample_quality(metrics)
+    assert quality["frechet_distance"] == 90.0 and quality["class_coverage"] == pytest.approx(np.exp(1.5 - 2.3))
+    # more spread over classes than the real images (one class of sevens, noise in several): capped at 1
+    assert reproduce.class_coverage({"quality/class_entropy": 1.0, "quality/class_entropy_real": 0.1}) == 1.0
+    assert reproduce.sample_quality({"quality/frechet_distance": 90.0}) is None
 
 
 def test_metric_values_from_metrics_json_and_tensorboard(tmp_path):
@@ -97,9 +140,9 @@ def test_dry_run_lists_and_runs_nothing(tmp_path, capsys):
     assert not runs.exists() and not out.exists()
 
 
-def test_two_seeds_resume_and_merge(tmp_path, capsys):
-    out, runs = tmp_path / "docs" / "reproduction.md", tmp_path / "runs"
-    results_file = out.parent / "reproduction" / "results.json"
+def test_two_seeds_resume_merge_and_write(tmp_path, capsys):
+    out, runs, docs = tmp_path / "out", tmp_path / "runs", tmp_path / "docs" / "reproduction.md"
+    results_file = out / "results.json"
     results_file.parent.mkdir(parents=True)
     other = {"id": "mtf3-ae-mnist", "book": "MTF", "chapter": 3, "kind": "ae", "reported": "val MSE 0.0057",
              "reported_value": 0.0064, "metric": "losses/recon@last10", "compare": "lower", "seeds": [0],
@@ -108,8 +151,10 @@ def test_two_seeds_resume_and_merge(tmp_path, capsys):
              "reason": "0.0014 below the book", "curve": None, "errors": {}, "date": "2024-01-01"}
     results_file.write_text(json.dumps({"mtf3-ae-mnist": other}))  # another engineer's earlier rows
 
-    args = [SCRIPTED, "--seeds", "2", "--budget-scale", "0.01", "--out", str(out), "--runs-dir", str(runs)]
+    args = [SCRIPTED, "--seeds", "2", "--budget-scale", "0.01", "--out", str(out), "--runs-dir", str(runs),
+            "--docs", str(docs)]
     assert reproduce.main(args) == 0
+    assert not docs.parent.exists()  # no --write: the tracked report is left alone
     results = json.loads(results_file.read_text())
     assert results["mtf3-ae-mnist"] == other
     entry = results[SCRIPTED]
@@ -119,10 +164,12 @@ def test_two_seeds_resume_and_merge(tmp_path, capsys):
     assert entry["mean"] == pytest.approx(np.mean(entry["values"]))
     assert entry["std"] == pytest.approx(np.std(entry["values"]))
     assert entry["completed_seeds"] == [0, 1] and entry["budget_scale"] == 0.01
-    assert entry["verdict"] in ("reproduced", "better", "worse") and entry["curve"] == f"reproduction/{SCRIPTED}.png"
-    assert (out.parent / entry["curve"]).stat().st_size > 0
+    assert entry["verdict"] in ("reproduced", "better", "worse") and entry["curve"] == f"{SCRIPTED}.png"
+    assert entry["quality"] is None and "quality bar" not in entry["reason"]  # an RL preset: no samples to judge
+    assert (out / entry["curve"]).stat().st_size > 0
 
-    report = out.read_text()
+    report = (out / "reproduction.md").read_text()
+    assert f"[png]({SCRIPTED}.png)" in report
     rl, generative = report.index("## Reinforcement learning"), report.index("## Generative models")
     assert report.index(f"`{SCRIPTED}`") > rl and report.index("`mtf3-ae-mnist`") > generative
     assert "×0.01" in report and "on a substitute: MNIST test file" in report
@@ -135,6 +182,32 @@ def test_two_seeds_resume_and_merge(tmp_path, capsys):
     assert "seed 0: done before, reused" in capsys.readouterr().out
     assert (runs / SCRIPTED / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
     assert json.loads(results_file.read_text())[SCRIPTED]["values"] == entry["values"]
+
+    # --write publishes the results directory into the tracked report: entries, curves, markdown
+    (docs.parent / "reproduction").mkdir(parents=True)
+    old = {"old-preset": {**other, "id": "old-preset", "kind": "gan"}}  # an entry from before the quality bar
+    (docs.parent / "reproduction" / "results.json").write_text(json.dumps(old))
+    assert reproduce.main(["--report-only", "--write", "--out", str(out), "--docs", str(docs)]) == 0
+    published = json.loads((docs.parent / "reproduction" / "results.json").read_text())
+    assert set(published) == {"old-preset", "mtf3-ae-mnist", SCRIPTED} and published[SCRIPTED] == entry
+    assert (docs.parent / "reproduction" / f"{SCRIPTED}.png").read_bytes() == (out / entry["curve"]).read_bytes()
+    assert f"[png](reproduction/{SCRIPTED}.png)" in docs.read_text()
+    assert "(judged before the quality bar: rerun it to judge its samples)" in docs.read_text()
+
+
+def test_without_write_the_tracked_files_stay_as_they_are(tmp_path):
+    """The command line with its defaults, from another directory: results land in ./reproduction there."""
+    tracked = sorted(p for p in (ROOT / "docs").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in tracked}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce.py"), SCRIPTED, "--seeds", "1",
+                           "--budget-scale", "0.01", "--runs-dir", str(tmp_path / "runs")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "the tracked report changes only with --write" in done.stdout
+    assert json.loads((tmp_path / "reproduction" / "results.json").read_text())[SCRIPTED]["completed_seeds"] == [0]
+    assert (tmp_path / "reproduction" / "reproduction.md").is_file()
+    assert sorted(p for p in (ROOT / "docs").rglob("*") if p.is_file()) == tracked
+    assert all(p.read_bytes() == content for p, content in before.items())
 
 
 def test_a_run_is_reused_only_with_the_same_overrides_and_preset(tmp_path):

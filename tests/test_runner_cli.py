@@ -304,31 +304,3 @@ def test_the_console_command_finds_the_configs_from_any_directory(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: nothing to train: pass agent=<name> env=<name>"), result.stderr
     assert list(tmp_path.iterdir()) == []
-
-
-def test_evaluate_calls_the_generative_hooks(tmp_path, monkeypatch):
-    import types
-
-    from core.runtime.run import Checkpoints
-    from scripts import evaluate as evaluate_script
-    from scripts import trainers
-
-    def sample(cfg, state, n):
-        return np.broadcast_to(state["level"], (n, 1, 4, 4)).astype(np.float32)
-
-    def evaluate(cfg, state, run_dir):
-        return {"quality/frechet_distance": 1.5, "run": str(run_dir)}
-
-    fake = types.SimpleNamespace(sample=sample, evaluate=evaluate)
-    monkeypatch.setattr(trainers, "options", lambda kind: {"fake": fake})
-    config = {"seed": 0, "model": {}, "dataset": {"name": "digits"}, "choices": {"model": "fake", "dataset": "digits"}}
-    Checkpoints(tmp_path / "checkpoints", config=config).save({"level": np.float32(0.5)}, 7)
-    metrics = evaluate_script.evaluate(evaluate_script.parse_args([str(tmp_path), "samples=9"]))
-    assert metrics["quality/frechet_distance"] == 1.5 and metrics["run"] == str(tmp_path.resolve())
-    grid = tmp_path / "samples" / "eval_7.png"
-    assert Path(metrics["eval/samples"]) == grid.resolve()
-    from PIL import Image
-    with Image.open(grid) as image:  # 3x3 grid of 4x4 images with 2-pixel padding
-        assert image.size == (3 * 6 + 2, 3 * 6 + 2)
-        assert np.asarray(image)[2:6, 2:6].tolist() == [[128] * 4] * 4
-    assert json.loads((tmp_path / "eval.json").read_text())["step"] == 7

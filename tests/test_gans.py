@@ -282,6 +282,14 @@ def ctrl_c_during_generator_step(monkeypatch, n):
     monkeypatch.setattr(gan, "generator_step", interrupted)
 
 
+def assert_same_gan(whole_dir, part_dir):
+    """The last checkpoints of two GAN runs hold bitwise equal networks."""
+    whole, part = (core.load(d / "checkpoints" / "last.ckpt") for d in (whole_dir, part_dir))
+    for net in ("generator", "discriminator"):
+        for key, value in whole[net].items():
+            np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
+
+
 def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_path, monkeypatch):
     # dropout in D, BN in G, a third epoch's shuffle after the resume: every random stream must be restored
     overrides = [*mnist, "dataset.limit=160", "dataset.image_size=16", "model.width=4", "model.epochs=3",
@@ -295,11 +303,7 @@ def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_p
     assert (saved["step"], saved["session"]["progress"], saved["data"]["position"]) == (7, 1, 2)
     _, resumed = train("dcgan_geron", tmp_path / "part", *overrides, resume=tmp_path / "part")
     assert (resumed["train/steps"], resumed["train/epochs"]) == (15, 3)
-    whole = core.load(tmp_path / "whole" / "checkpoints" / "last.ckpt")
-    part = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")
-    for net in ("generator", "discriminator"):
-        for key, value in whole[net].items():
-            np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
+    assert_same_gan(tmp_path / "whole", tmp_path / "part")
 
 
 def test_an_epoch_of_repeated_data_is_that_many_fresh_passes(tmp_path):
@@ -335,11 +339,7 @@ def test_resume_inside_a_repeated_epoch_ends_bitwise_like_an_uninterrupted_run(t
     assert (saved["data"]["position"], saved["data"]["loader"]["next"]) == (7, 2)
     _, resumed = train("dcgan_geron", tmp_path / "part", *overrides, resume=tmp_path / "part")
     assert (resumed["train/steps"], resumed["train/epochs"]) == (30, 2)
-    whole = core.load(tmp_path / "whole" / "checkpoints" / "last.ckpt")
-    part = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")
-    for net in ("generator", "discriminator"):
-        for key, value in whole[net].items():
-            np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
+    assert_same_gan(tmp_path / "whole", tmp_path / "part")
     with pytest.raises(ConfigError, match=r"resume cannot change dataset.repeat=3->2"):
         train("dcgan_geron", tmp_path / "part", *overrides, "dataset.repeat=2", resume=tmp_path / "part")
 

@@ -110,6 +110,11 @@ class Data:
     def shape(self):
         return self.images.shape[1:]
 
+    @property
+    def repeat(self) -> int:
+        """Passes over the images in one epoch (`dataset.repeat`, default 1)."""
+        return self.dataset.get("repeat") or 1
+
     def __len__(self):
         return len(self.images)
 
@@ -209,9 +214,9 @@ def make_optimizer(optim_cfg, args, params, lr: float):
 CHECKPOINT_EVERY = 1  # epochs between checkpoints unless the run's checkpoint_every says otherwise
 
 
-def steps_per_epoch(n_items: int, batch_size: int) -> int:
-    """Full batches in one pass over the data (at least one)."""
-    return max(n_items // batch_size, 1)
+def steps_per_epoch(n_items: int, batch_size: int, repeat: int = 1) -> int:
+    """Full batches in an epoch of `repeat` passes over the data (at least one a pass)."""
+    return max(n_items // batch_size, 1) * repeat
 
 
 @contextlib.contextmanager
@@ -252,7 +257,7 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
     session = run.session(name, "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate if args.quality.enabled else None,
                           eval_every=args.quality.every if args.quality.enabled else 0,
-                          steps_per_unit=steps_per_epoch(len(data), args.batch_size))
+                          steps_per_unit=steps_per_epoch(len(data), args.batch_size, data.repeat))
     return session, Batches(session, data, args.batch_size, args.log_every)
 
 
@@ -277,7 +282,9 @@ def epoch_line(epoch: int, epochs, means: dict, quality: Optional[dict], n_class
 class Batches:
     """The training data's shuffled batches, epoch after epoch (full batches only, as the books'
     `drop_remainder`), and the place reached in the current epoch. Tracked by the session as "data",
-    so a run stopped inside an epoch resumes with the very batches it would have had next.
+    so a run stopped inside an epoch resumes with the very batches it would have had next. An epoch is
+    `data.repeat` passes over the images one after another, each in a fresh order (tf.data's
+    `shuffle().repeat(n)`): a small dataset then gives an epoch as many updates as a large one.
 
         for epoch in batches.epochs():    # the session counts each completed epoch (checkpoints, evaluation)
             for index in batches:         # the rest of this epoch's batches; ends early after Ctrl-C
@@ -297,7 +304,7 @@ class Batches:
         self._last = {}  # the newest losses read, as numbers
         self._sums, self._counted = {}, 0  # this epoch's losses read so far, for its console line
         self.n_items, self.shape, self.n_classes = len(data), tuple(data.shape), data.n_classes
-        self.per_epoch = steps_per_epoch(self.n_items, batch_size)
+        self.per_epoch = steps_per_epoch(self.n_items, batch_size, data.repeat)
         self.rng = np.random.default_rng([session.run.seed, 1])  # orders the data, draws the critics' batches
         # the lab's one batcher, over the images' indices: it draws an epoch's order at its first batch
         self.loader = DataLoader(np.arange(self.n_items), batch_size=min(batch_size, self.n_items), shuffle=True,
@@ -325,10 +332,16 @@ class Batches:
 
     def __iter__(self):
         """Index arrays of the rest of the current epoch's batches."""
-        batches = iter(self.loader)
+        batches = self._passes()
         for _ in self.steps():
-            yield next(batches)[0]
+            yield next(batches)
         self._read()
+
+    def _passes(self):
+        """The loader's batches pass after pass; it continues a pass left unfinished (a resumed run)."""
+        while True:
+            for (index,) in self.loader:
+                yield index
 
     def log(self, losses: dict):
         """Count one update step with its losses (Tensors or numbers): every `log_every` steps (and at

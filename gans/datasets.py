@@ -35,7 +35,8 @@ the same images). CIFAR-10 is checked against the MD5 of the official archive.
 between pixel centres (half-pixel convention, edge pixels repeated: PIL's and OpenCV's
 bilinear); when shrinking, the exact average of the input area under each output pixel,
 fractional pixels included (PIL's BOX gives the same for integer ratios), so nothing aliases.
-E.g. `load_dataset("digits", image_size=28)` gives 28×28 stand-ins for the MNIST models.
+E.g. `load_dataset("digits", image_size=28)` gives 28×28 stand-ins for MNIST (the run config
+conf/dataset/digits.yaml keeps them at 8×8).
 """
 
 from __future__ import annotations

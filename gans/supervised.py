@@ -36,8 +36,9 @@ test set itself with `validate_on_test` (as several books do). `standardize` sca
 training part's mean and std. `center_crop` keeps the central fraction of each image, `random_flip` flips
 training images left-right with probability 0.5.
 
-Training: `epochs` passes over the training part in shuffled batches of core.data.DataLoader (the last one may
-be smaller, as Keras), or `steps_per_epoch` batches from its shuffled passes one after another. `lr_milestones`
+Training: `epochs` of `dataset.repeat` passes (default 1) over the training part in shuffled batches of
+core.data.DataLoader (the last one may be smaller, as Keras), or `steps_per_epoch` batches from its shuffled
+passes one after another. `lr_milestones`
 multiply the learning rate by `lr_gamma` at those epochs. `early_stopping_patience` stops after that many epochs
 without a lower val loss (a resumed early-stopped run stays stopped);
 `keep_best` ("val/loss" or "val/accuracy") evaluates the test set with the weights of the best epoch.
@@ -385,7 +386,7 @@ def train(cfg, run) -> dict:
     run.logger.text("model/summary", model.summary(data.train.x.shape[1:], print_fn=None))
     loader = DataLoader((data.train.x, data.train.y), batch_size=args.batch_size, shuffle=True,
                         generator=np.random.default_rng([run.seed, 1]))
-    steps_per_epoch = args.steps_per_epoch or len(loader)
+    steps_per_epoch = args.steps_per_epoch or len(loader) * (cfg.dataset.get("repeat") or 1)
 
     def test_metrics():  # the session's final evaluation: the test set, with the best epoch's weights if kept
         if args.keep_best and state["best_weights"] is not None:

@@ -166,11 +166,14 @@ class DatasetConfig:
     image_size: Optional[int] = None
     limit: Optional[int] = None
     download: bool = True                      # fetch missing files (checksummed)
+    repeat: int = 1                            # passes over the images in one training epoch
 
     def validate(self):
         for name in ("image_size", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"dataset.{name} must be >= 1 or null, got {getattr(self, name)}")
+        if self.repeat < 1:
+            raise ValueError(f"dataset.repeat must be >= 1 (passes over the images an epoch), got {self.repeat}")
 
 
 @dataclass

@@ -645,8 +645,8 @@ def test_the_default_dataset_is_added_beside_the_model(argv, expected):
 
 
 def test_every_generative_model_takes_the_default_dataset_or_says_which_size_it_needs():
-    """The default dataset's images (digits at 28×28) fit every model config's networks, but for the books'
-    fixed 64×64 architectures, which name the size to set."""
+    """The default dataset's images (digits at their own 8×8) fit every model config's networks, but for the
+    books' fixed 64×64 architectures, which name the size to set."""
     from hydra import compose, initialize_config_dir
 
     from core.runtime.config import config_object
@@ -662,10 +662,10 @@ def test_every_generative_model_takes_the_default_dataset_or_says_which_size_it_
             module = trainers.options("model")[name]
             args = config_object(module.Config, cfg.model)
             data = load_data(cfg.dataset, args.normalize)
-            assert data.shape == (1, 28, 28)
+            assert data.shape == (1, 8, 8)
             try:
                 module.build(args, data.shape, data.n_classes, data.normalize)
             except ConfigError as e:
-                assert str(e).endswith("the dataset has 28×28; set dataset.image_size=64"), (name, str(e))
+                assert str(e).endswith("the dataset has 8×8; set dataset.image_size=64"), (name, str(e))
                 needs_64.append(name)
     assert needs_64 == ["dcgan_bdl", "wgan_gp_bdl"]

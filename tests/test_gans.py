@@ -282,6 +282,14 @@ def ctrl_c_during_generator_step(monkeypatch, n):
     monkeypatch.setattr(gan, "generator_step", interrupted)
 
 
+def assert_same_gan(whole_dir, part_dir):
+    """The last checkpoints of two GAN runs hold bitwise equal networks."""
+    whole, part = (core.load(d / "checkpoints" / "last.ckpt") for d in (whole_dir, part_dir))
+    for net in ("generator", "discriminator"):
+        for key, value in whole[net].items():
+            np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
+
+
 def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_path, monkeypatch):
     # dropout in D, BN in G, a third epoch's shuffle after the resume: every random stream must be restored
     overrides = [*mnist, "dataset.limit=160", "dataset.image_size=16", "model.width=4", "model.epochs=3",
@@ -295,11 +303,45 @@ def test_resume_after_a_stop_ends_bitwise_like_an_uninterrupted_run(mnist, tmp_p
     assert (saved["step"], saved["session"]["progress"], saved["data"]["position"]) == (7, 1, 2)
     _, resumed = train("dcgan_geron", tmp_path / "part", *overrides, resume=tmp_path / "part")
     assert (resumed["train/steps"], resumed["train/epochs"]) == (15, 3)
-    whole = core.load(tmp_path / "whole" / "checkpoints" / "last.ckpt")
-    part = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")
-    for net in ("generator", "discriminator"):
-        for key, value in whole[net].items():
-            np.testing.assert_array_equal(part[net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
+    assert_same_gan(tmp_path / "whole", tmp_path / "part")
+
+
+def test_an_epoch_of_repeated_data_is_that_many_fresh_passes(tmp_path):
+    """dataset.repeat=3: one epoch is three passes over the 160 images, each a new order with every image once."""
+    data = load_data({"name": "digits", "split": "train", "normalize": "01", "image_size": 8, "limit": 160,
+                      "repeat": 3})
+    with Run(tmp_path / "run", quiet=True) as run:
+        session = run.session("vae", "epochs", 1)
+        batches = Batches(session, data, 32)
+        session.track(data=batches)
+        seen = []
+        for _ in batches.epochs():
+            for index in batches:
+                seen.append(index)
+                batches.log({})
+    assert (batches.per_epoch, len(seen)) == (15, 15)
+    passes = [np.concatenate(seen[i:i + 5]) for i in range(0, 15, 5)]
+    for order in passes:
+        np.testing.assert_array_equal(np.sort(order), np.arange(160))
+    assert not np.array_equal(passes[0], passes[1])
+
+
+def test_resume_inside_a_repeated_epoch_ends_bitwise_like_an_uninterrupted_run(tmp_path, monkeypatch, quality_cache):
+    # 5 batches a pass, 3 passes an epoch: stopped at step 22, in the second pass of the second epoch
+    overrides = ["dataset=digits", "dataset.image_size=8", "dataset.limit=160", "dataset.repeat=3",
+                 "model.width=4", "model.epochs=2", "model.batch_size=32", "model.quality.enabled=false"]
+    train("dcgan_geron", tmp_path / "whole", *overrides)
+    with monkeypatch.context() as patch:
+        ctrl_c_during_generator_step(patch, 22)
+        _, stopped = train("dcgan_geron", tmp_path / "part", *overrides)
+    assert (stopped["train/steps"], stopped["train/epochs"]) == (22, 1)
+    saved = core.load(tmp_path / "part" / "checkpoints" / "last.ckpt")
+    assert (saved["data"]["position"], saved["data"]["loader"]["next"]) == (7, 2)
+    _, resumed = train("dcgan_geron", tmp_path / "part", *overrides, resume=tmp_path / "part")
+    assert (resumed["train/steps"], resumed["train/epochs"]) == (30, 2)
+    assert_same_gan(tmp_path / "whole", tmp_path / "part")
+    with pytest.raises(ConfigError, match=r"resume cannot change dataset.repeat=3->2"):
+        train("dcgan_geron", tmp_path / "part", *overrides, "dataset.repeat=2", resume=tmp_path / "part")
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(mnist, tmp_path, monkeypatch):

@@ -106,6 +106,7 @@ def lab_run(row, seed, quick):
     from core.runtime.run import Run
     from scripts import trainers
     from scripts.train import CONF_DIR, register_configs
+    import tensorboardX  # noqa: F401  (imports torch where it is installed: before the clock, as on the PyTorch side)
     s = row_settings(row, quick)
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -114,12 +115,12 @@ def lab_run(row, seed, quick):
     with tempfile.TemporaryDirectory() as run_dir:
         with Run(run_dir, config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), seed=seed,
                  quiet=True) as run:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             metrics = trainer.train(cfg, run)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         state = core.load(pathlib.Path(run_dir) / "checkpoints" / "last.ckpt")
     updates = int(metrics["train/steps"])
-    result = {"seconds": seconds, "updates": updates}
+    result = {"seconds": seconds, "cpu_seconds": cpu, "updates": updates}
     if row != "timing":
         args, nets, _ = trainer.restore(trainer.Config, trainer.build, cfg, state)
         result.update(score(trainer.generator_sampler(nets["generator"], "normal"), s, seed, quick))
@@ -186,7 +187,7 @@ def torch_run(row, seed, quick):
     torch.manual_seed(seed)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     with tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         images = load_data(dataset_config(s), "tanh").images
         G, D = torch_nets(torch, row, s)
         opt_g = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"])
@@ -272,8 +273,8 @@ def torch_run(row, seed, quick):
         path = fixed_z[:pairs, None] * (1 - w) + fixed_z[pairs:2 * pairs, None] * w
         grid("latent_interpolation", path.reshape(-1, LATENT), nrow=10)
         writer.close()
-        seconds = time.perf_counter() - start
-    result = {"seconds": seconds, "updates": step}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    result = {"seconds": seconds, "cpu_seconds": cpu, "updates": step}
     if row != "timing":
         G.eval()
 

@@ -14,9 +14,9 @@ Rows, each with its architecture pinned here (not the configs' defaults):
   Adam(1e-4); 2 epochs of 10 updates on the first 2,560 test images (a grid and a checkpoint per epoch).
   Its updates are too few for quality, so only its time per update is compared.
 - DCGAN quality: the DCGAN paper's recipe (arch dcgan, width 32), batch 64, Adam(2e-4, β1 0.5), simultaneous
-  updates, EPOCHS_DCGAN epochs of the 10,000 test images (156 updates each).
+  updates, 4 epochs of the 10,000 test images (156 updates each: 624).
 - WGAN-GP quality: MTF's WGAN networks (arch wgan_mtf, width 16, no critic norm), batch 64, λ 10, 5 critic
-  steps per generator step, Adam(1e-4, β (0, 0.9)).
+  steps per generator step, Adam(1e-4, β (0, 0.9)); 1 epoch (156 generator updates, 780 critic steps).
 Time per update is the wall clock of the whole training call (set-up, data, logging, grids, checkpoints;
 the quality scoring afterwards excluded on both sides) over its generator updates. Each run is a fresh
 process; the lab's and PyTorch's runs alternate, so load from other processes hits both alike.
@@ -38,7 +38,7 @@ from scripts.benchutil import bench_parser, load_note, machine, measure, publish
 
 DATA_ROOT = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
 LATENT = 100
-EPOCHS_DCGAN, EPOCHS_WGAN = 6, 2
+EPOCHS_DCGAN, EPOCHS_WGAN = 4, 1
 
 # Each row's settings, as the lab's Hydra overrides; the PyTorch side reads the same numbers from ROWS.
 ROWS = {
@@ -292,20 +292,22 @@ def table(results, rows, seeds, quick):
         spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
         return f"{statistics.mean(values):.{digits}f}{spread}"
 
-    def per_update(runs):
-        return [r["seconds"] / r["updates"] for r in runs]
+    def per_update(runs, clock):
+        return [r[clock] / r["updates"] for r in runs]
 
     lines = [f"float32, one thread each side, seeds {seeds}; {machine()}.{load_note()}", "",
-             "| row | updates | lab s/update | PyTorch s/update | time ratio | target ≤ 1.3x | lab Fréchet ↓ | "
-             "PyTorch Fréchet ↓ | lab class coverage | PyTorch class coverage | quality target |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+             "| row | updates | lab s/update | PyTorch s/update | wall ratio | CPU-time ratio | target ≤ 1.3x | "
+             "lab Fréchet ↓ | PyTorch Fréchet ↓ | lab class coverage | PyTorch class coverage | quality target |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     labels = {"timing": "TF-tutorial DCGAN, batch 256 (timing only)", "dcgan": "DCGAN (paper recipe, width 32), batch 64",
               "wgan_gp": "WGAN-GP (MTF nets, width 16), batch 64, 5 critic steps"}
     for row in rows:
         lab, peer = results[f"lab-{row}"], results[f"torch-{row}"]
-        t_lab, t_peer = statistics.mean(per_update(lab)), statistics.mean(per_update(peer))
-        cells = [labels[row], str(lab[0]["updates"]), mean_std(per_update(lab), 3), mean_std(per_update(peer), 3),
-                 ratio(t_lab, t_peer), "met" if t_lab <= 1.3 * t_peer else "missed"]
+        wall = [statistics.mean(per_update(runs, "seconds")) for runs in (lab, peer)]
+        cpu = [statistics.mean(per_update(runs, "cpu_seconds")) for runs in (lab, peer)]
+        cells = [labels[row], str(lab[0]["updates"]), mean_std(per_update(lab, "seconds"), 3),
+                 mean_std(per_update(peer, "seconds"), 3), ratio(*wall), ratio(*cpu),
+                 "met" if cpu[0] <= 1.3 * cpu[1] else "missed"]
         if row == "timing":
             cells += [""] * 5
         else:
@@ -320,7 +322,9 @@ def table(results, rows, seeds, quick):
               "coverage exp(entropy of the predicted classes) out of 10. Quality target: the lab's mean Fréchet "
               "distance at most PyTorch's mean plus its seed standard deviation. Time: wall clock of the whole "
               "training call over its generator updates (a WGAN-GP update is 5 critic steps and one generator "
-              "step), mean over seeds."]
+              "step), mean ± std over seeds (wall clock); the ratios are of the means, by wall clock and by the "
+              "process's CPU time, which leaves out waiting for a core on a shared machine: the target is judged "
+              "on CPU time."]
     if quick:
         lines.insert(0, "(--quick: a smoke test, too few updates for meaningful numbers)\n")
     return "\n".join(lines)

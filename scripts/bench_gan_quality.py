@@ -133,17 +133,9 @@ def torch_nets(torch, row, s):
     where the lab says init="keras", N(0, 0.02) kernels where its arch does (DCGAN paper, MTF's WGAN)."""
     nn = torch.nn
     keras_bn = lambda c, cls=nn.BatchNorm2d: cls(c, momentum=0.01, eps=1e-3)  # noqa: E731
-    if row == "timing":  # same padding for k5 s2: 2 (+ output_padding 1 when transposed)
-        G = nn.Sequential(
-            nn.Linear(LATENT, 256 * 49, bias=False), keras_bn(256 * 49, nn.BatchNorm1d), nn.LeakyReLU(0.3),
-            nn.Unflatten(1, (256, 7, 7)),
-            nn.ConvTranspose2d(256, 128, 5, 1, padding=2, bias=False), keras_bn(128), nn.LeakyReLU(0.3),
-            nn.ConvTranspose2d(128, 64, 5, 2, padding=2, output_padding=1, bias=False), keras_bn(64), nn.LeakyReLU(0.3),
-            nn.ConvTranspose2d(64, 1, 5, 2, padding=2, output_padding=1, bias=False), nn.Tanh())
-        D = nn.Sequential(
-            nn.Conv2d(1, 64, 5, 2, padding=2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
-            nn.Conv2d(64, 128, 5, 2, padding=2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
-            nn.Flatten(), nn.Linear(128 * 49, 1))
+    if row == "timing":
+        from scripts.bench_gan import torch_dcgan_nets
+        G, D = torch_dcgan_nets()
     elif row == "dcgan":  # k4 s2 "same" is padding 1
         k = s["width"]
         G = nn.Sequential(

@@ -16,3 +16,6 @@ from core import functional  # noqa: F401
 from core.serialization import CheckpointError, load, save  # noqa: F401
 from core import distributions, optim  # noqa: F401
 from core import nn  # noqa: F401
+from core.memory import keep_freed_memory
+
+keep_freed_memory()  # big temporaries reuse the heap's pages (see core/memory.py)

@@ -247,7 +247,9 @@ def dropout(x, p=0.5, training=True, generator=None):
     if p == 1.0:
         return x * 0.0
     u = (generator or _default_generator).uniform(x.shape, dtype=x.dtype, device=x.device).data
-    return x * _Tensor._make((u >= p).astype(x.dtype) * (1.0 / (1.0 - p)))
+    mask = (u >= p).astype(x.dtype)
+    mask *= 1.0 / (1.0 - p)
+    return x * _Tensor._make(mask)
 
 
 def _update_running(buffer, statistic, momentum):

@@ -43,8 +43,10 @@ class Generator:
 
     def uniform(self, shape, low=0.0, high=1.0, dtype=None, device="cpu"):
         dtype = dtype or get_default_dtype()
-        return self._out(self._rng(device).random(shape, dtype=np.float64 if dtype == np.float16 else dtype)
-                         * (high - low) + low, device, dtype)
+        u = self._rng(device).random(shape, dtype=np.float64 if dtype == np.float16 else dtype)
+        if (low, high) != (0.0, 1.0):  # U(0, 1) (dropout masks) skips two passes that would not change it
+            u = u * (high - low) + low
+        return self._out(u, device, dtype)
 
     def integers(self, low, high=None, shape=(), dtype=np.int64, device="cpu"):
         return self._out(self._rng(device).integers(low, high, size=shape), device, dtype)

@@ -71,7 +71,8 @@ def our_wgan_gp(device="cpu"):
 
 
 # ----- PyTorch (on a torch device: "cpu" or "cuda") -----
-def torch_dcgan(device="cpu"):
+def torch_dcgan_nets():
+    """The TF tutorial's generator and discriminator in PyTorch (scripts/bench_gan_quality.py uses them too)."""
     nn = torch.nn
     bn = lambda c, cls=nn.BatchNorm2d: cls(c, momentum=0.01, eps=1e-3)  # noqa: E731  (Keras' BN)
     G = nn.Sequential(
@@ -84,7 +85,11 @@ def torch_dcgan(device="cpu"):
         nn.Conv2d(1, 64, 5, 2, padding=2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
         nn.Conv2d(64, 128, 5, 2, padding=2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
         nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
-    G, D = G.to(device), D.to(device)
+    return G, D
+
+
+def torch_dcgan(device="cpu"):
+    G, D = (net.to(device) for net in torch_dcgan_nets())
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, eps=1e-7)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, eps=1e-7)
     real = torch.tensor(_real_images(DCGAN_BATCH), device=device)

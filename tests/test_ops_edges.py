@@ -132,7 +132,12 @@ EDGES = {
     "relu": [edge("kink_at_0", core.relu, a(0.0, -0.0, 1.0, -1.0), grad=a(0.0, 0.0, 1.0, 0.0), fd=()),
              edge("large", core.relu, BIG, grad=a(0.0, 0.0, 1.0, 1.0), eps=1e-3)],
     "leaky_relu": [edge("kink_at_0", lambda x: core.leaky_relu(x, 0.2), a(0.0, 1.0, -1.0), grad=a(0.2, 1.0, 0.2),
-                        fd=())],
+                        fd=()),
+                   # slopes outside [0, 1] take the other branch of the factor
+                   edge("slope_above_1", lambda x: core.leaky_relu(x, 3.0), a(0.0, 1.0, -1.0), grad=a(3.0, 1.0, 3.0),
+                        fd=()),
+                   edge("negative_slope", lambda x: core.leaky_relu(x, -0.5), a(0.0, 1.0, -1.0),
+                        grad=a(-0.5, 1.0, -0.5), fd=())],
     # alpha = 1: C1 at 0 (derivative 1), a kink of the second derivative (left 1, right 0; the lab takes the left)
     "elu": [edge("smooth_at_0", core.elu, a(0.0, -0.0), grad=np.ones(2), fd=(1,), grad2=np.ones(2)),
             edge("kink_at_0_alpha", lambda x: core.elu(x, 0.5), a(0.0,), grad=a(0.5), fd=()),

@@ -271,7 +271,12 @@ class LeakyRelu(_Masked):
         self.slope = slope
 
     def forward(self, x):
-        self.factor = xp_of(x).where(x > 0, 1, self.slope).astype(x.dtype)
+        xp = xp_of(x)
+        factor = (x > 0).astype(x.dtype)
+        if 0 <= self.slope <= 1:  # max(1, slope) = 1, max(0, slope) = slope: 4x faster than where on numpy
+            self.factor = xp.maximum(factor, x.dtype.type(self.slope), out=factor)
+        else:
+            self.factor = xp.where(factor > 0, x.dtype.type(1), x.dtype.type(self.slope))
         return x * self.factor
 
 

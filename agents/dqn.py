@@ -81,20 +81,23 @@ Aggregation = Choice("Aggregation", "mean max")
 
 @dataclass
 class Config:
-    total_timesteps: int = 50_000          # env steps, summed over the envs
+    """The defaults are Stable-Baselines3's DQN (2.x) where it has the setting; per-env values (the zoo's) are in
+    conf/tuned/dqn_<env>.yaml."""
+
+    total_timesteps: int = 1_000_000       # env steps, summed over the envs
     total_episodes: Optional[int] = None   # also stop after this many training episodes (books count episodes)
     num_envs: Optional[int] = None         # envs stepped together; null: env.num_envs
     vectorization: Optional[Vectorization] = None  # null: env.vectorization
     # Q-network
     network: Network = Network.mlp         # nature_cnn: stacked 84x84 uint8 frames, scaled by 1/255
-    hidden: List[int] = field(default_factory=lambda: [256, 256])  # mlp hidden widths
+    hidden: List[int] = field(default_factory=lambda: [64, 64])  # mlp hidden widths
     activation: Activation = Activation.relu
     init: Init = Init.torch                # see agents/networks.py
     dueling: bool = False                  # Q = V + A − mean(A) (or − max(A))
     dueling_aggregation: Aggregation = Aggregation.mean  # mean (Wang et al. 2016) | max (HOML ch. 18)
     # optimisation
     optimizer: Optimizer = Optimizer.adam
-    lr: float = 2.3e-3
+    lr: float = 1e-4
     optim_eps: float = 1e-8                # Adam / RMSprop epsilon (Keras: 1e-7)
     rmsprop_alpha: float = 0.99            # RMSprop smoothing (Keras' rho)
     rmsprop_centered: bool = False
@@ -108,17 +111,17 @@ class Config:
     n_step: int = 1
     double_q: bool = False
     target_network: bool = True            # false: bootstrap from the online network (no gradient through it)
-    target_update_interval: int = 10
+    target_update_interval: int = 10_000
     target_update_unit: TargetUnit = TargetUnit.step  # step (env steps) | update (gradient updates) | episode
     tau: float = 1.0                       # 1: hard copy; < 1: Polyak averaging θ' ← τθ + (1 − τ)θ'
     bootstrap_on_truncation: bool = True
     # replay
-    buffer_size: int = 100_000
-    batch_size: int = 64
-    learning_starts: int = 1_000           # env steps of uniformly random actions before any update
-    train_freq: int = 256
+    buffer_size: int = 1_000_000
+    batch_size: int = 32
+    learning_starts: int = 100             # env steps of uniformly random actions before any update
+    train_freq: int = 4
     train_freq_unit: Unit = Unit.step      # step (env steps) | episode (finished episodes)
-    gradient_steps: int = 128              # updates per train_freq; -1: one per env step collected (SB3's -1)
+    gradient_steps: int = 1                # updates per train_freq; -1: one per env step collected (SB3's -1)
     prioritized: bool = False
     per_alpha: float = 0.6
     per_beta_start: float = 0.4            # annealed linearly to per_beta_end over total_timesteps
@@ -128,8 +131,8 @@ class Config:
     epsilon_schedule: Schedule = Schedule.linear
     epsilon_unit: Unit = Unit.step         # step (env steps) | episode (finished episodes)
     epsilon_start: float = 1.0
-    epsilon_end: float = 0.04
-    exploration_fraction: float = 0.16     # linear over steps: from start to end in this fraction of total_timesteps
+    epsilon_end: float = 0.05
+    exploration_fraction: float = 0.1      # linear over steps: from start to end in this fraction of total_timesteps
     epsilon_decay_duration: int = 0        # linear: steps (episodes) from start to end; 0: exploration_fraction
     epsilon_decay: float = 0.995           # exponential: the factor per step (episode)
     # evaluation and logging

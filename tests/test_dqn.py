@@ -117,8 +117,10 @@ def test_fx_rl_7_linear_schedules_per_episode_and_per_step():
 
 
 def test_config_schedules():
-    zoo = epsilon_schedule(Config())  # linear over 16 % of 50,000 steps
-    assert zoo(0) == 1.0 and zoo(4_000) == pytest.approx(0.52) and zoo(8_000) == pytest.approx(0.04)
+    sb3 = epsilon_schedule(Config())  # SB3's: linear over 10 % of 1,000,000 steps
+    assert sb3(0) == 1.0 and sb3(50_000) == pytest.approx(0.525) and sb3(100_000) == pytest.approx(0.05)
+    zoo = epsilon_schedule(Config(total_timesteps=50_000, exploration_fraction=0.16, epsilon_end=0.04))  # CartPole's
+    assert zoo(4_000) == pytest.approx(0.52) and zoo(8_000) == pytest.approx(0.04)
     homl = epsilon_schedule(Config(epsilon_unit="episode", epsilon_decay_duration=495, epsilon_end=0.01))
     assert homl(250) == pytest.approx(0.5)
     mtf = epsilon_schedule(Config(epsilon_schedule="exponential", epsilon_end=0.01, epsilon_decay=0.995))

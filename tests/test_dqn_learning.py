@@ -38,9 +38,11 @@ def run_train(cfg, run_dir, resume=None, stop_after=None):
 
 
 def load_preset(name):
+    """conf/agent/<name>.yaml with conf/tuned/<name>_cartpole.yaml over it, as `agent=<name> env=cartpole` composes."""
     values = OmegaConf.load(ROOT / "conf" / "agent" / f"{name}.yaml")
     values.pop("defaults")
-    return values
+    tuned = ROOT / "conf" / "tuned" / f"{name}_cartpole.yaml"
+    return OmegaConf.merge(values, OmegaConf.load(tuned).agent) if tuned.is_file() else values
 
 
 @pytest.mark.slow

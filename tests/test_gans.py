@@ -129,6 +129,17 @@ def test_mtf_wgan_per_layer_counts():  # FX-PC-10, FX-PC-11 (latent 50)
     assert counts(nets["generator"]) == (851_713, 851_201, 512)
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("dcgan", {"epochs": 5, "width": 32, "batch_size": 64, "lr_g": 2e-4}),
+    ("gan", {"epochs": 10, "arch": "mlp", "batch_size": 64}),
+    ("wgan_gp", {"epochs": 3, "width": 16, "n_critic": 5, "lr_c": 5e-4, "penalty": "gp"}),
+])
+def test_cpu_defaults_are_the_measured_ones(name, expected):
+    """The defaults whose time to the quality bar docs/running.md measures on MNIST and the digits."""
+    model = compose_config(name).model
+    assert {key: model[key] for key in expected} == expected
+
+
 def test_tied_decoder_shares_the_encoder_weights():
     model = built("ae_tied")["autoencoder"]
     (first, second) = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]

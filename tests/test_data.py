@@ -625,9 +625,13 @@ def test_a_generative_run_without_a_dataset_trains_on_the_bundled_digits(tmp_pat
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["choices"]["dataset"] == "digits"
-    assert config["dataset"]["name"] == "digits" and config["dataset"]["image_size"] == 28
+    # at their own 8x8, an epoch seven passes over the 1,437 training images (conf/dataset/digits.yaml)
+    assert {k: config["dataset"][k] for k in ("name", "image_size", "repeat")} == {
+        "name": "digits", "image_size": 8, "repeat": 7}
     assert "dataset=digits" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
-    assert json.loads((run_dir / "metrics.json").read_text())["train/epochs"] == 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/epochs"] == 1
+    assert metrics["train/steps"] == 7 * (1437 // config["model"]["batch_size"])  # full batches each pass
     assert not (tmp_path / "nowhere").exists()
 
 

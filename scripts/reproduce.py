@@ -379,7 +379,7 @@ def judge(meta, mean, std, quality=None):
     except ValueError as e:
         raise ReproduceError(f"{meta['id']}: meta.quality_bar: {e}") from None
     if passed is None:
-        text = f"samples not judged: the runs recorded {text} (judged before the quality bar: rerun it)"
+        text = "samples not judged: no quality score for the bar (judged before the quality bar: rerun it)"
         if word in ("reproduced", "better"):  # cannot stand without the samples, nor be called worse unseen
             return "not comparable", f"{word} on {meta['metric']} ({reason}), but {text}"
     elif word in ("reproduced", "better") and not passed:

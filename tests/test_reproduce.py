@@ -89,7 +89,7 @@ def test_samples_recorded_before_the_quality_bar_are_not_judged_on_a_guess():
     before = {"frechet_distance": 1262.8, "class_coverage": 0.91}  # what results.json held before the bar
     word, reason = reproduce.judge(gan(), -72.5, 0.0, before)
     assert word == "not comparable" and reason.startswith("reproduced on losses/critic_real (within ±3 of the book), "
-                                                          "but samples not judged: the runs recorded no quality/score")
+                                                          "but samples not judged: no quality score for the bar")
     assert reason.endswith("(judged before the quality bar: rerun it)")
     assert reproduce.judge(gan(), -72.5, 0.0, None)[0] == "not comparable"
     word, reason = reproduce.judge(gan(), -50.0, 0.0, before)  # a miss on the metric stays one

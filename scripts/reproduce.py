@@ -92,9 +92,10 @@ book's says nothing about images that may be noise. Each run records at its end 
 metrics of gans/quality.py in metrics.json, measured on the lab's own small classifier (not Inception
 IS/FID) against the run's own real images (for `dataset.classes=[7]`, the sevens). The quality bar is
 the lab's one bar for "recognisable samples" (`gans.quality.quality_bar`, also the one of
-docs/running.md and of `evaluate.py <run> samples=N`), on the means over seeds: {describe_bar()}.
-The relative Fréchet distance is the distance over tr(Σ_real), the distance of a generator that always
-outputs the real features' mean, so no part of the bar depends on the classifier's scale; a preset's
+docs/running.md and of `evaluate.py <run> samples=N`), on the means over seeds:
+{describe_bar()}. The relative Fréchet distance is the distance over tr(Σ_real), which is what a
+generator whose every sample had exactly the real images' mean features would score: 1 on this scale,
+so no part of the bar depends on the classifier's scale; a preset's
 `meta.quality_bar` may set any part ({", ".join(f"`{key}`" for key in QUALITY_BAR)}).
 
 What reference samples score (2,000 against the real images: half the test file's, or half its 1,028 sevens;

@@ -493,15 +493,19 @@ def load_results(folder):
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def merge_results(folder, entries):
-    """Put these presets' entries into `folder`/results.json, keeping every other entry. Reproductions of
-    other presets may run at the same time: the read-modify-write holds an exclusive lock on the folder."""
+def merge_results(folder, entries, presets=None):
+    """Put these presets' entries into `folder`/results.json, keeping every other entry; with `presets`,
+    every GAN and VAE entry's verdict is also judged again (`current_verdict`), so the file says what the
+    report says. Reproductions of other presets may run at the same time: the read-modify-write holds an
+    exclusive lock on the folder."""
     path = Path(folder) / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         results = load_results(folder) | {entry["id"]: entry for entry in entries}
+        for entry in results.values() if presets is not None else ():
+            entry["verdict"], entry["reason"] = current_verdict(entry, presets)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
         tmp.replace(path)
@@ -516,7 +520,7 @@ def publish(out, entries, report, presets, command=None):
     for entry in entries:
         if entry.get("curve") and (Path(out) / Path(entry["curve"]).name).is_file():
             shutil.copyfile(Path(out) / Path(entry["curve"]).name, folder / Path(entry["curve"]).name)
-    merge_results(folder, entries)
+    merge_results(folder, entries, presets)
     write_report(report, folder, presets, command)
 
 

@@ -218,6 +218,7 @@ def test_two_seeds_resume_merge_and_write(tmp_path, capsys):
     assert reproduce.main(["--report-only", "--write", "--out", str(out), "--docs", str(docs)]) == 0
     published = json.loads((docs.parent / "reproduction" / "results.json").read_text())
     assert set(published) == {"mtf10-wgan-mnist7", "mtf3-ae-mnist", SCRIPTED} and published[SCRIPTED] == entry
+    assert published["mtf10-wgan-mnist7"]["verdict"] == "not comparable"  # the file says what the report says
     assert (docs.parent / "reproduction" / f"{SCRIPTED}.png").read_bytes() == (out / entry["curve"]).read_bytes()
     assert f"[png](reproduction/{SCRIPTED}.png)" in docs.read_text()
     row = next(line for line in docs.read_text().splitlines() if line.startswith("| `mtf10-wgan-mnist7`"))

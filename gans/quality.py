@@ -10,16 +10,25 @@ image size and `QualityConfig`), never with published FID values.
   installed; otherwise (and as the fallback when sqrtm returns non-finite values) it is the sum of the
   square roots of the eigenvalues of Σ_r^½ Σ_g Σ_r^½, a symmetric matrix with the same eigenvalues as
   Σ_r Σ_g, so symmetric eigen-decompositions suffice. Lower is better; 0 for identical distributions.
+- `quality/frechet_distance_relative`: that distance over tr(Σ_r), which is the distance of samples whose
+  features all equal the real features' mean; free of the classifier's feature scale (held-out real MNIST
+  images about 0.003-0.012, noise and collapsed generators above 1).
 - `quality/class_entropy`: entropy (nats) of the classifier's predicted labels over the generated images;
   `quality/class_entropy_real` is the same on real images. `quality/mode_collapse` flags runs whose
   effective number of classes exp(H) is below `collapse_ratio` times that of the real data.
 - `quality/score`: exp(E_x KL(p(y|x) ‖ p(y))) over the generated images, the Inception-score formula on
   this classifier: between 1 and the number of classes, high when each image is one clear class and the
   classes are balanced; `quality/score_real` is the same on real images (the ceiling to compare with).
-- `quality/classes_covered`: how many classes the classifier assigns to at least a quarter of their
-  uniform share of the generated images (2.5% for ten classes); `quality/classes_covered_real` on real ones.
+- `quality/classes_covered_real`: how many classes the classifier assigns to at least a quarter of their
+  uniform share of the real images (2.5% for ten classes): the classes the run trains on (1 for the sevens
+  of `dataset.classes=[7]`); `quality/classes_covered`: how many of those it assigns so to the generated
+  images (samples that look like other classes cover nothing).
 - conditional models also get `quality/label_accuracy`: how often the classifier agrees with the label
   the generator was asked for.
+
+`quality_bar(metrics)` is the lab's one bar for "recognisable samples" (QUALITY_BAR; docs/running.md and
+the reproduction report's verdicts use it): each part relative to the run's own real images, so it holds
+for any classifier scale and for runs on a subset of the classes.
 
 The classifier learns from the dataset's training split when its files are there, else from the split
 the run uses (`classifier_split` picks one explicitly). It trains once per (dataset, split, image size,
@@ -241,10 +250,9 @@ def classifier_score(probabilities: np.ndarray) -> float:
     return float(np.exp((p * (np.log(p) - np.log(marginal))).sum(1).mean()))
 
 
-def classes_covered(predicted: np.ndarray, n_classes: int) -> int:
-    """Classes predicted for at least a quarter of their uniform share of the images."""
-    share = np.bincount(predicted, minlength=n_classes) / len(predicted)
-    return int((share >= 0.25 / n_classes).sum())
+def covered(predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mask of the classes predicted for at least a quarter of their uniform share of the images."""
+    return np.bincount(predicted, minlength=n_classes) / len(predicted) >= 0.25 / n_classes
 
 
 def feature_stats(features: np.ndarray):
@@ -279,16 +287,72 @@ def evaluate_quality(generate, data, quality: QualityConfig, device="cpu", seed:
     fake_predicted, real_predicted = fake_probabilities.argmax(1), real_probabilities.argmax(1)
     entropy = label_entropy(fake_predicted, data.n_classes)
     real_entropy = label_entropy(real_predicted, data.n_classes)
+    real_mean, real_cov = feature_stats(real_features)
+    distance = frechet_distance(real_mean, real_cov, *feature_stats(fake_features))
+    real_classes = covered(real_predicted, data.n_classes)
     metrics = {
-        "quality/frechet_distance": frechet_distance(*feature_stats(real_features), *feature_stats(fake_features)),
+        "quality/frechet_distance": distance,
+        "quality/frechet_distance_relative": distance / max(float(np.trace(real_cov)), 1e-12),
         "quality/class_entropy": entropy,
         "quality/class_entropy_real": real_entropy,
         "quality/mode_collapse": bool(math.exp(entropy) < quality.collapse_ratio * math.exp(real_entropy)),
         "quality/score": classifier_score(fake_probabilities),
         "quality/score_real": classifier_score(real_probabilities),
-        "quality/classes_covered": classes_covered(fake_predicted, data.n_classes),
-        "quality/classes_covered_real": classes_covered(real_predicted, data.n_classes),
+        "quality/classes_covered": int((covered(fake_predicted, data.n_classes) & real_classes).sum()),
+        "quality/classes_covered_real": int(real_classes.sum()),
     }
     if conditional:
         metrics["quality/label_accuracy"] = float((fake_predicted == np.concatenate(asked)).mean())
     return metrics
+
+
+# The bar for "recognisable samples", each part relative to the run's own real images (docs/reproduction.md
+# lists what real images, noise, the mean image and collapsed generators score against it).
+QUALITY_BAR = {
+    "score": 0.6,  # quality/score at least this fraction of quality/score_real
+    "classes_covered": 0.9,  # quality/classes_covered at least this fraction of quality/classes_covered_real
+    "frechet_distance_relative": 0.5,  # quality/frechet_distance_relative at most this
+}
+BAR_METRICS = ("quality/score", "quality/score_real", "quality/classes_covered", "quality/classes_covered_real",
+               "quality/frechet_distance_relative")
+
+
+def describe_bar(bar: Optional[dict] = None) -> str:
+    """The bar in words, for the docs and the report."""
+    bar = merged_bar(bar)
+    return (f"a quality score at least {bar['score']:.0%} of the real images' (`quality/score` ≥ "
+            f"{bar['score']:g} × `quality/score_real`), at least {bar['classes_covered']:.0%} of the real images' "
+            f"classes covered (`quality/classes_covered` ≥ {bar['classes_covered']:g} × "
+            f"`quality/classes_covered_real`: 9 of 10 for MNIST, the one class of a single-class run) and a relative "
+            f"Fréchet distance of at most {bar['frechet_distance_relative']:g} (`quality/frechet_distance_relative`)")
+
+
+def merged_bar(bar: Optional[dict] = None) -> dict:
+    """QUALITY_BAR updated by `bar` (a preset's `meta.quality_bar`); ValueError naming an unknown part."""
+    unknown = sorted(set(bar or {}) - set(QUALITY_BAR))
+    if unknown:
+        raise ValueError(f"unknown quality bar part(s) {', '.join(unknown)}; the parts are {', '.join(QUALITY_BAR)}")
+    return {**QUALITY_BAR, **(bar or {})}
+
+
+def quality_bar(metrics: dict, bar: Optional[dict] = None):
+    """(passed, reason) of sample-quality metrics (one run's, or means over seeds) against QUALITY_BAR
+    updated by `bar`. passed is None when the metrics lack a part the bar needs (scored before it, or
+    with model.quality disabled): the reason names what is missing."""
+    bar = merged_bar(bar)
+    missing = [key for key in BAR_METRICS if metrics.get(key) is None]
+    if missing:
+        return None, f"no {', '.join(missing)} to judge the samples by"
+    score, score_real = metrics["quality/score"], metrics["quality/score_real"]
+    classes, classes_real = metrics["quality/classes_covered"], metrics["quality/classes_covered_real"]
+    relative = metrics["quality/frechet_distance_relative"]
+    checks = [(score >= bar["score"] * score_real,
+               f"score {score:.3g} {{}} {bar['score']:g} × real {score_real:.3g}", "≥", "<"),
+              (classes >= bar["classes_covered"] * classes_real,
+               f"{classes:g} of {classes_real:g} classes covered, {{}} {bar['classes_covered']:g} × {classes_real:g}",
+               "≥", "<"),
+              (relative <= bar["frechet_distance_relative"],
+               f"relative Fréchet distance {relative:.3g} {{}} {bar['frechet_distance_relative']:g}", "≤", ">")]
+    passed = all(ok for ok, *_ in checks)
+    parts = ", ".join(text.format(good if ok else bad) for ok, text, good, bad in checks)
+    return passed, f"samples {'pass' if passed else 'fail'} the quality bar ({parts})"

@@ -21,8 +21,9 @@ takes its own:
   `sample(cfg, state, n, seed)` hook `samples` images (default 64; an autoencoder's are reconstructions),
   written to `<run>/samples/eval_<step>/`: `samples.npy` (N, C, H, W) in [0, 1], `samples.png` (their
   grid, enlarged for viewing) and, for models that decode a latent code, `interpolation.gif` (frames
-  of a grid of paths between pairs of random codes). One line sums it up: the score, the class
-  coverage and whether they pass reproduce.py's quality bar.
+  of a grid of paths between pairs of random codes). One line sums it up: whether the samples pass
+  the lab's quality bar (`gans.quality.quality_bar`: score, classes covered and relative Fréchet
+  distance, each against the run's real images) and the Fréchet distance.
 
 The metrics are printed (a generative run prints its one line instead) and written to
 `<run>/eval.json` (next to the checkpoints' run directory, or next to a checkpoint file that lies
@@ -238,13 +239,13 @@ def interpolation_frames(module, cfg, state, seed):
 
 
 def summary_line(metrics, n, out, gif):
-    """One line: what was written where, the quality score and whether it passes reproduce.py's bar."""
-    from scripts.reproduce import quality_check, sample_quality
+    """One line: what was written where, the quality score and whether it passes the lab's quality bar."""
+    from gans.quality import quality_bar
     wrote = f"{n} samples (samples.npy, samples.png" + (", interpolation.gif" if gif else "") + f") in {out}"
-    quality = sample_quality(metrics)
-    if quality is None:
+    if "quality/score" not in metrics:
         return wrote + "; no sample-quality score (the run's model.quality.enabled is false)"
-    return f"{wrote}; {quality_check(quality)[1]}"
+    distance = metrics["quality/frechet_distance"]
+    return f"{wrote}; {quality_bar(metrics)[1]}; Fréchet distance {distance:.4g}"
 
 
 def evaluate(options):

@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python scripts/reproduce.py`: make the repository importable
     sys.path.insert(0, str(ROOT))
 
+from gans.quality import QUALITY_BAR, describe_bar, quality_bar  # noqa: E402
+
 PRESET_DIR = ROOT / "conf" / "experiment"
 TRAIN = ROOT / "scripts" / "train.py"
 KINDS = {"rl": ("rl", "rl-tab", "rl-fix"), "gen": ("ae", "vae", "gan"), "sup": ("sup", "opt")}
@@ -63,7 +65,6 @@ DEFAULT_APPROX_TOLERANCE = 1e-6  # ... and approx means equal up to this, unless
 STAMP = "reproduce.json"
 DOCS_REPORT = ROOT / "docs" / "reproduction.md"
 QUALITY_KINDS = ("gan", "vae")
-QUALITY_BAR = {"frechet_distance": 200.0, "class_coverage": 0.5}
 
 VERDICT_RULES = f"""\
 Each preset names one metric of its runs (`meta.metric`: a metrics.json key, or a TensorBoard scalar
@@ -88,20 +89,38 @@ its verdict with the scale in mind. Timings are this machine's and are not compa
 QUALITY_RULES = f"""\
 GAN and VAE presets are also judged on their samples, whatever their metric: a loss value near the
 book's says nothing about images that may be noise. Each run records at its end the sample-quality
-score of gans/quality.py in metrics.json: the Fréchet distance between the features of real and
-generated images in the lab's own small classifier (`quality/frechet_distance`, lower is better; not
-Inception FID) and the class coverage, exp(entropy of the predicted classes of the samples) /
-exp(the same on real images), at most 1 (from `quality/class_entropy` and `quality/class_entropy_real`).
-The quality bar, on the mean over seeds, is a Fréchet distance of at most
-{QUALITY_BAR['frechet_distance']:g} and a class coverage of at least {QUALITY_BAR['class_coverage']:g}
-(a preset's `meta.quality_bar` may set either). For scale, on the MNIST classifier: two draws of 2,000
-real test images score about 1-4 against each other, the VAE presets' samples 75-125, uniform or grey
-noise and the mean image 380-1,000. The distance's scale depends on the classifier (what and how long it
-learned), so the bar is set for the presets' classifier (the dataset's whole split, model.quality's defaults).
+metrics of gans/quality.py in metrics.json, measured on the lab's own small classifier (not Inception
+IS/FID) against the run's own real images (for `dataset.classes=[7]`, the sevens). The quality bar is
+the lab's one bar for "recognisable samples" (`gans.quality.quality_bar`, also the one of
+docs/running.md and of `evaluate.py <run> samples=N`), on the means over seeds:
+{describe_bar()}. The relative Fréchet distance is the distance over tr(Σ_real), which is what a
+generator whose every sample had exactly the real images' mean features would score: 1 on this scale,
+so no part of the bar depends on the classifier's scale; a preset's
+`meta.quality_bar` may set any part ({", ".join(f"`{key}`" for key in QUALITY_BAR)}).
+
+What reference samples score (2,000 against the real images: half the test file's, or half its 1,028 sevens;
+the presets' MNIST classifier):
+
+| samples | all ten digits: score (real 8.45), classes, rel. FD (FD) | sevens only: score (real 1.12), classes, rel. FD (FD) | bar |
+|---|---|---|---|
+| real images (the other half of the test file's) | 8.37, 10 of 10, 0.003 (2.0) | 1.12, 1 of 1, 0.012 (2.3) | pass |
+| uniform noise | 1.15, 3 of 10, 1.13 (673) | 1.15, 0 of 1, 4.93 (947) | fail |
+| grey noise (0.5 ± 0.05) | 1.00, 1 of 10, 1.48 (876) | 1.00, 0 of 1, 5.32 (1,023) | fail |
+| the mean image, repeated | 1.00, 1 of 10, 1.67 (989) | 1.00, 1 of 1, 1.99 (383) | fail |
+| one class (real 1s) | 1.11, 1 of 10, 1.22 (726) | 1.11, 0 of 1, 4.92 (945) | fail |
+| one real image, repeated | 1.00, 1 of 10, 2.08 (1,236) | 1.00, 1 of 1, 1.86 (357) | fail |
+
+On a single class the score cannot tell samples apart (the real sevens score about 1, as does noise):
+there the classes covered (samples that look like another class cover none of the run's) and the
+relative Fréchet distance (a generator stuck on one image, or on the mean) do the work. The VAE
+presets' samples had Fréchet distances of 75-125 on this classifier (tr(Σ_real) about 590), about
+0.13-0.21 relative.
 
 - A verdict of **reproduced** or **better** on the preset's metric stands only when the samples pass
-  the bar; otherwise the preset is **worse**, and the reason says which part of the bar failed (or
-  that the runs recorded no score).
+  the bar; otherwise the preset is **worse**, and the reason says which part of the bar failed.
+- Rows whose runs recorded their samples before this bar (a Fréchet distance and class entropies, no
+  score) are not judged on a guess: a **reproduced** or **better** on the metric becomes **not
+  comparable**, and the reason says "judged before the quality bar: rerun it".
 - Other verdicts keep their word, and their reason says whether the samples pass."""
 
 
@@ -335,42 +354,36 @@ def verdict(meta, mean, std):
     return side, f"{_fmt(abs(difference[0]))} {where} the book (band ±{_fmt(band[0])})"
 
 
-def class_coverage(metrics):
-    """exp(H) of the samples' predicted classes over that of real images, capped at 1 (None if absent)."""
-    entropy, real = metrics.get("quality/class_entropy"), metrics.get("quality/class_entropy_real")
-    if entropy is None or real is None:
-        return None
-    return min(1.0, math.exp(entropy - real))
-
-
 def sample_quality(metrics):
-    """{"frechet_distance", "class_coverage"} of one run's metrics, or None when it recorded no score."""
-    distance, coverage = metrics.get("quality/frechet_distance"), class_coverage(metrics)
-    if distance is None or coverage is None:
+    """The numeric sample-quality metrics (`quality/*`) of one run's metrics, or None when it recorded none."""
+    quality = {key: float(value) for key, value in metrics.items()
+               if key.startswith("quality/") and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return quality or None
+
+
+def mean_quality(per_seed):
+    """Mean over seeds of the sample-quality metrics every seed recorded (None when a seed recorded none)."""
+    if not per_seed or None in per_seed:
         return None
-    return {"frechet_distance": float(distance), "class_coverage": coverage}
-
-
-def quality_check(quality, bar=None):
-    """(passed, text) of a sample quality against the bar (QUALITY_BAR, updated by `bar`)."""
-    bar = {**QUALITY_BAR, **(bar or {})}
-    if quality is None:
-        return False, "the runs recorded no sample-quality score (quality/frechet_distance, quality/class_entropy)"
-    distance, coverage = quality["frechet_distance"], quality["class_coverage"]
-    close, covers = distance <= bar["frechet_distance"], coverage >= bar["class_coverage"]
-    return close and covers, (f"samples {'pass' if close and covers else 'fail'} the quality bar (Fréchet distance "
-                              f"{_fmt(distance, 4)} {'≤' if close else '>'} {_fmt(bar['frechet_distance'])}, class "
-                              f"coverage {_fmt(coverage, 3)} {'≥' if covers else '<'} {_fmt(bar['class_coverage'])})")
+    keys = set.intersection(*(set(q) for q in per_seed))
+    return {key: float(np.mean([q[key] for q in per_seed])) for key in sorted(keys)}
 
 
 def judge(meta, mean, std, quality=None):
     """(verdict, reason): `verdict` on the metric, then for GAN and VAE presets the samples' quality
-    (mean over seeds, or None) against the bar (see QUALITY_RULES)."""
+    (means over seeds, or None) against gans.quality's bar (see QUALITY_RULES)."""
     word, reason = verdict(meta, mean, std)
     if meta.get("kind") not in QUALITY_KINDS:
         return word, reason
-    passed, text = quality_check(quality, meta.get("quality_bar"))
-    if word in ("reproduced", "better") and not passed:
+    try:
+        passed, text = quality_bar(quality or {}, meta.get("quality_bar"))
+    except ValueError as e:
+        raise ReproduceError(f"{meta['id']}: meta.quality_bar: {e}") from None
+    if passed is None:
+        text = "samples not judged: no quality score for the bar (judged before the quality bar: rerun it)"
+        if word in ("reproduced", "better"):  # cannot stand without the samples, nor be called worse unseen
+            return "not comparable", f"{word} on {meta['metric']} ({reason}), but {text}"
+    elif word in ("reproduced", "better") and not passed:
         return "worse", f"{word} on {meta['metric']} ({reason}), but {text}"
     return word, f"{reason}; {text}"
 
@@ -437,30 +450,23 @@ def reproduce(preset_id, meta, seeds, scale, runs_dir, out, jobs=1, timeout=None
     mean, std = aggregate(values)
     quality = None
     if meta["kind"] in QUALITY_KINDS:
-        per_seed_quality = [sample_quality(json.loads((run_dir_of(runs_dir, preset_id, s) / "metrics.json")
-                                                      .read_text())) for s in completed]
-        if per_seed_quality and None not in per_seed_quality:
-            quality = {key: float(np.mean([q[key] for q in per_seed_quality])) for key in per_seed_quality[0]}
-    if not completed:
-        outcome = ("failed", results[seeds[0]]["error"])
-    else:
-        outcome = judge(meta, mean, std, quality)
-        failures = len(seeds) - len(completed)
-        if failures:
-            outcome = (outcome[0], f"{outcome[1]}; {failures} of {len(seeds)} seeds failed")
+        quality = mean_quality([sample_quality(json.loads((run_dir_of(runs_dir, preset_id, s) / "metrics.json")
+                                                          .read_text())) for s in completed])
     curve = plot_curve(preset_id, meta, [run_dir_of(runs_dir, preset_id, s) for s in completed], out)
     walls = [results[s]["wall_s"] for s in seeds if results[s]["wall_s"] is not None]
-    return {
+    entry = {
         "id": preset_id, "book": meta["book"], "chapter": meta["chapter"], "kind": meta["kind"],
         "reported": meta["reported"], "reported_value": meta["reported_value"], "metric": meta["metric"],
         "compare": meta["compare"], "seeds": list(seeds), "completed_seeds": completed, "values": values,
         "mean": mean, "std": std, "budget_scale": scale, "budget_note": meta["budget_note"],
         "wall_s_per_seed": float(np.mean(walls)) if walls else None,
-        "substitute": meta["substitute"], "verdict": outcome[0], "reason": outcome[1], "curve": curve,
-        "quality": quality,
+        "substitute": meta["substitute"], "curve": curve, "quality": quality,
         "errors": {str(s): results[s]["error"] for s in seeds if results[s]["error"]},
         "date": datetime.date.today().isoformat(),
     }
+    entry["verdict"], entry["reason"] = entry_verdict(meta, entry) if completed else \
+        ("failed", results[seeds[0]]["error"])
+    return entry
 
 
 def plot_curve(preset_id, meta, run_dirs, folder):
@@ -487,15 +493,19 @@ def load_results(folder):
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def merge_results(folder, entries):
-    """Put these presets' entries into `folder`/results.json, keeping every other entry. Reproductions of
-    other presets may run at the same time: the read-modify-write holds an exclusive lock on the folder."""
+def merge_results(folder, entries, presets=None):
+    """Put these presets' entries into `folder`/results.json, keeping every other entry; with `presets`,
+    every GAN and VAE entry's verdict is also judged again (`current_verdict`), so the file says what the
+    report says. Reproductions of other presets may run at the same time: the read-modify-write holds an
+    exclusive lock on the folder."""
     path = Path(folder) / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         results = load_results(folder) | {entry["id"]: entry for entry in entries}
+        for entry in results.values() if presets is not None else ():
+            entry["verdict"], entry["reason"] = current_verdict(entry, presets)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
         tmp.replace(path)
@@ -510,7 +520,7 @@ def publish(out, entries, report, presets, command=None):
     for entry in entries:
         if entry.get("curve") and (Path(out) / Path(entry["curve"]).name).is_file():
             shutil.copyfile(Path(out) / Path(entry["curve"]).name, folder / Path(entry["curve"]).name)
-    merge_results(folder, entries)
+    merge_results(folder, entries, presets)
     write_report(report, folder, presets, command)
 
 
@@ -527,6 +537,23 @@ def _lab_value(entry):
     return _fmt(entry["mean"]) + spread
 
 
+def entry_verdict(meta, entry):
+    """(verdict, reason) of a results.json entry with completed seeds, from its mean, std and quality."""
+    word, reason = judge(meta, entry["mean"], entry["std"], entry.get("quality"))
+    failures = len(entry["seeds"]) - len(entry["completed_seeds"])
+    return word, reason + (f"; {failures} of {len(entry['seeds'])} seeds failed" if failures else "")
+
+
+def current_verdict(entry, presets):
+    """(verdict, reason) of a results.json entry as the report shows it: a GAN or VAE preset's is judged
+    again, so the report always applies the current quality bar (an entry whose preset is gone keeps its own)."""
+    meta = presets.get(entry["id"])
+    if entry["kind"] not in QUALITY_KINDS or meta is None or not entry["completed_seeds"]:
+        return entry["verdict"], entry["reason"]
+    # against the book's number the entry was measured for, should the preset have changed since
+    return entry_verdict({**meta, **{key: entry[key] for key in ("metric", "reported_value", "compare")}}, entry)
+
+
 def render(results, presets, command=None, folder=""):
     """The markdown report: rules, one results table per kind group, then what was not run. `folder` is
     where results.json and the curves lie, relative to the report ("" for the same directory)."""
@@ -540,7 +567,7 @@ def render(results, presets, command=None, folder=""):
              f"{platform.python_version()}." + (f" Latest command: `{command}`." if command else ""), "",
              "## How the verdicts are decided", "", VERDICT_RULES, "", "### Generative models: the samples", "",
              QUALITY_RULES, ""]
-    counts = collections.Counter(entry["verdict"] for entry in results.values())
+    counts = collections.Counter(current_verdict(entry, presets)[0] for entry in results.values())
     if counts:
         lines += ["Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + f" ({len(results)} presets "
                   "run).", ""]
@@ -556,9 +583,8 @@ def render(results, presets, command=None, folder=""):
             wall = f"{e['wall_s_per_seed']:.0f} s" if e["wall_s_per_seed"] is not None else "—"
             curve = f"[png]({prefix}{Path(e['curve']).name})" if e["curve"] else "—"
             metric = f"`{e['metric']}`" if e["metric"] else "—"
-            verdict_cell = f"**{e['verdict']}**: {e['reason']}"
-            if e["kind"] in QUALITY_KINDS and "quality" not in e:
-                verdict_cell += " (judged before the quality bar: rerun it to judge its samples)"
+            word, reason = current_verdict(e, presets)
+            verdict_cell = f"**{word}**: {reason}"
             if e.get("substitute"):
                 verdict_cell += f" (on a substitute: {e['substitute']})"
             cells = (f"`{e['id']}`", f"{e['book']} {e['chapter']}", e["reported"], metric, _lab_value(e),

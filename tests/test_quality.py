@@ -10,7 +10,7 @@ import core
 from gans import quality
 from gans.common import load_data
 from gans.datasets import MissingDataError
-from gans.quality import QualityConfig, evaluate_quality, frechet_distance, label_entropy
+from gans.quality import QualityConfig, evaluate_quality, frechet_distance, label_entropy, quality_bar
 
 
 def random_spd(rng, n):
@@ -141,11 +141,57 @@ def test_quality_of_real_images_noise_and_a_collapsed_generator(mnist_data, mnis
     assert real["quality/classes_covered"] == real["quality/classes_covered_real"] == 10
     assert ones["quality/score"] < 1.5 and ones["quality/classes_covered"] <= 2
     assert noise["quality/score"] < 0.5 * real["quality/score"]
+    # the one bar: real digits pass it; noise, one class and one image repeated fail it
+    mean_image = evaluate_quality(lambda n, rng: np.repeat(real_pool[:1], n, 0), mnist_data, settings)
+    assert quality_bar(real)[0] is True
+    for fails in (noise, ones, mean_image):
+        assert quality_bar(fails)[0] is False
 
     conditional = evaluate_quality(from_pool(real_pool, real_labels), mnist_data, settings, conditional=True)
     assert conditional["quality/label_accuracy"] > 0.85
     shuffled = evaluate_quality(from_pool(real_pool, np.roll(real_labels, 1)), mnist_data, settings, conditional=True)
     assert shuffled["quality/label_accuracy"] < 0.3
+
+
+def test_a_single_class_run_is_judged_against_its_own_real_class(mnist_root, settings):
+    """dataset.classes=[7]: the real sevens score about 1 (one class), as does noise; the classes covered
+    and the relative Fréchet distance tell them apart."""
+    sevens = load_data({"name": "mnist", "root": mnist_root, "split": "test", "normalize": "01", "classes": [7]})
+    pool = sevens.images[:500]
+    sevens.images = sevens.images[500:]
+    full = load_data({"name": "mnist", "root": mnist_root, "split": "test", "normalize": "01", "limit": 3000})
+    real = evaluate_quality(from_pool(pool), sevens, settings)
+    assert real["quality/classes_covered"] == real["quality/classes_covered_real"] == 1
+    assert real["quality/score_real"] < 1.5 and quality_bar(real)[0] is True
+    noise = evaluate_quality(lambda n, rng: rng.uniform((n, 1, 28, 28)), sevens, settings)
+    ones = evaluate_quality(from_pool(full.images[full.labels == 1]), sevens, settings)
+    one_seven = evaluate_quality(lambda n, rng: np.repeat(pool[:1], n, 0), sevens, settings)
+    assert ones["quality/classes_covered"] == 0  # digits, but not the run's
+    assert one_seven["quality/frechet_distance_relative"] > 1 > 2 * real["quality/frechet_distance_relative"]
+    for fails in (noise, ones, one_seven):
+        assert quality_bar(fails)[0] is False
+
+
+def measured(score, classes, relative, score_real=8.45, classes_real=10):
+    return {"quality/score": score, "quality/score_real": score_real, "quality/classes_covered": classes,
+            "quality/classes_covered_real": classes_real, "quality/frechet_distance_relative": relative}
+
+
+def test_quality_bar_parts_overrides_and_missing_metrics():
+    assert quality_bar(measured(7.0, 10, 0.2)) == (True, "samples pass the quality bar (score 7 ≥ 0.6 × real 8.45, "
+                                                         "10 of 10 classes covered, ≥ 0.9 × 10, relative Fréchet "
+                                                         "distance 0.2 ≤ 0.5)")
+    passed, reason = quality_bar(measured(4.0, 8, 0.7))
+    assert not passed and "score 4 < 0.6 × real 8.45" in reason and "8 of 10 classes covered, < 0.9 × 10" in reason
+    assert "distance 0.7 > 0.5" in reason
+    assert quality_bar(measured(7.0, 9, 0.2))[0] and not quality_bar(measured(5.0, 10, 0.2))[0]  # 5 < 5.07
+    assert quality_bar(measured(5.0, 10, 0.2), {"score": 0.5})[0]  # a preset's meta.quality_bar
+    assert quality_bar(measured(1.0, 1, 0.1, score_real=1.1, classes_real=1))[0]  # a single-class run
+    assert quality_bar({"quality/frechet_distance": 80.0}) == (
+        None, "no quality/score, quality/score_real, quality/classes_covered, quality/classes_covered_real, "
+              "quality/frechet_distance_relative to judge the samples by")
+    with pytest.raises(ValueError, match="unknown quality bar part.*frechet_distance; the parts are score, "):
+        quality_bar(measured(7.0, 10, 0.2), {"frechet_distance": 200})
 
 
 def test_quality_on_tanh_images_is_the_same_as_on_unit_images(mnist_data, settings):

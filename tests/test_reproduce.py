@@ -43,42 +43,66 @@ def test_verdict_rules():
 
 
 def gan(**overrides):
-    return meta(**{"kind": "gan", "metric": "losses/critic_real", "compare": "approx", "reported_value": -72.0,
-                   "tolerance": 3.0, **overrides})
+    return meta(**{"id": "test-gan", "kind": "gan", "metric": "losses/critic_real", "compare": "approx",
+                   "reported_value": -72.0, "tolerance": 3.0, **overrides})
 
 
-GOOD, NOISE = {"frechet_distance": 80.0, "class_coverage": 0.9}, {"frechet_distance": 1000.0, "class_coverage": 0.97}
+def scored(score, classes, relative, score_real=8.45, classes_real=10, distance=100.0):
+    """Sample-quality metrics as a run's metrics.json records them (means over seeds look the same)."""
+    return {"quality/score": score, "quality/score_real": score_real, "quality/classes_covered": classes,
+            "quality/classes_covered_real": classes_real, "quality/frechet_distance_relative": relative,
+            "quality/frechet_distance": distance}
+
+
+# measured on the presets' MNIST classifier (docs/reproduction.md): real digits, uniform noise, and on the
+# sevens of mtf10-wgan-mnist7: real sevens, noise and one seven repeated (the single-class score is ~1 for all)
+REAL, NOISE = scored(8.37, 10, 0.003), scored(1.15, 3, 1.13)
+SEVENS, SEVENS_NOISE = scored(1.12, 1, 0.012, 1.12, 1), scored(1.15, 0, 4.93, 1.12, 1)
+ONE_SEVEN = scored(1.0, 1, 1.86, 1.12, 1)
 
 
 def test_generative_verdicts_need_samples_that_pass_the_quality_bar():
-    assert reproduce.judge(gan(), -72.5, 0.0, GOOD) == (
-        "reproduced", "within ±3 of the book; samples pass the quality bar (Fréchet distance 80 ≤ 200, class "
-                      "coverage 0.9 ≥ 0.5)")
-    # the WGAN whose critic loss matches the book's while its samples are grey noise
-    assert reproduce.judge(gan(), -72.5, 0.0, NOISE) == (
-        "worse", "reproduced on losses/critic_real (within ±3 of the book), but samples fail the quality bar "
-                 "(Fréchet distance 1000 > 200, class coverage 0.97 ≥ 0.5)")
-    collapsed = {"frechet_distance": 150.0, "class_coverage": 0.2}
+    word, reason = reproduce.judge(gan(), -72.5, 0.0, REAL)
+    assert word == "reproduced" and reason.startswith("within ±3 of the book; samples pass the quality bar (score ")
+    # the WGAN whose critic loss matches the book's while its samples are noise: judged against its own sevens
+    for samples in (SEVENS_NOISE, ONE_SEVEN):
+        word, reason = reproduce.judge(gan(), -72.5, 0.0, samples)
+        assert word == "worse" and reason.startswith(
+            "reproduced on losses/critic_real (within ±3 of the book), but samples fail the quality bar (")
+    assert "0 of 1 classes covered, < 0.9 × 1" in reproduce.judge(gan(), -72.5, 0.0, SEVENS_NOISE)[1]
+    assert "relative Fréchet distance 1.86 > 0.5" in reproduce.judge(gan(), -72.5, 0.0, ONE_SEVEN)[1]
+    assert reproduce.judge(gan(), -72.5, 0.0, SEVENS)[0] == "reproduced"
     better = gan(compare="higher", reported_value=-80.0)
-    assert reproduce.judge(better, -60.0, 0.0, GOOD)[0] == "better"
-    word, reason = reproduce.judge(better, -60.0, 0.0, collapsed)
-    assert word == "worse" and reason.endswith("(Fréchet distance 150 ≤ 200, class coverage 0.2 < 0.5)")
-    word, reason = reproduce.judge(gan(), -72.5, 0.0, None)
-    assert word == "worse" and "recorded no sample-quality score" in reason
-    assert reproduce.judge(gan(), -50.0, 0.0, GOOD)[0] == "worse"  # the metric alone already misses
+    assert reproduce.judge(better, -60.0, 0.0, REAL)[0] == "better"
+    assert reproduce.judge(better, -60.0, 0.0, NOISE)[0] == "worse"
+    assert reproduce.judge(gan(), -50.0, 0.0, REAL)[0] == "worse"  # the metric alone already misses
     word, reason = reproduce.judge(gan(compare="none"), -50.0, 0.0, NOISE)  # no number: the word stays
     assert word == "not comparable" and "samples fail the quality bar" in reason
-    assert reproduce.judge(gan(quality_bar={"frechet_distance": 2000}), -72.5, 0.0, NOISE)[0] == "reproduced"
+    lenient = gan(quality_bar={"score": 0.1, "classes_covered": 0.2, "frechet_distance_relative": 2})
+    assert reproduce.judge(lenient, -72.5, 0.0, NOISE)[0] == "reproduced"
+    with pytest.raises(reproduce.ReproduceError, match="meta.quality_bar: unknown quality bar part"):
+        reproduce.judge(gan(quality_bar={"fid": 2}), -72.5, 0.0, NOISE)
     assert reproduce.judge(meta(kind="rl"), 105.0, 1.0, None) == ("reproduced", "within ±10 of the book")
 
 
+def test_samples_recorded_before_the_quality_bar_are_not_judged_on_a_guess():
+    before = {"frechet_distance": 1262.8, "class_coverage": 0.91}  # what results.json held before the bar
+    word, reason = reproduce.judge(gan(), -72.5, 0.0, before)
+    assert word == "not comparable" and reason.startswith("reproduced on losses/critic_real (within ±3 of the book), "
+                                                          "but samples not judged: no quality score for the bar")
+    assert reason.endswith("(judged before the quality bar: rerun it)")
+    assert reproduce.judge(gan(), -72.5, 0.0, None)[0] == "not comparable"
+    word, reason = reproduce.judge(gan(), -50.0, 0.0, before)  # a miss on the metric stays one
+    assert word == "worse" and "judged before the quality bar: rerun it" in reason
+
+
 def test_sample_quality_from_a_runs_metrics():
-    metrics = {"quality/frechet_distance": 90.0, "quality/class_entropy": 1.5, "quality/class_entropy_real": 2.3}
-    quality = reproduce.sample_quality(metrics)
-    assert quality["frechet_distance"] == 90.0 and quality["class_coverage"] == pytest.approx(np.exp(1.5 - 2.3))
-    # more spread over classes than the real images (one class of sevens, noise in several): capped at 1
-    assert reproduce.class_coverage({"quality/class_entropy": 1.0, "quality/class_entropy_real": 0.1}) == 1.0
-    assert reproduce.sample_quality({"quality/frechet_distance": 90.0}) is None
+    metrics = {**scored(7.0, 10, 0.2), "quality/mode_collapse": False, "status": "completed", "losses/g": 1.0}
+    assert reproduce.sample_quality(metrics) == scored(7.0, 10, 0.2)  # numbers only, flags left out
+    assert reproduce.sample_quality({"status": "completed"}) is None
+    two = reproduce.mean_quality([scored(7.0, 10, 0.2), {**scored(8.0, 9, 0.4), "quality/label_accuracy": 0.9}])
+    assert two == pytest.approx(scored(7.5, 9.5, 0.3))  # keys every seed recorded
+    assert reproduce.mean_quality([scored(7.0, 10, 0.2), None]) is None and reproduce.mean_quality([]) is None
 
 
 def test_metric_values_from_metrics_json_and_tensorboard(tmp_path):
@@ -185,14 +209,21 @@ def test_two_seeds_resume_merge_and_write(tmp_path, capsys):
 
     # --write publishes the results directory into the tracked report: entries, curves, markdown
     (docs.parent / "reproduction").mkdir(parents=True)
-    old = {"old-preset": {**other, "id": "old-preset", "kind": "gan"}}  # an entry from before the quality bar
+    # an entry from before the quality bar, its verdict written by the old rules: the report judges it again
+    old = {"mtf10-wgan-mnist7": {**other, "id": "mtf10-wgan-mnist7", "kind": "gan", "metric": "losses/critic_real",
+                                 "compare": "approx", "reported_value": -72.178, "mean": -72.5, "std": 0.0,
+                                 "completed_seeds": [0], "seeds": [0], "verdict": "worse", "reason": "old rules",
+                                 "quality": {"frechet_distance": 1262.8, "class_coverage": 0.91}}}
     (docs.parent / "reproduction" / "results.json").write_text(json.dumps(old))
     assert reproduce.main(["--report-only", "--write", "--out", str(out), "--docs", str(docs)]) == 0
     published = json.loads((docs.parent / "reproduction" / "results.json").read_text())
-    assert set(published) == {"old-preset", "mtf3-ae-mnist", SCRIPTED} and published[SCRIPTED] == entry
+    assert set(published) == {"mtf10-wgan-mnist7", "mtf3-ae-mnist", SCRIPTED} and published[SCRIPTED] == entry
+    assert published["mtf10-wgan-mnist7"]["verdict"] == "not comparable"  # the file says what the report says
     assert (docs.parent / "reproduction" / f"{SCRIPTED}.png").read_bytes() == (out / entry["curve"]).read_bytes()
     assert f"[png](reproduction/{SCRIPTED}.png)" in docs.read_text()
-    assert "(judged before the quality bar: rerun it to judge its samples)" in docs.read_text()
+    row = next(line for line in docs.read_text().splitlines() if line.startswith("| `mtf10-wgan-mnist7`"))
+    assert "**not comparable**: reproduced on losses/critic_real" in row
+    assert "(judged before the quality bar: rerun it)" in row and "old rules" not in row
 
 
 def test_without_write_the_tracked_files_stay_as_they_are(tmp_path):

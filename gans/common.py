@@ -28,6 +28,7 @@ A trainer receives the whole composed run config (`cfg.model` holds its Config f
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Optional
 
@@ -236,7 +237,7 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
     whose bar counts update steps, and the shuffled batches of `data` (see `Batches`), which the
     trainer tracks as "data" with its networks and optimizers.
 
-    The session's evaluation (every `quality.every` epochs and at the end unless stopped early) is the
+    The session's evaluation (every `quality_every(args)` epochs and at the end unless stopped early) is the
     sample quality of `generate(n, rng)` with `model` in eval mode (see gans.quality.evaluate_quality),
     logged under quality/* and shown in the line each epoch prints. The quality classifier is trained or
     loaded here, before training, so that a missing file stops the run at once."""
@@ -256,9 +257,16 @@ def epoch_session(run, cfg, args, data: Data, name: str, generate: Callable, mod
 
     session = run.session(name, "epochs", args.epochs, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, evaluate=evaluate if args.quality.enabled else None,
-                          eval_every=args.quality.every if args.quality.enabled else 0,
+                          eval_every=quality_every(args) if args.quality.enabled else 0,
                           steps_per_unit=steps_per_epoch(len(data), args.batch_size, data.repeat))
     return session, Batches(session, data, args.batch_size, args.log_every)
+
+
+def quality_every(args):
+    """Epochs between quality evaluations: `quality.every`, or about 10 per run (every epoch of the
+    short CPU defaults, every 62nd of a 616-epoch book preset, where scoring every epoch would cost
+    more than the training), as the agents' eval_every."""
+    return args.quality.every if args.quality.every is not None else math.ceil(args.epochs / 10)
 
 
 # the losses the per-epoch console line shows, and their names there (the critic's real/fake parts stay in TensorBoard)

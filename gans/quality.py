@@ -68,7 +68,7 @@ class QualityConfig:
     classifier_epochs: int = 1
     cache_dir: Optional[str] = None  # default: $LAB_CACHE_DIR/quality or ~/.cache/lab/quality
     collapse_ratio: float = 0.5
-    every: int = 1  # epochs between evaluations during training (0: only at the end)
+    every: Optional[int] = None  # epochs between evaluations during training; None: about 10 per run; 0: only at the end
 
     def validate(self):
         if self.samples < 2:
@@ -77,8 +77,9 @@ class QualityConfig:
             raise ValueError(f"model.quality.classifier_epochs must be positive, got {self.classifier_epochs}")
         if not 0 < self.collapse_ratio <= 1:
             raise ValueError(f"model.quality.collapse_ratio must be in (0, 1], got {self.collapse_ratio}")
-        if self.every < 0:
-            raise ValueError(f"model.quality.every must be >= 0 (0: only at the end), got {self.every}")
+        if self.every is not None and self.every < 0:
+            raise ValueError(f"model.quality.every must be >= 0 (0: only at the end) or null (about 10 per run), "
+                             f"got {self.every}")
 
 
 class Classifier(nn.Module):

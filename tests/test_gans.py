@@ -453,3 +453,14 @@ def test_choices_are_checked_when_the_config_is_composed(name, override, allowed
     with pytest.raises(ConfigCompositionException, match="Error merging override") as error:
         compose_config(name, "dataset=mnist", override)
     assert f"expected one of [{allowed}]" in str(error.value.__cause__)
+
+
+def test_quality_is_scored_about_ten_times_a_run_unless_told():
+    from gans.common import quality_every
+    every = {epochs: quality_every(config_object(gan.Config, {"epochs": epochs})) for epochs in (5, 10, 50, 616)}
+    assert every == {5: 1, 10: 1, 50: 5, 616: 62}  # the short CPU defaults every epoch, a book preset ~10 times
+    told = config_object(gan.Config, {"epochs": 616, "quality": {"every": 0}})
+    assert quality_every(told) == 0
+    from gans.quality import QualityConfig
+    with pytest.raises(ValueError, match=r"model.quality.every must be >= 0 .* or null"):
+        QualityConfig(every=-1).validate()

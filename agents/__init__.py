@@ -104,11 +104,6 @@ def normalization_options(env_cfg, gamma=None):
     return options
 
 
-def normalizes(env_cfg):
-    """Whether an env config asks for observation or reward normalisation."""
-    return bool(env_cfg.get("normalize_obs", False) or env_cfg.get("normalize_reward", False))
-
-
 def policy_env(env_cfg, make_env=None, render_mode=None):
     """One env of `env_cfg` as an agent's policy sees it: the agent's `make_env` when it has one, else
     envs.factory.make_env with the config's wrapper options."""

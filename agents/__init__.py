@@ -120,7 +120,8 @@ def with_normalization(env, env_cfg, state):
     if stats is None:
         return env
     from envs.normalize import NormalizeObservation
-    return NormalizeObservation(env, stats, env_cfg.get("clip_obs", 10.0), env_cfg.get("norm_epsilon", 1e-8))
+    options = normalization_options(env_cfg)
+    return NormalizeObservation(env, stats, options["clip_obs"], options["norm_epsilon"])
 
 
 def episode_recorder(cfg, make_policy, make_env=None):

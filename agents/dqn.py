@@ -55,7 +55,7 @@ import numpy as np
 
 import core
 import core.functional as F
-from agents import (EVAL_SEED_OFFSET, check_each, check_evaluation, derive_seed, episode_recorder, one_blas_thread,
+from agents import (EVAL_SEED_OFFSET, check_each, check_evaluation, derive_seed, episode_recorder, with_one_blas_thread,
                     summarize_returns, wrapper_options)
 from agents.actor_critic import Optimizer, evaluate, evaluation_envs, tracked_normalization, training_envs
 from agents.buffers import make_replay_buffer
@@ -267,12 +267,8 @@ def make_policy(cfg, state, env, greedy=True, generator=None):
 
 
 # ----- training -----
+@with_one_blas_thread
 def train(cfg, run):
-    with one_blas_thread():
-        return _train(cfg, run)
-
-
-def _train(cfg, run):
     args = config_object(Config, cfg.agent)
     args.validate()
     device = run.device

@@ -219,14 +219,14 @@ def enlarged(grid):
 def interpolation_frames(module, cfg, state, seed):
     """INTERPOLATION_FRAMES grids, frame t showing the t-th point of the straight paths between
     INTERPOLATION_PAIRS pairs of codes drawn from the model's noise (its noise stream after `seed`'s)."""
-    from gans.common import config_object
+    from gans.common import config_object, interpolate
     from gans.gan import draw_noise  # N(0, 1) or U(-1, 1), the GANs' two priors
     args = config_object(module.Config, cfg.model)
     ends = draw_noise(getattr(args, "noise", "normal"), 2 * INTERPOLATION_PAIRS, args.latent_size,
-                      core.Generator(seed + 1)).numpy()
-    start, end = ends[:INTERPOLATION_PAIRS], ends[INTERPOLATION_PAIRS:]
-    weights = np.linspace(0.0, 1.0, INTERPOLATION_FRAMES, dtype=np.float32).reshape(-1, 1, 1)
-    z = ((1 - weights) * start + weights * end).reshape(-1, args.latent_size)  # frame-major
+                      core.Generator(seed + 1))
+    paths = interpolate(ends[:INTERPOLATION_PAIRS], ends[INTERPOLATION_PAIRS:], INTERPOLATION_FRAMES).numpy()
+    # path-major rows to frame-major, so each frame holds the t-th point of every path
+    z = paths.reshape(INTERPOLATION_PAIRS, INTERPOLATION_FRAMES, -1).transpose(1, 0, 2).reshape(-1, args.latent_size)
     extra = {}
     if "labels" in inspect.signature(module.sample).parameters:  # a conditional model: one class per path
         from gans.datasets import CLASS_NAMES

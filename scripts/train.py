@@ -363,7 +363,7 @@ def train_from_config(cfg, hydra_cfg, multirun):
     notice = tuned_notice(choices)
     tuned = hydra_cfg.runtime.choices.get("tuned")
     choices["tuned"] = tuned if tuned in group_options("tuned") else None  # which conf/tuned file applied
-    overrides = [o for o in hydra_cfg.overrides.task if _override_key(o) != "resume"]
+    overrides = [o for o in hydra_cfg.overrides.task if sweep.override_key(o) != "resume"]
     try:
         kind, name, module = select_algorithm(choices)
         if notice and (not multirun or hydra_cfg.job.num == 0):  # once, also in a sweep
@@ -451,7 +451,7 @@ def _record_job_failure(run_dir, message, overrides):
         saved = run_dir / ".hydra" / "overrides.yaml"
         if not saved.is_file():
             saved.parent.mkdir(exist_ok=True)
-            atomic_write(saved, yaml.safe_dump([o for o in overrides if _override_key(o) != "resume"]).encode())
+            atomic_write(saved, yaml.safe_dump([o for o in overrides if sweep.override_key(o) != "resume"]).encode())
         path = run_dir / "metrics.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         atomic_write(path, (json.dumps({**previous, "status": previous.get("status", "failed"), "error": message},
@@ -479,14 +479,10 @@ def remove_unused_run_dir(run_dir):
 
 
 # ----- command line -----
-def _override_key(override):
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def with_default_dataset(argv):
     """`model=<name>` without `dataset=` (nor a preset, which sets its own) trains on DEFAULT_DATASET,
     added to the overrides so that the run's saved overrides, and so its resume, name it."""
-    keys = [_override_key(arg) if "=" in arg else None for arg in argv]
+    keys = [sweep.override_key(arg) if "=" in arg else None for arg in argv]
     if "model" not in keys or {"dataset", "experiment"} & set(keys):
         return argv
     after = keys.index("model") + 1  # beside it: argparse takes the overrides as one run of positionals
@@ -496,8 +492,8 @@ def with_default_dataset(argv):
 def with_resume_overrides(argv):
     """`resume=<run dir>` (or a checkpoint inside one) continues that run in its own directory: its
     saved overrides come first (the command line's win) and hydra.run.dir points at it."""
-    resume = next((arg.split("=", 1)[1] for arg in reversed(argv) if _override_key(arg) == "resume" and "=" in arg),
-                  None)
+    resume = next((arg.split("=", 1)[1] for arg in reversed(argv)
+                   if sweep.override_key(arg) == "resume" and "=" in arg), None)
     if resume in (None, "", "null"):
         return argv
     path = Path(resume).expanduser()
@@ -509,12 +505,12 @@ def with_resume_overrides(argv):
     saved = run_dir / ".hydra" / "overrides.yaml" if run_dir else None
     if saved is None or not saved.is_file():
         return argv  # a checkpoint from elsewhere: the command line gives the config
-    given = {_override_key(arg) for arg in argv if "=" in arg}
+    given = {sweep.override_key(arg) for arg in argv if "=" in arg}
     # a group chosen anew (agent=dqn) takes none of the saved options of that group along
     regrouped = tuple(f"{key}." for key in given if key in GROUPS)
 
     def kept(override):
-        key = _override_key(override)
+        key = sweep.override_key(override)
         return key not in given | {"resume"} and not key.startswith(regrouped)
     previous = [o for o in yaml.safe_load(saved.read_text()) or [] if kept(o)]
     run_dir_override = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
@@ -531,12 +527,13 @@ def with_sweep_resume_overrides(argv, sweep_dir):
                          f"one run, without -m")
     hydra_cfg = OmegaConf.load(saved).hydra
     allowed = set(hydra_cfg.job.config.override_dirname.exclude_keys)
-    changed = [arg for arg in argv if "=" in arg and _override_key(arg) not in allowed and not arg.startswith("hydra")]
+    changed = [arg for arg in argv
+               if "=" in arg and sweep.override_key(arg) not in allowed and not arg.startswith("hydra")]
     if changed:
         raise UsageError(f"-m resume={sweep_dir} continues that sweep as it was; it cannot change {' '.join(changed)} "
                          f"(allowed: {', '.join(sorted(allowed - {'resume'}))}); start a new sweep for that")
-    given = {_override_key(arg) for arg in argv if "=" in arg}
-    previous = [o for o in hydra_cfg.overrides.task if _override_key(o) not in given]
+    given = {sweep.override_key(arg) for arg in argv if "=" in arg}
+    previous = [o for o in hydra_cfg.overrides.task if sweep.override_key(o) not in given]
     return [*argv, *previous, *([] if "hydra.sweep.dir" in given else [f"hydra.sweep.dir={sweep_dir}"])]
 
 
@@ -603,7 +600,7 @@ def compose_failing_jobs():
         except (ConfigCompositionException, OverrideParseException) as e:
             config = load(self, master_config, [])
             naming = config.hydra.job.config.override_dirname  # as Hydra joins them
-            kept = sorted(o for o in sweep_overrides if _override_key(o) not in set(naming.exclude_keys))
+            kept = sorted(o for o in sweep_overrides if sweep.override_key(o) not in set(naming.exclude_keys))
             with open_dict(config):
                 config.hydra.overrides.task = list(sweep_overrides)
                 config.hydra.job.override_dirname = naming.item_sep.join(kept).replace("=", naming.kv_sep)

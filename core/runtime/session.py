@@ -289,7 +289,7 @@ class Session:
                 self.run.logger.video("eval/video", frames, self.global_step, fps=fps,
                                       path=self.run.dir / "videos" / f"eval-{self.global_step}.gif")
         set_rng_state(streams)
-        if self.target is not None and metrics.get("eval/return_mean", -math.inf) >= self.target:
+        if self.target is not None and value is not None and value >= self.target:
             self.to_target = (self.wall(), self.progress)
         return metrics
 

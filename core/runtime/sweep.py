@@ -56,6 +56,11 @@ def dirname(prefix, overrides):
 OmegaConf.register_new_resolver("lab_dirname", dirname, replace=True)  # conf/config.yaml names directories with it
 
 
+def override_key(override):
+    """The key an override sets: `+agent.lr=0.1` -> `agent.lr`."""
+    return str(override).split("=", 1)[0].lstrip("+~")
+
+
 def job_number(directory):
     match = _JOB_NUMBER.match(Path(directory).name)
     return int(match.group(1)) if match else None
@@ -242,7 +247,7 @@ def report(jobs, sweep_dir):
     varying = _varying(jobs)
     rows = []
     for job in jobs:
-        shown = [o for o in job.overrides if o.split("=", 1)[0].lstrip("+~") in varying] or job.overrides
+        shown = [o for o in job.overrides if override_key(o) in varying] or job.overrides
         status = job.status if not job.failed else f"{job.status}: {job.reason}"
         rows.append([str(job.number), ",".join(shown), status, *(_number(job.number_of(k)) for k in columns),
                      _number(job.number_of("time/wall_s"))])
@@ -260,7 +265,7 @@ def report(jobs, sweep_dir):
     curves = _plot(sweep_dir)
     completed = sum(not job.failed for job in jobs)
     title = f"sweep: {completed} of {len(jobs)} jobs completed in {sweep_dir}"
-    shared = sorted({o for job in jobs for o in job.overrides if o.split("=", 1)[0].lstrip("+~") not in varying})
+    shared = sorted({o for job in jobs for o in job.overrides if override_key(o) not in varying})
     common = [f"every job: {' '.join(shared)}"] if shared else []
     markdown = [f"# {title}", "", *common, "", _markdown(header, rows)]
     text = [title, *(f"  {line}" for line in common), _aligned(header, rows)]
@@ -279,9 +284,8 @@ def _varying(jobs):
     values = {}
     for job in jobs:
         for override in job.overrides:
-            key, _, value = override.partition("=")
-            values.setdefault(key.lstrip("+~"), set()).add(value)
-    keyed = [set(o.split("=", 1)[0].lstrip("+~") for o in job.overrides) for job in jobs]
+            values.setdefault(override_key(override), set()).add(override.partition("=")[2])
+    keyed = [set(override_key(o) for o in job.overrides) for job in jobs]
     return {key for key, seen in values.items() if len(seen) > 1 or any(key not in k for k in keyed)}
 
 

@@ -146,6 +146,7 @@ def test_a_generative_run_plots_its_losses_and_quality_by_default(tmp_path):
         for step in range(5):
             log.scalars({"losses/d_loss": 1.0 / (step + 1), "losses/g_loss": 2.0 + step}, step)
         log.scalar("quality/frechet_distance", 40.0, 4)
+        log.scalar("quality/score_real", 8.1, 4)  # the real images' reference: a constant, not a curve
         log.image_grid("samples/grid", np.zeros((4, 1, 8, 8), dtype=np.float32), 4)  # images are not scalars
     panels = plot_runs(run, out=tmp_path / "p.png", smoothing=0)
     assert list(panels) == ["losses/d_loss", "losses/g_loss", "quality/frechet_distance"]

@@ -134,10 +134,11 @@ def aggregate(label, series, band="std"):
 
 def default_tags(tags):
     """The tags plotted when none is asked for: the episodic return, else a generative run's losses
-    and quality numbers."""
+    and quality numbers (without the real images' references, `*_real`: constants of the data, not
+    curves of the training; `--tag` still plots them)."""
     if RETURN_TAG in tags:
         return [RETURN_TAG]
-    return sorted(tag for tag in tags if tag.startswith(GENERATIVE_PREFIXES))
+    return sorted(tag for tag in tags if tag.startswith(GENERATIVE_PREFIXES) and not tag.endswith("_real"))
 
 
 def plot_runs(paths, tag=None, out="plot.png", smoothing=0.6, band="std"):

@@ -2,7 +2,7 @@
 LunarLander-v3; A2C, PPO on Pendulum-v1), the lab next to Stable-Baselines3 at the same hyperparameters.
 
     python scripts/bench_suite.py [--pairs ppo_cartpole dqn_acrobot ...] [--budget-scale 0.1] [--seeds 0 1 2]
-                                  [--sb3-python PYTHON] [--write]
+                                  [--jobs 2] [--sb3-python PYTHON] [--write]
 
 The lab's settings are what `scripts/train.py agent=<algo> env=<env>` composes (conf/tuned/<algo>_<env>.yaml,
 rl-baselines3-zoo's values); SB3 gets the same numbers, translated here (`sb3_settings`), including the
@@ -21,6 +21,7 @@ import json
 import pathlib
 import statistics
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -117,7 +118,8 @@ def run_lab(pair, scale, seed):
     from scripts.benchutil import lab_run
     algo, env = pair.split("_", 1)
     agent, _ = lab_config(pair, scale)
-    return lab_run(algo, algo, seed, env=env, overrides={"total_timesteps": agent["total_timesteps"]})
+    # no evaluations during training: SB3's `learn` runs none, and they would count in the lab's time
+    return lab_run(algo, algo, seed, env=env, overrides={"total_timesteps": agent["total_timesteps"], "eval_every": 0})
 
 
 def table(results, args, budgets, started, done, total):
@@ -127,11 +129,11 @@ def table(results, args, budgets, started, done, total):
     partial = "" if done == total else f" Partial: {done} of the {total} runs asked for were done when this was written."
     lines = [f"Each pair at conf/tuned/<algo>_<env>.yaml (rl-baselines3-zoo's hyperparameters) on both sides, "
              f"{scale}; seeds {args.seeds}, mean ± std over the seeds run (runs column: SB3 + lab); {started}, "
-             f"{versions}; one thread each, runs interleaved. Return: 10 greedy episodes after training. Targets "
+             f"{versions}; one thread each, runs interleaved, {args.jobs} at a time. Return: 10 greedy episodes after training. Targets "
              "(judged at the zoo's budgets only): the lab's mean return within SB3's seed spread (at least SB3's "
              "mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + partial + load_note(), "",
              "The whole suite at the zoo's budgets, 3 seeds: `OMP_NUM_THREADS=1 PYTHONPATH=. python "
-             "scripts/bench_suite.py --sb3-python <a Python with stable-baselines3 and Box2D> --write`.", "",
+             "scripts/bench_suite.py --sb3-python <a Python with stable-baselines3 and Box2D> --jobs 2 --write`.", "",
              "| pair | env steps | runs | SB3 return | lab return | SB3 wall-clock | lab wall-clock | lab vs SB3 | "
              "CPU time vs SB3 | targets |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for pair, rows in results.items():
@@ -163,6 +165,8 @@ def main():
     parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=PAIRS, metavar="PAIR",
                         help=f"which pairs (default all): {', '.join(PAIRS)}")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every pair's zoo budget")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once (each one thread; 2 runs a pair's SB3 and lab runs side by side)")
     parser.add_argument("--spec", help=argparse.SUPPRESS)  # the child's SB3 settings
     args = parser.parse_args()
     if args.one:  # a child process: one run, its result as JSON on the last line
@@ -175,18 +179,19 @@ def main():
     specs = {pair: sb3_spec(pair, args.budget_scale) for pair in args.pairs}
     budgets = {pair: spec["total_timesteps"] for pair, spec in specs.items()}
     results = {pair: {"sb3": [], "lab": []} if sb3 else {"lab": []} for pair in args.pairs}
-    started, done, total = machine(), 0, len(args.seeds) * sum(len(kinds) for kinds in results.values())
-    for seed in args.seeds:
-        for pair in args.pairs:
-            for kind in results[pair]:
-                extra = ["--pairs", pair, "--budget-scale", str(args.budget_scale), "--spec", json.dumps(specs[pair])]
-                python = args.sb3_python if kind == "sb3" else sys.executable
-                results[pair][kind].append(measure(__file__, kind, seed, python, extra))
-                done += 1
-                print(pair, kind, seed, results[pair][kind][-1], flush=True)
+    runs = [(seed, pair, kind) for seed in args.seeds for pair in args.pairs for kind in results[pair]]
+    started, done = machine(), 0
+    with ThreadPoolExecutor(args.jobs) as pool:  # in this order: the jobs running at once share the load
+        futures = [pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,
+                               ["--pairs", pair, "--budget-scale", str(args.budget_scale),
+                                "--spec", json.dumps(specs[pair])]) for seed, pair, kind in runs]
+        for (seed, pair, kind), future in zip(runs, futures):
+            results[pair][kind].append(future.result())
+            done += 1
+            print(pair, kind, seed, results[pair][kind][-1], flush=True)
             if args.write:  # the table so far: a run cut short still leaves one
-                write_section("bench_suite", f"{TITLE}\n\n{table(results, args, budgets, started, done, total)}")
-    publish(args, "bench_suite", TITLE, table(results, args, budgets, started, done, total))
+                write_section("bench_suite", f"{TITLE}\n\n{table(results, args, budgets, started, done, len(runs))}")
+    publish(args, "bench_suite", TITLE, table(results, args, budgets, started, done, len(runs)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 LunarLander-v3; A2C, PPO on Pendulum-v1), the lab next to Stable-Baselines3 at the same hyperparameters.
 
     python scripts/bench_suite.py [--pairs ppo_cartpole dqn_acrobot ...] [--budget-scale 0.1] [--seeds 0 1 2]
-                                  [--jobs 2] [--sb3-python PYTHON] [--write]
+                                  [--jobs 2] [--results runs.json] [--sb3-python PYTHON] [--write]
 
 The lab's settings are what `scripts/train.py agent=<algo> env=<env>` composes (conf/tuned/<algo>_<env>.yaml,
 rl-baselines3-zoo's values); SB3 gets the same numbers, translated here (`sb3_settings`), including the
@@ -15,9 +15,14 @@ the return is the mean of 10 greedy (deterministic) evaluation episodes after tr
 --write puts the table into docs/benchmarks.md (section bench_suite), rewritten after every run, so that a
 run cut short leaves the table of the runs done (seeds are the outer loop: every pair's first seed comes
 before any pair's second). The targets are judged only at the zoo's budgets (--budget-scale 1).
+--results keeps every finished run in a JSON file: run again with the same file, the runs already there
+with the same settings are reused, so a cut benchmark continues and a change to one pair's lab config
+reruns only that pair's lab runs.
 """
 import argparse
+import hashlib
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -122,6 +127,32 @@ def run_lab(pair, scale, seed):
     return lab_run(algo, algo, seed, env=env, overrides={"total_timesteps": agent["total_timesteps"], "eval_every": 0})
 
 
+class RunStore:
+    """Finished runs in a JSON file, keyed by pair, side, seed and a hash of that side's settings: a
+    benchmark cut short continues, and after a change to the lab's config only the lab's runs of the
+    changed pairs run again. Without a path it keeps nothing."""
+
+    def __init__(self, path, settings):
+        self.path = pathlib.Path(path) if path else None
+        self.digests = {(pair, kind): hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+                        for pair, sides in settings.items() for kind, value in sides.items()}
+        self.runs = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+
+    def key(self, seed, pair, kind):
+        return f"{pair}/{kind}/seed{seed}/{self.digests[pair, kind]}"
+
+    def get(self, seed, pair, kind):
+        return self.runs.get(self.key(seed, pair, kind))
+
+    def put(self, seed, pair, kind, result):
+        if self.path:
+            self.runs[self.key(seed, pair, kind)] = result
+            partial = self.path.with_name(self.path.name + ".tmp")
+            partial.write_text(json.dumps(self.runs, indent=1))
+            os.replace(partial, self.path)
+        return result
+
+
 def table(results, args, budgets, started, done, total):
     versions = next((r["versions"] for rows in results.values() for r in rows.get("sb3", [])), "SB3 not run")
     full = args.budget_scale == 1
@@ -167,6 +198,9 @@ def main():
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every pair's zoo budget")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once (each one thread; 2 runs a pair's SB3 and lab runs side by side)")
+    parser.add_argument("--results", metavar="JSON",
+                        help="keep each finished run in this file; a run found there with the same settings "
+                             "(seed, and the SB3 spec or the lab's composed config) is not run again")
     parser.add_argument("--spec", help=argparse.SUPPRESS)  # the child's SB3 settings
     args = parser.parse_args()
     if args.one:  # a child process: one run, its result as JSON on the last line
@@ -180,15 +214,20 @@ def main():
     budgets = {pair: spec["total_timesteps"] for pair, spec in specs.items()}
     results = {pair: {"sb3": [], "lab": []} if sb3 else {"lab": []} for pair in args.pairs}
     runs = [(seed, pair, kind) for seed in args.seeds for pair in args.pairs for kind in results[pair]]
+    store = RunStore(args.results, {pair: {"sb3": specs[pair], "lab": lab_config(pair, args.budget_scale)}
+                                    for pair in args.pairs})
     started, done = machine(), 0
     with ThreadPoolExecutor(args.jobs) as pool:  # in this order: the jobs running at once share the load
-        futures = [pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,
+        def launch(seed, pair, kind):
+            return pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,
                                ["--pairs", pair, "--budget-scale", str(args.budget_scale),
-                                "--spec", json.dumps(specs[pair])]) for seed, pair, kind in runs]
+                                "--spec", json.dumps(specs[pair])])
+        futures = [None if store.get(*run) else launch(*run) for run in runs]
         for (seed, pair, kind), future in zip(runs, futures):
-            results[pair][kind].append(future.result())
+            result = store.get(seed, pair, kind) or store.put(seed, pair, kind, future.result())
+            results[pair][kind].append(result)
             done += 1
-            print(pair, kind, seed, results[pair][kind][-1], flush=True)
+            print(pair, kind, seed, result, "(stored)" if future is None else "", flush=True)
             if args.write:  # the table so far: a run cut short still leaves one
                 write_section("bench_suite", f"{TITLE}\n\n{table(results, args, budgets, started, done, len(runs))}")
     publish(args, "bench_suite", TITLE, table(results, args, budgets, started, done, len(runs)))

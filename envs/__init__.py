@@ -26,6 +26,6 @@ for _env_id, (_entry_point, _cap) in TOY_ENVS.items():
     if _env_id not in gym.registry:  # importing twice (e.g. a reload) must not re-register
         gym.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_cap)
 
-__all__ = ["NativeCartPoleVectorEnv", "NativeAcrobotVectorEnv", "BanditEnv", "GridWorld4x4Env", "Maze3x4Env", "TabularMDPEnv",
-           "ThreeStateMDPEnv", "TOY_ENVS", "make_env", "make_vector_env", "VectorStepper", "Transition",
+__all__ = ["NativeCartPoleVectorEnv", "NativeAcrobotVectorEnv", "BanditEnv", "GridWorld4x4Env", "Maze3x4Env",
+           "TabularMDPEnv", "ThreeStateMDPEnv", "TOY_ENVS", "make_env", "make_vector_env", "VectorStepper", "Transition",
            "EpisodeStats", "get_env_state", "set_env_state"]

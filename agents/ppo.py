@@ -27,8 +27,8 @@ Logged per iteration: losses/{policy_loss, value_loss, entropy, approx_kl, old_a
 explained_variance}, charts/{learning_rate, clip_range, SPS, episodic_return, episodic_length}.
 
 Envs: `num_envs` and `vectorization` of the agent config, when set, override the env config's,
-so a preset fixes its own env count. Gymnasium's vector envs and the native vectorized CartPole
-(numpy, or cupy with device=cuda) both work, always with SAME_STEP autoreset.
+so a preset fixes its own env count. Gymnasium's vector envs and the native vectorized ones
+(CartPole, Acrobot; numpy, or cupy with device=cuda) both work, always with SAME_STEP autoreset.
 Evaluation: greedy (the policy's mode) on `cfg.eval_episodes` envs at the end; with `eval_every`
 also every that many env steps, and with `target_return` training stops at the first evaluation
 whose mean return reaches it (metrics time/to_target_s and train/to_target_steps).

@@ -1,11 +1,12 @@
-"""Environments: the factory over gymnasium, native vectorized CartPole (numpy/cupy), the books' toy envs,
-clean vector-env transitions and env state for checkpoints.
+"""Environments: the factory over gymnasium, native vectorized CartPole and Acrobot (numpy/cupy), the
+books' toy envs, clean vector-env transitions and env state for checkpoints.
 
 Importing `envs` registers the toy envs with gymnasium under the `lab/` namespace.
 """
 
 import gymnasium as gym
 
+from envs.acrobot import NativeAcrobotVectorEnv
 from envs.cartpole import NativeCartPoleVectorEnv
 from envs.toy import BanditEnv, GridWorld4x4Env, Maze3x4Env, TabularMDPEnv, ThreeStateMDPEnv
 from envs.factory import make_env, make_vector_env
@@ -25,6 +26,6 @@ for _env_id, (_entry_point, _cap) in TOY_ENVS.items():
     if _env_id not in gym.registry:  # importing twice (e.g. a reload) must not re-register
         gym.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_cap)
 
-__all__ = ["NativeCartPoleVectorEnv", "BanditEnv", "GridWorld4x4Env", "Maze3x4Env", "TabularMDPEnv",
-           "ThreeStateMDPEnv", "TOY_ENVS", "make_env", "make_vector_env", "VectorStepper", "Transition",
+__all__ = ["NativeCartPoleVectorEnv", "NativeAcrobotVectorEnv", "BanditEnv", "GridWorld4x4Env", "Maze3x4Env",
+           "TabularMDPEnv", "ThreeStateMDPEnv", "TOY_ENVS", "make_env", "make_vector_env", "VectorStepper", "Transition",
            "EpisodeStats", "get_env_state", "set_env_state"]

@@ -3,6 +3,7 @@
     env = make_env("CartPole-v1", seed=0, max_episode_steps=200, reward_scale=0.01)
     envs = make_vector_env("CartPole-v1", num_envs=8, seed=0)                       # gymnasium SyncVectorEnv
     envs = make_vector_env("CartPole-v1", 4096, seed=0, vectorization="native")     # NativeCartPoleVectorEnv
+    envs = make_vector_env("Acrobot-v1", 16, seed=0, vectorization="native")        # NativeAcrobotVectorEnv
     envs = make_vector_env("ALE/Breakout-v5", 8, seed=0, vectorization="async")     # needs rlgen-lab[atari]
 
 Wrapper order, innermost first (each line sees what the ones above it produce):
@@ -24,7 +25,8 @@ Wrapper order, innermost first (each line sees what the ones above it produce):
    statistics for the batch (the episode returns recorded in step 4 stay raw).
 
 Seeds: sub-env i of a vector env gets seed + i, so `envs.reset()` and `envs.reset(seed=seed)` give the
-same start. A native vector env has one random stream for the batch, seeded with `seed`.
+same start. The native CartPole has one random stream for the batch, seeded with `seed`, as gymnasium's
+CartPoleVectorEnv; the native Acrobot one per env, seeded seed + i, so it gives the sync env's numbers.
 
 Autoreset (gymnasium 1.x): both vector kinds default to NEXT_STEP. The step that ends an episode
 returns the episode's true last observation; the *next* step ignores that env's action, resets it
@@ -46,7 +48,6 @@ import inspect
 import numbers
 
 import gymnasium as gym
-from gymnasium.utils import seeding
 from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation, RecordEpisodeStatistics
 
@@ -54,13 +55,17 @@ from core.backend import parse_device
 from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from envs.atari import is_atari_id, preprocess, require_ale
-from envs.cartpole import NativeCartPoleVectorEnv, _autoreset_mode
+from envs.acrobot import NativeAcrobotVectorEnv
+from envs.cartpole import NativeCartPoleVectorEnv
+from envs.native import _autoreset_mode
 from envs.normalize import NormalizeVector
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset
 
 VECTORIZATIONS = ("sync", "async", "native")
 Vectorization = Choice("Vectorization", VECTORIZATIONS)  # the config schemas' type
-NATIVE_VERSIONS = {"CartPole-v0": "v0", "CartPole-v1": "v1"}
+# id -> (native vector env, version): what vectorization="native" can make
+NATIVE_ENVS = {"CartPole-v0": (NativeCartPoleVectorEnv, "v0"), "CartPole-v1": (NativeCartPoleVectorEnv, "v1"),
+               "Acrobot-v1": (NativeAcrobotVectorEnv, "v1")}
 ATARI_FRAME_STACK = 4
 ATARI_FRAME_SKIP = 4
 
@@ -149,7 +154,7 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None, vectori
     """`num_envs` copies of `make_env(env_id, **wrapper_kwargs)` as a gymnasium vector env.
 
     vectorization: "sync" (one process; best for cheap envs), "async" (one worker process per env;
-    for slow envs such as Atari), or "native" (the whole batch as arrays: CartPole-v0/v1 only, on
+    for slow envs such as Atari), or "native" (the whole batch as arrays: CartPole-v0/v1, Acrobot-v1; on
     numpy or, with device="cuda", cupy; of the wrapper options it takes max_episode_steps).
     Sub-env i gets seed + i; only sub-env 0 records video. `device` is where the env's arrays live:
     gymnasium's envs always step on the CPU, so anything but "cpu" needs vectorization="native".
@@ -183,8 +188,8 @@ def _make_vector(env_id, num_envs, seed, vectorization, device, mode, native_dty
         raise ValueError(f"native_dtype={native_dtype!r} applies to vectorization='native' only; "
                          f"gymnasium's {vectorization} vector envs keep their own precision")
     if parse_device(device)[0] != "cpu":
-        raise ValueError(f"device={device!r} needs vectorization='native' (CartPole only); gymnasium's "
-                         f"{vectorization} vector envs step on the CPU")
+        raise ValueError(f"device={device!r} needs vectorization='native' ({', '.join(NATIVE_ENVS)} only); "
+                         f"gymnasium's {vectorization} vector envs step on the CPU")
 
     video_dir = wrapper_kwargs.pop("record_video_dir", None)
     env_fns = [functools.partial(make_env, env_id, seed=None if seed is None else seed + i,
@@ -199,8 +204,8 @@ def _make_vector(env_id, num_envs, seed, vectorization, device, mode, native_dty
 
 
 def _make_native(env_id, num_envs, seed, device, mode, dtype, wrapper_kwargs):
-    if env_id not in NATIVE_VERSIONS:
-        raise ValueError(f"vectorization='native' supports only {', '.join(NATIVE_VERSIONS)}, got {env_id!r}; "
+    if env_id not in NATIVE_ENVS:
+        raise ValueError(f"vectorization='native' supports only {', '.join(NATIVE_ENVS)}, got {env_id!r}; "
                          "use 'sync' or 'async' for other envs")
     # configs may list every wrapper option at its default (null, "auto", false); only options set are refused
     defaults = {name: parameter.default for name, parameter in inspect.signature(make_env).parameters.items()}
@@ -209,11 +214,11 @@ def _make_native(env_id, num_envs, seed, device, mode, dtype, wrapper_kwargs):
     if unsupported:
         raise ValueError("vectorization='native' takes no wrapper options but max_episode_steps; "
                          f"got {', '.join(unsupported)}")
-    envs = NativeCartPoleVectorEnv(num_envs, NATIVE_VERSIONS[env_id], device=device, autoreset_mode=mode,
-                                   max_episode_steps=wrapper_kwargs.get("max_episode_steps"), dtype=dtype)
+    native_class, version = NATIVE_ENVS[env_id]
+    envs = native_class(num_envs, version, device=device, autoreset_mode=mode,
+                        max_episode_steps=wrapper_kwargs.get("max_episode_steps"), dtype=dtype)
     if seed is not None:
-        # the same generator reset(seed=seed) would create, so a plain reset() is already seeded
-        envs.np_random, _ = seeding.np_random(seed)
+        envs.seed_random(seed)  # the generators reset(seed=seed) would make, so a plain reset() is already seeded
         envs.action_space.seed(seed)
         envs.single_action_space.seed(seed)
     return envs

@@ -6,8 +6,8 @@
         envs.reset()                           # so the resumed run starts fresh episodes
 
 What is captured:
-- NativeCartPoleVectorEnv on numpy: physics arrays, elapsed steps, pending next-step resets,
-  reset bounds, the random generator, the action spaces' generators.
+- the native vector envs (envs/native.py: CartPole, Acrobot) on numpy: physics arrays, elapsed steps,
+  pending next-step resets, reset bounds, the random generators, the action spaces' generators.
 - gymnasium envs (single, or a SyncVectorEnv of them): per env the unwrapped env's random
   generator (`np_random.bit_generator.state`) and its plain-data attributes (None, bools, numbers,
   strings, numpy arrays, and lists/tuples/dicts of those: CartPole's `state` and
@@ -38,7 +38,7 @@ from gymnasium.vector import SyncVectorEnv, VectorEnv
 from gymnasium.wrappers import (FrameStackObservation, OrderEnforcing, PassiveEnvChecker, RecordEpisodeStatistics,
                                 TimeLimit)
 
-from envs.cartpole import NativeCartPoleVectorEnv
+from envs.native import NativeVectorEnv
 from envs.normalize import NormalizeVector
 from envs.wrappers import ActionRepeat, RecordEpisodeGif, ScaleReward, SeedFirstReset
 
@@ -50,7 +50,7 @@ _BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DX
 
 def get_env_state(env) -> dict:
     """A plain-data snapshot of `env` (see the module docstring); always has "kind" and "exact"."""
-    if isinstance(env, NativeCartPoleVectorEnv):
+    if isinstance(env, NativeVectorEnv):
         return _native_state(env)
     if isinstance(env, NormalizeVector):
         inner = get_env_state(env.env)
@@ -60,7 +60,7 @@ def get_env_state(env) -> dict:
         return _sync_state(env)
     if isinstance(env, VectorEnv):  # AsyncVectorEnv, vector wrappers, other vector envs
         return _inexact(type(env).__name__, f"{type(env).__name__} cannot be captured (its envs may live in "
-                                            "other processes); only SyncVectorEnv and NativeCartPoleVectorEnv can")
+                                            "other processes); only SyncVectorEnv and the native vector envs can")
     if isinstance(env, gym.Env):
         return _single_state(env)
     raise TypeError(f"get_env_state needs a gymnasium Env or VectorEnv, got {type(env).__name__}")
@@ -77,7 +77,7 @@ def set_env_state(env, state: dict) -> bool:
     if isinstance(env, NormalizeVector):
         set_env_state(env.env, state["env"])
         env.set_episode_state(state["normalizer"])
-    elif isinstance(env, NativeCartPoleVectorEnv):
+    elif isinstance(env, NativeVectorEnv):
         _set_native_state(env, state)
     elif isinstance(env, SyncVectorEnv):
         _set_sync_state(env, state)
@@ -114,7 +114,7 @@ def _set_spaces_state(env, state):
     env.observation_space._np_random = _generator(state["observation"])
 
 
-# ----- native CartPole -----
+# ----- native vector envs -----
 
 def _native_state(env):
     if env.xp is not np:
@@ -124,16 +124,19 @@ def _native_state(env):
             "state": None if env._state is None else env._state.copy(),
             "elapsed": env._elapsed.copy(), "prev_done": env._prev_done.copy(),
             "reset_bounds": [env._low, env._high], "rng": _rng_state(env._np_random),
+            "env_rngs": [_rng_state(generator) for generator in env._generators or ()],
             "spaces": _spaces_state(env), "single_action_rng": _rng_state(env.single_action_space._np_random)}
 
 
 def _set_native_state(env, state):
     _check_num_envs(env, state)
-    env._state = None if state["state"] is None else np.array(state["state"], dtype=np.float64, order="C")
+    env._state = None if state["state"] is None else np.array(state["state"], dtype=env.dtype, order="C")
     env._elapsed[...] = state["elapsed"]
     env._prev_done[...] = state["prev_done"]
     env._low, env._high = state["reset_bounds"]
     env._np_random = _generator(state["rng"])
+    if state["env_rngs"]:  # the per-env generators of the native Acrobot
+        env._generators = [_generator(generator) for generator in state["env_rngs"]]
     _set_spaces_state(env, state["spaces"])
     env.single_action_space._np_random = _generator(state["single_action_rng"])
 

@@ -108,7 +108,7 @@ class EnvConfig:
     id: str = "CartPole-v1"
     num_envs: int = 1
     vectorization: Vectorization = Vectorization.sync
-    native_dtype: NativeDtype = NativeDtype.float64  # native CartPole: gymnasium's numbers, or float32 (faster)
+    native_dtype: NativeDtype = NativeDtype.float64  # native envs: gymnasium's numbers, or float32 (faster)
     max_episode_steps: Optional[int] = None    # None: the registered time limit
     reward_scale: Optional[float] = None
     frame_skip: Optional[int] = None

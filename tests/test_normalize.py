@@ -89,19 +89,21 @@ def test_episode_returns_stay_raw_on_native_and_gymnasium_envs():
         assert all(episode.episodic_return == episode.length for episode in lengths)  # CartPole: +1 a step
 
 
-def test_native_and_gymnasium_envs_give_the_same_normalised_numbers():
-    """One CartPole with the same seed is the same data on both (envs/cartpole.py matches gymnasium
+@pytest.mark.parametrize("env_id, num_envs, steps", [("CartPole-v1", 1, 200), ("Acrobot-v1", 2, 520)])
+def test_native_and_gymnasium_envs_give_the_same_normalised_numbers(env_id, num_envs, steps):
+    """The same seed gives the same data on both (envs/cartpole.py and envs/acrobot.py match gymnasium
     bit for bit), so the normalised observations, final observations and rewards are identical."""
     results = []
     for vectorization in ("sync", "native"):
-        envs = make_vector_env("CartPole-v1", 1, seed=3, vectorization=vectorization, autoreset_mode="same_step",
+        envs = make_vector_env(env_id, num_envs, seed=3, vectorization=vectorization, autoreset_mode="same_step",
                                normalize_obs=True, normalize_reward=True)
         stepper = VectorStepper(envs)
         stepper.reset(seed=3)
         rng = np.random.default_rng(0)
-        steps = [stepper.step(rng.integers(2, size=1)) for _ in range(200)]
-        results.append([np.array([getattr(t, name) for t in steps]) for name in ("obs", "next_obs", "reward")])
-        assert any(t.terminated.any() for t in steps)  # the final observations were compared too
+        transitions = [stepper.step(rng.integers(envs.single_action_space.n, size=num_envs)) for _ in range(steps)]
+        results.append([np.array([getattr(t, name) for t in transitions]) for name in ("obs", "next_obs", "reward")])
+        # episodes ended (CartPole falls; random Acrobot hits the time limit): final observations were compared too
+        assert any((t.terminated | t.truncated).any() for t in transitions)
     for gymnasium_array, native_array in zip(*results):
         np.testing.assert_array_equal(gymnasium_array, native_array)
 

@@ -65,7 +65,7 @@ def test_the_command_line_beats_the_tuned_values():
 
 
 def test_a2c_learns_acrobot_with_its_tuned_normalised_values(tmp_path):
-    """The zoo's A2C on Acrobot-v1 (16 envs, observations and rewards normalised): a random policy never swings
+    """The zoo's A2C on Acrobot-v1 (16 native envs, observations and rewards normalised): a random policy never swings
     up within the time limit (return -500); 512 updates of 80 steps bring greedy episodes to about -80
     (seeds 0-5 measured: -77 to -90; the zoo's full budget is 500,000 steps)."""
     from agents import a2c
@@ -74,6 +74,20 @@ def test_a2c_learns_acrobot_with_its_tuned_normalised_values(tmp_path):
     metrics = train_agent(a2c, cfg, tmp_path / "run")
     assert metrics["train/env_steps"] == 40960
     assert metrics["eval/return_mean"] >= -120
+
+
+def test_tuned_acrobot_pairs_step_the_native_acrobot_with_the_sync_envs_numbers(tmp_path):
+    """conf/tuned/{a2c,ppo}_acrobot.yaml pick the native Acrobot for speed only: training on it gives the
+    sync gymnasium envs' run, number for number (envs/acrobot.py equals gymnasium bit for bit)."""
+    from agents import a2c
+    metrics = {}
+    for vectorization in ("native", "sync"):
+        cfg = composed("agent=a2c", "env=acrobot", "agent.total_timesteps=6400", "checkpoint_every=0",
+                       "eval_episodes=3", f"agent.vectorization={vectorization}")
+        metrics[vectorization] = train_agent(a2c, cfg, tmp_path / vectorization)
+        metrics[vectorization].pop("time/wall_s")
+    assert composed("agent=ppo", "env=acrobot").agent.vectorization == "native"
+    assert metrics["native"] == metrics["sync"] and metrics["sync"]["train/episodes"] > 0
 
 
 def train(tmp_path, *overrides):

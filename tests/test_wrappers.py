@@ -260,7 +260,7 @@ def test_uncapturable_env_says_so_and_stepper_restarts_episodes():
         state = stepper.state_dict()
         assert state["env"] == {"kind": "AsyncVectorEnv", "exact": False, "reasons": [
             "AsyncVectorEnv cannot be captured (its envs may live in other processes); only SyncVectorEnv "
-            "and NativeCartPoleVectorEnv can"]}
+            "and the native vector envs can"]}
         assert set_env_state(envs, state["env"]) is False
         assert stepper.load_state_dict(state) is False
         assert not np.array_equal(stepper.obs, first_obs)  # reset: new episodes, not a rerun of the first

@@ -53,13 +53,13 @@ Reduction = Choice("Reduction", "sum mean")
 @dataclass
 class Config(TrainConfig):
     """Defaults: a convolutional β-VAE sized for a CPU (conv 32-64, latent 16, summed BCE, normalised β 0.08,
-    Adam(1e-3), batch 64, 12 epochs: recognisable digits from the prior on MNIST and the 8×8 digits, see
+    Adam(1e-3), batch 64, 16 epochs: recognisable digits from the prior on MNIST and the 8×8 digits, see
     docs/running.md). HOML ch. 17's dense VAE is `model=vae_homl` (`homl17-vae-fashion`)."""
 
     # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     normalize: Optional[Normalize] = Normalize("01")
-    epochs: int = 12
+    epochs: int = 16
     arch: Arch = Arch.conv
     hidden: list[int] = field(default_factory=lambda: [150, 100])  # arch dense
     latent_size: int = 16

@@ -39,7 +39,7 @@ import core.functional as F
 from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    Activation, Optimizer, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
+    Activation, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
     load_data, make_optimizer, originals_over_reconstructions, positive, random_images, restore, setup,
 )
 from gans.datasets import Normalize

@@ -1,6 +1,6 @@
 """Variational autoencoders, dense and convolutional.
 
-    python scripts/train.py model=vae dataset=fashion_mnist
+    python scripts/train.py model=vae dataset=mnist
 
 Trained in epochs (`checkpoint_every` counts epochs; the bar and the logs count update steps), see
 gans/common.py.
@@ -9,16 +9,22 @@ The encoder gives μ and γ = log σ² of a diagonal Gaussian q(z | x); a code z
 (the reparameterisation, so gradients flow through μ and γ) is decoded into Bernoulli logits per pixel.
 The loss is the negative ELBO: reconstruction = Σ_pixels BCE(logits, x) per image, plus
 β·KL(q(z | x) ‖ N(0, I)) = −0.5·Σ_k (1 + γ_k − μ_k² − exp(γ_k)), both averaged over the batch.
+β is `beta`, or with `beta_norm` set Higgins et al.'s (2017) normalised β: β = beta_norm·N/M for N = C·H·W
+pixels and M = latent_size, so the KL weighs the same against the reconstruction whatever the image size
+(β 3.9 on 28×28 MNIST, 0.32 on the 8×8 digits at the default 0.08 and latent 16). A β above 1 pulls the
+codes of the training images towards the prior, so that codes drawn from the prior decode into digits;
+a fixed β that suits 784 pixels makes the 64-pixel digits' posterior collapse (KL → 0, every sample the
+mean image).
 `recon_reduction` "sum" optimises that (BDL ch. 12); "mean" divides both terms by the number of pixels
 (HOML ch. 17: Keras' per-pixel mean BCE and the KL / 784), the same objective on a 784× smaller scale.
 `losses/recon`, `losses/kl` and `losses/loss` are logged on the scale that is optimised.
 
 Architectures (`arch`):
 - "dense": Flatten → Dense(hidden..., activation) → μ, γ = Dense(latent_size) each; decoder Dense(reversed
-  hidden..., activation) → Dense(C·H·W). Presets vae (HOML: 150-100, latent 10, selu, RMSprop) and vae_bdl
-  (BDL: 128, latent 20, relu, Adam).
+  hidden..., activation) → Dense(C·H·W). Presets vae_homl (HOML: 150-100, latent 10, selu, RMSprop) and
+  vae_bdl (BDL: 128, latent 20, relu, Adam).
 - "conv": Conv(c, 4, 2, same) → ReLU per entry of `conv_channels`, Dense to μ and γ; the decoder mirrors it
-  with ConvT(4, 2, same) (height and width divisible by 2^depth).
+  with ConvT(4, 2, same) (height and width divisible by 2^depth). The default, and vae_conv (β 1).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import core.functional as F
 from core.runtime.choices import Choice
 from core.runtime.errors import ConfigError
 from gans.common import (
-    Activation, Optimizer, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
+    Activation, SampleGrids, TrainConfig, batch, dense_layers, epoch_session, interpolate, latent_tensor,
     load_data, make_optimizer, originals_over_reconstructions, positive, random_images, restore, setup,
 )
 from gans.datasets import Normalize
@@ -46,21 +52,22 @@ Reduction = Choice("Reduction", "sum mean")
 
 @dataclass
 class Config(TrainConfig):
-    """Defaults: HOML ch. 17's VAE (`homl17-vae-fashion`)."""
+    """Defaults: a convolutional β-VAE sized for a CPU (conv 32-64, latent 16, summed BCE, normalised β 0.08,
+    Adam(1e-3), batch 64, 16 epochs: recognisable digits from the prior on MNIST and the 8×8 digits, see
+    docs/running.md). HOML ch. 17's dense VAE is `model=vae_homl` (`homl17-vae-fashion`)."""
 
     # plus gans.common.TrainConfig's fields (documented there); the model's own defaults of some come first
 
     normalize: Optional[Normalize] = Normalize("01")
-    epochs: int = 50
-    batch_size: int = 128
-    optimizer: Optimizer = Optimizer.rmsprop
-    arch: Arch = Arch.dense
-    hidden: list[int] = field(default_factory=lambda: [150, 100])
-    latent_size: int = 10
-    activation: Activation = Activation.selu
+    epochs: int = 16
+    arch: Arch = Arch.conv
+    hidden: list[int] = field(default_factory=lambda: [150, 100])  # arch dense
+    latent_size: int = 16
+    activation: Activation = Activation.selu  # arch dense
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
-    recon_reduction: Reduction = Reduction.mean
+    recon_reduction: Reduction = Reduction.sum
     beta: float = 1.0
+    beta_norm: Optional[float] = 0.08  # replaces beta (see the module doc); null: the KL weight is beta
     lr: float = 1e-3
     unit_pixels = "a VAE models pixels in [0, 1] as Bernoulli probabilities"
 
@@ -69,6 +76,12 @@ class Config(TrainConfig):
         positive(self, "latent_size", "lr")
         if self.beta < 0:
             raise ValueError(f"model.beta must be >= 0, got {self.beta}")
+        if self.beta_norm is not None:
+            if self.beta_norm < 0:
+                raise ValueError(f"model.beta_norm must be >= 0 or null, got {self.beta_norm}")
+            if self.beta != 1.0:
+                raise ValueError(f"model.beta={self.beta} and model.beta_norm={self.beta_norm} both set the KL weight; "
+                                 f"set model.beta_norm=null to give beta itself")
         if self.arch == "conv" and not self.conv_channels:
             raise ValueError("model.arch=conv needs at least one entry in model.conv_channels")
 
@@ -129,6 +142,13 @@ def build(cfg: Config, shape, n_classes: int = 0, normalize: str = "01") -> dict
                        nn.Linear(features, cfg.latent_size, init="keras"), decoder, cfg.latent_size)}
 
 
+def kl_weight(args: Config, shape) -> float:
+    """β: `beta`, or beta_norm·N/M (N pixels of `shape` (C, H, W), M = latent_size) when beta_norm is set."""
+    if args.beta_norm is None:
+        return args.beta
+    return args.beta_norm * int(np.prod(shape)) / args.latent_size
+
+
 def vae_loss(logits, x, mu, logvar, reduction: str = "sum", beta: float = 1.0):
     """(loss, reconstruction, KL), each averaged over the batch; with reduction "mean" all three are also
     divided by the number of pixels per image (see the module doc)."""
@@ -145,6 +165,7 @@ def train(cfg, run) -> dict:
     args, data, nets = setup(Config, build, cfg, run)
     model, device = nets["vae"], run.device
     opt = make_optimizer(cfg.optim, args, model.parameters(), args.lr)
+    beta = kl_weight(args, data.shape)
 
     fixed_z = core.Generator(run.seed + 1).normal((args.grid_size, args.latent_size), device=device)
     shown = random_images(data.images, args.grid_size, run.seed)
@@ -156,7 +177,7 @@ def train(cfg, run) -> dict:
         for index in batches:
             x = batch(data.images, index, device)
             logits, mu, logvar = model(x)
-            loss, recon, kl = vae_loss(logits, x, mu, logvar, args.recon_reduction, args.beta)
+            loss, recon, kl = vae_loss(logits, x, mu, logvar, args.recon_reduction, beta)
             opt.zero_grad()
             loss.backward()
             opt.step()

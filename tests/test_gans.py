@@ -98,7 +98,7 @@ def test_vae_bdl_repo_variant_with_latent_10():  # FX-PC-28, GM-13
 
 
 def test_homl_vae_encoder_and_decoder_counts():  # FX-PC-24
-    model = built("vae")["vae"]
+    model = built("vae_homl")["vae"]
     encoder = sum(p.size for part in (model.body, model.mu, model.logvar) for p in part.parameters())
     assert (encoder, model.decoder.num_parameters()) == (134_870, 134_634)
 
@@ -224,6 +224,14 @@ def test_vae_loss_by_hand():
     assert (loss.item(), r.item(), k.item()) == pytest.approx((recon + kl, recon, kl), rel=1e-12)
     loss, r, k = vae.vae_loss(logits, x, mu, logvar, "mean", beta=2.0)  # HOML scale: everything / 4 pixels
     assert (loss.item(), r.item(), k.item()) == pytest.approx(((recon + 2 * kl) / 4, recon / 4, kl / 4), rel=1e-12)
+
+
+def test_the_normalised_beta_weighs_the_kl_by_pixels_per_latent_dimension():
+    default = OmegaConf.to_object(compose_config("vae", "dataset=mnist").model)
+    assert vae.kl_weight(default, (1, 28, 28)) == pytest.approx(0.08 * 784 / 16)  # Higgins et al.'s β_norm
+    assert vae.kl_weight(default, (3, 8, 8)) == pytest.approx(0.08 * 192 / 16)
+    homl = OmegaConf.to_object(compose_config("vae_homl", "dataset=mnist", "model.beta=2").model)
+    assert vae.kl_weight(homl, (1, 28, 28)) == 2
 
 
 def test_sparsity_penalties():
@@ -377,7 +385,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(mnist, tmp_p
 def test_resuming_with_another_latent_size_says_so(mnist, tmp_path):
     overrides = [*mnist, "dataset.limit=64", "model.epochs=1", "model.quality.enabled=false"]
     train("vae", tmp_path / "run", *overrides)
-    with pytest.raises(ConfigError, match=r"resume cannot change model.latent_size=10->12"):
+    with pytest.raises(ConfigError, match=r"resume cannot change model.latent_size=16->12"):
         train("vae", tmp_path / "run", *overrides, "model.latent_size=12", resume=tmp_path / "run")
 
 
@@ -436,6 +444,8 @@ def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_
     ("wgan_gp", "model.separate_real_fake=true", "goes with model.penalty=clip"),
     ("ae_sparse_kl", "model.code_activation=relu", "needs code activations in \\(0, 1\\)"),
     ("vae", "model.normalize=tanh", "set model.normalize=01"),
+    ("vae", "model.beta=2", r"both set the KL weight; set model.beta_norm=null to give beta itself"),
+    ("vae", "model.beta_norm=-1", "model.beta_norm must be >= 0 or null"),
 ])
 def test_config_validation(name, override, message):
     args = OmegaConf.to_object(compose_config(name, "dataset=mnist", override).model)

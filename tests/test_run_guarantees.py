@@ -282,7 +282,9 @@ def test_a_killed_normalised_run_resumes_to_the_numbers_of_an_uninterrupted_one(
             f"runpy.run_path({str(REPO / 'scripts' / 'train.py')!r}, run_name='__main__')")
     process = subprocess.Popen([sys.executable, "-c", code, *NORMALIZED_PPO, f"hydra.run.dir={killed}"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while process.poll() is None and not list((killed / "checkpoints").glob("ckpt_*.ckpt")):
+    # last.ckpt, not the first ckpt_*.ckpt: a kill between writing a periodic checkpoint and pointing
+    # last.ckpt at it would leave no last.ckpt to read below (the resume would then start over)
+    while process.poll() is None and not (killed / "checkpoints" / "last.ckpt").is_file():
         time.sleep(0.02)
     process.kill()  # SIGKILL: no last checkpoint, the newest periodic one is where the run resumes
     process.wait()

@@ -133,6 +133,8 @@ def test_mtf_wgan_per_layer_counts():  # FX-PC-10, FX-PC-11 (latent 50)
     ("dcgan", {"epochs": 5, "width": 32, "batch_size": 64, "lr_g": 2e-4}),
     ("gan", {"epochs": 10, "arch": "mlp", "batch_size": 64}),
     ("wgan_gp", {"epochs": 3, "width": 16, "n_critic": 5, "lr_c": 5e-4, "penalty": "gp"}),
+    ("wgan", {"epochs": 4, "width": 16, "n_critic": 5, "penalty": "clip", "clip_value": 0.01, "clip_scope": "all",
+              "critic_norm": "batch", "bn_eval": False, "optimizer": "rmsprop", "lr_g": 1e-3, "lr_c": 5e-4}),
 ])
 def test_cpu_defaults_are_the_measured_ones(name, expected):
     """The defaults whose time to the quality bar docs/running.md measures on MNIST and the digits."""

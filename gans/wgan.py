@@ -13,7 +13,9 @@ with labels −1 for real and +1 for fake: the same thing), and the generator's 
 - penalty "clip" (WGAN): after every critic update the critic's weights are clipped to ±`clip_value`;
   `clip_scope` "conv" clips only the conv kernels, as MTF does (GM-03), "all" every critic parameter.
   `separate_real_fake` reproduces MTF's schedule: each critic iteration is one update on half a batch
-  of reals and a second update on half a batch of fakes. RMSprop(5e-5) in the preset.
+  of reals and a second update on half a batch of fakes. RMSprop(5e-5) in the preset. `n_critic_warmup`
+  (the default `wgan` config: 100) is the paper's warm-up of the critic: that many critic steps for the
+  first 25 generator steps and every 500th.
 - penalty "gp" (WGAN-GP, the default): loss + λ·mean((‖∇C(x̂)‖₂ − 1)²) at random points x̂ between real and
   fake images; the critic's update differentiates through that input gradient (double backprop). λ = 10,
   5 critic steps and no batch norm in the critic (`critic_norm` "none" or "layer"); the paper's Adam(1e-4,
@@ -83,6 +85,10 @@ class Config(TrainConfig):
     clip_value: float = 0.01
     clip_scope: ClipScope = ClipScope.conv  # "conv": conv kernels only (MTF); "all": every critic parameter
     n_critic: int = 5
+    # the WGAN paper's critic warm-up: this many critic steps for each of the first WARMUP_G_STEPS generator
+    # steps and for every WARMUP_EVERY-th one (the paper: 100), so the critic catches up with the generator;
+    # 0: always n_critic
+    n_critic_warmup: int = 0
     separate_real_fake: bool = False
     bn_eval: bool = True
     eval_fakes: bool = False  # the critic's fakes from G in inference mode (Keras' generator.predict, MTF)
@@ -92,6 +98,8 @@ class Config(TrainConfig):
     def validate(self):
         super().validate()
         positive(self, "latent_size", "width", "n_critic", "lr_g", "lr_c", "clip_value")
+        if self.n_critic_warmup < 0:
+            raise ValueError(f"model.n_critic_warmup must be >= 0 (0: no warm-up), got {self.n_critic_warmup}")
         if self.gp_weight < 0:
             raise ValueError(f"model.gp_weight must be >= 0, got {self.gp_weight}")
         if self.penalty == "gp" and self.critic_norm == "batch" and not self.bn_eval:
@@ -203,6 +211,16 @@ def generator_step(G, C, opt_g, z, bn_eval=False):
 
 
 # ----- training -----
+WARMUP_G_STEPS, WARMUP_EVERY = 25, 500  # the schedule of the WGAN paper's reference code (Arjovsky et al.)
+
+
+def critic_steps(args, g_step: int) -> int:
+    """Critic steps before generator step `g_step` (counted from 0 over the whole run)."""
+    if args.n_critic_warmup and (g_step < WARMUP_G_STEPS or g_step % WARMUP_EVERY == 0):
+        return args.n_critic_warmup
+    return args.n_critic
+
+
 def train(cfg, run) -> dict:
     args, data, nets = setup(Config, build, cfg, run)
     G, C = nets["generator"], nets["critic"]
@@ -227,7 +245,8 @@ def train(cfg, run) -> dict:
         # one generator step per batch-sized share of the data; the critic draws its own random batches
         for _ in batches.steps():
             totals = {"losses/critic_real": 0.0, "losses/critic_fake": 0.0, "losses/gp": 0.0}
-            for _ in range(args.n_critic):
+            n_critic = critic_steps(args, session.steps)  # the session's count is restored on resume
+            for _ in range(n_critic):
                 gp = None
                 if args.separate_real_fake:  # MTF: an update on half a batch of reals, then one on fakes
                     real = batch(data.images, batches.random_batch(half), device)
@@ -237,10 +256,10 @@ def train(cfg, run) -> dict:
                     real = batch(data.images, batches.random_batch(size), device)
                     real_loss, fake_loss, gp = critic_step(C, opt_c, real, fakes(size), args, to_clip, bn_eval)
                 # float64 sums where the losses are (on a GPU no critic step waits for the host)
-                totals["losses/critic_real"] += real_loss.detach().double() / args.n_critic
-                totals["losses/critic_fake"] += fake_loss.detach().double() / args.n_critic
+                totals["losses/critic_real"] += real_loss.detach().double() / n_critic
+                totals["losses/critic_fake"] += fake_loss.detach().double() / n_critic
                 if gp is not None:
-                    totals["losses/gp"] += gp.detach().double() / args.n_critic
+                    totals["losses/gp"] += gp.detach().double() / n_critic
             g_loss = generator_step(G, C, opt_g, draw_noise("normal", size, args.latent_size, device=device), bn_eval)
 
             critic_terms = totals["losses/critic_real"] + totals["losses/critic_fake"]

@@ -133,12 +133,42 @@ def test_mtf_wgan_per_layer_counts():  # FX-PC-10, FX-PC-11 (latent 50)
     ("dcgan", {"epochs": 5, "width": 32, "batch_size": 64, "lr_g": 2e-4}),
     ("gan", {"epochs": 10, "arch": "mlp", "batch_size": 64}),
     ("wgan_gp", {"epochs": 3, "width": 16, "n_critic": 5, "lr_c": 5e-4, "penalty": "gp"}),
+    ("wgan", {"epochs": 4, "width": 16, "n_critic": 5, "penalty": "clip", "clip_value": 0.01, "clip_scope": "all",
+              "critic_norm": "batch", "bn_eval": False, "optimizer": "rmsprop", "lr_g": 1e-3, "lr_c": 5e-4,
+              "n_critic_warmup": 100}),
 ])
 def test_cpu_defaults_are_the_measured_ones(name, expected):
     """The defaults whose time to the quality bar docs/running.md measures on MNIST and the digits."""
     model = compose_config(name).model
     assert {key: model[key] for key in expected} == expected
 
+
+
+def test_wgan_critic_warmup_follows_the_papers_schedule():
+    args = wgan.Config(penalty="clip", n_critic=5, n_critic_warmup=100)
+    assert [wgan.critic_steps(args, g) for g in (0, 24, 25, 499, 500, 501, 1000)] == [100, 100, 5, 5, 100, 5, 100]
+    assert {wgan.critic_steps(wgan.Config(n_critic=5), g) for g in (0, 24, 500)} == {5}
+
+
+def test_wgan_critic_warmup_takes_its_steps_and_survives_resume(tmp_path, monkeypatch):
+    """32 generator steps of 4 digits each, the first 25 after 3 critic steps, the rest after 1; a run stopped
+    after 16 and resumed takes the same 82 critic steps and ends bitwise like the uninterrupted one."""
+    calls = []
+    step = wgan.critic_step
+    monkeypatch.setattr(wgan, "critic_step", lambda *a, **k: calls.append(1) or step(*a, **k))
+    overrides = ["dataset=digits", "dataset.limit=32", "dataset.repeat=1", "model.batch_size=4", "model.width=4",
+                 "model.n_critic=1", "model.n_critic_warmup=3", "model.quality.enabled=false"]
+    _, whole = train("wgan", tmp_path / "whole", *overrides, "model.epochs=4")
+    assert (whole["train/steps"], len(calls)) == (32, 25 * 3 + 7)
+    calls.clear()
+    train("wgan", tmp_path / "part", *overrides, "model.epochs=2")
+    assert len(calls) == 16 * 3
+    train("wgan", tmp_path / "part", *overrides, "model.epochs=4", resume=tmp_path / "part")
+    assert len(calls) == 25 * 3 + 7
+    ends = [core.load(tmp_path / d / "checkpoints" / "last.ckpt") for d in ("whole", "part")]
+    for net in ("generator", "critic"):
+        for key, value in ends[0][net].items():
+            np.testing.assert_array_equal(ends[1][net][key].numpy(), value.numpy(), err_msg=f"{net}.{key}")
 
 def test_tied_decoder_shares_the_encoder_weights():
     model = built("ae_tied")["autoencoder"]
@@ -442,6 +472,7 @@ def test_missing_data_files_stop_the_run_before_training(mnist, mnist_root, tmp_
     ("dcgan_tf", "model.eval_fakes=true", "model.eval_fakes needs model.update=alternating"),
     ("gan_mtf", "model.g_activations=[relu]", "g_hidden has 4 layers but model.g_activations has 1"),
     ("wgan_gp", "model.separate_real_fake=true", "goes with model.penalty=clip"),
+    ("wgan", "model.n_critic_warmup=-1", "n_critic_warmup must be >= 0"),
     ("ae_sparse_kl", "model.code_activation=relu", "needs code activations in \\(0, 1\\)"),
     ("vae", "model.normalize=tanh", "set model.normalize=01"),
     ("vae", "model.beta=2", r"both set the KL weight; set model.beta_norm=null to give beta itself"),

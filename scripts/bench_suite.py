@@ -2,7 +2,7 @@
 LunarLander-v3; A2C, PPO on Pendulum-v1), the lab next to Stable-Baselines3 at the same hyperparameters.
 
     python scripts/bench_suite.py [--pairs ppo_cartpole dqn_acrobot ...] [--budget-scale 0.1] [--seeds 0 1 2]
-                                  [--jobs 2] [--results runs.json] [--sb3-python PYTHON] [--write]
+                                  [--jobs 2] [--results runs.json [--table-only]] [--sb3-python PYTHON] [--write]
 
 The lab's settings are what `scripts/train.py agent=<algo> env=<env>` composes (conf/tuned/<algo>_<env>.yaml,
 rl-baselines3-zoo's values); SB3 gets the same numbers, translated here (`sb3_settings`), including the
@@ -17,7 +17,8 @@ run cut short leaves the table of the runs done (seeds are the outer loop: every
 before any pair's second). The targets are judged only at the zoo's budgets (--budget-scale 1).
 --results keeps every finished run in a JSON file: run again with the same file, the runs already there
 with the same settings are reused, so a cut benchmark continues and a change to one pair's lab config
-reruns only that pair's lab runs.
+reruns only that pair's lab runs. --table-only runs nothing: the table of the runs that file holds
+(docs/benchmarks/suite_runs.json is the file behind the table in docs/benchmarks.md).
 """
 import argparse
 import hashlib
@@ -164,7 +165,8 @@ def table(results, args, budgets, started, done, total):
              "(judged at the zoo's budgets only): the lab's mean return within SB3's seed spread (at least SB3's "
              "mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + partial + load_note(), "",
              "The whole suite at the zoo's budgets, 3 seeds: `OMP_NUM_THREADS=1 PYTHONPATH=. python "
-             "scripts/bench_suite.py --sb3-python <a Python with stable-baselines3 and Box2D> --jobs 2 --write`.", "",
+             "scripts/bench_suite.py --sb3-python <a Python with stable-baselines3 and Box2D> --jobs 2 "
+             "--results docs/benchmarks/suite_runs.json --write` (the runs already in that file are reused).", "",
              "| pair | env steps | runs | SB3 return | lab return | SB3 wall-clock | lab wall-clock | lab vs SB3 | "
              "CPU time vs SB3 | targets |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for pair, rows in results.items():
@@ -201,15 +203,19 @@ def main():
     parser.add_argument("--results", metavar="JSON",
                         help="keep each finished run in this file; a run found there with the same settings "
                              "(seed, and the SB3 spec or the lab's composed config) is not run again")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: the table of the runs in --results (the machine line is this one's)")
     parser.add_argument("--spec", help=argparse.SUPPRESS)  # the child's SB3 settings
     args = parser.parse_args()
+    if args.table_only and not args.results:
+        parser.error("--table-only tabulates the runs of a --results file: name one")
     if args.one:  # a child process: one run, its result as JSON on the last line
         pair, seed = args.pairs[0], args.seeds[0]
         result = run_sb3(pair, json.loads(args.spec), seed) if args.one == "sb3" else \
             run_lab(pair, args.budget_scale, seed)
         print(json.dumps(result))
         return
-    sb3 = not args.skip_sb3 and pathlib.Path(args.sb3_python).exists()
+    sb3 = not args.skip_sb3 and (args.table_only or pathlib.Path(args.sb3_python).exists())
     specs = {pair: sb3_spec(pair, args.budget_scale) for pair in args.pairs}
     budgets = {pair: spec["total_timesteps"] for pair, spec in specs.items()}
     results = {pair: {"sb3": [], "lab": []} if sb3 else {"lab": []} for pair in args.pairs}
@@ -222,9 +228,11 @@ def main():
             return pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,
                                ["--pairs", pair, "--budget-scale", str(args.budget_scale),
                                 "--spec", json.dumps(specs[pair])])
-        futures = [None if store.get(*run) else launch(*run) for run in runs]
+        futures = [None if store.get(*run) or args.table_only else launch(*run) for run in runs]
         for (seed, pair, kind), future in zip(runs, futures):
-            result = store.get(seed, pair, kind) or store.put(seed, pair, kind, future.result())
+            result = store.get(seed, pair, kind) or (future and store.put(seed, pair, kind, future.result()))
+            if result is None:  # --table-only: not in the file
+                continue
             results[pair][kind].append(result)
             done += 1
             print(pair, kind, seed, result, "(stored)" if future is None else "", flush=True)

@@ -163,7 +163,8 @@ def table(results, args, budgets, started, done, total):
              f"{scale}; seeds {args.seeds}, mean ± std over the seeds run (runs column: SB3 + lab); {started}, "
              f"{versions}; one thread each, runs interleaved, {args.jobs} at a time. Return: 10 greedy episodes after training. Targets "
              "(judged at the zoo's budgets only): the lab's mean return within SB3's seed spread (at least SB3's "
-             "mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + partial + load_note(), "",
+             "mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + partial +
+             ("" if args.table_only else load_note()), "",  # the load now says nothing of the stored runs'
              "The whole suite at the zoo's budgets, 3 seeds: `OMP_NUM_THREADS=1 PYTHONPATH=. python "
              "scripts/bench_suite.py --sb3-python <a Python with stable-baselines3 and Box2D> --jobs 2 "
              "--results docs/benchmarks/suite_runs.json --write` (the runs already in that file are reused).", "",
@@ -222,7 +223,7 @@ def main():
     runs = [(seed, pair, kind) for seed in args.seeds for pair in args.pairs for kind in results[pair]]
     store = RunStore(args.results, {pair: {"sb3": specs[pair], "lab": lab_config(pair, args.budget_scale)}
                                     for pair in args.pairs})
-    started, done = machine(), 0
+    started, done = machine(load=not args.table_only), 0
     with ThreadPoolExecutor(args.jobs) as pool:  # in this order: the jobs running at once share the load
         def launch(seed, pair, kind):
             return pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,

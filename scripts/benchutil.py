@@ -83,7 +83,8 @@ def load_note(own_processes=1):
             "load, and the ratios hold better than the times.")
 
 
-def machine():
+def machine(load=True):
+    """This machine in words; with `load`, the load average now (a run's start)."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in open("/proc/cpuinfo"):
@@ -95,7 +96,7 @@ def machine():
     import numpy
     torch = load_torch()
     peers = f", torch {torch.__version__}" if torch is not None else ""
-    load = f", load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f} at the start" if load and hasattr(os, "getloadavg") else ""
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {numpy.__version__}{peers}{load}"
 
 

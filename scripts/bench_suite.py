@@ -223,23 +223,24 @@ def main():
     runs = [(seed, pair, kind) for seed in args.seeds for pair in args.pairs for kind in results[pair]]
     store = RunStore(args.results, {pair: {"sb3": specs[pair], "lab": lab_config(pair, args.budget_scale)}
                                     for pair in args.pairs})
+    asked = len(runs)
+    if args.table_only:  # only the runs the file holds
+        runs = [run for run in runs if store.get(*run)]
     started, done = machine(load=not args.table_only), 0
     with ThreadPoolExecutor(args.jobs) as pool:  # in this order: the jobs running at once share the load
         def launch(seed, pair, kind):
             return pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,
                                ["--pairs", pair, "--budget-scale", str(args.budget_scale),
                                 "--spec", json.dumps(specs[pair])])
-        futures = [None if store.get(*run) or args.table_only else launch(*run) for run in runs]
+        futures = [None if store.get(*run) else launch(*run) for run in runs]
         for (seed, pair, kind), future in zip(runs, futures):
-            result = store.get(seed, pair, kind) or (future and store.put(seed, pair, kind, future.result()))
-            if result is None:  # --table-only: not in the file
-                continue
+            result = store.get(seed, pair, kind) or store.put(seed, pair, kind, future.result())
             results[pair][kind].append(result)
             done += 1
             print(pair, kind, seed, result, "(stored)" if future is None else "", flush=True)
             if args.write:  # the table so far: a run cut short still leaves one
-                write_section("bench_suite", f"{TITLE}\n\n{table(results, args, budgets, started, done, len(runs))}")
-    publish(args, "bench_suite", TITLE, table(results, args, budgets, started, done, len(runs)))
+                write_section("bench_suite", f"{TITLE}\n\n{table(results, args, budgets, started, done, asked)}")
+    publish(args, "bench_suite", TITLE, table(results, args, budgets, started, done, asked))
 
 
 if __name__ == "__main__":

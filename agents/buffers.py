@@ -29,7 +29,7 @@ Rows where `valid` is False (the reset steps of gymnasium's next-step autoreset)
 The env whose row has no entry yet (at the start, or after an episode ended) starts a new episode
 from that row's `obs`.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -44,6 +44,8 @@ class Batch(NamedTuple):
     discounts: np.ndarray  # (B,) float32: γ^m for an m-step return, 0 when it ended in a termination
     indices: np.ndarray    # (B,) ring slots, for `update_priorities`
     weights: np.ndarray    # (B,) float32 importance-sampling weights (all ones for uniform sampling)
+    next_entries: Optional[np.ndarray] = None  # (B,) the absolute entries next_obs was built from (an entry's
+    # observation never changes while the ring holds it: a key for values computed from it)
 
 
 def _fields(capacity, obs_shape, obs_dtype, frame_stack):
@@ -194,7 +196,8 @@ class ReplayBuffer:
             return ready
         return ready & (self._frame_indices(index).min(axis=0) >= self.count - self.capacity)
 
-    def _observations(self, index):
+    def observations(self, index):
+        """The observations of the absolute entries `index` (B, *obs_shape)."""
         if self.frame_stack == 1:
             return self.frames[index % self.capacity]
         return np.moveaxis(self.frames[self._frame_indices(index) % self.capacity], 0, 1)
@@ -215,8 +218,8 @@ class ReplayBuffer:
             bad[bad] = ~self._sampleable(index[bad])
         rewards, discounts, bootstrap = self._n_step_returns(index)
         slots = index % self.capacity
-        return Batch(self._observations(index), self.actions[slots], rewards, self._observations(bootstrap), discounts,
-                     slots, weights)
+        return Batch(self.observations(index), self.actions[slots], rewards, self.observations(bootstrap), discounts,
+                     slots, weights, bootstrap)
 
     def _n_step_returns(self, index):
         """Rewards summed along the links for up to n steps: (returns, discounts, bootstrap entries)."""

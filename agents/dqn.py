@@ -29,8 +29,10 @@ env steps is gradient_steps / train_freq whatever the env count. ε follows a li
 exponential schedule (agents/schedules.py) over env steps or finished episodes.
 
 Speed: updates that bootstrap from the same fixed network (the target network between two of its
-updates) are sampled together and their targets come from one batched forward pass; an MLP
-Q-network with relu or tanh runs as one fused graph node (core.functional.fused_mlp).
+updates) are sampled together and their targets come from one batched forward pass, which computes
+only the max_a Q_target(s', a) not already kept for that entry since the last target update
+(TargetValues); an MLP Q-network with relu or tanh runs as one fused graph node
+(core.functional.fused_mlp).
 
 Envs: `num_envs` and `vectorization` of the agent config, when set, override the env config's.
 With env.normalize_obs / normalize_reward (envs/normalize.py) the replay buffer stores the
@@ -42,8 +44,8 @@ seed + 10_000 + k as scripts/evaluate.py replays them; also every `eval_every` e
 about 10 evaluations per run; the best one's networks in best.ckpt, without the replay buffer), and
 with `target_return` training stops at the first evaluation that reaches it (metrics
 time/to_target_s and train/to_target_steps).
-Checkpoints (q_net, target_net, optimizer, replay buffer, envs, every random generator, the
-update counters) every `checkpoint_every` env steps (default 100,000; 0: only at the end), on
+Checkpoints (q_net, target_net, optimizer, replay buffer and its kept target values, envs, every
+random generator, the update counters) every `checkpoint_every` env steps (default 100,000; 0: only at the end), on
 Ctrl-C and at the end; a resumed run ends bitwise identical to an uninterrupted one on CPU.
 """
 import math
@@ -62,7 +64,7 @@ from agents.buffers import make_replay_buffer
 from agents.networks import Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, select_actions
 from agents.schedules import Schedule, epsilon_schedule, linear_schedule
 from core import optim
-from core.backend import get_array_module, to_device
+from core.backend import array_module, get_array_module, to_device
 from core.runtime.choices import Choice
 from core.runtime.config import config_object
 from core.runtime.errors import ConfigError
@@ -139,7 +141,7 @@ class Config:
     eval_every: Optional[int] = None       # env steps between evaluations; null: about 10 per run; 0: only at the end
     eval_epsilon: float = 0.0              # ε of the evaluation policy (0: greedy; Atari: 0.05 keeps it from stalling)
     target_return: Optional[float] = None  # stop at the first evaluation whose mean return reaches it
-    log_every: int = 100                   # gradient updates between loss logs
+    log_every: int = 100                   # gradient updates between loss (and SPS) logs
 
     def validate(self):
         check_each(self, ("num_envs", "total_episodes"), ">= 1 or null", lambda value: value is None or value >= 1)
@@ -187,6 +189,57 @@ def bootstrap_targets(q_net, target_net, batch, double_q=False, device="cpu"):
     xp = get_array_module(next_q_target)
     targets = td_targets(xp.asarray(batch.rewards), xp.asarray(batch.discounts), next_q_target, next_q_online)
     return targets.astype(np.float32, copy=False)
+
+
+class TargetValues:
+    """max_a Q_target(s', a) of the replay entries bootstrapped from, kept per ring slot until the target
+    network changes (`refresh`) or the slot holds a newer entry. Between two target updates the same
+    entries are drawn again and again (MountainCar's zoo settings draw each of the 10,000 held entries
+    about 4 times per target period): each is computed once instead. A pure function of the target
+    network and the entry, so the targets are those `bootstrap_targets` computes; checkpointed, so that
+    a resumed run ends bitwise identical even where BLAS rounds a row differently in another batch."""
+
+    def __init__(self, capacity, device="cpu"):
+        self.xp = array_module(device)
+        self.entry = np.full(capacity, -1, np.int64)  # the absolute entry each slot's value is of
+        self.computed_in = np.full(capacity, -1, np.int64)  # the target-network version it was computed with
+        self.values = self.xp.zeros(capacity, np.float32)
+        self.version = 0
+
+    def refresh(self):
+        """The target network changed: every value is stale."""
+        self.version += 1
+
+    def targets(self, target_net, buffer, batch, device="cpu"):
+        """y = R + γ^m·max_a Q_target(s', a) of a batch (float32 array on `device`), computing only the
+        values not held."""
+        entries = batch.next_entries
+        slots = entries % len(self.entry)
+        missing = np.unique(entries[(self.entry[slots] != entries) | (self.computed_in[slots] != self.version)])
+        if missing.size:
+            with core.no_grad():
+                q = forward_in_chunks(target_net, as_input(buffer.observations(missing), device))
+            fresh = missing % len(self.entry)
+            self.values[self.xp.asarray(fresh)] = q.max(axis=1)
+            self.entry[fresh], self.computed_in[fresh] = missing, self.version
+        xp = self.xp
+        return xp.asarray(batch.rewards) + xp.asarray(batch.discounts) * self.values[xp.asarray(slots)]
+
+    def state_dict(self):
+        """The values still current, with their slots and entries (the rest would be recomputed anyway)."""
+        slots = np.flatnonzero(self.computed_in == self.version)
+        return {"capacity": len(self.entry), "slots": slots, "entries": self.entry[slots],
+                "values": np.array(to_device(self.values[self.xp.asarray(slots)], "cpu")), "version": self.version}
+
+    def load_state_dict(self, state):
+        if state["capacity"] != len(self.entry):
+            raise ValueError(f"kept target values of a {state['capacity']}-entry replay buffer, this one holds "
+                             f"{len(self.entry)}")
+        self.version = int(state["version"])
+        self.computed_in[...] = -1
+        slots = np.asarray(state["slots"])
+        self.entry[slots], self.computed_in[slots] = state["entries"], self.version
+        self.values[self.xp.asarray(slots)] = self.xp.asarray(state["values"])
 
 
 def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delta=1.0, device="cpu",
@@ -286,6 +339,8 @@ def train(cfg, run):
     rmsprop = {"alpha": args.rmsprop_alpha, "centered": args.rmsprop_centered} if args.optimizer == "rmsprop" else {}
     optimizer = optim.create(parameters, args.optimizer, lr=args.lr, eps=args.optim_eps, **rmsprop)
     buffer = make_replay_buffer(args, obs_space, num_envs)
+    # Double DQN's a' comes from the online network, which every update changes: nothing to keep
+    target_values = TargetValues(buffer.capacity, device) if args.target_network and not args.double_q else None
     epsilon_at = epsilon_schedule(args)
     beta_at = linear_schedule(args.per_beta_start, args.per_beta_end, args.total_timesteps)
     rng = np.random.default_rng(derive_seed(cfg.seed, "dqn"))  # exploration and replay sampling
@@ -303,9 +358,10 @@ def train(cfg, run):
     session = run.session("dqn", "env_steps", args.total_timesteps, checkpoint_every=cfg.get("checkpoint_every"),
                           checkpoint_default=CHECKPOINT_EVERY, eval_every=args.eval_every, episodes=args.total_episodes,
                           target=args.target_return, evaluate=evaluate_now, console_every=cfg.get("console_every"),
-                          record=episode_recorder(cfg, make_policy, make_env), not_in_best=("buffer",))
+                          record=episode_recorder(cfg, make_policy, make_env), not_in_best=("buffer", "target_values"))
     session.track(q_net=q_net, **({"target_net": target_net} if args.target_network else {}), optimizer=optimizer,
-                  buffer=buffer, stepper=stepper, rng=rng, counters=counters, **tracked_normalization(envs))
+                  buffer=buffer, stepper=stepper, rng=rng, counters=counters, **tracked_normalization(envs),
+                  **({"target_values": target_values} if target_values else {}))
 
     # updates sampled together (Speed, above) need a fixed bootstrap network: not so with PER, Double DQN, no target net
     one_at_a_time = args.prioritized or args.double_q or not args.target_network
@@ -325,7 +381,8 @@ def train(cfg, run):
                 batch = buffer.sample(args.batch_size, rng, beta_at(step))
             else:
                 batch = buffer.sample(together * args.batch_size, rng)
-            targets = bootstrap_targets(q_net, target_net, batch, args.double_q, device)
+            targets = target_values.targets(target_net, buffer, batch, device) if target_values else \
+                bootstrap_targets(q_net, target_net, batch, args.double_q, device)
             if args.regress_all_actions:
                 with core.no_grad():
                     q_others = forward_in_chunks(target_net, as_input(batch.obs, device))
@@ -337,6 +394,11 @@ def train(cfg, run):
                                                     else None, step)
             num_updates -= together
         session.check_finite("losses/td_loss", loss_sum)
+
+    def sync_target():
+        update_target(parameter_pairs, args.tau)
+        if target_values:
+            target_values.refresh()
 
     def gradient_step(obs, actions, targets, weights, indices, q_others, step):
         loss, td_errors, q_taken = td_loss(q_net, obs, actions, targets, weights, args.loss, args.huber_delta, device,
@@ -351,10 +413,10 @@ def train(cfg, run):
         counters["updates"] += 1
         if args.target_network and args.target_update_unit == "update" and \
                 counters["updates"] % args.target_update_interval == 0:
-            update_target(parameter_pairs, args.tau)
+            sync_target()
         if counters["updates"] % args.log_every == 0:
             session.log({"losses/td_loss": float(loss.data), "losses/q_values": float(q_taken.mean()),
-                         "charts/learning_rate": args.lr}, step)
+                         "charts/learning_rate": args.lr, "charts/SPS": session.sps()}, step)
         return loss.data
 
     last_return = float("nan")
@@ -381,11 +443,11 @@ def train(cfg, run):
         if args.target_network and args.target_update_unit == "step" and \
                 counters["since_target"] >= args.target_update_interval:
             counters["since_target"] %= args.target_update_interval
-            update_target(parameter_pairs, args.tau)
+            sync_target()
         elif args.target_network and args.target_update_unit == "episode" and \
                 (session.episodes + len(finished)) // args.target_update_interval > \
                 session.episodes // args.target_update_interval:
-            update_target(parameter_pairs, args.tau)
+            sync_target()
 
         # 3. learn
         if counters["since_train"] >= args.train_freq:
@@ -398,7 +460,6 @@ def train(cfg, run):
             counters["round_start"] = step
             if step > args.learning_starts:
                 learn(num_updates, step)
-                session.log({"charts/SPS": session.sps()}, step)
                 session.show(ret=last_return, eps=epsilon)
         session.advance(num_envs, episodes=finished)
     return session.finish({"train/updates": counters["updates"]})

@@ -2,7 +2,8 @@
 LunarLander-v3; A2C, PPO on Pendulum-v1), the lab next to Stable-Baselines3 at the same hyperparameters.
 
     python scripts/bench_suite.py [--pairs ppo_cartpole dqn_acrobot ...] [--budget-scale 0.1] [--seeds 0 1 2]
-                                  [--jobs 2] [--results runs.json [--table-only]] [--sb3-python PYTHON] [--write]
+                                  [--jobs 2] [--results runs.json [--table-only]] [--eval-episodes 10]
+                                  [--sb3-python PYTHON] [--write]
 
 The lab's settings are what `scripts/train.py agent=<algo> env=<env>` composes (conf/tuned/<algo>_<env>.yaml,
 rl-baselines3-zoo's values); SB3 gets the same numbers, translated here (`sb3_settings`), including the
@@ -11,7 +12,8 @@ pair's total_timesteps; learning-rate and clip schedules span the scaled budget 
 is a fresh process with one BLAS / torch thread; seeds and implementations are interleaved so that load
 from other processes hits both alike. Wall-clock is the training loop (SB3: `learn`) without start-up;
 CPU time is that process's over the same span (steadier than wall-clock on a busy machine);
-the return is the mean of 10 greedy (deterministic) evaluation episodes after training.
+the return is the mean of 10 greedy (deterministic) evaluation episodes after training (--eval-episodes:
+more of them, for a pair whose single-seed returns are mostly evaluation noise; such runs are stored apart).
 --write puts the table into docs/benchmarks.md (section bench_suite), rewritten after every run, so that a
 run cut short leaves the table of the runs done (seeds are the outer loop: every pair's first seed comes
 before any pair's second). The targets are judged only at the zoo's budgets (--budget-scale 1).
@@ -101,12 +103,13 @@ def run_sb3(pair, spec, seed):
     if isinstance(eval_env, VecNormalize):
         eval_env.obs_rms = env.obs_rms  # the statistics training ended with, frozen
     eval_env.seed(seed + 10_000)
-    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True, return_episode_rewards=True)
+    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=spec["eval_episodes"], deterministic=True,
+                                 return_episode_rewards=True)
     return {"wall_s": wall, "cpu_s": cpu, "return": sum(returns) / len(returns),
             "versions": f"stable-baselines3 {stable_baselines3.__version__}, torch {torch.__version__}"}
 
 
-def sb3_spec(pair, scale):
+def sb3_spec(pair, scale, eval_episodes=10):
     """What the SB3 child needs, as plain JSON (computed with the lab's config in the lab's interpreter)."""
     algo = pair.split("_", 1)[0]
     agent, env = lab_config(pair, scale)
@@ -117,15 +120,24 @@ def sb3_spec(pair, scale):
         settings["clip_range"] = agent["clip_range"]
     return {"env_id": env["id"], "n_envs": agent.get("num_envs") or env["num_envs"],
             "total_timesteps": agent["total_timesteps"], "settings": settings, "linear": linear,
-            "normalize_obs": env.get("normalize_obs", False), "normalize_reward": env.get("normalize_reward", False)}
+            "normalize_obs": env.get("normalize_obs", False), "normalize_reward": env.get("normalize_reward", False),
+            "eval_episodes": eval_episodes}
 
 
-def run_lab(pair, scale, seed):
+def run_lab(pair, scale, seed, eval_episodes=10):
     from scripts.benchutil import lab_run
     algo, env = pair.split("_", 1)
     agent, _ = lab_config(pair, scale)
     # no evaluations during training: SB3's `learn` runs none, and they would count in the lab's time
-    return lab_run(algo, algo, seed, env=env, overrides={"total_timesteps": agent["total_timesteps"], "eval_every": 0})
+    return lab_run(algo, algo, seed, env=env, overrides={"total_timesteps": agent["total_timesteps"], "eval_every": 0},
+                   eval_episodes=eval_episodes)
+
+
+def run_settings(pairs, scale, eval_episodes=10):
+    """What makes a stored run reusable, per pair and side: the SB3 spec, or the lab's composed config,
+    with the evaluation episodes."""
+    return {pair: {"sb3": sb3_spec(pair, scale, eval_episodes),
+                   "lab": {"config": lab_config(pair, scale), "eval_episodes": eval_episodes}} for pair in pairs}
 
 
 class RunStore:
@@ -161,7 +173,8 @@ def table(results, args, budgets, started, done, total):
     partial = "" if done == total else f" Partial: {done} of the {total} runs asked for were done when this was written."
     lines = [f"Each pair at conf/tuned/<algo>_<env>.yaml (rl-baselines3-zoo's hyperparameters) on both sides, "
              f"{scale}; seeds {args.seeds}, mean ± std over the seeds run (runs column: SB3 + lab); {started}, "
-             f"{versions}; one thread each, runs interleaved, {args.jobs} at a time. Return: 10 greedy episodes after training. Targets "
+             f"{versions}; one thread each, runs interleaved, {args.jobs} at a time. Return: {args.eval_episodes} greedy "
+             "episodes after training. Targets "
              "(judged at the zoo's budgets only): the lab's mean return within SB3's seed spread (at least SB3's "
              "mean minus its std) or better, at ≤ 0.5x SB3's wall-clock." + partial +
              ("" if args.table_only else load_note()), "",  # the load now says nothing of the stored runs'
@@ -206,23 +219,26 @@ def main():
                              "(seed, and the SB3 spec or the lab's composed config) is not run again")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: the table of the runs in --results (the machine line is this one's)")
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="greedy evaluation episodes after training, on both sides (default 10)")
     parser.add_argument("--spec", help=argparse.SUPPRESS)  # the child's SB3 settings
     args = parser.parse_args()
     if args.table_only and not args.results:
         parser.error("--table-only tabulates the runs of a --results file: name one")
+    if args.eval_episodes < 1:
+        parser.error(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
     if args.one:  # a child process: one run, its result as JSON on the last line
         pair, seed = args.pairs[0], args.seeds[0]
         result = run_sb3(pair, json.loads(args.spec), seed) if args.one == "sb3" else \
-            run_lab(pair, args.budget_scale, seed)
+            run_lab(pair, args.budget_scale, seed, args.eval_episodes)
         print(json.dumps(result))
         return
     sb3 = not args.skip_sb3 and (args.table_only or pathlib.Path(args.sb3_python).exists())
-    specs = {pair: sb3_spec(pair, args.budget_scale) for pair in args.pairs}
+    specs = {pair: sb3_spec(pair, args.budget_scale, args.eval_episodes) for pair in args.pairs}
     budgets = {pair: spec["total_timesteps"] for pair, spec in specs.items()}
     results = {pair: {"sb3": [], "lab": []} if sb3 else {"lab": []} for pair in args.pairs}
     runs = [(seed, pair, kind) for seed in args.seeds for pair in args.pairs for kind in results[pair]]
-    store = RunStore(args.results, {pair: {"sb3": specs[pair], "lab": lab_config(pair, args.budget_scale)}
-                                    for pair in args.pairs})
+    store = RunStore(args.results, run_settings(args.pairs, args.budget_scale, args.eval_episodes))
     asked = len(runs)
     if args.table_only:  # only the runs the file holds
         runs = [run for run in runs if store.get(*run)]
@@ -231,7 +247,7 @@ def main():
         def launch(seed, pair, kind):
             return pool.submit(measure, __file__, kind, seed, args.sb3_python if kind == "sb3" else sys.executable,
                                ["--pairs", pair, "--budget-scale", str(args.budget_scale),
-                                "--spec", json.dumps(specs[pair])])
+                                "--eval-episodes", str(args.eval_episodes), "--spec", json.dumps(specs[pair])])
         futures = [None if store.get(*run) else launch(*run) for run in runs]
         for (seed, pair, kind), future in zip(runs, futures):
             result = store.get(seed, pair, kind) or store.put(seed, pair, kind, future.result())

@@ -206,12 +206,13 @@ def train_preset(agent, preset, seed, overrides=None, eval_episodes=10, device="
     return metrics, cpu
 
 
-def lab_run(agent_name, preset, seed, vectorization=None, device="cpu", env="cartpole", overrides=None):
+def lab_run(agent_name, preset, seed, vectorization=None, device="cpu", env="cartpole", overrides=None,
+            eval_episodes=10):
     """The result dict of one lab run for the comparison tables (`vectorization` and `overrides` override the
     preset's and the tuned pair's values)."""
     agent = importlib.import_module(f"agents.{agent_name}")
     overrides = {**(overrides or {}), **({"vectorization": vectorization} if vectorization else {})}
-    metrics, cpu = train_preset(agent, preset, seed, overrides, device=device, env=env)
+    metrics, cpu = train_preset(agent, preset, seed, overrides, eval_episodes, device=device, env=env)
     return {"wall_s": metrics["time/wall_s"], "cpu_s": cpu, "return": metrics["eval/return_mean"],
             "to_target_s": metrics.get("time/to_target_s"), "to_target_steps": metrics.get("train/to_target_steps")}
 

@@ -36,7 +36,7 @@ def test_table_only_tabulates_the_stored_runs_and_runs_nothing(tmp_path, monkeyp
 
     path = tmp_path / "runs.json"
     pair = "ppo_cartpole"
-    store = RunStore(path, {pair: {"sb3": bench_suite.sb3_spec(pair, 1.0), "lab": bench_suite.lab_config(pair, 1.0)}})
+    store = RunStore(path, bench_suite.run_settings([pair], 1.0))
     run = {"wall_s": 10.0, "cpu_s": 9.0, "versions": "stable-baselines3 test"}
     store.put(0, pair, "sb3", {**run, "return": 480.0})
     store.put(0, pair, "lab", {**run, "wall_s": 4.0, "cpu_s": 3.0, "return": 500.0})
@@ -48,6 +48,33 @@ def test_table_only_tabulates_the_stored_runs_and_runs_nothing(tmp_path, monkeyp
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {pair} "))
     assert "| 1 + 2 |" in row and "480.0" in row and "495.0 ± 7.1" in row and "| 0.40x | 0.33x |" in row
     assert "both met" in row
+
+
+def test_runs_evaluated_over_more_episodes_are_kept_apart(tmp_path, monkeypatch, capsys):
+    """--eval-episodes changes what a run measures: its runs are stored beside the 10-episode ones, and
+    its table says how many episodes made each return."""
+    from scripts import bench_suite
+
+    path, pair = tmp_path / "runs.json", "ppo_acrobot"
+    RunStore(path, bench_suite.run_settings([pair], 1.0)).put(0, pair, "lab", {"return": -80.0})
+    many = RunStore(path, bench_suite.run_settings([pair], 1.0, eval_episodes=100))
+    assert many.get(0, pair, "lab") is None
+    many.put(0, pair, "lab", {"return": -74.0, "wall_s": 45.0, "cpu_s": 44.0})
+    assert RunStore(path, bench_suite.run_settings([pair], 1.0)).get(0, pair, "lab") == {"return": -80.0}
+    monkeypatch.setattr("sys.argv", ["bench_suite.py", "--pairs", pair, "--seeds", "0", "--results", str(path),
+                                     "--table-only", "--eval-episodes", "100", "--skip-sb3"])
+    bench_suite.main()
+    out = capsys.readouterr().out
+    assert "Return: 100 greedy episodes after training" in out and "| -74.0 |" in out
+
+
+def test_eval_episodes_must_be_positive(monkeypatch, capsys):
+    from scripts import bench_suite
+
+    monkeypatch.setattr("sys.argv", ["bench_suite.py", "--eval-episodes", "0"])
+    with pytest.raises(SystemExit) as exit_:
+        bench_suite.main()
+    assert exit_.value.code == 2 and "--eval-episodes must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_table_only_needs_a_results_file(monkeypatch, capsys):

@@ -6,8 +6,9 @@ from omegaconf import OmegaConf, ValidationError
 
 import core
 from agents import EVAL_SEED_OFFSET, evaluate_policy
-from agents.buffers import Batch
-from agents.dqn import Config, bootstrap_targets, make_env, make_policy, td_loss, td_targets, train, update_target
+from agents.buffers import Batch, ReplayBuffer
+from agents.dqn import (Config, TargetValues, bootstrap_targets, make_env, make_policy, td_loss, td_targets, train,
+                        update_target)
 from agents.actor_critic import evaluate
 from agents.networks import ACTIVATIONS, QNetwork, dueling_q, select_actions
 from agents.schedules import epsilon_schedule, exponential_schedule, linear_schedule
@@ -190,6 +191,66 @@ def test_target_updates_hard_and_polyak():
     update_target(pairs, 1.0)
     np.testing.assert_array_equal(target.weight.data, online.weight.data)
     assert target.weight.data is not online.weight.data
+
+
+def filled_buffer(steps, capacity=64, n_step=1, seed=0):
+    """A 2-env buffer of `steps` random vector steps (episodes ending now and then, some truncated)."""
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer(capacity, (3,), num_envs=2, n_step=n_step, gamma=0.9)
+    obs = rng.standard_normal((2, 3)).astype(np.float32)
+    for _ in range(steps):
+        next_obs = rng.standard_normal((2, 3)).astype(np.float32)
+        buffer.add(obs, rng.integers(0, 2, 2), rng.standard_normal(2).astype(np.float32), next_obs,
+                   rng.random(2) < 0.1, rng.random(2) < 0.05)
+        obs = next_obs
+    return buffer, rng
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_kept_target_values_give_the_targets_of_a_fresh_forward_pass(n_step):
+    """TargetValues computes max_a Q_target(s') once per entry and target network: its targets are
+    bootstrap_targets', after target updates and after the ring overwrote entries too."""
+    args = Config(hidden=[16])
+    online, target = QNetwork((3,), 2, args), QNetwork((3,), 2, args)
+    buffer, rng = filled_buffer(20, n_step=n_step)
+    kept = TargetValues(buffer.capacity)
+
+    def check(batch_size=16):
+        batch = buffer.sample(batch_size, rng)
+        np.testing.assert_allclose(kept.targets(target, buffer, batch), bootstrap_targets(online, target, batch),
+                                   rtol=1e-6, atol=1e-6)
+    for _ in range(5):
+        check()
+    assert (kept.entry >= 0).sum() < 40  # drawn entries only, each once
+    update_target(list(zip(target.parameters(), online.parameters())), 1.0)  # a changed target network
+    kept.refresh()
+    check()
+    for _ in range(60):  # 120 entries through a 64-slot ring: held values of overwritten slots are stale
+        buffer.add(rng.standard_normal((2, 3)).astype(np.float32), rng.integers(0, 2, 2), np.ones(2, np.float32),
+                   rng.standard_normal((2, 3)).astype(np.float32), np.zeros(2, bool), np.zeros(2, bool))
+    for _ in range(5):
+        check(64)
+
+
+def test_kept_target_values_round_trip_through_their_state():
+    args = Config(hidden=[16])
+    target = QNetwork((3,), 2, args)
+    buffer, rng = filled_buffer(30)
+    kept = TargetValues(buffer.capacity)
+    kept.targets(target, buffer, buffer.sample(32, rng))
+    kept.refresh()
+    kept.targets(target, buffer, buffer.sample(8, rng))  # computed with the new version: only these are current
+    restored = TargetValues(buffer.capacity)
+    restored.load_state_dict(kept.state_dict())
+    current = kept.computed_in == kept.version
+    assert 0 < current.sum() <= 8 and restored.version == kept.version == 1
+    np.testing.assert_array_equal(restored.computed_in == restored.version, current)
+    np.testing.assert_array_equal(restored.entry[current], kept.entry[current])
+    np.testing.assert_array_equal(restored.values[current], kept.values[current])
+    batch = buffer.sample(32, rng)
+    np.testing.assert_array_equal(restored.targets(target, buffer, batch), kept.targets(target, buffer, batch))
+    with pytest.raises(ValueError, match="kept target values of a 64-entry replay buffer, this one holds 32"):
+        TargetValues(32).load_state_dict(kept.state_dict())
 
 
 # ----- configs and bad input -----

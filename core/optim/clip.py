@@ -51,8 +51,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise RuntimeError(f"the total gradient norm of order {norm_type} is {float(total)}; "
                            "pass error_if_nonfinite=False to clip anyway")
-    # applied always: multiplying by 1 leaves a gradient exact, and deciding would wait for a GPU
+    # on a GPU applied always: multiplying by 1 leaves a gradient exact, and deciding would wait for it
     scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    if xp is np and scale == 1.0:
+        return Tensor._make(total)
     for p in params:
         g = p.grad.data
         p.grad = Tensor._make(xp.asarray(g * scale.astype(g.dtype)))

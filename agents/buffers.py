@@ -196,8 +196,7 @@ class ReplayBuffer:
             return ready
         return ready & (self._frame_indices(index).min(axis=0) >= self.count - self.capacity)
 
-    def observations(self, index):
-        """The observations of the absolute entries `index` (B, *obs_shape)."""
+    def _observations(self, index):
         if self.frame_stack == 1:
             return self.frames[index % self.capacity]
         return np.moveaxis(self.frames[self._frame_indices(index) % self.capacity], 0, 1)
@@ -218,7 +217,7 @@ class ReplayBuffer:
             bad[bad] = ~self._sampleable(index[bad])
         rewards, discounts, bootstrap = self._n_step_returns(index)
         slots = index % self.capacity
-        return Batch(self.observations(index), self.actions[slots], rewards, self.observations(bootstrap), discounts,
+        return Batch(self._observations(index), self.actions[slots], rewards, self._observations(bootstrap), discounts,
                      slots, weights, bootstrap)
 
     def _n_step_returns(self, index):

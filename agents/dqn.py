@@ -210,15 +210,16 @@ class TargetValues:
         """The target network changed: every value is stale."""
         self.version += 1
 
-    def targets(self, target_net, buffer, batch, device="cpu"):
+    def targets(self, target_net, batch, device="cpu"):
         """y = R + γ^m·max_a Q_target(s', a) of a batch (float32 array on `device`), computing only the
-        values not held."""
+        values not held, from the batch's own next observations (one row per missing entry)."""
         entries = batch.next_entries
         slots = entries % len(self.entry)
-        missing = np.unique(entries[(self.entry[slots] != entries) | (self.computed_in[slots] != self.version)])
+        stale = np.flatnonzero((self.entry[slots] != entries) | (self.computed_in[slots] != self.version))
+        missing, first = np.unique(entries[stale], return_index=True)
         if missing.size:
             with core.no_grad():
-                q = forward_in_chunks(target_net, as_input(buffer.observations(missing), device))
+                q = forward_in_chunks(target_net, as_input(batch.next_obs[stale[first]], device))
             fresh = missing % len(self.entry)
             self.values[self.xp.asarray(fresh)] = q.max(axis=1)
             self.entry[fresh], self.computed_in[fresh] = missing, self.version
@@ -381,7 +382,7 @@ def train(cfg, run):
                 batch = buffer.sample(args.batch_size, rng, beta_at(step))
             else:
                 batch = buffer.sample(together * args.batch_size, rng)
-            targets = target_values.targets(target_net, buffer, batch, device) if target_values else \
+            targets = target_values.targets(target_net, batch, device) if target_values else \
                 bootstrap_targets(q_net, target_net, batch, args.double_q, device)
             if args.regress_all_actions:
                 with core.no_grad():

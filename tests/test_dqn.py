@@ -217,7 +217,7 @@ def test_kept_target_values_give_the_targets_of_a_fresh_forward_pass(n_step):
 
     def check(batch_size=16):
         batch = buffer.sample(batch_size, rng)
-        np.testing.assert_allclose(kept.targets(target, buffer, batch), bootstrap_targets(online, target, batch),
+        np.testing.assert_allclose(kept.targets(target, batch), bootstrap_targets(online, target, batch),
                                    rtol=1e-6, atol=1e-6)
     for _ in range(5):
         check()
@@ -237,9 +237,9 @@ def test_kept_target_values_round_trip_through_their_state():
     target = QNetwork((3,), 2, args)
     buffer, rng = filled_buffer(30)
     kept = TargetValues(buffer.capacity)
-    kept.targets(target, buffer, buffer.sample(32, rng))
+    kept.targets(target, buffer.sample(32, rng))
     kept.refresh()
-    kept.targets(target, buffer, buffer.sample(8, rng))  # computed with the new version: only these are current
+    kept.targets(target, buffer.sample(8, rng))  # computed with the new version: only these are current
     restored = TargetValues(buffer.capacity)
     restored.load_state_dict(kept.state_dict())
     current = kept.computed_in == kept.version
@@ -248,7 +248,7 @@ def test_kept_target_values_round_trip_through_their_state():
     np.testing.assert_array_equal(restored.entry[current], kept.entry[current])
     np.testing.assert_array_equal(restored.values[current], kept.values[current])
     batch = buffer.sample(32, rng)
-    np.testing.assert_array_equal(restored.targets(target, buffer, batch), kept.targets(target, buffer, batch))
+    np.testing.assert_array_equal(restored.targets(target, batch), kept.targets(target, batch))
     with pytest.raises(ValueError, match="kept target values of a 64-entry replay buffer, this one holds 32"):
         TargetValues(32).load_state_dict(kept.state_dict())
 

@@ -61,7 +61,8 @@ from agents import (EVAL_SEED_OFFSET, check_each, check_evaluation, derive_seed,
                     summarize_returns, wrapper_options)
 from agents.actor_critic import Optimizer, evaluate, evaluation_envs, tracked_normalization, training_envs
 from agents.buffers import make_replay_buffer
-from agents.networks import Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, select_actions
+from agents.networks import (Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, max_over_actions,
+                             select_actions)
 from agents.schedules import Schedule, epsilon_schedule, linear_schedule
 from core import optim
 from core.backend import array_module, get_array_module, to_device
@@ -172,7 +173,7 @@ def td_targets(rewards, discounts, next_q_target, next_q_online=None):
     """y = r + discount·Q_target(s', a'): a' = argmax_a Q_target(s', a) (DQN), or argmax_a Q_online(s', a)
     when `next_q_online` is given (Double DQN). Arrays in, array out."""
     if next_q_online is None:
-        next_values = next_q_target.max(axis=1)
+        next_values = max_over_actions(next_q_target)
     else:
         best = next_q_online.argmax(axis=1)
         next_values = next_q_target[get_array_module(best).arange(len(best)), best]
@@ -221,7 +222,7 @@ class TargetValues:
             with core.no_grad():
                 q = forward_in_chunks(target_net, as_input(batch.next_obs[stale[first]], device))
             fresh = missing % len(self.entry)
-            self.values[self.xp.asarray(fresh)] = q.max(axis=1)
+            self.values[self.xp.asarray(fresh)] = max_over_actions(q)
             self.entry[fresh], self.computed_in[fresh] = missing, self.version
         xp = self.xp
         return xp.asarray(batch.rewards) + xp.asarray(batch.discounts) * self.values[xp.asarray(slots)]

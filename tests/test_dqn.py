@@ -10,7 +10,7 @@ from agents.buffers import Batch, ReplayBuffer
 from agents.dqn import (Config, TargetValues, bootstrap_targets, make_env, make_policy, td_loss, td_targets, train,
                         update_target)
 from agents.actor_critic import evaluate
-from agents.networks import ACTIVATIONS, QNetwork, dueling_q, select_actions
+from agents.networks import ACTIVATIONS, QNetwork, dueling_q, max_over_actions, select_actions
 from agents.schedules import epsilon_schedule, exponential_schedule, linear_schedule
 from core import nn
 from core.runtime.run import ConfigError, Run
@@ -339,3 +339,11 @@ def test_gradient_steps_minus_one_counts_the_env_steps_of_episode_rounds(tmp_pat
     counters = core.load(tmp_path / "run" / "checkpoints" / "last.ckpt")["counters"]
     # every env step up to the end of the last round of two episodes was learned from, once
     assert 0 < metrics["train/updates"] == counters["round_start"] <= 300
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (7, 2), (1024, 3), (64, 18)])
+def test_max_over_actions_is_numpys_row_max(shape):
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal(shape).astype(np.float32)
+    q[0, -1], q[1 % shape[0], 0] = np.nan, np.inf  # NaN propagates as in max(axis=1)
+    np.testing.assert_array_equal(max_over_actions(q), q.max(axis=1))

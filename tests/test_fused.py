@@ -131,3 +131,22 @@ def test_fused_categorical_ppo_loss_gradcheck_and_no_second_order():
     with pytest.raises(ValueError, match=r"ppo_loss: clip_range_vf needs old_values"):
         F.fused_categorical_ppo_loss(logits_t, values_t, batch["actions"], batch["old_logprobs"], batch["advantages"],
                                      batch["returns"], 0.2, clip_range_vf=0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_against_zeros_is_bitwise_numpys_maximum_with_0(dtype):
+    """relu_array compares with a shared array of zeros (4x faster on numpy than a scalar 0): the same bits
+    at every special value (signed zeros, NaN payloads, infinities, subnormals), in place, strided,
+    larger than the shared buffer ever was, and beyond its cap (the scalar form)."""
+    from core.ops import _util
+    special = np.array([-0.0, 0.0, np.nan, -np.nan, np.inf, -np.inf, -1.5, 2.5,
+                        np.finfo(dtype).smallest_subnormal, -np.finfo(dtype).smallest_subnormal], dtype)
+    rng = np.random.default_rng(0)
+    for x in (special, np.tile(special, (7, 3)), rng.standard_normal((300, 301)).astype(dtype)[:, ::2],
+              rng.standard_normal(_util._ZEROS_CAP + 1).astype(dtype)):
+        expected = np.maximum(x, 0)
+        np.testing.assert_array_equal(_util.relu_array(x).view(np.uint8), expected.view(np.uint8))
+        inplace = x.copy()
+        assert _util.relu_array(inplace, out=inplace) is inplace
+        np.testing.assert_array_equal(inplace.view(np.uint8), expected.view(np.uint8))
+    assert not _util._ZEROS[np.dtype(dtype)].flags.writeable  # shared: no caller may write into it

@@ -44,6 +44,24 @@ def xp_of(array):
     return np if type(array) is np.ndarray else backend.get_array_module(array)
 
 
+_ZEROS = {}  # dtype -> a read-only flat numpy array of zeros, grown on demand (see relu_array)
+_ZEROS_CAP = 1 << 22  # elements; larger inputs take the scalar form
+
+
+def relu_array(x, out=None):
+    """max(x, 0) of a raw array. On numpy against an array of zeros: numpy's maximum has no SIMD loop
+    for a broadcast scalar and takes about 4x as long with a scalar 0 (13 us against 3 us for
+    128x256 float32); the values are bitwise the same, NaN payloads and signed zeros included."""
+    if type(x) is not np.ndarray or x.size > _ZEROS_CAP:
+        return xp_of(x).maximum(x, 0, out=out)
+    zeros = _ZEROS.get(x.dtype)
+    if zeros is None or zeros.size < x.size:
+        zeros = np.zeros(max(x.size, 1 << 16), x.dtype)
+        zeros.flags.writeable = False
+        _ZEROS[x.dtype] = zeros
+    return np.maximum(x, zeros[:x.size].reshape(x.shape), out=out)
+
+
 def sum_rows(g):
     """g.sum(0) of a 2-D gradient (a bias gradient). On raw arrays as ones @ g: BLAS does it 5-10x
     faster than numpy's reduction at the batch sizes of RL and GAN training."""

@@ -1,7 +1,7 @@
 """Matrix products: batched/broadcast matmul, the fused linear layer op, and a stack of linear layers
 (an MLP) composed from them and fused into one node."""
 from core.autograd import Function
-from core.ops._util import check_device, sum_rows, unbroadcast, xp_of
+from core.ops._util import check_device, relu_array, sum_rows, unbroadcast, xp_of
 from core.ops.elementwise import relu, tanh
 from core.ops.shape import reshape, swapaxes, squeeze, unsqueeze
 
@@ -115,7 +115,7 @@ class FusedMLP(Function):
                                  f"has shape {params[2 * i].shape}") from None
             h += params[2 * i + 1]
             if i < last or self.activate_output:
-                xp.tanh(h, out=h) if self.activation == "tanh" else xp.maximum(h, 0, out=h)
+                xp.tanh(h, out=h) if self.activation == "tanh" else relu_array(h, out=h)
         self.out = h
         return h
 

@@ -61,8 +61,8 @@ from agents import (EVAL_SEED_OFFSET, check_each, check_evaluation, derive_seed,
                     summarize_returns, wrapper_options)
 from agents.actor_critic import Optimizer, evaluate, evaluation_envs, tracked_normalization, training_envs
 from agents.buffers import make_replay_buffer
-from agents.networks import (Activation, EpsilonGreedy, Init, QNetwork, as_input, forward_in_chunks, max_over_actions,
-                             select_actions)
+from agents.networks import (Activation, EpsilonGreedy, Init, QNetwork, as_input, flatten_rows, forward_in_chunks,
+                             max_over_actions, select_actions)
 from agents.schedules import Schedule, epsilon_schedule, linear_schedule
 from core import optim
 from core.backend import array_module, get_array_module, to_device
@@ -250,7 +250,15 @@ def td_loss(q_net, obs, actions, targets, weights=None, loss="huber", huber_delt
     or the squared TD error, each term times its importance weight when `weights` is given.
     With `q_others` (B, actions), the Keras books' target vector: every Q(s, ·) is regressed on
     q_others (the target net's Q(s, ·)) except the taken action's, on y; each row's loss is the
-    mean over the actions, so the taken action's term weighs 1/actions of it."""
+    mean over the actions, so the taken action's term weighs 1/actions of it. The plain loss of an MLP
+    Q-network is one graph node (core.functional.fused_mlp_q_loss), with the same numbers."""
+    params = getattr(q_net, "fused_mlp_params", None) if weights is None and q_others is None else None
+    if params is not None:
+        x = flatten_rows(as_input(obs, device))
+        targets = x.xp.asarray(targets)
+        value, q_taken = F.fused_mlp_q_loss(x, params, x.xp.asarray(actions), targets, q_net.activation, loss,
+                                            huber_delta)
+        return value, q_taken - targets, q_taken
     q = q_net(as_input(obs, device))
     xp = q.xp
     rows, actions = xp.arange(len(actions)), xp.asarray(actions)

@@ -95,12 +95,18 @@ class QNetwork(nn.Module):
             self.head = nn.Linear(width, num_actions, init=layer_init, generator=generator)
         self.fused = not self.cnn and args.activation in FUSED_ACTIVATIONS
 
+    @property
+    def fused_mlp_params(self):
+        """(weight₁, bias₁, ...) when the whole network is one fused MLP (relu or tanh, no dueling head, no
+        CNN): what core.functional.fused_mlp_q_loss takes. None otherwise."""
+        return linear_params(self.features) if self.fused and not self.dueling else None
+
     def forward(self, x):
         """Q-values (B, actions) of a float32 batch (B, *obs_shape); frames in 0..255."""
         if self.cnn:
             h = self.features(x * (1.0 / 255))
         else:
-            x = x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+            x = flatten_rows(x)
             if self.fused:
                 h = F.fused_mlp(x, linear_params(self.features), self.activation, activate_output=self.dueling)
             else:
@@ -142,6 +148,11 @@ def nature_cnn(obs_shape, layer_init="torch", generator=None):
         raise ConfigError(f"network=nature_cnn needs frames of at least 36x36, got {tuple(obs_shape[1:])}")
     return nn.Sequential(*layers, nn.Flatten(),
                          nn.Linear(64 * height * width, 512, init=layer_init, generator=generator), nn.ReLU())
+
+
+def flatten_rows(x):
+    """A batch (B, ...) as rows (B, features), as an MLP takes it."""
+    return x if x.ndim == 2 else x.reshape(x.shape[0], -1)
 
 
 def as_input(obs, device=None):

@@ -150,3 +150,47 @@ def test_relu_against_zeros_is_bitwise_numpys_maximum_with_0(dtype):
         assert _util.relu_array(inplace, out=inplace) is inplace
         np.testing.assert_array_equal(inplace.view(np.uint8), expected.view(np.uint8))
     assert not _util._ZEROS[np.dtype(dtype)].flags.writeable  # shared: no caller may write into it
+
+
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fused_mlp_q_loss_equals_the_composed_loss_bitwise(activation, loss):
+    """F.fused_mlp_q_loss against mlp, indexing by action and huber_loss / mse_loss, value and gradients,
+    at Huber's kinks (|Q − y| = delta exactly, Q = y) and relu's (zero pre-activations)."""
+    rng = np.random.default_rng(2)
+    x, params = t64(rng.standard_normal((7, 4))), mlp_params(rng, [4, 5, 3])
+    x.data[0] = 0.0
+    params[1].data[:2] = 0.0
+    actions = rng.integers(0, 3, 7)
+    delta = 0.75
+    q = F.mlp(x, params, activation).data[np.arange(7), actions]
+    targets = q + rng.choice([-2.0, -0.3, 0.4, 3.0], 7)
+    targets[:3] = q[:3] + np.array([delta, -delta, 0.0])  # exactly on the kinks
+
+    def fused(x, *ps):
+        value, q_taken = F.fused_mlp_q_loss(x, ps, actions, targets, activation, loss, delta)
+        np.testing.assert_array_equal(q_taken, F.mlp(x, ps, activation).data[np.arange(7), actions])
+        return value
+
+    def composed(x, *ps):
+        q_taken = F.mlp(x, ps, activation)[np.arange(7), actions]
+        goal = core.tensor(targets, dtype=core.float64)
+        return F.huber_loss(q_taken, goal, delta=delta) if loss == "huber" else F.mse_loss(q_taken, goal)
+
+    for got, expected in zip(gradients(fused, [x, *params]), gradients(composed, [x, *params])):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_fused_mlp_q_loss_rejects_bad_input_and_second_order():
+    rng = np.random.default_rng(3)
+    x, params = t64(rng.standard_normal((4, 3))), mlp_params(rng, [3, 5, 2])
+    actions, targets = np.array([0, 1, 1, 0]), np.zeros(4)
+    with pytest.raises(ValueError, match="unknown loss 'l1'; allowed: huber, mse"):
+        F.fused_mlp_q_loss(x, params, actions, targets, loss="l1")
+    with pytest.raises(ValueError, match=r"must have shape \(4,\)"):
+        F.fused_mlp_q_loss(x, params, actions[:3], targets)
+    with pytest.raises(ValueError, match="delta must be > 0"):
+        F.fused_mlp_q_loss(x, params, actions, targets, delta=0.0)
+    value, _ = F.fused_mlp_q_loss(x, params, actions, targets)
+    with pytest.raises(RuntimeError, match="no second-order gradients"):
+        core.grad(value, params[0], create_graph=True)

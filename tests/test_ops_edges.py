@@ -272,6 +272,11 @@ EDGES = {
                   edge("tanh_saturation", lambda x, w: F.fused_mlp(x, [w, const([0.0, 0.0])], "tanh",
                                                                    activate_output=True),
                        a(40.0, -40.0).reshape(1, 2), MLP_W, fd=(1,), second=False)],
+    # Q = [[2, -1.25], [0, 0]]: row 0's taken Q is delta above its target (Huber's kink), row 1 sits on relu's
+    # kink with its target met
+    "fused_mlp_q_loss": [edge("huber_at_delta_relu_kink", lambda x, w: F.fused_mlp_q_loss(
+        x, [w, const([0.0, 0.0]), const([[1.0, 1.0], [0.5, -1.0]]), const([0.0, 0.0])], np.array([0, 1]),
+        a(1.5, 0.0), "relu", "huber", 0.5)[0], a(1.0, 0.5, 0.0, 0.0).reshape(2, 2), MLP_W, fd=(1,), second=False)],
     # PPO: inside the clip range the surrogate is -A·r; exactly on its bound the two terms of the max tie (a kink)
     "ppo_clip_loss": [edge("inside", lambda lr: F.ppo_clip_loss(lr, a(1.0, -1.0), 0.2), a(0.0, 0.0), grad=a(-0.5, 0.5)),
                       edge("on_the_bound", lambda lr: F.ppo_clip_loss(lr, a(1.0, -1.0, 0.0), 0.2),

@@ -62,7 +62,7 @@ def linear(x, weight, bias=None):
 MLP_ACTIVATIONS = {"tanh": tanh, "relu": relu}
 
 
-def _check_mlp(params, activation):
+def check_mlp(params, activation):
     if activation not in MLP_ACTIVATIONS:
         raise ValueError(f"mlp: unknown activation {activation!r}; allowed: {', '.join(MLP_ACTIVATIONS)}")
     if not params or len(params) % 2:
@@ -74,7 +74,7 @@ def mlp(x, params, activation="tanh", activate_output=False):
     """Linear layers with `activation` ("tanh" or "relu") between them, and after the last one with
     `activate_output`: params = (weight₁, bias₁, weight₂, bias₂, ...), weights (out, in) as in nn.Linear.
     The composed form, differentiable to any order; `fused_mlp` is the same as one graph node."""
-    _check_mlp(params, activation)
+    check_mlp(params, activation)
     act = MLP_ACTIVATIONS[activation]
     last = len(params) // 2 - 1
     for i in range(last + 1):
@@ -89,7 +89,7 @@ def fused_mlp(x, params, activation="tanh", activate_output=False):
     agents' networks are 64 wide and run on batches of a few hundred, where the bookkeeping of a node
     per layer costs as much as the arithmetic. First-order gradients only: use `mlp` under
     create_graph."""
-    _check_mlp(params, activation)
+    check_mlp(params, activation)
     return FusedMLP(activation, activate_output)(x, *params)
 
 

@@ -7,6 +7,7 @@ only; its composed form is core.functional.ppo_loss (tests/test_fused.py holds t
 from core.autograd import Function
 from core.ops._util import xp_of
 from core.ops.elementwise import clip
+from core.ops.linalg import FusedMLP
 
 
 class DifferenceLoss(Function):
@@ -25,10 +26,14 @@ class DifferenceLoss(Function):
 
     def backward(self, gy):
         x, t = self.args
+        g = self.input_grad(x, t, gy)
+        return (g if self.needs_grad(0) else None), (-g if self.needs_grad(1) else None)
+
+    def input_grad(self, x, t, gy):
+        """d loss / d input, from the output's gradient gy (arrays, or Tensors for higher orders)."""
         if self.reduction == "mean":
             gy = gy * (1.0 / x.size if x.size else float("nan"))
-        g = self.derivative(x - t) * gy
-        return (g if self.needs_grad(0) else None), (-g if self.needs_grad(1) else None)
+        return self.derivative(x - t) * gy
 
 
 class SquaredError(DifferenceLoss):
@@ -49,6 +54,31 @@ class Huber(DifferenceLoss):
 
     def derivative(self, d):
         return clip(d, -self.param, self.param)
+
+
+class MLPQLoss(FusedMLP):
+    """The node of core.functional.fused_mlp_q_loss: an MLP's outputs Q(x, ·), the entry of each row's
+    action, and a difference loss (Huber or squared error, reduction mean) of those entries against the
+    targets, in one node. Forward and backward are those of FusedMLP, indexing and `loss` in turn, on raw
+    arrays: the same values and gradients as their composition. After the call `q_taken` holds Q(x, a)."""
+
+    def __init__(self, activation, actions, targets, loss):
+        super().__init__(activation, activate_output=False)
+        self.actions, self.targets, self.loss = actions, targets, loss
+
+    def forward(self, x, *params):
+        q = super().forward(x, *params)
+        self.rows = xp_of(q).arange(len(q))
+        self.q_taken = q[self.rows, self.actions]
+        return self.loss.forward(self.q_taken, self.targets)
+
+    def backward(self, gy):
+        if not self._raw:
+            raise RuntimeError("fused_mlp_q_loss has no second-order gradients; compose mlp and huber_loss under "
+                               "create_graph")
+        gq = xp_of(self.out).zeros_like(self.out)
+        gq[self.rows, self.actions] += self.loss.input_grad(self.q_taken, self.targets, gy)  # as indexing's backward
+        return super().backward(gq)
 
 
 def _share(a, b, xp):

@@ -3,7 +3,6 @@
 Clipped gradients are new arrays assigned to `.grad`: a gradient may be a read-only broadcast
 view, or one tensor shared by several parameters, so it is never written into.
 """
-import functools
 import math
 
 import numpy as np
@@ -39,15 +38,14 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return Tensor._make(np.zeros((), np.float64))
     norm_type = float(norm_type)
     xp = get_array_module(params[0].grad.data)
-    flats = [p.grad.data.ravel() for p in params]  # views of contiguous gradients: nothing is copied
-    # per gradient, then over them, as PyTorch does; the sums stay in the gradients' dtype, the total is float64
+    flat = xp.concatenate([p.grad.data for p in params], axis=None)
+    # the norm in float64 (the sum stays in the gradients' dtype)
     if norm_type == math.inf:
-        maxima = [xp.abs(g).max() for g in flats if g.size]
-        total = xp.asarray(functools.reduce(xp.maximum, maxima) if maxima else 0.0, dtype=np.float64)
+        total = xp.asarray(xp.abs(flat).max() if flat.size else 0.0, dtype=np.float64)
     elif norm_type == 2.0:
-        total = xp.sqrt(xp.asarray(sum(xp.asarray(xp.dot(g, g), dtype=np.float64) for g in flats)))
+        total = xp.sqrt(xp.asarray(xp.dot(flat, flat), dtype=np.float64))
     elif norm_type > 0:
-        total = sum(xp.asarray((xp.abs(g) ** norm_type).sum(), dtype=np.float64) for g in flats) ** (1.0 / norm_type)
+        total = xp.asarray((xp.abs(flat) ** norm_type).sum(), dtype=np.float64) ** (1.0 / norm_type)
     else:
         raise ValueError(f"norm_type must be positive (or inf), got {norm_type}")
     if error_if_nonfinite and not bool(xp.isfinite(total)):

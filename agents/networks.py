@@ -125,7 +125,7 @@ class QNetwork(nn.Module):
 
 def max_over_actions(q):
     """max_a Q(s, a) of a (B, actions) array. numpy reduces a short last axis row by row; column by column
-    it is 2-12x faster for a handful of actions (1,024 x 3: 3 us against 38 us), with the same values."""
+    it is 1.5-12x faster for 18 actions down to 3 (1,024 x 3: 3 us against 38 us), with the same values."""
     if get_array_module(q) is not np:
         return q.max(axis=1)
     return functools.reduce(np.maximum, q.T)

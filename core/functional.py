@@ -240,7 +240,7 @@ def fused_mlp_q_loss(x, params, actions, targets, activation="relu", loss="huber
     """The DQN loss of an MLP Q-network as ONE graph node: `huber_loss` (or `mse_loss` with loss="mse")
     of Q(x)[i, actions[i]] against targets[i], reduction mean, with Q = fused_mlp(x, params, activation).
     Same value and gradients as that composition (first order only); the hidden layers' matrix
-    products are most of the cost, the nodes and indexing of the composed form add 5-8 %.
+    products are most of the cost, the composed form's extra nodes and indexing add about 2 %.
     `actions` (int) and `targets` are arrays of shape (batch,). Returns (loss, Q(x, actions) array)."""
     _check_mlp(params, activation)
     if loss not in ("huber", "mse"):
